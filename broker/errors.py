@@ -1,0 +1,57 @@
+"""The one error tree of pandamq.
+
+Library errors (kombu, py-amqp, SQLAlchemy, OpenSSL) are converted into these
+at the one place that calls the library, with ``raise ... from exc``.
+"""
+
+
+class PandaMQError(Exception):
+    """Base of every error pandamq raises on purpose."""
+
+
+class BadInput(PandaMQError):
+    """The caller gave something invalid; retrying the same input cannot help."""
+
+
+class SpecError(BadInput):
+    """A job spec or a message failed validation."""
+
+
+class ConfigError(BadInput):
+    """The settings (TOML file, environment, flags) are invalid."""
+
+
+class UnknownSite(BadInput):
+    """A job names a site that is not in the site catalogue."""
+
+
+class NotFound(BadInput):
+    """A job, site or other record asked for does not exist."""
+
+
+class RecoverableError(PandaMQError):
+    """A service is unavailable for now; the same call may succeed later."""
+
+
+class BrokerUnavailable(RecoverableError):
+    """The message broker (RabbitMQ) cannot be reached or dropped the connection."""
+
+
+class DatabaseUnavailable(RecoverableError):
+    """The SQL database cannot be reached."""
+
+
+class PublishFailed(RecoverableError):
+    """The message broker refused (nacked or returned) a publish, or did not confirm it."""
+
+
+class PermanentError(PandaMQError):
+    """Something is wrong that waiting will not fix."""
+
+
+class SchemaMissing(PermanentError):
+    """The database has no pandamq schema, or an old one."""
+
+
+class IllegalTransition(PermanentError):
+    """A job state change that the state machine does not allow."""

@@ -1,0 +1,1 @@
+"""Connections, confirmed publishing and batched consuming over kombu."""

@@ -1,0 +1,55 @@
+"""Open a kombu connection from settings; turn connection failures into ours."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from kombu import Connection
+
+from broker.errors import BrokerUnavailable
+from broker.settings import Settings
+
+#: The memory transport polls its queues; keep the demo's latency low.
+MEMORY_POLLING_INTERVAL_S = 0.005
+
+
+def is_memory(url: str) -> bool:
+    """True for the in-process transport (one process only)."""
+    return url.startswith("memory://")
+
+
+def connect(settings: Settings, heartbeat: int = 0, timeout_s: float = 10.0) -> Connection:
+    """An open connection to the message broker, or ``BrokerUnavailable``."""
+    conn = _build(settings, heartbeat, timeout_s)
+    try:
+        conn.connect()
+    except (*conn.connection_errors, OSError) as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the message broker at {conn.as_uri()}: {exc}; "
+            "check that RabbitMQ is running and PANDAMQ_BROKER_URL is right"
+        ) from exc
+    return conn
+
+
+def _build(settings: Settings, heartbeat: int, timeout_s: float) -> Connection:
+    url = settings.broker_url
+    if is_memory(url):
+        return Connection(url, transport_options={"polling_interval": MEMORY_POLLING_INTERVAL_S})
+    url = url.replace("amqps://", "amqp://", 1) if url.startswith("amqps://") else url
+    options: dict[str, Any] = {"heartbeat": heartbeat, "connect_timeout": timeout_s}
+    if settings.broker_url.startswith("amqps://"):
+        options["ssl"] = _tls_options(settings)
+        if settings.tls_cert:
+            options["login_method"] = "EXTERNAL"
+    return Connection(url, **options)
+
+
+def _tls_options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED}
+    if settings.tls_ca:
+        options["ca_certs"] = settings.tls_ca
+    if settings.tls_cert:
+        options["certfile"] = settings.tls_cert
+        options["keyfile"] = settings.tls_key
+    return options

@@ -1,0 +1,146 @@
+"""Batched consuming: take a batch of deliveries, handle it, then ack once.
+
+Each queue gets its own channel, so an ack with ``multiple`` covers exactly
+that queue's batch. A handler commits its SQL work before returning; only
+then are the deliveries acked, so a crash in between redelivers them and the
+handler, being idempotent, does nothing twice. Bodies that do not decode, and
+messages the handler refuses, are dead-lettered with a reason header.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from kombu import Connection, Consumer, Message, Queue
+
+from broker import failpoints, topology
+from broker.errors import BrokerUnavailable, SpecError
+from broker.messaging.publisher import Outgoing, Publisher
+from broker.metrics import DEAD_LETTERED
+from broker.protocol import decode_body
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class Incoming(Generic[T]):
+    """A decoded delivery; a handler calls ``refuse`` to dead-letter it."""
+
+    message: T
+    delivery: Message
+    refused: str | None = field(default=None)
+
+    @property
+    def user_id(self) -> str | None:
+        """The broker-validated identity of the publisher, when it set one."""
+        value = self.delivery.properties.get("user_id")
+        return str(value) if value else None
+
+    def refuse(self, reason: str) -> None:
+        """Dead-letter this message after the batch, with ``reason``."""
+        self.refused = reason
+
+
+Handler = Callable[[list[Incoming[Any]]], None]
+
+
+@dataclass
+class _Stream:
+    queue: Queue
+    message_type: type[Any]
+    handler: Handler
+    channel: Any = None
+    buffer: list[Message] = field(default_factory=list)
+
+
+class BatchConsumer:
+    """Consumes several queues; hands each queue's deliveries to its handler in batches."""
+
+    def __init__(self, connection: Connection, publisher: Publisher, batch_size: int) -> None:
+        self._connection = connection
+        self._publisher = publisher
+        self._batch_size = batch_size
+        self._streams: list[_Stream] = []
+        self._amqp = connection.transport.driver_type == "amqp"
+
+    def add(self, queue: Queue, message_type: type[T], handler: Handler) -> None:
+        """Consume ``queue``; decode bodies as ``message_type``; pass batches to ``handler``."""
+        stream = _Stream(queue, message_type, handler)
+        stream.channel = self._connection.channel()
+        stream.channel.basic_qos(0, self._batch_size, False)
+        consumer = Consumer(stream.channel, queues=[queue], on_message=stream.buffer.append)
+        consumer.consume()
+        self._streams.append(stream)
+
+    def poll(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for deliveries, then handle every full or pending batch."""
+        self._fill(timeout_s)
+        return sum(self._flush(s) for s in self._streams)
+
+    def _fill(self, timeout_s: float) -> None:
+        wait = timeout_s
+        try:
+            while not any(len(s.buffer) >= self._batch_size for s in self._streams):
+                self._connection.drain_events(timeout=wait)
+                wait = 0.001
+        except TimeoutError:
+            return
+        except (*self._connection.connection_errors, OSError) as exc:
+            raise BrokerUnavailable(f"lost the message broker while consuming: {exc}") from exc
+
+    def _flush(self, stream: _Stream) -> int:
+        if not stream.buffer:
+            return 0
+        deliveries, stream.buffer[:] = list(stream.buffer), []
+        batch, refused = self._decode(stream, deliveries)
+        if batch:
+            stream.handler(batch)
+        failpoints.hit(f"after-commit:{stream.queue.name}")
+        refused += [(i.delivery, i.refused) for i in batch if i.refused]
+        self._dead_letter(stream, refused)
+        self._ack(deliveries)
+        return len(deliveries)
+
+    def _decode(
+        self, stream: _Stream, deliveries: list[Message]
+    ) -> tuple[list[Incoming[Any]], list[tuple[Message, str]]]:
+        batch: list[Incoming[Any]] = []
+        refused: list[tuple[Message, str]] = []
+        for delivery in deliveries:
+            try:
+                batch.append(Incoming(decode_body(stream.message_type, delivery.body), delivery))
+            except SpecError as exc:
+                refused.append((delivery, str(exc)))
+        return batch, refused
+
+    def _dead_letter(self, stream: _Stream, refused: list[tuple[Message, str]]) -> None:
+        if not refused:
+            return
+        for _delivery, reason in refused:
+            log.warning("dead-lettered a message from %s: %s", stream.queue.name, reason)
+            DEAD_LETTERED.labels(queue=stream.queue.name).inc()
+        self._publisher.publish(
+            Outgoing(
+                topology.DEAD_LETTER_EXCHANGE,
+                stream.queue.name,
+                _raw(d.body),
+                headers={topology.REASON_HEADER: reason, "x-pandamq-queue": stream.queue.name},
+            )
+            for d, reason in refused
+        )
+
+    def _ack(self, deliveries: list[Message]) -> None:
+        if self._amqp:
+            deliveries[-1].ack(multiple=True)
+            return
+        for delivery in deliveries:
+            delivery.ack()
+
+
+def _raw(body: Any) -> bytes:
+    return body if isinstance(body, bytes) else str(body).encode()

@@ -1,0 +1,148 @@
+"""Confirmed publishing with a window of outstanding messages.
+
+On RabbitMQ a publisher never waits for each confirm: it keeps up to
+``window`` messages unconfirmed and reads acks as they come (ARCHITECTURE.md,
+performance budget). ``publish`` returns only when every message it was given
+is confirmed, so a caller may then commit or ack what depended on them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import amqp
+from kombu import Connection, Producer
+
+from broker.errors import BrokerUnavailable, PublishFailed
+
+CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to publish."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any] | None = None
+    persistent: bool = True
+
+
+class Publisher(Protocol):
+    """Publishes messages and returns once the broker has confirmed all of them."""
+
+    def publish(self, messages: Iterable[Outgoing]) -> int:
+        """Publish and wait for confirms; return how many were published."""
+        ...
+
+
+def open_publisher(connection: Connection, window: int, timeout_s: float) -> Publisher:
+    """The right publisher for the connection's transport."""
+    if connection.transport.driver_type == "amqp":
+        return ConfirmingPublisher(connection, window, timeout_s)
+    return DirectPublisher(connection)
+
+
+class DirectPublisher:
+    """The in-process transport: a publish is complete when the call returns."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._producer = Producer(connection.channel())
+
+    def publish(self, messages: Iterable[Outgoing]) -> int:
+        """Publish each message synchronously."""
+        count = 0
+        for m in messages:
+            self._producer.publish(
+                m.body,
+                exchange=m.exchange,
+                routing_key=m.routing_key,
+                content_type=CONTENT_TYPE,
+                content_encoding="utf-8",
+                headers=m.headers or {},
+                delivery_mode=2 if m.persistent else 1,
+            )
+            count += 1
+        return count
+
+
+class ConfirmingPublisher:
+    """RabbitMQ publisher confirms, pipelined over a window, on py-amqp's channel."""
+
+    def __init__(self, connection: Connection, window: int, timeout_s: float) -> None:
+        self._connection = connection
+        self._window = window
+        self._timeout_s = timeout_s
+        self._channel: amqp.Channel = connection.channel()
+        self._channel.confirm_select()
+        self._channel.events["basic_ack"].add(self._on_ack)
+        self._channel.events["basic_nack"].add(self._on_nack)
+        self._channel.events["basic_return"].add(self._on_return)
+        self._next_tag = 1
+        self._unconfirmed: set[int] = set()
+        self._failures: list[str] = []
+
+    def publish(self, messages: Iterable[Outgoing]) -> int:
+        """Publish with up to ``window`` unconfirmed; wait until all are confirmed."""
+        count = 0
+        self._failures = []
+        try:
+            for m in messages:
+                self._wait_below(self._window)
+                self._send(m)
+                count += 1
+            self._wait_below(1)
+        except (*self._connection.connection_errors, OSError) as exc:
+            raise BrokerUnavailable(f"lost the message broker while publishing: {exc}") from exc
+        if self._failures:
+            raise PublishFailed(
+                f"{len(self._failures)} message(s) not accepted: {self._failures[0]}"
+            )
+        return count
+
+    def _send(self, m: Outgoing) -> None:
+        message = amqp.Message(
+            m.body,
+            content_type=CONTENT_TYPE,
+            content_encoding="utf-8",
+            delivery_mode=2 if m.persistent else 1,
+            application_headers=m.headers or {},
+        )
+        self._channel.basic_publish(
+            message, exchange=m.exchange, routing_key=m.routing_key, mandatory=True
+        )
+        self._unconfirmed.add(self._next_tag)
+        self._next_tag += 1
+
+    def _wait_below(self, limit: int) -> None:
+        deadline = time.monotonic() + self._timeout_s
+        while len(self._unconfirmed) >= limit:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PublishFailed(
+                    f"{len(self._unconfirmed)} message(s) not confirmed within {self._timeout_s} s"
+                )
+            try:
+                self._connection.drain_events(timeout=min(remaining, 1.0))
+            except TimeoutError:
+                continue
+
+    def _settle(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self._unconfirmed = {t for t in self._unconfirmed if t > tag}
+        else:
+            self._unconfirmed.discard(tag)
+
+    def _on_ack(self, tag: int, multiple: bool) -> None:
+        self._settle(tag, multiple)
+
+    def _on_nack(self, tag: int, multiple: bool) -> None:
+        self._failures.append(f"nacked by the broker (delivery tag {tag})")
+        self._settle(tag, multiple)
+
+    def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
+        self._failures.append(f"no queue for exchange {exchange!r} routing key {routing_key!r}")

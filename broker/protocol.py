@@ -1,0 +1,220 @@
+"""The wire protocol: every message pandamq sends, defined once.
+
+Each message is a frozen dataclass whose fields are its JSON body. ``decode``
+validates a body strictly (types, required fields, no unknown fields) and
+raises ``SpecError`` with one line naming the field. docs/protocol.md is
+checked against these classes by the test suite. Standard library only: the
+pilot imports this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
+
+from broker.errors import SpecError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+EventKind = Literal["starting", "running", "heartbeat", "finished", "failed"]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a submitter asks to run; the body of a submission."""
+
+    QUEUE: ClassVar[str] = "pandamq.submit"
+    command: str
+    id: str = ""
+    site: str | None = None
+    name: str | None = None
+    task_id: str | None = None
+    cores: int = 1
+    memory_mb: int = 2000
+    walltime_s: int = 86400
+    priority: int = 0
+    max_attempts: int = 3
+    environment: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Rules beyond types."""
+        if not self.command.strip():
+            raise SpecError("job spec: field 'command' must not be empty")
+        _check_name("id", self.id, allow_empty=True)
+        _check_name("site", self.site)
+        _check_name("task_id", self.task_id)
+        _check_positive("cores", self.cores)
+        _check_positive("memory_mb", self.memory_mb)
+        _check_positive("walltime_s", self.walltime_s)
+        _check_positive("max_attempts", self.max_attempts)
+
+
+@dataclass(frozen=True)
+class JobDispatch:
+    """An activated job waiting in its site queue for a pilot."""
+
+    QUEUE: ClassVar[str] = "pandamq.jobs.<site>.<resource_type>"
+    job_id: str
+    attempt: int
+    site: str
+    resource_type: str
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """A pilot asks to run the job it was delivered."""
+
+    QUEUE: ClassVar[str] = "pandamq.claims"
+    job_id: str
+    attempt: int
+    pilot_id: str
+    site: str
+    reply_to: str
+    node: str = ""
+    cores: int = 1
+    memory_mb: int = 2000
+
+
+@dataclass(frozen=True)
+class ClaimReply:
+    """The broker's answer to a claim: granted with the job, or refused with a reason."""
+
+    QUEUE: ClassVar[str] = "pandamq.reply.<pilot_id>"
+    job_id: str
+    attempt: int
+    granted: bool
+    reason: str = ""
+    job: JobSpec | None = None
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """A pilot reports progress of a job attempt it claimed."""
+
+    QUEUE: ClassVar[str] = "pandamq.events"
+    event_id: str
+    job_id: str
+    attempt: int
+    pilot_id: str
+    kind: EventKind
+    time: float
+    exit_code: int | None = None
+    error_code: int | None = None
+    diagnostic: str = ""
+
+
+MESSAGES: tuple[type[Any], ...] = (JobSpec, JobDispatch, ClaimRequest, ClaimReply, JobEvent)
+
+M = TypeVar("M")
+
+
+def encode(message: Any) -> bytes:
+    """The JSON body of a message."""
+    return json.dumps(dataclasses.asdict(message), separators=(",", ":")).encode()
+
+
+def decode_body(cls: type[M], body: bytes | str) -> M:
+    """Parse and validate a message body; ``SpecError`` names what is wrong."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{_label(cls)}: not valid JSON ({exc})") from exc
+    return decode(cls, data)
+
+
+def decode(cls: type[M], data: Any) -> M:
+    """Build a message from already-parsed JSON, strictly."""
+    label = _label(cls)
+    if not isinstance(data, dict):
+        raise SpecError(f"{label}: expected a JSON object, got {_json_type(data)}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise SpecError(f"{label}: unknown field(s) {', '.join(map(repr, unknown))}")
+    values = {}
+    for name, f in known.items():
+        if name in data:
+            values[name] = _convert(label, name, hints[name], data[name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SpecError(f"{label}: missing required field {name!r}")
+    message = cls(**values)
+    check = getattr(message, "check", None)
+    if check is not None:
+        check()
+    return message
+
+
+def _convert(label: str, name: str, hint: Any, value: Any) -> Any:
+    origin = get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in get_args(hint):
+            return None
+        (inner,) = (a for a in get_args(hint) if a is not type(None))
+        return _convert(label, name, inner, value)
+    if origin is Literal:
+        if value not in get_args(hint):
+            choices = ", ".join(map(str, get_args(hint)))
+            raise SpecError(f"{label}: field {name!r} must be one of {choices}, got {value!r}")
+        return value
+    if origin is dict:
+        return _convert_str_dict(label, name, value)
+    if dataclasses.is_dataclass(hint):
+        return decode(hint, value)  # type: ignore[arg-type]
+    return _convert_scalar(label, name, hint, value)
+
+
+def _convert_scalar(label: str, name: str, hint: type[Any], value: Any) -> Any:
+    ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise SpecError(
+            f"{label}: field {name!r} must be {_type_word(hint)}, got {_json_type(value)}"
+        )
+    return value
+
+
+def _convert_str_dict(label: str, name: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise SpecError(f"{label}: field {name!r} must be an object of strings")
+    return dict(value)
+
+
+def _check_name(name: str, value: str | None, allow_empty: bool = False) -> None:
+    if value is None or (allow_empty and value == ""):
+        return
+    if not NAME_PATTERN.match(value):
+        raise SpecError(
+            f"job spec: field {name!r} must be 1-64 letters, digits, '_', '.' or '-', got {value!r}"
+        )
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise SpecError(f"job spec: field {name!r} must be at least 1, got {value}")
+
+
+def _label(cls: type[Any]) -> str:
+    return "job spec" if cls is JobSpec else f"{cls.__name__} message"
+
+
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _type_word(hint: type[Any]) -> str:
+    return _TYPE_WORDS.get(hint, hint.__name__)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    words = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    words |= {list: "an array", dict: "an object"}
+    return words.get(type(value), type(value).__name__)

@@ -1,0 +1,141 @@
+"""Ingest pilots' job events: transitions and heartbeats, idempotent on redelivery.
+
+An event is applied once: the first history row it causes carries its id, and
+a redelivered event whose id is already in the history is skipped. Only the
+pilot that claimed an attempt may report on it; anything else is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, RowMapping, and_, bindparam, select, update
+
+from broker.messaging.consumer import Incoming
+from broker.protocol import JobEvent
+from broker.states import JobState
+from broker.store import transitions
+from broker.store.clock import now
+from broker.store.engine import transaction
+from broker.store.jobs import load
+from broker.store.schema import job_transitions, jobs
+from broker.store.transitions import Change
+
+log = logging.getLogger(__name__)
+
+S = JobState
+
+#: The states each event kind moves a job through. The pilot's finished and
+#: failed pass through ``holding``, where outputs are registered.
+PATH: dict[str, tuple[JobState, ...]] = {
+    "starting": (S.STARTING,),
+    "running": (S.RUNNING,),
+    "finished": (S.HOLDING, S.FINISHED),
+    "failed": (S.HOLDING, S.FAILED),
+}
+
+
+class EventHandler:
+    """Handles batches from ``pandamq.events`` in one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def __call__(self, batch: list[Incoming[JobEvent]]) -> None:
+        """Apply each new event's transitions and heartbeats."""
+        t = now()
+        with transaction(self._engine) as conn:
+            events = _new_events(conn, batch)
+            rows = load(conn, (i.message.job_id for i in events))
+            accepted = [i for i in events if _authorised(i, rows.get(i.message.job_id))]
+            transitions.apply(conn, _changes(accepted, rows, t), t)
+            _heartbeats(conn, [i.message for i in accepted], t)
+
+
+def _new_events(conn: Connection, batch: list[Incoming[JobEvent]]) -> list[Incoming[JobEvent]]:
+    """Drop events already applied (a redelivery) and repeats within the batch."""
+    ids = {i.message.event_id for i in batch}
+    seen = {
+        r.event_id
+        for r in conn.execute(
+            select(job_transitions.c.event_id).where(job_transitions.c.event_id.in_(ids))
+        )
+    }
+    fresh: dict[str, Incoming[JobEvent]] = {}
+    for incoming in batch:
+        if incoming.message.event_id not in seen:
+            fresh.setdefault(incoming.message.event_id, incoming)
+    return list(fresh.values())
+
+
+def _authorised(incoming: Incoming[JobEvent], row: RowMapping | None) -> bool:
+    """Only the pilot holding the current attempt may report on it."""
+    event = incoming.message
+    if row is None:
+        incoming.refuse(f"event for unknown job {event.job_id!r}")
+        return False
+    if event.attempt != row["attempt"]:
+        log.info(
+            "ignored %s event of job %s for old attempt %d", event.kind, event.job_id, event.attempt
+        )
+        return False
+    if event.pilot_id != row["pilot_id"]:
+        incoming.refuse(f"pilot {event.pilot_id!r} did not claim job {event.job_id!r}")
+        return False
+    return True
+
+
+def _changes(
+    events: list[Incoming[JobEvent]], rows: dict[str, RowMapping], t: datetime
+) -> list[Change]:
+    """The transitions of each event, from the job's state as the batch leaves it."""
+    state = {job_id: JobState(row["state"]) for job_id, row in rows.items()}
+    changes: list[Change] = []
+    for incoming in events:
+        event = incoming.message
+        for i, target in enumerate(PATH.get(event.kind, ())):
+            changes.append(
+                Change(
+                    event.job_id,
+                    event.attempt,
+                    state[event.job_id],
+                    target,
+                    event_id=event.event_id if i == 0 else None,
+                    reason=f"{event.kind} reported by pilot {event.pilot_id}",
+                    values=_values(event, target, t),
+                )
+            )
+            state[event.job_id] = target
+    return changes
+
+
+def _values(event: JobEvent, target: JobState, t: datetime) -> dict[str, Any]:
+    if target in (S.FINISHED, S.FAILED):
+        return {
+            "exit_code": event.exit_code,
+            "error_code": event.error_code,
+            "diagnostic": event.diagnostic or None,
+        }
+    if target == S.STARTING:
+        return {"heartbeat_at": t, "started_at": t}
+    return {"heartbeat_at": t}
+
+
+def _heartbeats(conn: Connection, events: list[JobEvent], t: datetime) -> None:
+    beats = {e.job_id: e for e in events if e.kind == "heartbeat"}
+    if not beats:
+        return
+    conn.execute(
+        update(jobs)
+        .where(
+            and_(
+                jobs.c.id == bindparam("b_id"),
+                jobs.c.attempt == bindparam("b_attempt"),
+                jobs.c.state.in_([S.STARTING.value, S.RUNNING.value]),
+            )
+        )
+        .values(heartbeat_at=t),
+        [{"b_id": e.job_id, "b_attempt": e.attempt} for e in beats.values()],
+    )

@@ -1,0 +1,91 @@
+"""The broker service's loop: consume submissions, claims and events in batches,
+relay the outbox, stop cleanly when asked."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from kombu import Connection
+from sqlalchemy import Engine
+
+from broker import topology
+from broker.messaging.connection import connect
+from broker.messaging.consumer import BatchConsumer
+from broker.messaging.publisher import Publisher, open_publisher
+from broker.protocol import ClaimRequest, JobEvent, JobSpec
+from broker.service.claims import ClaimHandler
+from broker.service.events import EventHandler
+from broker.service.relay import OutboxRelay
+from broker.service.submission import SubmissionHandler
+from broker.settings import Settings
+from broker.store.migrate import require_current
+from broker.store.sites import list_sites
+
+log = logging.getLogger(__name__)
+
+#: Even when no handler wrote to the outbox, look at it this often (rows left
+#: by a crash, or written by another process).
+OUTBOX_SWEEP_S = 1.0
+
+
+class BrokerService:
+    """One broker process. Several may run side by side on the same database."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._topology = topology.Topology(settings.queue_type)
+        self._declared_sites: set[str] = set()
+        self._connection: Connection | None = None
+
+    def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
+        """Serve until ``stop`` is set."""
+        require_current(self._engine)
+        s = self._settings
+        with connect(s, heartbeat=0) as connection:
+            self._connection = connection
+            publisher = open_publisher(connection, s.publish_window, s.confirm_timeout_s)
+            self._declare(connection)
+            consumer = self._consumer(connection, publisher)
+            relay = OutboxRelay(self._engine, publisher, s.batch_size)
+            relay.relay()
+            log.info("broker service ready on %s", connection.as_uri())
+            if ready is not None:
+                ready.set()
+            self._loop(stop, consumer, relay)
+        log.info("broker service stopped")
+
+    def _declare(self, connection: Connection) -> None:
+        topology.declare(connection.default_channel, self._topology.service_queues())
+        with self._engine.connect() as conn:
+            self.site_queues_ready({site["name"] for site in list_sites(conn)})
+
+    def site_queues_ready(self, sites: set[str]) -> None:
+        """Declare the job queues of sites not declared yet by this process."""
+        new = sites - self._declared_sites
+        if new and self._connection is not None:
+            topology.declare(self._connection.default_channel, self._topology.site_queues(new))
+            self._declared_sites |= new
+
+    def _consumer(self, connection: Connection, publisher: Publisher) -> BatchConsumer:
+        consumer = BatchConsumer(connection, publisher, self._settings.batch_size)
+        consumer.add(
+            self._topology.submit_queue(),
+            JobSpec,
+            SubmissionHandler(self._engine, self.site_queues_ready),
+        )
+        consumer.add(
+            self._topology.claims_queue(), ClaimRequest, ClaimHandler(self._engine, publisher)
+        )
+        consumer.add(self._topology.events_queue(), JobEvent, EventHandler(self._engine))
+        return consumer
+
+    def _loop(self, stop: threading.Event, consumer: BatchConsumer, relay: OutboxRelay) -> None:
+        last_sweep = time.monotonic()
+        while not stop.is_set():
+            handled = consumer.poll(self._settings.poll_interval_s)
+            if handled or time.monotonic() - last_sweep > OUTBOX_SWEEP_S:
+                relay.relay()
+                last_sweep = time.monotonic()

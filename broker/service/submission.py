@@ -1,0 +1,109 @@
+"""Persist submissions (``defined``), place them at a site (``assigned``) and,
+having no input data to wait for, activate them through the outbox."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine
+
+from broker import topology
+from broker.messaging.consumer import Incoming
+from broker.messaging.publisher import Outgoing
+from broker.protocol import JobDispatch, JobSpec, encode
+from broker.states import JobState
+from broker.store import outbox, transitions
+from broker.store.clock import now
+from broker.store.engine import transaction
+from broker.store.jobs import existing_ids, insert_defined
+from broker.store.sites import known_sites, online_sites
+from broker.store.transitions import Change
+from broker.topology import resource_type
+
+log = logging.getLogger(__name__)
+
+S = JobState
+
+
+class SubmissionHandler:
+    """Handles batches from ``pandamq.submit``; each batch is one transaction."""
+
+    def __init__(self, engine: Engine, site_queues_ready: Callable[[set[str]], None]) -> None:
+        self._engine = engine
+        self._site_queues_ready = site_queues_ready
+
+    def __call__(self, batch: list[Incoming[JobSpec]]) -> None:
+        """Persist, place and activate the new jobs in ``batch``."""
+        t = now()
+        with transaction(self._engine) as conn:
+            fresh = self._fresh(conn, batch)
+            placed = self._place(conn, fresh)
+            insert_defined(conn, [spec for spec, _, _ in placed], t)
+            activated = transitions.apply(conn, _changes(placed), t)
+            outbox.put(conn, _dispatches(placed, {c.job_id for c in activated}))
+        self._site_queues_ready({site for _, site, _ in placed})
+        if placed:
+            log.info("accepted %d job(s)", len(placed))
+
+    def _fresh(self, conn: Connection, batch: list[Incoming[JobSpec]]) -> list[Incoming[JobSpec]]:
+        """Submissions not seen before; re-sent ones are dropped (idempotent)."""
+        for incoming in batch:
+            if not incoming.message.id:
+                incoming.refuse("job spec: field 'id' is required on the wire")
+        named = [i for i in batch if i.message.id]
+        seen = existing_ids(conn, (i.message.id for i in named))
+        fresh: dict[str, Incoming[JobSpec]] = {}
+        for incoming in named:
+            fresh.setdefault(incoming.message.id, incoming)
+        return [i for job_id, i in fresh.items() if job_id not in seen]
+
+    def _place(
+        self, conn: Connection, fresh: list[Incoming[JobSpec]]
+    ) -> list[tuple[JobSpec, str, str]]:
+        """(spec, site, why) for each job that has a site; refuse the rest."""
+        statuses = known_sites(conn, {i.message.site for i in fresh if i.message.site})
+        online = online_sites(conn) if any(not i.message.site for i in fresh) else []
+        placed = []
+        for incoming in fresh:
+            spec = incoming.message
+            site, why = _choose(spec, statuses, online)
+            if site is None:
+                incoming.refuse(why)
+                log.warning("refused job %s: %s", spec.id, why)
+                continue
+            placed.append((spec, site, why))
+        return placed
+
+
+def _choose(spec: JobSpec, statuses: dict[str, str], online: list[str]) -> tuple[str | None, str]:
+    if spec.site:
+        if spec.site not in statuses:
+            return None, f"site {spec.site!r} is not in the site catalogue"
+        return spec.site, f"site {spec.site} requested in the job spec"
+    if not online:
+        return None, "no site is online"
+    site = online[zlib.crc32(spec.id.encode()) % len(online)]
+    return site, f"site {site} chosen among online sites {', '.join(online)}"
+
+
+def _changes(placed: list[tuple[JobSpec, str, str]]) -> list[Change]:
+    changes = []
+    for spec, site, why in placed:
+        changes.append(Change(spec.id, 1, S.DEFINED, S.ASSIGNED, reason=why, values={"site": site}))
+        changes.append(
+            Change(spec.id, 1, S.ASSIGNED, S.ACTIVATED, reason="no input data to wait for")
+        )
+    return changes
+
+
+def _dispatches(placed: list[tuple[JobSpec, str, str]], activated: set[str]) -> list[Outgoing]:
+    out = []
+    for spec, site, _ in placed:
+        if spec.id not in activated:
+            continue
+        rtype = resource_type(spec.cores, spec.memory_mb)
+        body = encode(JobDispatch(spec.id, 1, site, rtype, spec.priority))
+        out.append(Outgoing(topology.JOBS_EXCHANGE, topology.job_routing_key(site, rtype), body))
+    return out

@@ -1,0 +1,130 @@
+"""Settings: one typed object built from a TOML file and ``PANDAMQ_*`` variables.
+
+Precedence, lowest first: defaults, the TOML file (``--config`` or
+``PANDAMQ_CONFIG``), the environment, explicit overrides (command-line flags).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from broker.errors import ConfigError
+
+ENV_PREFIX = "PANDAMQ_"
+LOCAL_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def default_database_url() -> str:
+    """SQLite in the user's data directory, shared by every local process."""
+    base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return f"sqlite:///{base / 'pandamq' / 'pandamq.sqlite'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a pandamq process can be configured with."""
+
+    broker_url: str = LOCAL_RABBITMQ
+    database_url: str = dataclasses.field(default_factory=default_database_url)
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    queue_type: str = "classic"
+    heartbeat_interval_s: float = 1800.0
+    claim_timeout_s: float = 30.0
+    batch_size: int = 500
+    publish_window: int = 1000
+    confirm_timeout_s: float = 30.0
+    poll_interval_s: float = 0.05
+    work_dir: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-work"))
+    log_level: str = "INFO"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed; ``None`` values are ignored."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return _coerce_all({**dataclasses.asdict(self), **given})
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Defaults, then TOML, then environment, then overrides."""
+        env = os.environ if environ is None else environ
+        path = config_file or env.get(ENV_PREFIX + "CONFIG")
+        values: dict[str, Any] = dataclasses.asdict(cls())
+        if path:
+            values.update(_read_toml(Path(path)))
+        values.update(_read_env(env))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return _coerce_all(values)
+
+
+def _field_types() -> dict[str, str]:
+    return {f.name: str(f.type) for f in fields(Settings)}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - set(_field_types()))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return data
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, str]:
+    names = _field_types()
+    return {
+        name: env[ENV_PREFIX + name.upper()] for name in names if ENV_PREFIX + name.upper() in env
+    }
+
+
+def _coerce_all(values: Mapping[str, Any]) -> Settings:
+    types = _field_types()
+    coerced = {name: _coerce(name, types[name], value) for name, value in values.items()}
+    settings = Settings(**coerced)
+    _check(settings)
+    return settings
+
+
+def _coerce(name: str, type_name: str, value: Any) -> Any:
+    if value is None or "None" in type_name:
+        return value
+    try:
+        if type_name == "int":
+            return int(value)
+        if type_name == "float":
+            return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name} must be a number, got {value!r}") from exc
+    return str(value)
+
+
+def _check(settings: Settings) -> None:
+    scheme = settings.broker_url.split("://", 1)[0]
+    if scheme not in {"memory", "amqp", "amqps", "pyamqp"}:
+        raise ConfigError(
+            f"broker_url {settings.broker_url!r}: scheme must be memory, amqp or amqps"
+        )
+    db_scheme = settings.database_url.split("://", 1)[0].split("+", 1)[0]
+    if db_scheme not in {"sqlite", "postgresql"}:
+        raise ConfigError(
+            f"database_url {settings.database_url!r}: scheme must be sqlite or postgresql"
+        )
+    if settings.queue_type not in {"classic", "quorum"}:
+        raise ConfigError(f"queue_type must be classic or quorum, got {settings.queue_type!r}")
+    if settings.batch_size < 1 or settings.publish_window < 1:
+        raise ConfigError("batch_size and publish_window must be at least 1")

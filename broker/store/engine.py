@@ -1,0 +1,65 @@
+"""Create the SQL engine: SQLite in WAL mode, or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from broker.errors import ConfigError, DatabaseUnavailable
+
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def open_engine(database_url: str) -> Engine:
+    """An engine for ``database_url``; SQLite files get WAL and immediate transactions."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError as exc:
+        raise ConfigError(f"database_url {database_url!r} is not a valid URL") from exc
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(database_url, url.database)
+    return create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _sqlite_engine(database_url: str, path: str | None) -> Engine:
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        database_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Take the write lock at BEGIN, so concurrent writers wait instead of
+        # failing when a read transaction later tries to write.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """``engine.begin()``, with a lost or unreachable database turned into ours."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"database {engine.url.render_as_string()} failed: {exc.orig}"
+        ) from exc

@@ -1,0 +1,179 @@
+"""Jobs in SQL: create them, load them for handlers, read them for people."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, func, insert, select
+
+from broker.errors import NotFound
+from broker.protocol import JobSpec
+from broker.states import JobState
+from broker.store.clock import as_utc
+from broker.store.schema import job_attempts, job_transitions, jobs
+from broker.topology import resource_type
+
+
+def insert_defined(conn: Connection, specs: Sequence[JobSpec], now: datetime) -> None:
+    """Create jobs in state ``defined`` with their first attempt and history row."""
+    if not specs:
+        return
+    conn.execute(insert(jobs), [_job_row(s, now) for s in specs])
+    conn.execute(
+        insert(job_attempts),
+        [{"job_id": s.id, "attempt": 1, "state": "defined", "created_at": now} for s in specs],
+    )
+    conn.execute(
+        insert(job_transitions),
+        [
+            {
+                "job_id": s.id,
+                "attempt": 1,
+                "from_state": None,
+                "to_state": "defined",
+                "at": now,
+                "reason": "submitted",
+            }
+            for s in specs
+        ],
+    )
+
+
+def _job_row(spec: JobSpec, now: datetime) -> dict[str, Any]:
+    return {
+        "id": spec.id,
+        "task_id": spec.task_id,
+        "name": spec.name,
+        "site": None,
+        "resource_type": resource_type(spec.cores, spec.memory_mb),
+        "state": JobState.DEFINED.value,
+        "attempt": 1,
+        "priority": spec.priority,
+        "max_attempts": spec.max_attempts,
+        "spec": dataclasses.asdict(spec),
+        "created_at": now,
+        "modified_at": now,
+    }
+
+
+def existing_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` are already jobs."""
+    wanted = set(ids)
+    if not wanted:
+        return set()
+    return {r.id for r in conn.execute(select(jobs.c.id).where(jobs.c.id.in_(wanted)))}
+
+
+def load(conn: Connection, ids: Iterable[str]) -> dict[str, RowMapping]:
+    """Job rows by id, for handlers."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    rows = conn.execute(select(jobs).where(jobs.c.id.in_(wanted))).mappings()
+    return {r["id"]: r for r in rows}
+
+
+def spec_of(row: RowMapping) -> JobSpec:
+    """The stored spec of a job row."""
+    return JobSpec(**row["spec"])
+
+
+def list_jobs(
+    conn: Connection,
+    site: str | None = None,
+    state: str | None = None,
+    task: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Jobs, newest first, filtered."""
+    stmt = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit)
+    for column, value in ((jobs.c.site, site), (jobs.c.state, state), (jobs.c.task_id, task)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    return [_public(r) for r in conn.execute(stmt).mappings()]
+
+
+def get_job(conn: Connection, job_id: str) -> dict[str, Any]:
+    """One job with its attempts and every transition, or ``NotFound``."""
+    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no job {job_id!r}")
+    job = _public(row)
+    job["spec"] = dict(row["spec"])
+    job["attempts"] = [
+        _times(dict(a))
+        for a in conn.execute(
+            select(job_attempts)
+            .where(job_attempts.c.job_id == job_id)
+            .order_by(job_attempts.c.attempt)
+        ).mappings()
+    ]
+    job["transitions"] = [
+        _times(dict(t))
+        for t in conn.execute(
+            select(
+                job_transitions.c.attempt,
+                job_transitions.c.from_state,
+                job_transitions.c.to_state,
+                job_transitions.c.at,
+                job_transitions.c.reason,
+            )
+            .where(job_transitions.c.job_id == job_id)
+            .order_by(job_transitions.c.id)
+        ).mappings()
+    ]
+    return job
+
+
+def counts_by_site_state(conn: Connection) -> dict[tuple[str, str], int]:
+    """How many jobs each site has in each state."""
+    stmt = select(jobs.c.site, jobs.c.state, func.count()).group_by(jobs.c.site, jobs.c.state)
+    return {(site or "-", state): n for site, state, n in conn.execute(stmt)}
+
+
+def states_of(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
+    """Current state of each job in ``ids`` that exists."""
+    return {job_id: state for job_id, (_, state) in places_of(conn, ids).items()}
+
+
+def places_of(conn: Connection, ids: Iterable[str]) -> dict[str, tuple[str | None, str]]:
+    """(site, state) of each job in ``ids`` that exists."""
+    wanted = list(set(ids))
+    found: dict[str, tuple[str | None, str]] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        stmt = select(jobs.c.id, jobs.c.site, jobs.c.state).where(jobs.c.id.in_(chunk))
+        found.update({r.id: (r.site, r.state) for r in conn.execute(stmt)})
+    return found
+
+
+_PUBLIC = (
+    "id",
+    "name",
+    "task_id",
+    "site",
+    "resource_type",
+    "state",
+    "attempt",
+    "priority",
+    "pilot_id",
+    "exit_code",
+    "error_code",
+    "diagnostic",
+    "created_at",
+    "modified_at",
+)
+
+
+def _public(row: RowMapping) -> dict[str, Any]:
+    return _times({k: row[k] for k in _PUBLIC})
+
+
+def _times(record: dict[str, Any]) -> dict[str, Any]:
+    for key, value in record.items():
+        if isinstance(value, datetime):
+            record[key] = as_utc(value).isoformat()  # type: ignore[union-attr]
+    return record

@@ -1,0 +1,166 @@
+"""Apply job state changes: legal ones with a compare-and-set, illegal ones refused.
+
+Every applied change updates the job row only if it is still in the expected
+state and attempt (so concurrent broker processes never both win), appends
+a row to the job's history, and mirrors the state on its attempt. Changes are
+applied in bulk, one statement per (from, to) group, inside the caller's
+transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, bindparam, insert, tuple_, update
+
+from broker.metrics import ILLEGAL_TRANSITIONS, TRANSITIONS
+from broker.states import JobState, can_transition, is_final
+from broker.store.schema import job_attempts, job_transitions, jobs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Change:
+    """Move one job attempt from ``from_state`` to ``to_state``."""
+
+    job_id: str
+    attempt: int
+    from_state: JobState
+    to_state: JobState
+    event_id: str | None = None
+    reason: str | None = None
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+def apply(conn: Connection, changes: Iterable[Change], now: datetime) -> list[Change]:
+    """Apply what is legal and still current; return the changes applied, in order."""
+    applied: list[Change] = []
+    for round_ in _rounds([c for c in changes if _legal(c)]):
+        for (frm, to), group in _grouped(round_).items():
+            applied += _compare_and_set(conn, frm, to, group, now)
+    _record(conn, applied, now)
+    return applied
+
+
+def _legal(change: Change) -> bool:
+    if can_transition(change.from_state, change.to_state):
+        return True
+    ILLEGAL_TRANSITIONS.labels(from_state=change.from_state, to_state=change.to_state).inc()
+    log.warning(
+        "refused illegal transition of job %s attempt %d: %s -> %s",
+        change.job_id,
+        change.attempt,
+        change.from_state,
+        change.to_state,
+    )
+    return False
+
+
+def _rounds(changes: list[Change]) -> list[list[Change]]:
+    """Split so that a job's second change is applied after its first."""
+    rounds: list[list[Change]] = []
+    depth: dict[str, int] = defaultdict(int)
+    for change in changes:
+        level = depth[change.job_id]
+        depth[change.job_id] += 1
+        if level == len(rounds):
+            rounds.append([])
+        rounds[level].append(change)
+    return rounds
+
+
+def _grouped(changes: list[Change]) -> dict[tuple[JobState, JobState], list[Change]]:
+    groups: dict[tuple[JobState, JobState], list[Change]] = defaultdict(list)
+    for change in changes:
+        groups[(change.from_state, change.to_state)].append(change)
+    return groups
+
+
+def _compare_and_set(
+    conn: Connection, frm: JobState, to: JobState, group: list[Change], now: datetime
+) -> list[Change]:
+    keys = [(c.job_id, c.attempt) for c in group]
+    stmt = (
+        update(jobs)
+        .where(tuple_(jobs.c.id, jobs.c.attempt).in_(keys), jobs.c.state == frm.value)
+        .values(state=to.value, modified_at=now)
+        .returning(jobs.c.id)
+    )
+    won = {row.id for row in conn.execute(stmt)}
+    applied = [c for c in group if c.job_id in won]
+    _set_values(conn, jobs, [c for c in applied if c.values])
+    _set_values(conn, job_attempts, [c for c in applied if c.values])
+    return applied
+
+
+def _set_values(conn: Connection, table: Table, changes: list[Change]) -> None:
+    """Write each change's extra column values into ``table`` (those columns it has)."""
+    by_columns: dict[tuple[str, ...], list[Change]] = defaultdict(list)
+    for change in changes:
+        columns = tuple(sorted(k for k in change.values if k in table.c))
+        if columns:
+            by_columns[columns].append(change)
+    for columns, group in by_columns.items():
+        stmt = (
+            update(table).where(*_row_of(table)).values({c: bindparam(f"b_{c}") for c in columns})
+        )
+        params = [
+            {
+                "b_id": ch.job_id,
+                "b_attempt": ch.attempt,
+                **{f"b_{c}": ch.values[c] for c in columns},
+            }
+            for ch in group
+        ]
+        conn.execute(stmt, params)
+
+
+def _row_of(table: Table) -> list[Any]:
+    if table is jobs:
+        return [jobs.c.id == bindparam("b_id"), jobs.c.attempt == bindparam("b_attempt")]
+    return [
+        job_attempts.c.job_id == bindparam("b_id"),
+        job_attempts.c.attempt == bindparam("b_attempt"),
+    ]
+
+
+def _record(conn: Connection, applied: list[Change], now: datetime) -> None:
+    if not applied:
+        return
+    conn.execute(
+        insert(job_transitions),
+        [
+            {
+                "job_id": c.job_id,
+                "attempt": c.attempt,
+                "from_state": c.from_state.value,
+                "to_state": c.to_state.value,
+                "at": now,
+                "event_id": c.event_id,
+                "reason": c.reason,
+            }
+            for c in applied
+        ],
+    )
+    conn.execute(
+        update(job_attempts)
+        .where(*_row_of(job_attempts))
+        .values(state=bindparam("b_state"), ended_at=bindparam("b_ended")),
+        [
+            {
+                "b_id": c.job_id,
+                "b_attempt": c.attempt,
+                "b_state": c.to_state.value,
+                "b_ended": now if is_final(c.to_state) else None,
+            }
+            for c in applied
+        ],
+    )
+    for c in applied:
+        TRANSITIONS.labels(from_state=c.from_state, to_state=c.to_state).inc()

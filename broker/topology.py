@@ -1,0 +1,165 @@
+"""Exchange and queue names, and their idempotent declaration, in one place.
+
+Standard library and kombu only: the pilot imports this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kombu import Exchange, Queue
+
+SUBMIT_EXCHANGE = "pandamq.submit"
+SUBMIT_QUEUE = "pandamq.submit"
+JOBS_EXCHANGE = "pandamq.jobs"
+EVENTS_EXCHANGE = "pandamq.events"
+EVENTS_QUEUE = "pandamq.events"
+CLAIMS_EXCHANGE = "pandamq.claims"
+CLAIMS_QUEUE = "pandamq.claims"
+REPLIES_EXCHANGE = "pandamq.replies"
+CONTROL_EXCHANGE = "pandamq.control"
+DEAD_LETTER_EXCHANGE = "pandamq.dlx"
+DEAD_LETTER_QUEUE = "pandamq.dead"
+
+#: Header on a dead-lettered message that says why it was refused.
+REASON_HEADER = "x-pandamq-reason"
+
+#: Memory per core above which a job is high-memory (PanDA's *_HIMEM).
+HIMEM_MB_PER_CORE = 2000
+
+RESOURCE_TYPES = ("SCORE", "SCORE_HIMEM", "MCORE", "MCORE_HIMEM")
+
+
+def resource_type(cores: int, memory_mb: int) -> str:
+    """PanDA's resource class of a job or slot shape."""
+    base = "SCORE" if cores <= 1 else "MCORE"
+    return base + "_HIMEM" if memory_mb / max(cores, 1) > HIMEM_MB_PER_CORE else base
+
+
+def resource_types_served(cores: int, memory_mb: int) -> list[str]:
+    """The resource classes a slot of this shape can take jobs from, largest first."""
+    served = ["SCORE"]
+    if memory_mb > HIMEM_MB_PER_CORE:
+        served.insert(0, "SCORE_HIMEM")
+    if cores > 1:
+        served.insert(0, "MCORE")
+        if memory_mb / cores > HIMEM_MB_PER_CORE:
+            served.insert(0, "MCORE_HIMEM")
+    return served
+
+
+def job_queue_name(site: str, resource: str) -> str:
+    """``pandamq.jobs.<site>.<resource_type>``."""
+    return f"pandamq.jobs.{site}.{resource}"
+
+
+def job_routing_key(site: str, resource: str) -> str:
+    """Routing key on the jobs exchange for a site's resource-type queue."""
+    return f"{site}.{resource}"
+
+
+def reply_queue_name(pilot_id: str) -> str:
+    """The private queue a pilot receives claim replies on."""
+    return f"pandamq.reply.{pilot_id}"
+
+
+def control_queue_name(pilot_id: str) -> str:
+    """The private queue a pilot receives commands on."""
+    return f"pandamq.control.{pilot_id}"
+
+
+def event_routing_key(site: str, kind: str) -> str:
+    """Routing key on the events exchange: ``<site>.<kind>``."""
+    return f"{site}.{kind}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Builds kombu entities with the deployment's queue type."""
+
+    queue_type: str = "classic"
+
+    def _arguments(self) -> dict[str, Any]:
+        return {"x-queue-type": self.queue_type, "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE}
+
+    def _durable(self, name: str, exchange: Exchange, routing_key: str) -> Queue:
+        return Queue(
+            name,
+            exchange,
+            routing_key=routing_key,
+            durable=True,
+            queue_arguments=self._arguments(),
+        )
+
+    def submit_queue(self) -> Queue:
+        """Where submissions wait for the broker service."""
+        return self._durable(SUBMIT_QUEUE, Exchange(SUBMIT_EXCHANGE, "direct"), SUBMIT_QUEUE)
+
+    def claims_queue(self) -> Queue:
+        """Where pilots' claim requests wait for the broker service."""
+        return self._durable(CLAIMS_QUEUE, Exchange(CLAIMS_EXCHANGE, "direct"), CLAIMS_QUEUE)
+
+    def events_queue(self) -> Queue:
+        """Where pilots' job events wait for the broker service."""
+        return self._durable(EVENTS_QUEUE, Exchange(EVENTS_EXCHANGE, "topic"), "#")
+
+    def job_queue(self, site: str, resource: str) -> Queue:
+        """One site's queue of activated jobs of one resource type."""
+        return self._durable(
+            job_queue_name(site, resource),
+            Exchange(JOBS_EXCHANGE, "direct"),
+            job_routing_key(site, resource),
+        )
+
+    def dead_letter_queue(self) -> Queue:
+        """Where refused messages go, with a reason header."""
+        return Queue(
+            DEAD_LETTER_QUEUE,
+            Exchange(DEAD_LETTER_EXCHANGE, "fanout"),
+            durable=True,
+            queue_arguments={"x-queue-type": self.queue_type},
+        )
+
+    def reply_queue(self, pilot_id: str) -> Queue:
+        """A pilot's private, short-lived queue of claim replies."""
+        return Queue(
+            reply_queue_name(pilot_id),
+            Exchange(REPLIES_EXCHANGE, "direct"),
+            routing_key=pilot_id,
+            exclusive=True,
+            auto_delete=True,
+            durable=False,
+        )
+
+    def control_queue(self, pilot_id: str, site: str) -> Queue:
+        """A pilot's private queue of commands (kill), addressed to it or its whole site."""
+        exchange = Exchange(CONTROL_EXCHANGE, "topic")
+        return Queue(
+            control_queue_name(pilot_id),
+            exchange,
+            routing_key=f"{site}.{pilot_id}",
+            exclusive=True,
+            auto_delete=True,
+            durable=False,
+        )
+
+    def service_queues(self) -> list[Queue]:
+        """The queues the broker service consumes or owns."""
+        return [
+            self.submit_queue(),
+            self.claims_queue(),
+            self.events_queue(),
+            self.dead_letter_queue(),
+        ]
+
+    def site_queues(self, sites: Iterable[str]) -> list[Queue]:
+        """Every resource-type queue of the given sites."""
+        return [self.job_queue(s, r) for s in sites for r in RESOURCE_TYPES]
+
+
+def declare(channel: Any, queues: Iterable[Queue]) -> None:
+    """Declare exchanges, queues and bindings; safe to repeat."""
+    for queue in queues:
+        queue.bind(channel).declare()

@@ -1,0 +1,1 @@
+"""The ``pandamq`` command."""

@@ -1,0 +1,79 @@
+"""What every command shares: settings from flags, config and environment; the
+database; and turning pandamq errors into one line and an exit code."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import Engine
+
+from broker.errors import BadInput, PandaMQError
+from broker.settings import Settings
+from broker.store.engine import open_engine
+from broker.store.migrate import require_current
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class Group(click.Group):
+    """A click group whose commands print pandamq errors as one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; map pandamq errors to exit codes."""
+        try:
+            return super().invoke(ctx)
+        except PandaMQError as exc:
+            click.echo(f"pandamq: error: {exc}", err=True)
+            sys.exit(EXIT_BAD_INPUT if isinstance(exc, BadInput) else EXIT_FAILED)
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None:
+        ctx.ensure_object(dict).setdefault("overrides", {})[param.name] = value
+    return value
+
+
+def connection_options(command: F) -> F:
+    """``--broker-url`` and ``--database-url`` on a command (they win over env and config)."""
+    command = click.option(
+        "--database-url",
+        expose_value=False,
+        callback=_remember,
+        help="SQL database, e.g. postgresql+psycopg://user@host/db (PANDAMQ_DATABASE_URL).",
+    )(command)
+    return click.option(
+        "--broker-url",
+        expose_value=False,
+        callback=_remember,
+        help="Message broker, e.g. amqp://guest:guest@127.0.0.1:5672// (PANDAMQ_BROKER_URL).",
+    )(command)
+
+
+def settings(ctx: click.Context, **overrides: Any) -> Settings:
+    """The settings for this invocation."""
+    obj = ctx.find_root().ensure_object(dict)
+    merged = {**obj.get("overrides", {}), **ctx.ensure_object(dict).get("overrides", {})}
+    return Settings.load(obj.get("config"), **merged, **overrides)
+
+
+def database(s: Settings) -> Engine:
+    """An engine on a database that has the current schema."""
+    engine = open_engine(s.database_url)
+    require_current(engine)
+    return engine
+
+
+def setup_logging(level: str) -> None:
+    """Plain log lines on stderr."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,52 @@
+"""``pandamq pilot``: run a pilot for a site."""
+
+from __future__ import annotations
+
+import click
+
+from cli.context import connection_options, settings, setup_logging
+from cli.serve import stop_on_signals
+from pilot_agent.agent import Pilot, Slot
+
+
+@click.command()
+@click.option("--site", required=True, help="The site whose jobs this pilot runs.")
+@click.option("--cores", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--memory",
+    "memory_mb",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    help="Memory of the slot in MB.",
+)
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Exit after this many jobs (default: run until stopped).",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Seconds between heartbeats while a payload runs (default 1800).",
+)
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING, ... (PANDAMQ_LOG_LEVEL).")
+@connection_options
+@click.pass_context
+def pilot(
+    ctx: click.Context,
+    site: str,
+    cores: int,
+    memory_mb: int,
+    max_jobs: int | None,
+    heartbeat_interval: float | None,
+    log_level: str | None,
+) -> None:
+    """Pull jobs from SITE's queues and run them, until --max-jobs or SIGTERM."""
+    s = settings(ctx, heartbeat_interval_s=heartbeat_interval, log_level=log_level)
+    setup_logging(s.log_level)
+    agent = Pilot(s, Slot(site, cores, memory_mb), max_jobs=max_jobs)
+    ran = agent.run(stop_on_signals())
+    click.echo(f"pilot {agent.pilot_id} ran {ran} job(s)")

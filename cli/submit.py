@@ -1,0 +1,55 @@
+"""``pandamq submit``: publish jobs, optionally follow them to the end."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import Engine
+
+from broker.errors import SpecError
+from broker.states import FINAL_STATES
+from cli.context import EXIT_FAILED, connection_options, database, settings
+from cli.submitter import check_sites, follow, parse_specs, publish_specs
+
+
+@click.command()
+@click.argument("source", type=click.File("rb"))
+@click.option("--wait", is_flag=True, help="Follow the jobs until they end; exit 1 if any failed.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after SECONDS.")
+@connection_options
+@click.pass_context
+def submit(ctx: click.Context, source: IO[bytes], wait: bool, timeout: float | None) -> None:
+    """Submit the job spec(s) in SOURCE (a JSON or YAML file, or - for stdin)."""
+    name = "<stdin>" if source.name == "<stdin>" else str(source.name)
+    try:
+        text = source.read().decode()
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{name}: not text ({exc.reason})") from exc
+    specs = parse_specs(text, name)
+    s = settings(ctx)
+    engine = database(s)
+    check_sites(engine, specs)
+    publish_specs(s, specs)
+    for spec in specs:
+        click.echo(spec.id)
+    if wait:
+        states = _wait(engine, [spec.id for spec in specs], timeout)
+        bad = {i: st for i, st in states.items() if st != "finished"}
+        for job_id, state in bad.items():
+            click.echo(f"job {job_id} ended {state}", err=True)
+        if bad or len(states) < len(specs):
+            sys.exit(EXIT_FAILED)
+
+
+def _wait(engine: Engine, ids: list[str], timeout: float | None) -> dict[str, str]:
+    columns = (TextColumn("jobs ended"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True, disable=not sys.stderr.isatty()) as progress:
+        bar = progress.add_task("jobs", total=len(ids))
+
+        def show(states: dict[str, str]) -> None:
+            progress.update(bar, completed=sum(s in FINAL_STATES for s in states.values()))
+
+        return follow(engine, ids, timeout, show)

@@ -1,0 +1,101 @@
+"""The submitting side: read job specs, check them, publish them with confirms,
+and follow jobs to the end. Used by ``pandamq submit``, the demo and the tests."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import yaml
+from sqlalchemy import Engine
+
+from broker import topology
+from broker.errors import SpecError, UnknownSite
+from broker.messaging.connection import connect
+from broker.messaging.publisher import Outgoing, open_publisher
+from broker.protocol import JobSpec, decode, encode
+from broker.settings import Settings
+from broker.states import FINAL_STATES
+from broker.store.engine import transaction
+from broker.store.jobs import states_of
+from broker.store.sites import known_sites
+
+
+def parse_specs(text: str, source: str) -> list[JobSpec]:
+    """Job specs from JSON or YAML text: one object or a list of them; ids filled in."""
+    document = _parse(text, source)
+    items = document if isinstance(document, list) else [document]
+    if not items:
+        raise SpecError(f"{source}: no job spec in the file")
+    specs = []
+    for n, item in enumerate(items):
+        try:
+            spec = decode(JobSpec, item)
+        except SpecError as exc:
+            where = f"{source}" if len(items) == 1 else f"{source} item {n + 1}"
+            raise SpecError(f"{where}: {exc}") from exc
+        specs.append(spec if spec.id else replace(spec, id=uuid.uuid4().hex))
+    return specs
+
+
+def _parse(text: str, source: str) -> Any:
+    stripped = text.lstrip()
+    if source.endswith(".json") or stripped.startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise SpecError(f"{source}: not valid JSON: {exc}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise SpecError(f"{source}: neither JSON nor valid YAML: {first}") from exc
+
+
+def check_sites(engine: Engine, specs: Sequence[JobSpec]) -> None:
+    """Refuse specs that name a site not in the catalogue."""
+    with transaction(engine) as conn:
+        known = known_sites(conn, {s.site for s in specs if s.site})
+    for spec in specs:
+        if spec.site and spec.site not in known:
+            raise UnknownSite(
+                f"job spec: site {spec.site!r} is not in the site catalogue "
+                "(see `pandamq sites`; add it with `pandamq sites add`)"
+            )
+
+
+def publish_specs(settings: Settings, specs: Sequence[JobSpec]) -> None:
+    """Publish submissions; return once the message broker has confirmed every one."""
+    with connect(settings) as connection:
+        topology.declare(
+            connection.default_channel, [topology.Topology(settings.queue_type).submit_queue()]
+        )
+        publisher = open_publisher(connection, settings.publish_window, settings.confirm_timeout_s)
+        publisher.publish(
+            Outgoing(topology.SUBMIT_EXCHANGE, topology.SUBMIT_QUEUE, encode(s)) for s in specs
+        )
+
+
+def follow(
+    engine: Engine,
+    ids: Sequence[str],
+    timeout_s: float | None = None,
+    on_progress: Callable[[dict[str, str]], None] | None = None,
+    interval_s: float = 0.5,
+) -> dict[str, str]:
+    """Poll SQL until every job is final (or ``timeout_s``); their last states."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        with transaction(engine) as conn:
+            states = states_of(conn, ids)
+        if on_progress is not None:
+            on_progress(states)
+        if len(states) == len(ids) and all(s in FINAL_STATES for s in states.values()):
+            return states
+        if deadline is not None and time.monotonic() > deadline:
+            return states
+        time.sleep(interval_s)

@@ -1,0 +1,274 @@
+"""The pilot loop: wait for a job of its site, claim it, run it, report, repeat.
+
+A delivery is never held while the payload runs: the pilot stops consuming
+as soon as it has one delivery, claims it, and acks it whatever the answer
+(RabbitMQ's consumer timeout is 30 minutes, longer than no payload).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from kombu import Connection, Consumer, Message
+
+from broker import topology
+from broker.error_codes import PilotError
+from broker.errors import SpecError
+from broker.messaging.connection import connect
+from broker.messaging.publisher import Outgoing, Publisher, open_publisher
+from broker.protocol import (
+    ClaimReply,
+    ClaimRequest,
+    JobDispatch,
+    JobEvent,
+    JobSpec,
+    decode_body,
+    encode,
+)
+from broker.settings import Settings
+from pilot_agent.payload import Payload, PayloadNotStarted
+
+log = logging.getLogger(__name__)
+
+#: How often the pilot wakes up while waiting, to notice a stop or keep AMQP alive.
+TICK_S = 0.5
+#: Seconds between TERM and KILL when a payload is stopped.
+STOP_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What this pilot offers: its site and the shape of its batch slot."""
+
+    site: str
+    cores: int = 1
+    memory_mb: int = 2000
+
+
+def new_pilot_id() -> str:
+    """A unique, routing-key-safe name: node, process and a random suffix."""
+    node = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+    return f"{node[:32]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Pilot:
+    """One pilot; ``run`` returns the number of jobs it ran."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        slot: Slot,
+        max_jobs: int | None = None,
+        pilot_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.slot = slot
+        self.max_jobs = max_jobs
+        self.pilot_id = pilot_id or new_pilot_id()
+        self._topology = topology.Topology(settings.queue_type)
+        self._replies: list[Message] = []
+        self._ran: set[tuple[str, int]] = set()
+        self._connection: Connection
+        self._publisher: Publisher
+
+    def run(self, stop: threading.Event) -> int:
+        """Pull and run jobs until ``max_jobs`` or ``stop``."""
+        ran = 0
+        with connect(self.settings, heartbeat=60) as connection:
+            self._connection = connection
+            self._publisher = open_publisher(connection, 16, self.settings.confirm_timeout_s)
+            jobs_channel = self._setup(connection)
+            log.info(
+                "pilot %s serving %s with %s",
+                self.pilot_id,
+                self.slot.site,
+                ", ".join(self._resource_types()),
+            )
+            while not stop.is_set() and (self.max_jobs is None or ran < self.max_jobs):
+                delivery = self._next_delivery(jobs_channel, stop)
+                job = self._claim(delivery) if delivery is not None else None
+                if job is not None:
+                    self._run(job[0], job[1], stop)
+                    ran += 1
+        return ran
+
+    def _resource_types(self) -> list[str]:
+        return topology.resource_types_served(self.slot.cores, self.slot.memory_mb)
+
+    def _setup(self, connection: Connection) -> object:
+        queues = [self._topology.job_queue(self.slot.site, r) for r in self._resource_types()]
+        topology.declare(connection.default_channel, queues)
+        reply_channel = connection.channel()
+        reply_queue = self._topology.reply_queue(self.pilot_id)
+        topology.declare(reply_channel, [reply_queue])
+        Consumer(
+            reply_channel, queues=[reply_queue], no_ack=True, on_message=self._replies.append
+        ).consume()
+        jobs_channel = connection.channel()
+        jobs_channel.basic_qos(0, 1, True)
+        return jobs_channel
+
+    def _next_delivery(self, channel: object, stop: threading.Event) -> Message | None:
+        """Consume until one delivery arrives, then stop consuming."""
+        got: list[Message] = []
+        queues = [self._topology.job_queue(self.slot.site, r) for r in self._resource_types()]
+        consumer = Consumer(channel, queues=queues, on_message=got.append)
+        consumer.consume()
+        try:
+            while not got and not stop.is_set():
+                self._tick()
+        finally:
+            consumer.cancel()
+        return got[0] if got else None
+
+    def _tick(self) -> None:
+        try:
+            self._connection.drain_events(timeout=TICK_S)
+        except TimeoutError:
+            self._connection.heartbeat_check()
+
+    def _claim(self, delivery: Message) -> tuple[JobSpec, int] | None:
+        """Ask the broker for the delivered job; ack the delivery once answered."""
+        try:
+            dispatch = decode_body(JobDispatch, delivery.body)
+        except SpecError as exc:
+            log.warning("pilot %s dead-lettered a bad job message: %s", self.pilot_id, exc)
+            delivery.reject(requeue=False)
+            return None
+        if (dispatch.job_id, dispatch.attempt) in self._ran:
+            delivery.ack()
+            return None
+        reply = self._ask(dispatch)
+        if reply is None:
+            delivery.requeue()
+            return None
+        delivery.ack()
+        if not reply.granted or reply.job is None:
+            log.info(
+                "pilot %s: claim of job %s refused: %s",
+                self.pilot_id,
+                dispatch.job_id,
+                reply.reason,
+            )
+            return None
+        self._ran.add((dispatch.job_id, dispatch.attempt))
+        return reply.job, dispatch.attempt
+
+    def _ask(self, dispatch: JobDispatch) -> ClaimReply | None:
+        request = ClaimRequest(
+            dispatch.job_id,
+            dispatch.attempt,
+            self.pilot_id,
+            self.slot.site,
+            reply_to=self.pilot_id,
+            node=socket.gethostname(),
+            cores=self.slot.cores,
+            memory_mb=self.slot.memory_mb,
+        )
+        self._publisher.publish(
+            [Outgoing(topology.CLAIMS_EXCHANGE, topology.CLAIMS_QUEUE, encode(request))]
+        )
+        deadline = time.monotonic() + self.settings.claim_timeout_s
+        while time.monotonic() < deadline:
+            while self._replies:
+                reply = decode_body(ClaimReply, self._replies.pop(0).body)
+                if (reply.job_id, reply.attempt) == (dispatch.job_id, dispatch.attempt):
+                    return reply
+            self._tick()
+        log.warning(
+            "pilot %s: no answer to claim of job %s within %.0f s",
+            self.pilot_id,
+            dispatch.job_id,
+            self.settings.claim_timeout_s,
+        )
+        return None
+
+    def _run(self, spec: JobSpec, attempt: int, stop: threading.Event) -> None:
+        work_dir = Path(self.settings.work_dir) / self.pilot_id / f"{spec.id}.{attempt}"
+        self._report(spec, attempt, "starting")
+        try:
+            payload = Payload(spec, work_dir)
+        except PayloadNotStarted as exc:
+            self._report(
+                spec,
+                attempt,
+                "failed",
+                error_code=PilotError.PAYLOAD_NOT_STARTED,
+                diagnostic=str(exc),
+            )
+            return
+        self._report(spec, attempt, "running")
+        code, stopped = self._supervise(payload, spec, attempt, stop)
+        if stopped:
+            self._report(
+                spec,
+                attempt,
+                "failed",
+                exit_code=code,
+                error_code=PilotError.PILOT_STOPPED,
+                diagnostic="pilot stopped",
+            )
+        elif code == 0:
+            self._report(spec, attempt, "finished", exit_code=0)
+        else:
+            self._report(
+                spec,
+                attempt,
+                "failed",
+                exit_code=code,
+                error_code=PilotError.PAYLOAD_FAILED,
+                diagnostic=payload.stderr_tail(),
+            )
+
+    def _supervise(
+        self, payload: Payload, spec: JobSpec, attempt: int, stop: threading.Event
+    ) -> tuple[int, bool]:
+        """Wait for the payload, heartbeating; (exit code, whether the pilot stopped it)."""
+        next_beat = time.monotonic() + self.settings.heartbeat_interval_s
+        while True:
+            code = payload.wait(TICK_S)
+            if code is not None:
+                return code, False
+            if stop.is_set():
+                return payload.stop(STOP_GRACE_S), True
+            self._connection.heartbeat_check()
+            if time.monotonic() >= next_beat:
+                self._report(spec, attempt, "heartbeat")
+                next_beat = time.monotonic() + self.settings.heartbeat_interval_s
+
+    def _report(
+        self,
+        spec: JobSpec,
+        attempt: int,
+        kind: str,
+        exit_code: int | None = None,
+        error_code: int | None = None,
+        diagnostic: str = "",
+    ) -> None:
+        event = JobEvent(
+            uuid.uuid4().hex,
+            spec.id,
+            attempt,
+            self.pilot_id,
+            kind,  # type: ignore[arg-type]
+            time.time(),
+            exit_code,
+            None if error_code is None else int(error_code),
+            diagnostic,
+        )
+        self._publisher.publish(
+            [
+                Outgoing(
+                    topology.EVENTS_EXCHANGE,
+                    topology.event_routing_key(self.slot.site, kind),
+                    encode(event),
+                )
+            ]
+        )
