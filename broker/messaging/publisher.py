@@ -30,6 +30,8 @@ class Outgoing:
     body: bytes
     headers: dict[str, Any] | None = None
     persistent: bool = True
+    #: Unroutable messages fail the publish; off for replies to pilots that may be gone.
+    mandatory: bool = True
 
 
 class Publisher(Protocol):
@@ -113,7 +115,7 @@ class ConfirmingPublisher:
             application_headers=m.headers or {},
         )
         self._channel.basic_publish(
-            message, exchange=m.exchange, routing_key=m.routing_key, mandatory=True
+            message, exchange=m.exchange, routing_key=m.routing_key, mandatory=m.mandatory
         )
         self._unconfirmed.add(self._next_tag)
         self._next_tag += 1

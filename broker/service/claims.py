@@ -50,7 +50,13 @@ class ClaimHandler:
             replies = [_reply(r, rows.get(r.job_id), won) for r in requests]
             _see_pilots(conn, requests, replies, t)
         self._publisher.publish(
-            Outgoing(topology.REPLIES_EXCHANGE, r.reply_to, encode(reply), persistent=False)
+            Outgoing(
+                topology.REPLIES_EXCHANGE,
+                r.reply_to,
+                encode(reply),
+                persistent=False,
+                mandatory=False,
+            )
             for r, reply in zip(requests, replies, strict=True)
         )
         for request, reply in zip(requests, replies, strict=True):

@@ -1,0 +1,65 @@
+"""Backends for the contract tests: the embedded defaults and the machine's services.
+
+``backend`` runs a test twice: on (memory://, SQLite) and on (RabbitMQ,
+PostgreSQL). The services get a vhost and a database of this session's own,
+dropped at the end, so concurrent runs never see each other's queues or rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kombu.transport import memory
+
+from broker.settings import Settings
+from tests.harness import System
+from tests.services import postgres_database, rabbitmq_vhost
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[tuple[str, str]]:
+    """(broker URL, database URL) on this machine's RabbitMQ and PostgreSQL."""
+    with rabbitmq_vhost() as broker_url, postgres_database() as database_url:
+        yield broker_url, database_url
+
+
+def _fresh_memory_transport() -> None:
+    memory.Transport.global_state.clear()
+    memory.Channel.queues.clear()
+    memory.Channel.events.clear()
+
+
+def test_settings(broker_url: str, database_url: str, tmp_path: Path) -> Settings:
+    """Settings for a test: fast heartbeats and claims, work in ``tmp_path``."""
+    return Settings(
+        broker_url=broker_url,
+        database_url=database_url,
+        heartbeat_interval_s=0.3,
+        claim_timeout_s=10.0,
+        confirm_timeout_s=10.0,
+        poll_interval_s=0.02,
+        work_dir=str(tmp_path / "work"),
+    )
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["embedded", "services"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The same test on the embedded defaults and on RabbitMQ + PostgreSQL."""
+    if request.param == "embedded":
+        _fresh_memory_transport()
+        return test_settings("memory://", f"sqlite:///{tmp_path / 'pandamq.sqlite'}", tmp_path)
+    broker_url, database_url = request.getfixturevalue("services")
+    return test_settings(broker_url, database_url, tmp_path)
+
+
+@pytest.fixture
+def system(settings: Settings) -> Iterator[System]:
+    """A pandamq system in this process; stopped and checked after the test."""
+    s = System(settings)
+    yield s
+    s.close()
