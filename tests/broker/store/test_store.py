@@ -1,0 +1,157 @@
+"""The SQL store, the same contract on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from broker.errors import SchemaMissing
+from broker.messaging.publisher import Outgoing
+from broker.metrics import ILLEGAL_TRANSITIONS
+from broker.protocol import JobSpec
+from broker.states import JobState
+from broker.store import outbox, transitions
+from broker.store.clock import now
+from broker.store.engine import open_engine, transaction
+from broker.store.jobs import get_job, insert_defined
+from broker.store.migrate import current_revision, head_revision, require_current, upgrade
+from broker.store.schema import job_transitions
+from broker.store.transitions import Change
+
+S = JobState
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated database of each kind."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    else:
+        url = request.getfixturevalue("services")[1]
+    e = open_engine(url)
+    upgrade(e)
+    yield e
+    e.dispose()
+
+
+def new_job(engine: Engine, job_id: str) -> None:
+    with transaction(engine) as conn:
+        insert_defined(conn, [JobSpec(command="true", id=job_id)], now())
+
+
+def test_a_new_database_needs_an_upgrade_and_upgrade_is_repeatable(tmp_path: Path) -> None:
+    e = open_engine(f"sqlite:///{tmp_path / 'new.sqlite'}")
+    with pytest.raises(SchemaMissing, match="pandamq db upgrade"):
+        require_current(e)
+    assert upgrade(e) == upgrade(e) == head_revision() == current_revision(e)
+    require_current(e)
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    e = open_engine(f"sqlite:///{tmp_path / 'wal.sqlite'}")
+    with e.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_a_chain_of_changes_is_applied_in_order_with_history(engine: Engine) -> None:
+    new_job(engine, "chain-1")
+    changes = [
+        Change("chain-1", 1, S.DEFINED, S.ASSIGNED, values={"site": None}),
+        Change("chain-1", 1, S.ASSIGNED, S.ACTIVATED),
+    ]
+    with transaction(engine) as conn:
+        applied = transitions.apply(conn, changes, now())
+    assert applied == changes
+    with transaction(engine) as conn:
+        job = get_job(conn, "chain-1")
+    assert job["state"] == "activated"
+    assert [t["to_state"] for t in job["transitions"]] == ["defined", "assigned", "activated"]
+    assert job["attempts"][0]["state"] == "activated"
+
+
+def test_an_illegal_change_is_refused_counted_and_not_applied(engine: Engine) -> None:
+    new_job(engine, "illegal-1")
+    before = ILLEGAL_TRANSITIONS.labels(from_state="defined", to_state="running")._value.get()
+    with transaction(engine) as conn:
+        applied = transitions.apply(conn, [Change("illegal-1", 1, S.DEFINED, S.RUNNING)], now())
+    assert applied == []
+    after = ILLEGAL_TRANSITIONS.labels(from_state="defined", to_state="running")._value.get()
+    assert after == before + 1
+    with transaction(engine) as conn:
+        assert get_job(conn, "illegal-1")["state"] == "defined"
+
+
+def test_a_stale_change_loses_the_compare_and_set(engine: Engine) -> None:
+    # Given a job already moved past the state a change expects
+    new_job(engine, "stale-1")
+    with transaction(engine) as conn:
+        transitions.apply(conn, [Change("stale-1", 1, S.DEFINED, S.ASSIGNED)], now())
+    # When a change still expecting 'defined' arrives, or one for another attempt
+    with transaction(engine) as conn:
+        late = transitions.apply(
+            conn,
+            [
+                Change("stale-1", 1, S.DEFINED, S.CANCELLED),
+                Change("stale-1", 2, S.ASSIGNED, S.ACTIVATED),
+            ],
+            now(),
+        )
+    # Then neither is applied
+    assert late == []
+    with transaction(engine) as conn:
+        assert get_job(conn, "stale-1")["state"] == "assigned"
+
+
+def test_concurrent_claims_on_one_job_have_one_winner(engine: Engine) -> None:
+    new_job(engine, "race-1")
+    with transaction(engine) as conn:
+        transitions.apply(
+            conn,
+            [
+                Change("race-1", 1, S.DEFINED, S.ASSIGNED),
+                Change("race-1", 1, S.ASSIGNED, S.ACTIVATED),
+            ],
+            now(),
+        )
+    barrier = threading.Barrier(4)
+    wins: list[int] = []
+
+    def claim(pilot: str) -> None:
+        barrier.wait()
+        with transaction(engine) as conn:
+            change = Change("race-1", 1, S.ACTIVATED, S.SENT, values={"pilot_id": pilot})
+            wins.append(len(transitions.apply(conn, [change], now())))
+
+    threads = [threading.Thread(target=claim, args=(f"pilot-{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(wins) == [0, 0, 0, 1]
+    with engine.connect() as conn:
+        sent = conn.execute(
+            select(job_transitions).where(
+                job_transitions.c.job_id == "race-1", job_transitions.c.to_state == "sent"
+            )
+        ).all()
+    assert len(sent) == 1
+
+
+def test_outbox_keeps_messages_until_removed(engine: Engine) -> None:
+    # Given an empty outbox (other tests of this session may have used it)
+    with transaction(engine) as conn:
+        outbox.remove(conn, [row_id for row_id, _ in outbox.take(conn, 100_000)])
+    messages = [Outgoing("ex", f"rk{n}", f'{{"n": {n}}}'.encode()) for n in range(3)]
+    with transaction(engine) as conn:
+        outbox.put(conn, messages)
+    with transaction(engine) as conn:
+        taken = outbox.take(conn, 2)
+        assert [m for _, m in taken] == messages[:2]
+        outbox.remove(conn, [row_id for row_id, _ in taken])
+    with transaction(engine) as conn:
+        rest = outbox.take(conn, 10)
+    assert [m for _, m in rest] == messages[2:]

@@ -1,0 +1,81 @@
+"""The wire protocol: strict decoding, one clear line per problem, lossless round trips."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from broker.errors import SpecError
+from broker.protocol import (
+    ClaimReply,
+    ClaimRequest,
+    JobDispatch,
+    JobEvent,
+    JobSpec,
+    decode,
+    decode_body,
+    encode,
+)
+
+
+def test_the_smallest_spec_gets_defaults() -> None:
+    spec = decode(JobSpec, {"command": "echo hi", "site": "SITE_A"})
+    assert (spec.cores, spec.memory_mb, spec.max_attempts, spec.environment) == (1, 2000, 3, {})
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ({"site": "SITE_A"}, "missing required field 'command'"),
+        ({"command": 3}, "field 'command' must be a string, got an integer"),
+        ({"command": "x", "cores": "2"}, "field 'cores' must be an integer, got a string"),
+        ({"command": "x", "cores": True}, "field 'cores' must be an integer, got a boolean"),
+        ({"command": "x", "cores": 0}, "field 'cores' must be at least 1"),
+        ({"command": " "}, "field 'command' must not be empty"),
+        ({"command": "x", "colour": "red"}, "unknown field(s) 'colour'"),
+        ({"command": "x", "site": "a/b"}, "field 'site' must be 1-64 letters"),
+        ({"command": "x", "environment": {"A": 1}}, "field 'environment' must be an object"),
+        (["command"], "expected a JSON object, got an array"),
+    ],
+)
+def test_bad_specs_are_refused_with_one_line(data: Any, says: str) -> None:
+    with pytest.raises(SpecError) as info:
+        decode(JobSpec, data)
+    assert says in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_body_that_is_not_json_is_refused() -> None:
+    with pytest.raises(SpecError, match="not valid JSON"):
+        decode_body(JobEvent, b"\xff{")
+
+
+def test_event_kind_must_be_known() -> None:
+    body = {
+        "event_id": "e",
+        "job_id": "j",
+        "attempt": 1,
+        "pilot_id": "p",
+        "kind": "dancing",
+        "time": 1,
+    }
+    with pytest.raises(SpecError, match="must be one of starting, running"):
+        decode(JobEvent, body)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        JobSpec(command="echo", id="j1", site="S", environment={"A": "b"}),
+        JobDispatch("j1", 2, "S", "MCORE", priority=5),
+        ClaimRequest("j1", 1, "p1", "S", reply_to="p1", node="n", cores=8, memory_mb=16000),
+        ClaimReply("j1", 1, True, job=JobSpec(command="ls", id="j1")),
+        ClaimReply("j1", 1, False, reason="job is running"),
+        JobEvent(
+            "e1", "j1", 1, "p1", "failed", 12.5, exit_code=3, error_code=1305, diagnostic="boom"
+        ),
+    ],
+)
+def test_every_message_round_trips(message: Any) -> None:
+    assert decode_body(type(message), encode(message)) == message
