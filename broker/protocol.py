@@ -15,9 +15,12 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 from broker.errors import SpecError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -111,7 +114,7 @@ class JobEvent:
 
 MESSAGES: tuple[type[Any], ...] = (JobSpec, JobDispatch, ClaimRequest, ClaimReply, JobEvent)
 
-M = TypeVar("M")
+M = TypeVar("M", bound="DataclassInstance")
 
 
 def encode(message: Any) -> bytes:
@@ -134,7 +137,7 @@ def decode(cls: type[M], data: Any) -> M:
     if not isinstance(data, dict):
         raise SpecError(f"{label}: expected a JSON object, got {_json_type(data)}")
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise SpecError(f"{label}: unknown field(s) {', '.join(map(repr, unknown))}")
@@ -165,8 +168,8 @@ def _convert(label: str, name: str, hint: Any, value: Any) -> Any:
         return value
     if origin is dict:
         return _convert_str_dict(label, name, value)
-    if dataclasses.is_dataclass(hint):
-        return decode(hint, value)  # type: ignore[arg-type]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return decode(hint, value)
     return _convert_scalar(label, name, hint, value)
 
 

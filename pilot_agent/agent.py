@@ -20,12 +20,14 @@ from kombu import Connection, Consumer, Message
 
 from broker import topology
 from broker.error_codes import PilotError
-from broker.errors import SpecError
+from broker.errors import BadInput, SpecError
 from broker.messaging.connection import connect
 from broker.messaging.publisher import Outgoing, Publisher, open_publisher
 from broker.protocol import (
+    NAME_PATTERN,
     ClaimReply,
     ClaimRequest,
+    EventKind,
     JobDispatch,
     JobEvent,
     JobSpec,
@@ -50,6 +52,12 @@ class Slot:
     site: str
     cores: int = 1
     memory_mb: int = 2000
+
+    def __post_init__(self) -> None:
+        if not NAME_PATTERN.match(self.site):
+            raise BadInput(f"site {self.site!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        if self.cores < 1 or self.memory_mb < 1:
+            raise BadInput("a slot needs at least 1 core and 1 MB of memory")
 
 
 def new_pilot_id() -> str:
@@ -247,7 +255,7 @@ class Pilot:
         self,
         spec: JobSpec,
         attempt: int,
-        kind: str,
+        kind: EventKind,
         exit_code: int | None = None,
         error_code: int | None = None,
         diagnostic: str = "",
@@ -257,7 +265,7 @@ class Pilot:
             spec.id,
             attempt,
             self.pilot_id,
-            kind,  # type: ignore[arg-type]
+            kind,
             time.time(),
             exit_code,
             None if error_code is None else int(error_code),

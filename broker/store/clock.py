@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 
 def now() -> datetime:
@@ -10,8 +11,14 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def as_utc(value: datetime | None) -> datetime | None:
+def as_utc(value: datetime) -> datetime:
     """``value`` as aware UTC; SQLite drops the zone, so naive means UTC."""
-    if value is None:
-        return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def iso_times(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with every datetime value as an ISO 8601 UTC string, for people and JSON."""
+    for key, value in record.items():
+        if isinstance(value, datetime):
+            record[key] = as_utc(value).isoformat()
+    return record

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, RowMapping, func, insert, select
 from broker.errors import NotFound
 from broker.protocol import JobSpec
 from broker.states import JobState
-from broker.store.clock import as_utc
+from broker.store.clock import iso_times
 from broker.store.schema import job_attempts, job_transitions, jobs
 from broker.topology import resource_type
 
@@ -104,7 +104,7 @@ def get_job(conn: Connection, job_id: str) -> dict[str, Any]:
     job = _public(row)
     job["spec"] = dict(row["spec"])
     job["attempts"] = [
-        _times(dict(a))
+        iso_times(dict(a))
         for a in conn.execute(
             select(job_attempts)
             .where(job_attempts.c.job_id == job_id)
@@ -112,7 +112,7 @@ def get_job(conn: Connection, job_id: str) -> dict[str, Any]:
         ).mappings()
     ]
     job["transitions"] = [
-        _times(dict(t))
+        iso_times(dict(t))
         for t in conn.execute(
             select(
                 job_transitions.c.attempt,
@@ -169,11 +169,4 @@ _PUBLIC = (
 
 
 def _public(row: RowMapping) -> dict[str, Any]:
-    return _times({k: row[k] for k in _PUBLIC})
-
-
-def _times(record: dict[str, Any]) -> dict[str, Any]:
-    for key, value in record.items():
-        if isinstance(value, datetime):
-            record[key] = as_utc(value).isoformat()  # type: ignore[union-attr]
-    return record
+    return iso_times({k: row[k] for k in _PUBLIC})

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, select
 
 from broker.errors import BadInput
 from broker.protocol import NAME_PATTERN
-from broker.store.clock import now
+from broker.store.clock import iso_times, now
 from broker.store.schema import sites
 
 SITE_STATUSES = ("online", "offline", "brokeroff", "test")
@@ -30,7 +30,7 @@ def add_site(conn: Connection, name: str, status: str = "online") -> bool:
 def list_sites(conn: Connection) -> list[dict[str, Any]]:
     """Every site, by name."""
     rows = conn.execute(select(sites).order_by(sites.c.name)).mappings()
-    return [dict(r) for r in rows]
+    return [iso_times(dict(r)) for r in rows]
 
 
 def known_sites(conn: Connection, names: Iterable[str]) -> dict[str, str]:

@@ -154,4 +154,5 @@ def test_outbox_keeps_messages_until_removed(engine: Engine) -> None:
         outbox.remove(conn, [row_id for row_id, _ in taken])
     with transaction(engine) as conn:
         rest = outbox.take(conn, 10)
+        outbox.remove(conn, [row_id for row_id, _ in rest])  # leave nothing to other tests
     assert [m for _, m in rest] == messages[2:]
