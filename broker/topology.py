@@ -109,7 +109,7 @@ class Topology:
         """One site's queue of activated jobs of one resource type."""
         return self._durable(
             job_queue_name(site, resource),
-            Exchange(JOBS_EXCHANGE, "direct"),
+            self.jobs_exchange(),
             job_routing_key(site, resource),
         )
 
@@ -135,15 +135,22 @@ class Topology:
 
     def control_queue(self, pilot_id: str, site: str) -> Queue:
         """A pilot's private queue of commands (kill), addressed to it or its whole site."""
-        exchange = Exchange(CONTROL_EXCHANGE, "topic")
         return Queue(
             control_queue_name(pilot_id),
-            exchange,
+            self.control_exchange(),
             routing_key=f"{site}.{pilot_id}",
             exclusive=True,
             auto_delete=True,
             durable=False,
         )
+
+    def jobs_exchange(self) -> Exchange:
+        """Activated jobs, routed ``<site>.<resource_type>``."""
+        return Exchange(JOBS_EXCHANGE, "direct", durable=True)
+
+    def control_exchange(self) -> Exchange:
+        """Commands to pilots, routed ``<site>.<pilot_id>``."""
+        return Exchange(CONTROL_EXCHANGE, "topic", durable=True)
 
     def service_queues(self) -> list[Queue]:
         """The queues the broker service consumes or owns."""
@@ -159,7 +166,9 @@ class Topology:
         return [self.job_queue(s, r) for s in sites for r in RESOURCE_TYPES]
 
 
-def declare(channel: Any, queues: Iterable[Queue]) -> None:
+def declare(channel: Any, queues: Iterable[Queue], exchanges: Iterable[Exchange] = ()) -> None:
     """Declare exchanges, queues and bindings; safe to repeat."""
+    for exchange in exchanges:
+        exchange.bind(channel).declare()
     for queue in queues:
         queue.bind(channel).declare()

@@ -168,3 +168,25 @@ def test_malformed_and_unauthorised_messages_are_dead_lettered(system: System) -
     # And the broker keeps serving
     (after,) = system.submit(JobSpec(command="true", site=site))
     assert system.wait_final([after]) == {after: "finished"}
+
+
+def test_the_broker_declares_its_whole_topology(system: System) -> None:
+    system.start_broker()
+    with connect(system.settings) as connection:
+        channel = connection.default_channel
+        for name in (
+            topology.SUBMIT_QUEUE,
+            topology.CLAIMS_QUEUE,
+            topology.EVENTS_QUEUE,
+            topology.DEAD_LETTER_QUEUE,
+        ):
+            channel.queue_declare(name, passive=True)
+        for name in (
+            topology.SUBMIT_EXCHANGE,
+            topology.JOBS_EXCHANGE,
+            topology.EVENTS_EXCHANGE,
+            topology.CLAIMS_EXCHANGE,
+            topology.CONTROL_EXCHANGE,
+            topology.DEAD_LETTER_EXCHANGE,
+        ):
+            channel.exchange_declare(name, "", passive=True)

@@ -58,7 +58,11 @@ class BrokerService:
         log.info("broker service stopped")
 
     def _declare(self, connection: Connection) -> None:
-        topology.declare(connection.default_channel, self._topology.service_queues())
+        topology.declare(
+            connection.default_channel,
+            self._topology.service_queues(),
+            exchanges=[self._topology.jobs_exchange(), self._topology.control_exchange()],
+        )
         with self._engine.connect() as conn:
             self.site_queues_ready({site["name"] for site in list_sites(conn)})
 
