@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 from kombu import Connection, Consumer, Message, Queue
 
 from broker import failpoints, topology
-from broker.errors import BrokerUnavailable, SpecError
+from broker.errors import BrokerUnavailable, RecoverableError, SpecError
 from broker.messaging.publisher import Outgoing, Publisher
 from broker.metrics import DEAD_LETTERED
 from broker.protocol import decode_body
@@ -99,7 +99,7 @@ class BatchConsumer:
         deliveries, stream.buffer[:] = list(stream.buffer), []
         batch, refused = self._decode(stream, deliveries)
         if batch:
-            stream.handler(batch)
+            _handle(stream.handler, batch)
         failpoints.hit(f"after-commit:{stream.queue.name}")
         refused += [(i.delivery, i.refused) for i in batch if i.refused]
         self._dead_letter(stream, refused)
@@ -140,6 +140,26 @@ class BatchConsumer:
             return
         for delivery in deliveries:
             delivery.ack()
+
+
+def _handle(handler: Handler, batch: list[Incoming[Any]]) -> None:
+    """Run the handler; if it fails on a batch, find and refuse the message that breaks it.
+
+    The handler's transaction rolled back, so handling the messages again one
+    by one is safe. An outage (``RecoverableError``) is not the message's fault
+    and goes up to the caller, leaving the batch unacked for redelivery.
+    """
+    try:
+        handler(batch)
+    except RecoverableError:
+        raise
+    except Exception as exc:
+        if len(batch) > 1:
+            for incoming in batch:
+                _handle(handler, [incoming])
+            return
+        log.debug("handler failed on a message", exc_info=True)
+        batch[0].refuse(f"the handler failed on this message: {exc!r}")
 
 
 def _raw(body: Any) -> bytes:

@@ -17,7 +17,7 @@ from broker.states import JobState
 from broker.store import outbox, transitions
 from broker.store.clock import now
 from broker.store.engine import transaction
-from broker.store.jobs import existing_ids, insert_defined
+from broker.store.jobs import existing_ids, insert_defined, known_tasks
 from broker.store.sites import known_sites, online_sites
 from broker.store.transitions import Change
 from broker.topology import resource_type
@@ -64,11 +64,14 @@ class SubmissionHandler:
     ) -> list[tuple[JobSpec, str, str]]:
         """(spec, site, why) for each job that has a site; refuse the rest."""
         statuses = known_sites(conn, {i.message.site for i in fresh if i.message.site})
+        tasks = known_tasks(conn, {i.message.task_id for i in fresh if i.message.task_id})
         online = online_sites(conn) if any(not i.message.site for i in fresh) else []
         placed = []
         for incoming in fresh:
             spec = incoming.message
             site, why = _choose(spec, statuses, online)
+            if spec.task_id and spec.task_id not in tasks:
+                site, why = None, f"task {spec.task_id!r} does not exist"
             if site is None:
                 incoming.refuse(why)
                 log.warning("refused job %s: %s", spec.id, why)

@@ -13,7 +13,7 @@ from broker.errors import NotFound
 from broker.protocol import JobSpec
 from broker.states import JobState
 from broker.store.clock import iso_times
-from broker.store.schema import job_attempts, job_transitions, jobs
+from broker.store.schema import job_attempts, job_transitions, jobs, tasks
 from broker.topology import resource_type
 
 
@@ -65,6 +65,14 @@ def existing_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
     if not wanted:
         return set()
     return {r.id for r in conn.execute(select(jobs.c.id).where(jobs.c.id.in_(wanted)))}
+
+
+def known_tasks(conn: Connection, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` are tasks."""
+    wanted = set(ids)
+    if not wanted:
+        return set()
+    return {r.id for r in conn.execute(select(tasks.c.id).where(tasks.c.id.in_(wanted)))}
 
 
 def load(conn: Connection, ids: Iterable[str]) -> dict[str, RowMapping]:

@@ -1,0 +1,62 @@
+"""Batched consuming: one handler call per batch, refused messages dead-lettered,
+a message that breaks the handler isolated and dead-lettered, the rest handled."""
+
+from __future__ import annotations
+
+from kombu import Exchange, Queue
+
+from broker import topology
+from broker.messaging.connection import connect
+from broker.messaging.consumer import BatchConsumer, Incoming
+from broker.messaging.publisher import Outgoing, open_publisher
+from broker.protocol import JobSpec, encode
+from broker.settings import Settings
+from tests.harness import wait_for
+
+
+def test_a_message_that_breaks_the_handler_is_dead_lettered_alone(settings: Settings) -> None:
+    # Given a queue holding good specs, one the handler chokes on, and one that is not JSON
+    queue = Queue(
+        "pandamq.test.consumer",
+        Exchange("pandamq.test", "direct"),
+        routing_key="t",
+        durable=False,
+        auto_delete=True,
+    )
+    handled: list[str] = []
+    calls: list[int] = []
+
+    def handler(batch: list[Incoming[JobSpec]]) -> None:
+        calls.append(len(batch))
+        if any(i.message.command == "boom" for i in batch):
+            raise ValueError("cannot handle boom")
+        handled.extend(i.message.id for i in batch)
+
+    with connect(settings) as connection:
+        topology.declare(
+            connection.default_channel, [queue, topology.Topology().dead_letter_queue()]
+        )
+        publisher = open_publisher(connection, 10, 10)
+        consumer = BatchConsumer(connection, publisher, batch_size=10)
+        consumer.add(queue, JobSpec, handler)
+        specs = [JobSpec(command=c, id=f"j{n}") for n, c in enumerate(["a", "boom", "b"])]
+        publisher.publish(
+            [Outgoing("pandamq.test", "t", encode(s)) for s in specs]
+            + [Outgoing("pandamq.test", "t", b"{nope")]
+        )
+        # When the consumer polls until everything is handled
+        wait_for(
+            lambda: consumer.poll(0.05) == 0 and len(handled) == 2,
+            timeout_s=10,
+            what="the batch to be handled",
+        )
+        dead = topology.Topology().dead_letter_queue().bind(connection.default_channel)
+        letters = []
+        while (m := dead.get(no_ack=True)) is not None:
+            letters.append(m.headers[topology.REASON_HEADER])
+    # Then the good ones were handled, the bad ones dead-lettered with their reasons
+    assert sorted(handled) == ["j0", "j2"]
+    assert calls[0] == 3  # first as one batch, then one by one
+    assert len(letters) == 2
+    assert any("cannot handle boom" in r for r in letters)
+    assert any("not valid JSON" in r for r in letters)
