@@ -24,10 +24,11 @@ from broker.service.server import BrokerService
 from broker.settings import Settings
 from broker.states import FINAL_STATES, JobState
 from broker.store.engine import open_engine, transaction
-from broker.store.jobs import places_of
+from broker.store.jobs import get_job, places_of
 from broker.store.migrate import upgrade
 from broker.store.sites import add_site
 from cli.context import EXIT_FAILED, connection_options, settings
+from cli.render import table
 from cli.submitter import publish_specs
 from pilot_agent.agent import Pilot, Slot
 
@@ -107,11 +108,14 @@ def _run(s: Settings, count: int) -> bool:
             f"({PILOTS_PER_SITE} pilots each) on {s.broker_url.split('@')[-1]}"
         )
         places = _watch(console, engine, [sp.id for sp in specs], workers)
+        if not console.is_terminal:
+            console.line()  # a live display off a terminal leaves its last line open
+        return _summary(console, engine, places, time.monotonic() - started)
     finally:
         stop.set()
         for w in workers:
             w.join(timeout=15)
-    return _summary(console, places, time.monotonic() - started)
+        engine.dispose()
 
 
 def _start(s: Settings, engine: Engine, stop: threading.Event) -> list[_Worker]:
@@ -170,9 +174,21 @@ def _table(places: dict[str, tuple[str | None, str]], total: int) -> Group:
     return Group(t, f"{ended}/{total} jobs ended")
 
 
-def _summary(console: Console, places: dict[str, tuple[str | None, str]], elapsed: float) -> bool:
+def _summary(
+    console: Console, engine: Engine, places: dict[str, tuple[str | None, str]], elapsed: float
+) -> bool:
     states = Counter(st for _, st in places.values())
     summary = ", ".join(f"{n} {st}" for st, n in sorted(states.items()))
     console.print(f"all {len(places)} jobs ended in {elapsed:.1f} s: {summary}")
-    console.print("failed jobs were designed to fail (see `pandamq job ID` on a real deployment)")
+    failed = sorted(job_id for job_id, (_, st) in places.items() if st == JobState.FAILED)
+    if failed:
+        with transaction(engine) as conn:
+            rows = [get_job(conn, job_id) for job_id in failed]
+        console.print(
+            table(
+                rows,
+                ["id", "site", "exit_code", "error_code", "diagnostic"],
+                title="failed jobs (designed to fail)",
+            )
+        )
     return all(st in FINAL_STATES for _, st in places.values())
