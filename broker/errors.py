@@ -49,6 +49,10 @@ class PermanentError(PandaMQError):
     """Something is wrong that waiting will not fix."""
 
 
+class BrokerRefused(PermanentError):
+    """The message broker refused an operation (permissions, a queue declared differently)."""
+
+
 class SchemaMissing(PermanentError):
     """The database has no pandamq schema, or an old one."""
 

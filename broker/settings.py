@@ -115,7 +115,7 @@ def _coerce(name: str, type_name: str, value: Any) -> Any:
 
 def _check(settings: Settings) -> None:
     scheme = settings.broker_url.split("://", 1)[0]
-    if scheme not in {"memory", "amqp", "amqps", "pyamqp"}:
+    if scheme not in {"memory", "amqp", "amqps"}:
         raise ConfigError(
             f"broker_url {settings.broker_url!r}: scheme must be memory, amqp or amqps"
         )

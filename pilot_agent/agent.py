@@ -1,8 +1,9 @@
 """The pilot loop: wait for a job of its site, claim it, run it, report, repeat.
 
 A delivery is never held while the payload runs: the pilot stops consuming
-as soon as it has one delivery, claims it, and acks it whatever the answer
-(RabbitMQ's consumer timeout is 30 minutes, longer than no payload).
+as soon as it has one delivery, claims it, and acks it whatever the answer.
+RabbitMQ closes a channel that holds a delivery unacked for longer than its
+consumer timeout (30 minutes), and payloads run for hours.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from kombu import Connection, Consumer, Message
 from broker import topology
 from broker.error_codes import PilotError
 from broker.errors import BadInput, SpecError
-from broker.messaging.connection import connect
+from broker.messaging.connection import broker_errors, connect
+from broker.messaging.dead_letters import dead_letter
 from broker.messaging.publisher import Outgoing, Publisher, open_publisher
 from broker.protocol import (
     NAME_PATTERN,
@@ -89,7 +91,10 @@ class Pilot:
     def run(self, stop: threading.Event) -> int:
         """Pull and run jobs until ``max_jobs`` or ``stop``."""
         ran = 0
-        with connect(self.settings, heartbeat=60) as connection:
+        with (
+            connect(self.settings, heartbeat=60) as connection,
+            broker_errors(connection, f"running pilot {self.pilot_id}"),
+        ):
             self._connection = connection
             self._publisher = open_publisher(connection, 16, self.settings.confirm_timeout_s)
             jobs_channel = self._setup(connection)
@@ -119,21 +124,26 @@ class Pilot:
         Consumer(
             reply_channel, queues=[reply_queue], no_ack=True, on_message=self._replies.append
         ).consume()
-        jobs_channel = connection.channel()
-        jobs_channel.basic_qos(0, 1, True)
-        return jobs_channel
+        return connection.channel()
 
     def _next_delivery(self, channel: object, stop: threading.Event) -> Message | None:
-        """Consume until one delivery arrives, then stop consuming."""
+        """Consume until one delivery arrives, then stop consuming.
+
+        Each queue's consumer has a prefetch of 1 (quorum queues refuse a
+        channel-wide limit), so several queues may deliver at once: the pilot
+        keeps the first and puts the others straight back.
+        """
         got: list[Message] = []
         queues = [self._topology.job_queue(self.slot.site, r) for r in self._resource_types()]
-        consumer = Consumer(channel, queues=queues, on_message=got.append)
+        consumer = Consumer(channel, queues=queues, on_message=got.append, prefetch_count=1)
         consumer.consume()
         try:
             while not got and not stop.is_set():
                 self._tick()
         finally:
             consumer.cancel()
+        for extra in got[1:]:
+            extra.requeue()
         return got[0] if got else None
 
     def _tick(self) -> None:
@@ -147,8 +157,11 @@ class Pilot:
         try:
             dispatch = decode_body(JobDispatch, delivery.body)
         except SpecError as exc:
-            log.warning("pilot %s dead-lettered a bad job message: %s", self.pilot_id, exc)
-            delivery.reject(requeue=False)
+            queue = delivery.delivery_info.get("routing_key", topology.JOBS_EXCHANGE)
+            dead_letter(
+                self._publisher, f"{topology.JOBS_EXCHANGE}.{queue}", [(delivery.body, str(exc))]
+            )
+            delivery.ack()
             return None
         if (dispatch.job_id, dispatch.attempt) in self._ran:
             delivery.ack()

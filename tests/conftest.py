@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 from kombu.transport import memory
+from sqlalchemy import Engine
 
 from broker.settings import Settings
+from broker.store.engine import open_engine
+from broker.store.migrate import upgrade
 from tests.harness import System
 from tests.services import postgres_database, rabbitmq_vhost
 
@@ -55,6 +58,19 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
         return test_settings("memory://", f"sqlite:///{tmp_path / 'pandamq.sqlite'}", tmp_path)
     broker_url, database_url = request.getfixturevalue("services")
     return test_settings(broker_url, database_url, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated database of each kind: SQLite, and this session's PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    else:
+        url = request.getfixturevalue("services")[1]
+    e = open_engine(url)
+    upgrade(e)
+    yield e
+    e.dispose()
 
 
 @pytest.fixture

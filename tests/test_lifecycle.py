@@ -11,6 +11,8 @@ from broker.messaging.publisher import Outgoing, open_publisher
 from broker.metrics import CLAIMS
 from broker.protocol import JobDispatch, JobEvent, JobSpec, encode
 from broker.settings import Settings
+from broker.store.engine import transaction
+from broker.store.sites import add_site
 from tests.harness import System, wait_for
 
 
@@ -151,9 +153,14 @@ def test_malformed_and_unauthorised_messages_are_dead_lettered(system: System) -
     # When it receives garbage and an event from a pilot that never claimed the job
     forged = JobEvent(uuid.uuid4().hex, job_id, 1, "intruder", "failed", 0.0, exit_code=1)
     orphan = JobSpec(command="true", id=uuid.uuid4().hex, site=site, task_id="no-such-task")
+    offline = f"OFFLINE_{uuid.uuid4().hex[:6]}"
+    with transaction(system.engine) as conn:
+        add_site(conn, offline, "offline")
+    stranded = JobSpec(command="true", id=uuid.uuid4().hex, site=offline)
     publish(
         system.settings,
         Outgoing(topology.SUBMIT_EXCHANGE, topology.SUBMIT_QUEUE, encode(orphan)),
+        Outgoing(topology.SUBMIT_EXCHANGE, topology.SUBMIT_QUEUE, encode(stranded)),
         Outgoing(topology.SUBMIT_EXCHANGE, topology.SUBMIT_QUEUE, b"not json {"),
         Outgoing(
             topology.EVENTS_EXCHANGE, topology.event_routing_key(site, "failed"), encode(forged)
@@ -162,11 +169,12 @@ def test_malformed_and_unauthorised_messages_are_dead_lettered(system: System) -
     # Then both land in the dead-letter queue with a reason, and the job is untouched
     letters: list[tuple[bytes, dict[str, object]]] = []
     wait_for(
-        lambda: letters.extend(dead_letters(system.settings)) or len(letters) >= 3,
-        what="three dead letters",
+        lambda: letters.extend(dead_letters(system.settings)) or len(letters) >= 4,
+        what="four dead letters",
     )
     reasons = sorted(str(h[topology.REASON_HEADER]) for _, h in letters)
-    assert len(reasons) == 3, reasons
+    assert len(reasons) == 4, reasons
+    assert any(f"site '{offline}' is offline" in r for r in reasons)
     assert any("not valid JSON" in r for r in reasons)
     assert any("did not claim" in r for r in reasons)
     assert any("task 'no-such-task' does not exist" in r for r in reasons)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kombu import Connection
 
-from broker.errors import BrokerUnavailable
+from broker.errors import BrokerRefused, BrokerUnavailable
 from broker.settings import Settings
 
 #: The memory transport polls its queues; keep the demo's latency low.
@@ -17,6 +19,17 @@ MEMORY_POLLING_INTERVAL_S = 0.005
 def is_memory(url: str) -> bool:
     """True for the in-process transport (one process only)."""
     return url.startswith("memory://")
+
+
+@contextmanager
+def broker_errors(connection: Connection, doing: str) -> Iterator[None]:
+    """Turn kombu and py-amqp errors raised while ``doing`` something into ours."""
+    try:
+        yield
+    except connection.channel_errors as exc:
+        raise BrokerRefused(f"the message broker refused {doing}: {exc}") from exc
+    except (*connection.connection_errors, OSError) as exc:
+        raise BrokerUnavailable(f"lost the message broker while {doing}: {exc}") from exc
 
 
 def connect(settings: Settings, heartbeat: int = 0, timeout_s: float = 10.0) -> Connection:

@@ -16,10 +16,10 @@ from typing import Any, Generic, TypeVar
 
 from kombu import Connection, Consumer, Message, Queue
 
-from broker import failpoints, topology
+from broker import failpoints
 from broker.errors import BrokerUnavailable, RecoverableError, SpecError
-from broker.messaging.publisher import Outgoing, Publisher
-from broker.metrics import DEAD_LETTERED
+from broker.messaging.dead_letters import dead_letter
+from broker.messaging.publisher import Publisher
 from broker.protocol import decode_body
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class BatchConsumer:
             _handle(stream.handler, batch)
         failpoints.hit(f"after-commit:{stream.queue.name}")
         refused += [(i.delivery, i.refused) for i in batch if i.refused]
-        self._dead_letter(stream, refused)
+        dead_letter(self._publisher, stream.queue.name, [(d.body, r) for d, r in refused])
         self._ack(deliveries)
         return len(deliveries)
 
@@ -117,22 +117,6 @@ class BatchConsumer:
             except SpecError as exc:
                 refused.append((delivery, str(exc)))
         return batch, refused
-
-    def _dead_letter(self, stream: _Stream, refused: list[tuple[Message, str]]) -> None:
-        if not refused:
-            return
-        for _delivery, reason in refused:
-            log.warning("dead-lettered a message from %s: %s", stream.queue.name, reason)
-            DEAD_LETTERED.labels(queue=stream.queue.name).inc()
-        self._publisher.publish(
-            Outgoing(
-                topology.DEAD_LETTER_EXCHANGE,
-                stream.queue.name,
-                _raw(d.body),
-                headers={topology.REASON_HEADER: reason, "x-pandamq-queue": stream.queue.name},
-            )
-            for d, reason in refused
-        )
 
     def _ack(self, deliveries: list[Message]) -> None:
         if self._amqp:
@@ -160,7 +144,3 @@ def _handle(handler: Handler, batch: list[Incoming[Any]]) -> None:
             return
         log.debug("handler failed on a message", exc_info=True)
         batch[0].refuse(f"the handler failed on this message: {exc!r}")
-
-
-def _raw(body: Any) -> bytes:
-    return body if isinstance(body, bytes) else str(body).encode()

@@ -44,7 +44,7 @@ class ClaimHandler:
         t = now()
         requests = [i.message for i in batch]
         with transaction(self._engine) as conn:
-            rows = load(conn, (r.job_id for r in requests))
+            rows = load(conn, (r.job_id for r in requests), lock=True)
             changes = _claim_changes(requests, rows, t)
             won = {c.job_id: c.values["pilot_id"] for c in transitions.apply(conn, changes, t)}
             replies = [_reply(r, rows.get(r.job_id), won) for r in requests]

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, RowMapping, and_, bindparam, select, 
 
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobEvent
-from broker.states import JobState
+from broker.states import FINAL_STATES, JobState
 from broker.store import transitions
 from broker.store.clock import now
 from broker.store.engine import transaction
@@ -36,6 +36,12 @@ PATH: dict[str, tuple[JobState, ...]] = {
     "failed": (S.HOLDING, S.FAILED),
 }
 
+#: States past which a progress report says nothing new.
+STALE_AFTER: dict[str, frozenset[JobState]] = {
+    "starting": frozenset({S.STARTING, S.RUNNING, S.HOLDING, S.TRANSFERRING, *FINAL_STATES}),
+    "running": frozenset({S.RUNNING, S.HOLDING, S.TRANSFERRING, *FINAL_STATES}),
+}
+
 
 class EventHandler:
     """Handles batches from ``pandamq.events`` in one transaction."""
@@ -48,7 +54,7 @@ class EventHandler:
         t = now()
         with transaction(self._engine) as conn:
             events = _new_events(conn, batch)
-            rows = load(conn, (i.message.job_id for i in events))
+            rows = load(conn, (i.message.job_id for i in events), lock=True)
             accepted = [i for i in events if _authorised(i, rows.get(i.message.job_id))]
             transitions.apply(conn, _changes(accepted, rows, t), t)
             _heartbeats(conn, [i.message for i in accepted], t)
@@ -95,6 +101,8 @@ def _changes(
     changes: list[Change] = []
     for incoming in events:
         event = incoming.message
+        if _stale(event, state[event.job_id]):
+            continue
         for i, target in enumerate(PATH.get(event.kind, ())):
             changes.append(
                 Change(
@@ -109,6 +117,16 @@ def _changes(
             )
             state[event.job_id] = target
     return changes
+
+
+def _stale(event: JobEvent, current: JobState) -> bool:
+    """A progress report overtaken by a later one (events may be handled out of order)."""
+    if event.kind in STALE_AFTER and current in STALE_AFTER[event.kind]:
+        log.debug(
+            "skipped stale %s event of job %s, which is %s", event.kind, event.job_id, current
+        )
+        return True
+    return False
 
 
 def _values(event: JobEvent, target: JobState, t: datetime) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from kombu import Connection
 from sqlalchemy import Engine
 
 from broker import topology
-from broker.messaging.connection import connect
+from broker.messaging.connection import broker_errors, connect
 from broker.messaging.consumer import BatchConsumer
 from broker.messaging.publisher import Publisher, open_publisher
 from broker.protocol import ClaimRequest, JobEvent, JobSpec
@@ -44,7 +44,7 @@ class BrokerService:
         """Serve until ``stop`` is set."""
         require_current(self._engine)
         s = self._settings
-        with connect(s, heartbeat=0) as connection:
+        with connect(s, heartbeat=0) as connection, broker_errors(connection, "serving"):
             self._connection = connection
             publisher = open_publisher(connection, s.publish_window, s.confirm_timeout_s)
             self._declare(connection)

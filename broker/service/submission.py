@@ -84,6 +84,8 @@ def _choose(spec: JobSpec, statuses: dict[str, str], online: list[str]) -> tuple
     if spec.site:
         if spec.site not in statuses:
             return None, f"site {spec.site!r} is not in the site catalogue"
+        if statuses[spec.site] == "offline":
+            return None, f"site {spec.site!r} is offline"
         return spec.site, f"site {spec.site} requested in the job spec"
     if not online:
         return None, "no site is online"

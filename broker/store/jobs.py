@@ -75,13 +75,21 @@ def known_tasks(conn: Connection, ids: Iterable[str]) -> set[str]:
     return {r.id for r in conn.execute(select(tasks.c.id).where(tasks.c.id.in_(wanted)))}
 
 
-def load(conn: Connection, ids: Iterable[str]) -> dict[str, RowMapping]:
-    """Job rows by id, for handlers."""
+def load(conn: Connection, ids: Iterable[str], lock: bool = False) -> dict[str, RowMapping]:
+    """Job rows by id, for handlers.
+
+    With ``lock``, the rows stay locked until the transaction ends, taken in id
+    order so that two broker processes locking overlapping batches cannot
+    deadlock; the second one then reads the first one's result. (SQLite's
+    ``BEGIN IMMEDIATE`` already serialises writers.)
+    """
     wanted = set(ids)
     if not wanted:
         return {}
-    rows = conn.execute(select(jobs).where(jobs.c.id.in_(wanted))).mappings()
-    return {r["id"]: r for r in rows}
+    stmt = select(jobs).where(jobs.c.id.in_(wanted))
+    if lock and conn.dialect.name == "postgresql":
+        stmt = stmt.order_by(jobs.c.id).with_for_update()
+    return {r["id"]: r for r in conn.execute(stmt).mappings()}
 
 
 def spec_of(row: RowMapping) -> JobSpec:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from kombu import Exchange, Queue
 
 from broker import topology
+from broker.messaging import consumer as consumer_module
 from broker.messaging.connection import connect
 from broker.messaging.consumer import BatchConsumer, Incoming
 from broker.messaging.publisher import Outgoing, open_publisher
@@ -24,10 +25,8 @@ def test_a_message_that_breaks_the_handler_is_dead_lettered_alone(settings: Sett
         auto_delete=True,
     )
     handled: list[str] = []
-    calls: list[int] = []
 
     def handler(batch: list[Incoming[JobSpec]]) -> None:
-        calls.append(len(batch))
         if any(i.message.command == "boom" for i in batch):
             raise ValueError("cannot handle boom")
         handled.extend(i.message.id for i in batch)
@@ -37,14 +36,14 @@ def test_a_message_that_breaks_the_handler_is_dead_lettered_alone(settings: Sett
             connection.default_channel, [queue, topology.Topology().dead_letter_queue()]
         )
         publisher = open_publisher(connection, 10, 10)
-        consumer = BatchConsumer(connection, publisher, batch_size=10)
-        consumer.add(queue, JobSpec, handler)
         specs = [JobSpec(command=c, id=f"j{n}") for n, c in enumerate(["a", "boom", "b"])]
         publisher.publish(
             [Outgoing("pandamq.test", "t", encode(s)) for s in specs]
             + [Outgoing("pandamq.test", "t", b"{nope")]
         )
-        # When the consumer polls until everything is handled
+        # When a consumer polls until everything is handled
+        consumer = BatchConsumer(connection, publisher, batch_size=10)
+        consumer.add(queue, JobSpec, handler)
         wait_for(
             lambda: consumer.poll(0.05) == 0 and len(handled) == 2,
             timeout_s=10,
@@ -56,7 +55,24 @@ def test_a_message_that_breaks_the_handler_is_dead_lettered_alone(settings: Sett
             letters.append(m.headers[topology.REASON_HEADER])
     # Then the good ones were handled, the bad ones dead-lettered with their reasons
     assert sorted(handled) == ["j0", "j2"]
-    assert calls[0] == 3  # first as one batch, then one by one
     assert len(letters) == 2
     assert any("cannot handle boom" in r for r in letters)
     assert any("not valid JSON" in r for r in letters)
+
+
+def test_a_failing_batch_is_retried_one_by_one() -> None:
+    # Given a handler that fails on any batch holding "boom"
+    seen: list[list[str]] = []
+
+    def handler(batch: list[Incoming[JobSpec]]) -> None:
+        seen.append([i.message.command for i in batch])
+        if any(i.message.command == "boom" for i in batch):
+            raise ValueError("boom")
+
+    batch = [Incoming(JobSpec(command=c, id=c), None) for c in ("a", "boom", "b")]
+    # When the batch is handled
+    consumer_module._handle(handler, batch)
+    # Then it was tried whole, then one message at a time, and only boom is refused
+    assert seen == [["a", "boom", "b"], ["a"], ["boom"], ["b"]]
+    assert [i.refused is not None for i in batch] == [False, True, False]
+    assert "ValueError('boom')" in str(batch[1].refused)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,19 +22,6 @@ from broker.store.schema import job_transitions
 from broker.store.transitions import Change
 
 S = JobState
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated database of each kind."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    else:
-        url = request.getfixturevalue("services")[1]
-    e = open_engine(url)
-    upgrade(e)
-    yield e
-    e.dispose()
 
 
 def new_job(engine: Engine, job_id: str) -> None:

@@ -1,0 +1,37 @@
+"""Quorum queues (RabbitMQ's replicated queues) carry a job's whole life too."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from broker.errors import BrokerRefused
+from broker.protocol import JobSpec
+from broker.service.server import BrokerService
+from tests.conftest import test_settings
+from tests.harness import System
+from tests.services import rabbitmq_vhost
+
+
+def test_a_job_finishes_on_quorum_queues(services: tuple[str, str], tmp_path: Path) -> None:
+    # Given a vhost of its own, where every durable queue is a quorum queue
+    with rabbitmq_vhost() as broker_url:
+        settings = replace(test_settings(broker_url, services[1], tmp_path), queue_type="quorum")
+        system = System(settings)
+        try:
+            site = system.new_site()
+            system.start_broker()
+            # a pilot consuming several resource-type queues of its site
+            system.start_pilot(site, cores=8, memory_mb=32000)
+            # When a job is submitted, Then it finishes
+            (job_id,) = system.submit(JobSpec(command="true", site=site))
+            assert system.wait_final([job_id]) == {job_id: "finished"}
+        finally:
+            system.close()
+
+        # And a broker configured for classic queues is refused in one clear error
+        classic = replace(settings, queue_type="classic")
+        with pytest.raises(BrokerRefused, match="inequivalent arg 'x-queue-type'"):
+            BrokerService(classic, system.engine).run(system.stop)
