@@ -30,8 +30,13 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except PandaMQError as exc:
-            click.echo(f"pandamq: error: {exc}", err=True)
+            click.echo(f"pandamq: error: {_one_line(str(exc))}", err=True)
             sys.exit(EXIT_BAD_INPUT if isinstance(exc, BadInput) else EXIT_FAILED)
+
+
+def _one_line(text: str) -> str:
+    """Driver messages (psycopg's among them) span lines; an error is one line."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -64,8 +69,11 @@ def settings(ctx: click.Context, **overrides: Any) -> Settings:
 
 
 def database(s: Settings) -> Engine:
-    """An engine on a database that has the current schema."""
-    engine = open_engine(s.database_url)
+    """An engine on a database that has the current schema; closed when the command ends."""
+    engine = open_engine(s.database_url, create=False)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(engine.dispose)
     require_current(engine)
     return engine
 

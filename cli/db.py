@@ -19,6 +19,9 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Create or migrate the schema to the newest version (safe to repeat)."""
-    s = settings(ctx)
-    revision = upgrade(open_engine(s.database_url))
+    engine = open_engine(settings(ctx).database_url)
+    try:
+        revision = upgrade(engine)
+    finally:
+        engine.dispose()
     click.echo(f"database at schema {revision}")

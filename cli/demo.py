@@ -6,6 +6,7 @@ import functools
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -48,7 +49,9 @@ def demo_specs(count: int, run: str) -> list[JobSpec]:
             if fails
             else f"echo 'job {i} on' $(hostname); sleep 0.{(i * 37) % 10}"
         )
-        site = None if i % 5 == 4 else SITES[i % len(SITES)]
+        # every job names a demo site: on a shared database other online
+        # sites may have no pilots
+        site = SITES[i % len(SITES)]
         specs.append(
             JobSpec(command=command, id=f"demo-{run}-{i:03d}", site=site, name=f"demo job {i}")
         )
@@ -99,7 +102,7 @@ def _run(s: Settings, count: int) -> bool:
             add_site(conn, site)
     stop = threading.Event()
     workers = _start(s, engine, stop)
-    specs = demo_specs(count, time.strftime("%H%M%S"))
+    specs = demo_specs(count, uuid.uuid4().hex[:8])
     started = time.monotonic()
     try:
         publish_specs(s, specs)

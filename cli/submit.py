@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import IO
+from pathlib import Path
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -12,26 +12,22 @@ from sqlalchemy import Engine
 from broker.errors import SpecError
 from broker.states import FINAL_STATES
 from cli.context import EXIT_FAILED, connection_options, database, settings
-from cli.submitter import check_sites, follow, parse_specs, publish_specs
+from cli.submitter import check_references, follow, parse_specs, publish_specs
 
 
 @click.command()
-@click.argument("source", type=click.File("rb"))
+@click.argument("source")
 @click.option("--wait", is_flag=True, help="Follow the jobs until they end; exit 1 if any failed.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after SECONDS.")
 @connection_options
 @click.pass_context
-def submit(ctx: click.Context, source: IO[bytes], wait: bool, timeout: float | None) -> None:
+def submit(ctx: click.Context, source: str, wait: bool, timeout: float | None) -> None:
     """Submit the job spec(s) in SOURCE (a JSON or YAML file, or - for stdin)."""
-    name = "<stdin>" if source.name == "<stdin>" else str(source.name)
-    try:
-        text = source.read().decode()
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{name}: not text ({exc.reason})") from exc
-    specs = parse_specs(text, name)
+    name = "<stdin>" if source == "-" else source
+    specs = parse_specs(_read(source, name), name)
     s = settings(ctx)
     engine = database(s)
-    check_sites(engine, specs)
+    check_references(engine, specs)
     publish_specs(s, specs)
     for spec in specs:
         click.echo(spec.id)
@@ -42,6 +38,16 @@ def submit(ctx: click.Context, source: IO[bytes], wait: bool, timeout: float | N
             click.echo(f"job {job_id} ended {state}", err=True)
         if bad or len(states) < len(specs):
             sys.exit(EXIT_FAILED)
+
+
+def _read(source: str, name: str) -> str:
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        return data.decode()
+    except OSError as exc:
+        raise SpecError(f"cannot read {name}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{name}: not text ({exc.reason})") from exc
 
 
 def _wait(engine: Engine, ids: list[str], timeout: float | None) -> dict[str, str]:

@@ -14,21 +14,23 @@ import yaml
 from sqlalchemy import Engine
 
 from broker import topology
-from broker.errors import SpecError, UnknownSite
+from broker.errors import BadInput, NotFound, SpecError, UnknownSite
 from broker.messaging.connection import connect
 from broker.messaging.publisher import Outgoing, open_publisher
 from broker.protocol import JobSpec, decode, encode
 from broker.settings import Settings
 from broker.states import FINAL_STATES
 from broker.store.engine import transaction
-from broker.store.jobs import states_of
+from broker.store.jobs import known_tasks, states_of
 from broker.store.sites import known_sites
 
 
 def parse_specs(text: str, source: str) -> list[JobSpec]:
     """Job specs from JSON or YAML text: one object or a list of them; ids filled in."""
+    if not text.strip():
+        raise SpecError(f"{source}: the file is empty; expected a job spec or a list of them")
     document = _parse(text, source)
-    items = document if isinstance(document, list) else [document]
+    items = [] if document is None else document if isinstance(document, list) else [document]
     if not items:
         raise SpecError(f"{source}: no job spec in the file")
     specs = []
@@ -56,16 +58,21 @@ def _parse(text: str, source: str) -> Any:
         raise SpecError(f"{source}: neither JSON nor valid YAML: {first}") from exc
 
 
-def check_sites(engine: Engine, specs: Sequence[JobSpec]) -> None:
-    """Refuse specs that name a site not in the catalogue."""
+def check_references(engine: Engine, specs: Sequence[JobSpec]) -> None:
+    """Refuse specs naming a site that is unknown or offline, or a task that does not exist."""
     with transaction(engine) as conn:
-        known = known_sites(conn, {s.site for s in specs if s.site})
+        sites = known_sites(conn, {s.site for s in specs if s.site})
+        tasks = known_tasks(conn, {s.task_id for s in specs if s.task_id})
     for spec in specs:
-        if spec.site and spec.site not in known:
+        if spec.site and spec.site not in sites:
             raise UnknownSite(
                 f"job spec: site {spec.site!r} is not in the site catalogue "
                 "(see `pandamq sites`; add it with `pandamq sites add`)"
             )
+        if spec.site and sites[spec.site] == "offline":
+            raise BadInput(f"job spec: site {spec.site!r} is offline and takes no jobs")
+        if spec.task_id and spec.task_id not in tasks:
+            raise NotFound(f"job spec: task {spec.task_id!r} does not exist")
 
 
 def publish_specs(settings: Settings, specs: Sequence[JobSpec]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from broker.errors import BrokerRefused
 from broker.protocol import JobSpec
 from broker.service.server import BrokerService
+from broker.store.engine import open_engine
 from tests.conftest import test_settings
 from tests.harness import System
 from tests.services import rabbitmq_vhost
@@ -33,5 +35,9 @@ def test_a_job_finishes_on_quorum_queues(services: tuple[str, str], tmp_path: Pa
 
         # And a broker configured for classic queues is refused in one clear error
         classic = replace(settings, queue_type="classic")
-        with pytest.raises(BrokerRefused, match="inequivalent arg 'x-queue-type'"):
-            BrokerService(classic, system.engine).run(system.stop)
+        engine = open_engine(classic.database_url)
+        try:
+            with pytest.raises(BrokerRefused, match="inequivalent arg 'x-queue-type'"):
+                BrokerService(classic, engine).run(threading.Event())
+        finally:
+            engine.dispose()

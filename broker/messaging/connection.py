@@ -37,6 +37,11 @@ def connect(settings: Settings, heartbeat: int = 0, timeout_s: float = 10.0) -> 
     conn = _build(settings, heartbeat, timeout_s)
     try:
         conn.connect()
+    except conn.channel_errors as exc:
+        raise BrokerRefused(
+            f"the message broker at {conn.as_uri()} refused the connection: {exc}; "
+            "check the user and password (or certificate) and the vhost"
+        ) from exc
     except (*conn.connection_errors, OSError) as exc:
         raise BrokerUnavailable(
             f"cannot reach the message broker at {conn.as_uri()}: {exc}; "

@@ -11,19 +11,26 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from broker.errors import ConfigError, DatabaseUnavailable
+from broker.errors import ConfigError, DatabaseUnavailable, SchemaMissing
 
 SQLITE_BUSY_TIMEOUT_S = 30
 
 
-def open_engine(database_url: str) -> Engine:
-    """An engine for ``database_url``; SQLite files get WAL and immediate transactions."""
+def open_engine(database_url: str, create: bool = True) -> Engine:
+    """An engine for ``database_url``; SQLite files get WAL and immediate transactions.
+
+    With ``create`` false, a SQLite file that does not exist is an error rather
+    than a new empty database.
+    """
     try:
         url = make_url(database_url)
     except ArgumentError as exc:
         raise ConfigError(f"database_url {database_url!r} is not a valid URL") from exc
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(database_url, url.database)
+        path = url.database
+        if not create and path and path != ":memory:" and not Path(path).exists():
+            raise SchemaMissing(f"database file {path} does not exist: run `pandamq db upgrade`")
+        return _sqlite_engine(database_url, path)
     return create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 

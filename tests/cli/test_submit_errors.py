@@ -1,0 +1,242 @@
+"""``pandamq submit`` through click: bad input is one line and exit 2, and nothing is created.
+
+Run on every backend. No broker service runs, so a submission that got through
+would still be waiting in the submit queue, where these tests look for it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import func, select
+
+from broker import topology
+from broker.messaging.connection import connect
+from broker.protocol import JobSpec, decode_body
+from broker.settings import Settings
+from broker.store.engine import open_engine, transaction
+from broker.store.migrate import upgrade
+from broker.store.schema import jobs
+from broker.store.sites import add_site
+from cli.main import pandamq
+from tests.services import postgres_database
+
+UNREACHABLE_BROKER = "amqp://guest:guest@127.0.0.1:1//"
+UNREACHABLE_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/x"
+
+
+@dataclass
+class Submitter:
+    """Runs ``pandamq submit`` in-process against one backend, with a site of its own."""
+
+    settings: Settings
+    site: str
+    offline: str
+    tmp_path: Path
+
+    def env(self, **changes: str) -> dict[str, str | None]:
+        env: dict[str, str | None] = {
+            "PANDAMQ_BROKER_URL": self.settings.broker_url,
+            "PANDAMQ_DATABASE_URL": self.settings.database_url,
+            "PANDAMQ_CONFIG": None,
+        }
+        env.update({f"PANDAMQ_{k.upper()}": v for k, v in changes.items()})
+        return env
+
+    def file(self, name: str, text: str) -> Path:
+        path = self.tmp_path / name
+        path.write_text(text)
+        return path
+
+    def submit(self, path: Path, **env: str) -> Result:
+        return CliRunner(env=self.env(**env)).invoke(pandamq, ["submit", str(path)])
+
+    def job_count(self) -> int:
+        engine = open_engine(self.settings.database_url)
+        try:
+            with transaction(engine) as conn:
+                return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())
+        finally:
+            engine.dispose()
+
+    def take_submissions(self) -> list[JobSpec]:
+        """Every message in the submit queue, taken off it; none if the queue does not exist."""
+        taken: list[JobSpec] = []
+        with connect(self.settings) as connection:
+            channel = connection.channel()
+            try:
+                channel.queue_declare(topology.SUBMIT_QUEUE, passive=True)
+            except connection.channel_errors:
+                return taken
+            queue = topology.Topology().submit_queue().bind(channel)
+            while (message := queue.get(no_ack=True)) is not None:
+                taken.append(decode_body(JobSpec, message.body))
+        return taken
+
+
+@pytest.fixture
+def submitter(settings: Settings, tmp_path: Path) -> Iterator[Submitter]:
+    """A migrated database with a new site, and an empty submit queue."""
+    engine = open_engine(settings.database_url)
+    upgrade(engine)
+    site = f"SITE_{uuid.uuid4().hex[:8].upper()}"
+    offline = f"OFFLINE_{uuid.uuid4().hex[:8].upper()}"
+    with transaction(engine) as conn:
+        add_site(conn, site)
+        add_site(conn, offline, "offline")
+    engine.dispose()
+    s = Submitter(settings, site, offline, tmp_path)
+    s.take_submissions()  # left by earlier tests in this session's vhost
+    yield s
+
+
+def assert_one_error_line(result: Result, exit_code: int) -> str:
+    """The command failed cleanly: ``exit_code``, one stderr line, no stdout, no traceback."""
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == exit_code, result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("pandamq: error: "), lines
+    return lines[0]
+
+
+BAD_SPECS = {
+    "missing command": ("spec.json", '{"site": "{site}"}', ["missing", "'command'"]),
+    "wrong type": ("spec.json", '{"command": "true", "cores": "two"}', ["'cores'", "integer"]),
+    "unknown site": (
+        "spec.json",
+        '{"command": "true", "site": "NO_SUCH_SITE"}',
+        ["'NO_SUCH_SITE'", "site catalogue"],
+    ),
+    "offline site": (
+        "spec.json",
+        '{"command": "true", "site": "{offline}"}',
+        ["'{offline}'", "offline"],
+    ),
+    "unknown task": (
+        "spec.json",
+        '{"command": "true", "site": "{site}", "task_id": "no-such-task"}',
+        ["task 'no-such-task' does not exist"],
+    ),
+    "not json": ("spec.txt", "{not json", ["spec.txt", "not valid JSON"]),
+    "empty json file": ("spec.json", "", ["spec.json", "empty"]),
+    "empty yaml file": ("spec.yaml", "\n", ["spec.yaml", "empty"]),
+    "yaml list with one bad item": (
+        "specs.yaml",
+        "- command: 'true'\n  site: {site}\n- command: 'true'\n  cores: two\n",
+        ["specs.yaml item 2", "'cores'", "integer"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SPECS.values(), ids=BAD_SPECS.keys())
+def test_bad_job_spec_is_one_line_exit_2_and_creates_nothing(
+    submitter: Submitter, case: tuple[str, str, list[str]]
+) -> None:
+    # Given a file with a bad job spec
+    name, text, named = case
+    text = text.replace("{site}", submitter.site).replace("{offline}", submitter.offline)
+    named = [n.replace("{offline}", submitter.offline) for n in named]
+    path = submitter.file(name, text)
+    jobs_before = submitter.job_count()
+    # When it is submitted
+    result = submitter.submit(path)
+    # Then one line names the problem, the exit code says bad input
+    line = assert_one_error_line(result, exit_code=2)
+    for words in named:
+        assert words in line, line
+    # And nothing was created: no job row, no submission waiting
+    assert submitter.job_count() == jobs_before
+    assert submitter.take_submissions() == []
+
+
+def test_valid_spec_prints_its_id_and_is_queued_exactly_once(submitter: Submitter) -> None:
+    # Given a valid job spec for a known site
+    spec = {"command": "echo hello", "site": submitter.site, "cores": 2, "name": "hello"}
+    path = submitter.file("spec.json", json.dumps(spec))
+    # When it is submitted
+    result = submitter.submit(path)
+    # Then the job id is printed and nothing else
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    (job_id,) = result.stdout.split()
+    # And the submission waits in the submit queue, once, as written
+    (queued,) = submitter.take_submissions()
+    assert queued.id == job_id
+    assert (queued.command, queued.site, queued.cores, queued.name) == (
+        "echo hello",
+        submitter.site,
+        2,
+        "hello",
+    )
+
+
+def test_unreachable_broker_is_one_line_exit_1(submitter: Submitter) -> None:
+    # Given a valid spec and a broker URL where nothing listens
+    path = submitter.file("spec.json", json.dumps({"command": "true", "site": submitter.site}))
+    jobs_before = submitter.job_count()
+    # When it is submitted
+    result = submitter.submit(path, broker_url=UNREACHABLE_BROKER)
+    # Then one line says the message broker cannot be reached, and where
+    line = assert_one_error_line(result, exit_code=1)
+    assert "message broker" in line and "127.0.0.1:1" in line, line
+    assert "guest:guest" not in line  # the password is not shown
+    assert submitter.job_count() == jobs_before
+
+
+def test_unreachable_database_is_one_line_exit_1(submitter: Submitter) -> None:
+    # Given a valid spec and a database URL where nothing listens
+    path = submitter.file("spec.json", json.dumps({"command": "true", "site": submitter.site}))
+    # When it is submitted
+    result = submitter.submit(path, database_url=UNREACHABLE_DATABASE)
+    # Then one line says the database cannot be reached, and nothing was published
+    line = assert_one_error_line(result, exit_code=1)
+    assert "database" in line and "127.0.0.1:1" in line, line
+    assert submitter.take_submissions() == []
+
+
+@pytest.fixture
+def database_without_schema(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """A database of the same kind as ``settings``, with no pandamq schema."""
+    if settings.database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'empty.sqlite'}"
+        return
+    with postgres_database() as url:
+        yield url
+
+
+def test_database_without_schema_says_to_run_db_upgrade(
+    submitter: Submitter, database_without_schema: str
+) -> None:
+    # Given a valid spec and a database nobody has upgraded
+    path = submitter.file("spec.json", json.dumps({"command": "true", "site": submitter.site}))
+    # When it is submitted
+    result = submitter.submit(path, database_url=database_without_schema)
+    # Then one line tells the operator what to run, and nothing was published
+    line = assert_one_error_line(result, exit_code=1)
+    assert "pandamq db upgrade" in line, line
+    assert submitter.take_submissions() == []
+
+
+def test_refused_login_is_one_line_exit_1(submitter: Submitter) -> None:
+    # Given a valid spec and a RabbitMQ that refuses the credentials
+    path = submitter.file("spec.json", json.dumps({"command": "true", "site": submitter.site}))
+    # When it is submitted
+    result = submitter.submit(path, broker_url="amqp://nobody:wrong@127.0.0.1:5672//")
+    # Then one line says so
+    line = assert_one_error_line(result, exit_code=1)
+    assert "message broker" in line, line
+
+
+def test_a_missing_spec_file_is_one_line_exit_2(submitter: Submitter) -> None:
+    result = submitter.submit(submitter.tmp_path / "nowhere.json")
+    line = assert_one_error_line(result, exit_code=2)
+    assert "cannot read" in line and "nowhere.json" in line, line
