@@ -1,23 +1,58 @@
 """Error codes recorded on failed job attempts, grouped by family as in PanDA.
 
-Standard library only: the pilot imports this module.
+A failed attempt carries a family and a code (and, for the payload, its exit
+code in its own column). Standard library only: the pilot imports this module.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
+
+
+class ErrorFamily(StrEnum):
+    """Who found the failure (PanDA's error columns)."""
+
+    PILOT = "pilot"
+    DISPATCHER = "dispatcher"
+    TASKBUFFER = "taskbuffer"
 
 
 class PilotError(IntEnum):
-    """Failures the pilot reports (PanDA's pilot error family)."""
+    """Failures the pilot reports."""
 
     PAYLOAD_FAILED = 1305
     PAYLOAD_NOT_STARTED = 1306
     PILOT_STOPPED = 1307
+    OUT_OF_MEMORY = 1308
+    KILLED = 1309
 
 
-DESCRIPTIONS: dict[int, str] = {
-    PilotError.PAYLOAD_FAILED: "payload exited with a non-zero code",
-    PilotError.PAYLOAD_NOT_STARTED: "the pilot could not start the payload",
-    PilotError.PILOT_STOPPED: "the pilot was stopped while the payload ran",
+class DispatcherError(IntEnum):
+    """Failures the broker's watchdog finds: a job that stopped moving."""
+
+    LOST_HEARTBEAT = 100
+    SENT_TIMEOUT = 102
+    HOLDING_TIMEOUT = 103
+    TRANSFERRING_TIMEOUT = 104
+    ASSIGNED_TIMEOUT = 105
+
+
+class TaskBufferError(IntEnum):
+    """Decisions about a job taken in the broker on request."""
+
+    KILLED = 100
+
+
+DESCRIPTIONS: dict[tuple[ErrorFamily, int], str] = {
+    (ErrorFamily.PILOT, PilotError.PAYLOAD_FAILED): "payload exited with a non-zero code",
+    (ErrorFamily.PILOT, PilotError.PAYLOAD_NOT_STARTED): "the pilot could not start the payload",
+    (ErrorFamily.PILOT, PilotError.PILOT_STOPPED): "the pilot was stopped while the payload ran",
+    (ErrorFamily.PILOT, PilotError.OUT_OF_MEMORY): "payload used more memory than the job asked",
+    (ErrorFamily.PILOT, PilotError.KILLED): "payload killed on request",
+    (ErrorFamily.DISPATCHER, DispatcherError.LOST_HEARTBEAT): "lost heartbeat",
+    (ErrorFamily.DISPATCHER, DispatcherError.SENT_TIMEOUT): "no pilot reply after dispatch",
+    (ErrorFamily.DISPATCHER, DispatcherError.HOLDING_TIMEOUT): "too long in holding",
+    (ErrorFamily.DISPATCHER, DispatcherError.TRANSFERRING_TIMEOUT): "outputs not transferred",
+    (ErrorFamily.DISPATCHER, DispatcherError.ASSIGNED_TIMEOUT): "input data not there in time",
+    (ErrorFamily.TASKBUFFER, TaskBufferError.KILLED): "killed on request",
 }

@@ -14,6 +14,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-EventKind = Literal["starting", "running", "heartbeat", "finished", "failed"]
+EventKind = Literal["starting", "running", "heartbeat", "finished", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class JobSpec:
     priority: int = 0
     max_attempts: int = 3
     environment: dict[str, str] = field(default_factory=dict)
+    final_exit_codes: list[int] = field(default_factory=list)
 
     def check(self) -> None:
         """Rules beyond types."""
@@ -112,7 +114,37 @@ class JobEvent:
     diagnostic: str = ""
 
 
-MESSAGES: tuple[type[Any], ...] = (JobSpec, JobDispatch, ClaimRequest, ClaimReply, JobEvent)
+@dataclass(frozen=True)
+class JobCommand:
+    """A person asks the broker to kill or retry jobs (by id, or every job of a task)."""
+
+    QUEUE: ClassVar[str] = "pandamq.commands"
+    command: Literal["kill", "retry"]
+    job_ids: list[str] = field(default_factory=list)
+    task_id: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PilotCommand:
+    """The broker tells a pilot to stop the payload of a job attempt it runs."""
+
+    QUEUE: ClassVar[str] = "pandamq.control.<pilot_id>"
+    command: Literal["kill"]
+    job_id: str
+    attempt: int
+    reason: str = ""
+
+
+MESSAGES: tuple[type[Any], ...] = (
+    JobSpec,
+    JobDispatch,
+    ClaimRequest,
+    ClaimReply,
+    JobEvent,
+    JobCommand,
+    PilotCommand,
+)
 
 M = TypeVar("M", bound="DataclassInstance")
 
@@ -155,22 +187,48 @@ def decode(cls: type[M], data: Any) -> M:
 
 
 def _convert(label: str, name: str, hint: Any, value: Any) -> Any:
-    origin = get_origin(hint)
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in get_args(hint):
-            return None
-        (inner,) = (a for a in get_args(hint) if a is not type(None))
-        return _convert(label, name, inner, value)
-    if origin is Literal:
-        if value not in get_args(hint):
-            choices = ", ".join(map(str, get_args(hint)))
-            raise SpecError(f"{label}: field {name!r} must be one of {choices}, got {value!r}")
-        return value
-    if origin is dict:
-        return _convert_str_dict(label, name, value)
+    converter = _CONVERTERS.get(get_origin(hint))
+    if converter is not None:
+        return converter(label, name, hint, value)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return decode(hint, value)
     return _convert_scalar(label, name, hint, value)
+
+
+def _convert_optional(label: str, name: str, hint: Any, value: Any) -> Any:
+    if value is None and type(None) in get_args(hint):
+        return None
+    (inner,) = (a for a in get_args(hint) if a is not type(None))
+    return _convert(label, name, inner, value)
+
+
+def _convert_literal(label: str, name: str, hint: Any, value: Any) -> Any:
+    if value not in get_args(hint):
+        choices = ", ".join(map(str, get_args(hint)))
+        raise SpecError(f"{label}: field {name!r} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _convert_list(label: str, name: str, hint: Any, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise SpecError(f"{label}: field {name!r} must be an array, got {_json_type(value)}")
+    (item,) = get_args(hint)
+    return [_convert(label, f"{name}[{n}]", item, v) for n, v in enumerate(value)]
+
+
+def _convert_str_dict(label: str, name: str, hint: Any, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise SpecError(f"{label}: field {name!r} must be an object of strings")
+    return dict(value)
+
+
+_CONVERTERS: dict[Any, Callable[[str, str, Any, Any], Any]] = {
+    types.UnionType: _convert_optional,
+    typing.Union: _convert_optional,
+    Literal: _convert_literal,
+    list: _convert_list,
+    dict: _convert_str_dict,
+}
 
 
 def _convert_scalar(label: str, name: str, hint: type[Any], value: Any) -> Any:
@@ -182,12 +240,6 @@ def _convert_scalar(label: str, name: str, hint: type[Any], value: Any) -> Any:
             f"{label}: field {name!r} must be {_type_word(hint)}, got {_json_type(value)}"
         )
     return value
-
-
-def _convert_str_dict(label: str, name: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise SpecError(f"{label}: field {name!r} must be an object of strings")
-    return dict(value)
 
 
 def _check_name(name: str, value: str | None, allow_empty: bool = False) -> None:

@@ -42,6 +42,15 @@ class Settings:
     publish_window: int = 1000
     confirm_timeout_s: float = 30.0
     poll_interval_s: float = 0.05
+    # watchdog timeouts (PanDA's defaults) and retries
+    watchdog_interval_s: float = 60.0
+    lost_heartbeat_s: float = 7200.0
+    sent_timeout_s: float = 1800.0
+    holding_timeout_s: float = 10800.0
+    transferring_timeout_s: float = 172800.0
+    assigned_timeout_s: float = 14400.0
+    memory_retry_factor: float = 1.5
+    kill_grace_s: float = 10.0
     work_dir: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-work"))
     log_level: str = "INFO"
 

@@ -20,6 +20,8 @@ CLAIMS_EXCHANGE = "pandamq.claims"
 CLAIMS_QUEUE = "pandamq.claims"
 REPLIES_EXCHANGE = "pandamq.replies"
 CONTROL_EXCHANGE = "pandamq.control"
+COMMANDS_EXCHANGE = "pandamq.commands"
+COMMANDS_QUEUE = "pandamq.commands"
 DEAD_LETTER_EXCHANGE = "pandamq.dlx"
 DEAD_LETTER_QUEUE = "pandamq.dead"
 
@@ -70,6 +72,11 @@ def control_queue_name(pilot_id: str) -> str:
     return f"pandamq.control.{pilot_id}"
 
 
+def control_routing_key(site: str, pilot_id: str) -> str:
+    """Routing key on the control exchange for one pilot: ``<site>.<pilot_id>``."""
+    return f"{site}.{pilot_id}"
+
+
 def event_routing_key(site: str, kind: str) -> str:
     """Routing key on the events exchange: ``<site>.<kind>``."""
     return f"{site}.{kind}"
@@ -100,6 +107,10 @@ class Topology:
     def claims_queue(self) -> Queue:
         """Where pilots' claim requests wait for the broker service."""
         return self._durable(CLAIMS_QUEUE, Exchange(CLAIMS_EXCHANGE, "direct"), CLAIMS_QUEUE)
+
+    def commands_queue(self) -> Queue:
+        """Where people's kill and retry commands wait for the broker service."""
+        return self._durable(COMMANDS_QUEUE, Exchange(COMMANDS_EXCHANGE, "direct"), COMMANDS_QUEUE)
 
     def events_queue(self) -> Queue:
         """Where pilots' job events wait for the broker service."""
@@ -138,7 +149,7 @@ class Topology:
         return Queue(
             control_queue_name(pilot_id),
             self.control_exchange(),
-            routing_key=f"{site}.{pilot_id}",
+            routing_key=control_routing_key(site, pilot_id),
             exclusive=True,
             auto_delete=True,
             durable=False,
@@ -158,6 +169,7 @@ class Topology:
             self.submit_queue(),
             self.claims_queue(),
             self.events_queue(),
+            self.commands_queue(),
             self.dead_letter_queue(),
         ]
 

@@ -47,7 +47,7 @@ def test_settings(broker_url: str, database_url: str, tmp_path: Path) -> Setting
     )
 
 
-test_settings.__test__ = False  # type: ignore[attr-defined]
+test_settings.__test__ = False
 
 
 @pytest.fixture(params=["embedded", "services"])

@@ -33,7 +33,7 @@ def dead_letters(settings: Settings) -> list[tuple[bytes, dict[str, object]]]:
 
 
 def transitions_to(job: dict[str, object], state: str) -> int:
-    return sum(t["to_state"] == state for t in job["transitions"])  # type: ignore[attr-defined, index]
+    return sum(t["to_state"] == state for t in job["transitions"])
 
 
 def test_job_reaches_finished(system: System) -> None:

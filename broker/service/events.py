@@ -13,10 +13,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, and_, bindparam, select, update
 
+from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobEvent
+from broker.service import retries
+from broker.service.kills import kill_commands
+from broker.settings import Settings
 from broker.states import FINAL_STATES, JobState
-from broker.store import transitions
+from broker.store import outbox, transitions
 from broker.store.clock import now
 from broker.store.engine import transaction
 from broker.store.jobs import load
@@ -34,6 +38,7 @@ PATH: dict[str, tuple[JobState, ...]] = {
     "running": (S.RUNNING,),
     "finished": (S.HOLDING, S.FINISHED),
     "failed": (S.HOLDING, S.FAILED),
+    "cancelled": (S.CANCELLED,),
 }
 
 #: States past which a progress report says nothing new.
@@ -46,18 +51,30 @@ STALE_AFTER: dict[str, frozenset[JobState]] = {
 class EventHandler:
     """Handles batches from ``pandamq.events`` in one transaction."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
+        self._memory_factor = settings.memory_retry_factor
 
     def __call__(self, batch: list[Incoming[JobEvent]]) -> None:
-        """Apply each new event's transitions and heartbeats."""
+        """Apply each new event's transitions and heartbeats; retry what failed."""
         t = now()
         with transaction(self._engine) as conn:
             events = _new_events(conn, batch)
             rows = load(conn, (i.message.job_id for i in events), lock=True)
-            accepted = [i for i in events if _authorised(i, rows.get(i.message.job_id))]
-            transitions.apply(conn, _changes(accepted, rows, t), t)
-            _heartbeats(conn, [i.message for i in accepted], t)
+            accepted = [i.message for i in events if _authorised(i, rows.get(i.message.job_id))]
+            applied = transitions.apply(conn, _changes(accepted, rows, t), t)
+            _heartbeats(conn, accepted, rows, t)
+            retries.retry(conn, self._retry_decisions(accepted, rows, applied), t)
+
+    def _retry_decisions(
+        self, events: list[JobEvent], rows: dict[str, RowMapping], applied: list[Change]
+    ) -> list[tuple[RowMapping, retries.Decision]]:
+        failed = {c.job_id for c in applied if c.to_state == S.FAILED}
+        return [
+            (rows[e.job_id], retries.decide(rows[e.job_id], _failure(e), self._memory_factor))
+            for e in events
+            if e.kind == "failed" and e.job_id in failed
+        ]
 
 
 def _new_events(conn: Connection, batch: list[Incoming[JobEvent]]) -> list[Incoming[JobEvent]]:
@@ -93,14 +110,11 @@ def _authorised(incoming: Incoming[JobEvent], row: RowMapping | None) -> bool:
     return True
 
 
-def _changes(
-    events: list[Incoming[JobEvent]], rows: dict[str, RowMapping], t: datetime
-) -> list[Change]:
+def _changes(events: list[JobEvent], rows: dict[str, RowMapping], t: datetime) -> list[Change]:
     """The transitions of each event, from the job's state as the batch leaves it."""
     state = {job_id: JobState(row["state"]) for job_id, row in rows.items()}
     changes: list[Change] = []
-    for incoming in events:
-        event = incoming.message
+    for event in events:
         if _stale(event, state[event.job_id]):
             continue
         for i, target in enumerate(PATH.get(event.kind, ())):
@@ -129,10 +143,16 @@ def _stale(event: JobEvent, current: JobState) -> bool:
     return False
 
 
+def _failure(event: JobEvent) -> retries.Failure:
+    family = ErrorFamily.PILOT.value if event.error_code is not None else None
+    return retries.Failure(family, event.error_code, event.exit_code)
+
+
 def _values(event: JobEvent, target: JobState, t: datetime) -> dict[str, Any]:
-    if target in (S.FINISHED, S.FAILED):
+    if target in (S.FINISHED, S.FAILED, S.CANCELLED):
         return {
             "exit_code": event.exit_code,
+            "error_family": _failure(event).family,
             "error_code": event.error_code,
             "diagnostic": event.diagnostic or None,
         }
@@ -141,10 +161,14 @@ def _values(event: JobEvent, target: JobState, t: datetime) -> dict[str, Any]:
     return {"heartbeat_at": t}
 
 
-def _heartbeats(conn: Connection, events: list[JobEvent], t: datetime) -> None:
+def _heartbeats(
+    conn: Connection, events: list[JobEvent], rows: dict[str, RowMapping], t: datetime
+) -> None:
+    """Record heartbeats; a pilot that missed a kill command is told again."""
     beats = {e.job_id: e for e in events if e.kind == "heartbeat"}
     if not beats:
         return
+    outbox.put(conn, kill_commands(r for r in map(rows.get, beats) if r and r["kill_requested_at"]))
     conn.execute(
         update(jobs)
         .where(

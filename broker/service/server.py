@@ -14,11 +14,13 @@ from broker import topology
 from broker.messaging.connection import broker_errors, connect
 from broker.messaging.consumer import BatchConsumer
 from broker.messaging.publisher import Publisher, open_publisher
-from broker.protocol import ClaimRequest, JobEvent, JobSpec
+from broker.protocol import ClaimRequest, JobCommand, JobEvent, JobSpec
 from broker.service.claims import ClaimHandler
+from broker.service.commands import CommandHandler
 from broker.service.events import EventHandler
 from broker.service.relay import OutboxRelay
 from broker.service.submission import SubmissionHandler
+from broker.service.watchdog import Watchdog
 from broker.settings import Settings
 from broker.store.migrate import require_current
 from broker.store.sites import list_sites
@@ -83,13 +85,24 @@ class BrokerService:
         consumer.add(
             self._topology.claims_queue(), ClaimRequest, ClaimHandler(self._engine, publisher)
         )
-        consumer.add(self._topology.events_queue(), JobEvent, EventHandler(self._engine))
+        consumer.add(
+            self._topology.events_queue(), JobEvent, EventHandler(self._engine, self._settings)
+        )
+        consumer.add(
+            self._topology.commands_queue(),
+            JobCommand,
+            CommandHandler(self._engine, self._settings),
+        )
         return consumer
 
     def _loop(self, stop: threading.Event, consumer: BatchConsumer, relay: OutboxRelay) -> None:
-        last_sweep = time.monotonic()
+        watchdog = Watchdog(self._engine, self._settings)
+        last_sweep = last_watch = time.monotonic()
         while not stop.is_set():
             handled = consumer.poll(self._settings.poll_interval_s)
+            if time.monotonic() - last_watch > self._settings.watchdog_interval_s:
+                handled += watchdog.check()
+                last_watch = time.monotonic()
             if handled or time.monotonic() - last_sweep > OUTBOX_SWEEP_S:
                 relay.relay()
                 last_sweep = time.monotonic()

@@ -9,22 +9,15 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine
 
-from broker import topology
 from broker.messaging.consumer import Incoming
-from broker.messaging.publisher import Outgoing
-from broker.protocol import JobDispatch, JobSpec, encode
-from broker.states import JobState
-from broker.store import outbox, transitions
+from broker.protocol import JobSpec
+from broker.service.activation import Placement, activate
 from broker.store.clock import now
 from broker.store.engine import transaction
 from broker.store.jobs import existing_ids, insert_defined, known_tasks
 from broker.store.sites import known_sites, online_sites
-from broker.store.transitions import Change
-from broker.topology import resource_type
 
 log = logging.getLogger(__name__)
-
-S = JobState
 
 
 class SubmissionHandler:
@@ -40,10 +33,9 @@ class SubmissionHandler:
         with transaction(self._engine) as conn:
             fresh = self._fresh(conn, batch)
             placed = self._place(conn, fresh)
-            insert_defined(conn, [spec for spec, _, _ in placed], t)
-            activated = transitions.apply(conn, _changes(placed), t)
-            outbox.put(conn, _dispatches(placed, {c.job_id for c in activated}))
-        self._site_queues_ready({site for _, site, _ in placed})
+            insert_defined(conn, [p.spec for p in placed], t)
+            activate(conn, placed, t)
+        self._site_queues_ready({p.site for p in placed})
         if placed:
             log.info("accepted %d job(s)", len(placed))
 
@@ -59,10 +51,8 @@ class SubmissionHandler:
             fresh.setdefault(incoming.message.id, incoming)
         return [i for job_id, i in fresh.items() if job_id not in seen]
 
-    def _place(
-        self, conn: Connection, fresh: list[Incoming[JobSpec]]
-    ) -> list[tuple[JobSpec, str, str]]:
-        """(spec, site, why) for each job that has a site; refuse the rest."""
+    def _place(self, conn: Connection, fresh: list[Incoming[JobSpec]]) -> list[Placement]:
+        """Where each new job goes; refuse those that can go nowhere."""
         statuses = known_sites(conn, {i.message.site for i in fresh if i.message.site})
         tasks = known_tasks(conn, {i.message.task_id for i in fresh if i.message.task_id})
         online = online_sites(conn) if any(not i.message.site for i in fresh) else []
@@ -76,7 +66,7 @@ class SubmissionHandler:
                 incoming.refuse(why)
                 log.warning("refused job %s: %s", spec.id, why)
                 continue
-            placed.append((spec, site, why))
+            placed.append(Placement(spec, 1, site, why))
         return placed
 
 
@@ -91,24 +81,3 @@ def _choose(spec: JobSpec, statuses: dict[str, str], online: list[str]) -> tuple
         return None, "no site is online"
     site = online[zlib.crc32(spec.id.encode()) % len(online)]
     return site, f"site {site} chosen among online sites {', '.join(online)}"
-
-
-def _changes(placed: list[tuple[JobSpec, str, str]]) -> list[Change]:
-    changes = []
-    for spec, site, why in placed:
-        changes.append(Change(spec.id, 1, S.DEFINED, S.ASSIGNED, reason=why, values={"site": site}))
-        changes.append(
-            Change(spec.id, 1, S.ASSIGNED, S.ACTIVATED, reason="no input data to wait for")
-        )
-    return changes
-
-
-def _dispatches(placed: list[tuple[JobSpec, str, str]], activated: set[str]) -> list[Outgoing]:
-    out = []
-    for spec, site, _ in placed:
-        if spec.id not in activated:
-            continue
-        rtype = resource_type(spec.cores, spec.memory_mb)
-        body = encode(JobDispatch(spec.id, 1, site, rtype, spec.priority))
-        out.append(Outgoing(topology.JOBS_EXCHANGE, topology.job_routing_key(site, rtype), body))
-    return out

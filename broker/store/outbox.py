@@ -18,6 +18,7 @@ def put(conn: Connection, messages: Iterable[Outgoing]) -> None:
         {
             "exchange": m.exchange,
             "routing_key": m.routing_key,
+            "mandatory": m.mandatory,
             "body": m.body.decode(),
             "created_at": now(),
         }
@@ -33,7 +34,8 @@ def take(conn: Connection, limit: int) -> list[tuple[int, Outgoing]]:
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     return [
-        (r.id, Outgoing(r.exchange, r.routing_key, r.body.encode())) for r in conn.execute(stmt)
+        (r.id, Outgoing(r.exchange, r.routing_key, r.body.encode(), mandatory=r.mandatory))
+        for r in conn.execute(stmt)
     ]
 
 

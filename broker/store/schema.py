@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    true,
 )
 
 metadata = MetaData(
@@ -61,11 +63,13 @@ jobs = Table(
     Column("spec", JSON, nullable=False),
     Column("pilot_id", ID),
     Column("exit_code", Integer),
+    Column("error_family", String(16)),
     Column("error_code", Integer),
     Column("diagnostic", Text),
     Column("created_at", Time, nullable=False),
     Column("modified_at", Time, nullable=False),
     Column("heartbeat_at", Time),
+    Column("kill_requested_at", Time),
     Index(None, "site", "state"),
     Index(None, "state", "priority"),
     Index(None, "task_id"),
@@ -83,6 +87,7 @@ job_attempts = Table(
     Column("started_at", Time),
     Column("ended_at", Time),
     Column("exit_code", Integer),
+    Column("error_family", String(16)),
     Column("error_code", Integer),
     Column("diagnostic", Text),
 )
@@ -121,5 +126,6 @@ outbox = Table(
     Column("exchange", String(128), nullable=False),
     Column("routing_key", String(256), nullable=False),
     Column("body", Text, nullable=False),
+    Column("mandatory", Boolean, nullable=False, server_default=true()),
     Column("created_at", Time, nullable=False),
 )

@@ -10,9 +10,20 @@ from pathlib import Path
 import pytest
 
 from broker import topology
-from broker.error_codes import PilotError
+from broker.error_codes import (
+    DispatcherError,
+    ErrorFamily,
+    PilotError,
+    TaskBufferError,
+)
 from broker.protocol import MESSAGES
 from broker.states import JobState, can_transition
+
+FAMILIES = {
+    ErrorFamily.PILOT: PilotError,
+    ErrorFamily.DISPATCHER: DispatcherError,
+    ErrorFamily.TASKBUFFER: TaskBufferError,
+}
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PROTOCOL = DOCS / "protocol.md"
@@ -98,8 +109,10 @@ def test_every_error_code_is_documented() -> None:
     # Given the protocol page
     text = PROTOCOL.read_text()
     # Then each error code appears as a row with its number and name
-    for code in PilotError:
-        assert f"| {code.value} | `{code.name}` |" in text, code.name
+    for family, codes in FAMILIES.items():
+        for code in codes:
+            row = f"| `{family.value}` | {code.value} | `{code.name}` |"
+            assert row in text, row
 
 
 def test_every_job_state_is_in_the_architecture_page() -> None:

@@ -13,6 +13,7 @@ from broker.messaging.consumer import Incoming
 from broker.metrics import ILLEGAL_TRANSITIONS
 from broker.protocol import JobEvent, JobSpec
 from broker.service.events import EventHandler
+from broker.settings import Settings
 from broker.states import JobState
 from broker.store import transitions
 from broker.store.clock import now
@@ -42,8 +43,7 @@ def sent_jobs(engine: Engine, count: int) -> list[str]:
 
 def events(ids: list[str], kind: str, **extra: Any) -> list[Incoming[JobEvent]]:
     return [
-        Incoming(JobEvent(uuid.uuid4().hex, i, 1, PILOT, kind, 0.0, **extra), None)  # type: ignore[arg-type]
-        for i in ids
+        Incoming(JobEvent(uuid.uuid4().hex, i, 1, PILOT, kind, 0.0, **extra), None) for i in ids
     ]
 
 
@@ -59,7 +59,7 @@ def illegal_count() -> float:
 
 def test_a_redelivered_event_is_applied_once(engine: Engine) -> None:
     (job_id,) = sent_jobs(engine, 1)
-    handler = EventHandler(engine)
+    handler = EventHandler(engine, Settings())
     starting = events([job_id], "starting")
     handler(starting)
     handler(starting)  # the same event again, as after a crash before the ack
@@ -70,7 +70,7 @@ def test_a_redelivered_event_is_applied_once(engine: Engine) -> None:
 
 def test_a_late_progress_report_is_skipped_not_counted_illegal(engine: Engine) -> None:
     (job_id,) = sent_jobs(engine, 1)
-    handler = EventHandler(engine)
+    handler = EventHandler(engine, Settings())
     before = illegal_count()
     handler(events([job_id], "running"))
     handler(events([job_id], "starting"))  # overtaken by running
@@ -89,7 +89,7 @@ def test_events_racing_another_broker_process_are_not_lost(services: tuple[str, 
 
     def handle() -> None:
         try:
-            EventHandler(engine)(finished)
+            EventHandler(engine, Settings())(finished)
         except BaseException as exc:
             errors.append(exc)
 

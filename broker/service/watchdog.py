@@ -1,0 +1,144 @@
+"""The watchdog: jobs that stopped moving fail with a dispatcher error, and are
+retried when the rules allow.
+
+Safe with several broker processes: each takes the stalled rows it handles
+with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), and every change is a
+compare-and-set on the state the watchdog saw.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, RowMapping, func, select
+
+from broker.error_codes import DispatcherError, ErrorFamily
+from broker.service import retries
+from broker.settings import Settings
+from broker.states import JobState
+from broker.store import transitions
+from broker.store.clock import as_utc, now
+from broker.store.engine import transaction
+from broker.store.schema import jobs
+from broker.store.transitions import Change
+
+log = logging.getLogger(__name__)
+
+S = JobState
+
+#: How many stalled jobs one pass handles per rule (the rest wait for the next pass).
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Jobs in ``states`` whose clock is older than the timeout fail with ``code``."""
+
+    states: tuple[JobState, ...]
+    timeout_setting: str
+    code: DispatcherError
+    what: str
+    by_heartbeat: bool = False
+
+
+RULES = (
+    Rule(
+        (S.STARTING, S.RUNNING),
+        "lost_heartbeat_s",
+        DispatcherError.LOST_HEARTBEAT,
+        "no heartbeat from pilot {pilot} for {age}",
+        by_heartbeat=True,
+    ),
+    Rule(
+        (S.SENT,),
+        "sent_timeout_s",
+        DispatcherError.SENT_TIMEOUT,
+        "pilot {pilot} claimed the job but sent nothing for {age}",
+    ),
+    Rule(
+        (S.HOLDING,), "holding_timeout_s", DispatcherError.HOLDING_TIMEOUT, "in holding for {age}"
+    ),
+    Rule(
+        (S.TRANSFERRING,),
+        "transferring_timeout_s",
+        DispatcherError.TRANSFERRING_TIMEOUT,
+        "outputs not transferred after {age}",
+    ),
+    Rule(
+        (S.ASSIGNED,),
+        "assigned_timeout_s",
+        DispatcherError.ASSIGNED_TIMEOUT,
+        "input data not at site {site} after {age}",
+    ),
+)
+
+
+class Watchdog:
+    """Fails stalled jobs; ``check`` is called periodically by the broker service."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+
+    def check(self, at: datetime | None = None) -> int:
+        """One pass over every rule; how many jobs failed."""
+        t = at or now()
+        failed = 0
+        with transaction(self._engine) as conn:
+            for rule in RULES:
+                failed += self._apply(conn, rule, t)
+        return failed
+
+    def _apply(self, conn: Connection, rule: Rule, t: datetime) -> int:
+        timeout = float(getattr(self._settings, rule.timeout_setting))
+        rows = _stalled(conn, rule, t - timedelta(seconds=timeout))
+        if not rows:
+            return 0
+        changes = [_fail(row, rule, t) for row in rows]
+        applied = {c.job_id for c in transitions.apply(conn, changes, t)}
+        failure = retries.Failure(ErrorFamily.DISPATCHER.value, int(rule.code))
+        factor = self._settings.memory_retry_factor
+        retries.retry(
+            conn, [(r, retries.decide(r, failure, factor)) for r in rows if r["id"] in applied], t
+        )
+        for change in changes:
+            if change.job_id in applied:
+                log.warning("job %s failed: %s", change.job_id, change.reason)
+        return len(applied)
+
+
+def _stalled(conn: Connection, rule: Rule, cutoff: datetime) -> list[RowMapping]:
+    clock = (
+        func.coalesce(jobs.c.heartbeat_at, jobs.c.modified_at)
+        if rule.by_heartbeat
+        else jobs.c.modified_at
+    )
+    stmt = (
+        select(jobs)
+        .where(jobs.c.state.in_([s.value for s in rule.states]), clock < cutoff)
+        .order_by(jobs.c.id)
+        .limit(BATCH)
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(conn.execute(stmt).mappings())
+
+
+def _fail(row: RowMapping, rule: Rule, t: datetime) -> Change:
+    since = row["heartbeat_at"] if rule.by_heartbeat and row["heartbeat_at"] else row["modified_at"]
+    age = f"{(t - as_utc(since)).total_seconds():.0f} s"
+    text = rule.what.format(pilot=row["pilot_id"], site=row["site"], age=age)
+    return Change(
+        row["id"],
+        row["attempt"],
+        JobState(row["state"]),
+        S.FAILED,
+        reason=text,
+        values={
+            "error_family": ErrorFamily.DISPATCHER.value,
+            "error_code": int(rule.code),
+            "diagnostic": text,
+        },
+    )

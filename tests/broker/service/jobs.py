@@ -1,0 +1,51 @@
+"""Put jobs into a given state directly in SQL, for handler and watchdog tests."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Engine, RowMapping, update
+
+from broker.protocol import JobSpec
+from broker.states import JobState
+from broker.store import transitions
+from broker.store.clock import now
+from broker.store.engine import transaction
+from broker.store.jobs import insert_defined, load
+from broker.store.schema import jobs
+from broker.store.sites import add_site
+from broker.store.transitions import Change
+
+S = JobState
+PILOT = "pilot-1"
+SITE = "TEST_SITE"
+
+#: The way a job goes, up to each state.
+LIFE = [S.DEFINED, S.ASSIGNED, S.ACTIVATED, S.SENT, S.STARTING, S.RUNNING, S.HOLDING]
+
+
+def jobs_in(
+    engine: Engine, state: JobState, count: int = 1, at: datetime | None = None, **spec: object
+) -> list[str]:
+    """New jobs moved along the life up to ``state``, last changed at ``at``."""
+    ids = [uuid.uuid4().hex for _ in range(count)]
+    path = LIFE[: LIFE.index(state) + 1] if state in LIFE else [*LIFE, state]
+    with transaction(engine) as conn:
+        add_site(conn, SITE)
+        insert_defined(conn, [JobSpec(command="true", id=i, **spec) for i in ids], now())
+        changes = [
+            Change(i, 1, a, b, values={"site": SITE, "pilot_id": PILOT})
+            for i in ids
+            for a, b in itertools.pairwise(path)
+        ]
+        transitions.apply(conn, changes, at or now())
+        conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(modified_at=at or now()))
+    return ids
+
+
+def row(engine: Engine, job_id: str) -> RowMapping:
+    """The job's row now."""
+    with transaction(engine) as conn:
+        return load(conn, [job_id])[job_id]
