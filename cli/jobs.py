@@ -63,6 +63,7 @@ def job(ctx: click.Context, job_id: str, as_json: bool) -> None:
         "priority",
         "pilot_id",
         "exit_code",
+        "error_family",
         "error_code",
         "diagnostic",
         "created_at",

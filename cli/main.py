@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli import db, demo, jobs, pilot, serve, sites, submit
+from cli import control, db, dead_letters, demo, jobs, pilot, serve, sites, submit
 from cli.context import Group
 
 
@@ -22,6 +22,9 @@ def pandamq(ctx: click.Context, config: str | None) -> None:
 
 
 for command in (
+    control.kill,
+    control.retry,
+    dead_letters.dead_letters,
     db.db,
     demo.demo,
     jobs.jobs,

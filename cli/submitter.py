@@ -11,11 +11,12 @@ from dataclasses import replace
 from typing import Any
 
 import yaml
+from kombu import Queue
 from sqlalchemy import Engine
 
 from broker import topology
 from broker.errors import BadInput, NotFound, SpecError, UnknownSite
-from broker.messaging.connection import connect
+from broker.messaging.connection import broker_errors, connect
 from broker.messaging.publisher import Outgoing, open_publisher
 from broker.protocol import JobSpec, decode, encode
 from broker.settings import Settings
@@ -77,14 +78,16 @@ def check_references(engine: Engine, specs: Sequence[JobSpec]) -> None:
 
 def publish_specs(settings: Settings, specs: Sequence[JobSpec]) -> None:
     """Publish submissions; return once the message broker has confirmed every one."""
-    with connect(settings) as connection:
-        topology.declare(
-            connection.default_channel, [topology.Topology(settings.queue_type).submit_queue()]
-        )
+    queue = topology.Topology(settings.queue_type).submit_queue()
+    publish_to(settings, queue, [encode(s) for s in specs])
+
+
+def publish_to(settings: Settings, queue: Queue, bodies: Sequence[bytes]) -> None:
+    """Declare ``queue`` and publish ``bodies`` to it through its exchange, with confirms."""
+    with connect(settings) as connection, broker_errors(connection, f"publishing to {queue.name}"):
+        topology.declare(connection.default_channel, [queue])
         publisher = open_publisher(connection, settings.publish_window, settings.confirm_timeout_s)
-        publisher.publish(
-            Outgoing(topology.SUBMIT_EXCHANGE, topology.SUBMIT_QUEUE, encode(s)) for s in specs
-        )
+        publisher.publish(Outgoing(queue.exchange.name, queue.routing_key, b) for b in bodies)
 
 
 def follow(

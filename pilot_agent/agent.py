@@ -33,18 +33,20 @@ from broker.protocol import (
     JobDispatch,
     JobEvent,
     JobSpec,
+    PilotCommand,
     decode_body,
     encode,
 )
 from broker.settings import Settings
 from pilot_agent.payload import Payload, PayloadNotStarted
+from pilot_agent.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 #: How often the pilot wakes up while waiting, to notice a stop or keep AMQP alive.
 TICK_S = 0.5
-#: Seconds between TERM and KILL when a payload is stopped.
-STOP_GRACE_S = 10.0
+#: How long a look at the connection lasts while a payload runs.
+DRAIN_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Pilot:
         self.pilot_id = pilot_id or new_pilot_id()
         self._topology = topology.Topology(settings.queue_type)
         self._replies: list[Message] = []
+        self._commands: list[Message] = []
         self._ran: set[tuple[str, int]] = set()
         self._connection: Connection
         self._publisher: Publisher
@@ -123,6 +126,11 @@ class Pilot:
         topology.declare(reply_channel, [reply_queue])
         Consumer(
             reply_channel, queues=[reply_queue], no_ack=True, on_message=self._replies.append
+        ).consume()
+        control_queue = self._topology.control_queue(self.pilot_id, self.slot.site)
+        topology.declare(reply_channel, [control_queue], exchanges=[control_queue.exchange])
+        Consumer(
+            reply_channel, queues=[control_queue], no_ack=True, on_message=self._commands.append
         ).consume()
         return connection.channel()
 
@@ -226,43 +234,40 @@ class Pilot:
             )
             return
         self._report(spec, attempt, "running")
-        code, stopped = self._supervise(payload, spec, attempt, stop)
-        if stopped:
-            self._report(
-                spec,
-                attempt,
-                "failed",
-                exit_code=code,
-                error_code=PilotError.PILOT_STOPPED,
-                diagnostic="pilot stopped",
-            )
-        elif code == 0:
-            self._report(spec, attempt, "finished", exit_code=0)
-        else:
-            self._report(
-                spec,
-                attempt,
-                "failed",
-                exit_code=code,
-                error_code=PilotError.PAYLOAD_FAILED,
-                diagnostic=payload.stderr_tail(),
-            )
+        supervisor = Supervisor(
+            payload,
+            spec,
+            self.settings.heartbeat_interval_s,
+            self.settings.kill_grace_s,
+            heartbeat=lambda: self._report(spec, attempt, "heartbeat"),
+            kill_reason=lambda: self._kill_reason(spec.id, attempt),
+            stop=stop,
+        )
+        outcome = supervisor.run()
+        self._report(
+            spec, attempt, outcome.kind, outcome.exit_code, outcome.error_code, outcome.diagnostic
+        )
 
-    def _supervise(
-        self, payload: Payload, spec: JobSpec, attempt: int, stop: threading.Event
-    ) -> tuple[int, bool]:
-        """Wait for the payload, heartbeating; (exit code, whether the pilot stopped it)."""
-        next_beat = time.monotonic() + self.settings.heartbeat_interval_s
-        while True:
-            code = payload.wait(TICK_S)
-            if code is not None:
-                return code, False
-            if stop.is_set():
-                return payload.stop(STOP_GRACE_S), True
+    def _kill_reason(self, job_id: str, attempt: int) -> str | None:
+        """Why the broker asked to kill this attempt, if it did (the connection is served too)."""
+        self._drain()
+        reason = None
+        while self._commands:
+            try:
+                command = decode_body(PilotCommand, self._commands.pop(0).body)
+            except SpecError as exc:
+                log.warning("pilot %s ignored a bad command: %s", self.pilot_id, exc)
+                continue
+            if (command.job_id, command.attempt) == (job_id, attempt):
+                reason = command.reason
+        return reason
+
+    def _drain(self) -> None:
+        """Handle whatever the connection has received, without waiting."""
+        try:
+            self._connection.drain_events(timeout=DRAIN_S)
+        except TimeoutError:
             self._connection.heartbeat_check()
-            if time.monotonic() >= next_beat:
-                self._report(spec, attempt, "heartbeat")
-                next_beat = time.monotonic() + self.settings.heartbeat_interval_s
 
     def _report(
         self,

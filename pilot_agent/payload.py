@@ -12,6 +12,8 @@ from broker.errors import PandaMQError
 from broker.protocol import JobSpec
 
 STDERR_TAIL_CHARS = 2000
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MB = 1024 * 1024
 
 
 class PayloadNotStarted(PandaMQError):
@@ -61,6 +63,10 @@ class Payload:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self._process.pid, sig)
 
+    def rss_mb(self) -> int:
+        """Resident memory of every process of the payload (its session), in MB."""
+        return sum(_rss_pages(pid) for pid in _session_members(self._process.pid)) * PAGE // MB
+
     def stderr_tail(self) -> str:
         """The last characters the payload wrote to stderr."""
         try:
@@ -68,3 +74,25 @@ class Payload:
         except OSError:
             return ""
         return data.decode("utf-8", "replace").strip()
+
+
+def _session_members(session: int) -> list[int]:
+    """Processes whose session is ``session`` (the payload runs in its own)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # the process ended meanwhile
+            # fields after the command name, which may contain spaces: state ppid pgrp session
+            if int(stat.rsplit(")", 1)[1].split()[3]) == session:
+                members.append(int(entry.name))
+    return members
+
+
+def _rss_pages(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0

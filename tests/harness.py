@@ -10,6 +10,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from broker import topology
+from broker.messaging.connection import connect
+from broker.messaging.publisher import Outgoing, open_publisher
 from broker.protocol import JobSpec
 from broker.service.server import BrokerService
 from broker.settings import Settings
@@ -31,6 +34,22 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = 
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def publish(settings: Settings, *messages: Outgoing) -> None:
+    """Publish raw messages with confirms, as any client could."""
+    with connect(settings) as connection:
+        open_publisher(connection, 10, 10).publish(messages)
+
+
+def dead_letters(settings: Settings) -> list[tuple[bytes, dict[str, object]]]:
+    """Take every message in the dead-letter queue: (body, headers)."""
+    taken = []
+    with connect(settings) as connection:
+        queue = topology.Topology().dead_letter_queue().bind(connection.default_channel)
+        while (message := queue.get(no_ack=True)) is not None:
+            taken.append((message.body, message.headers))
+    return taken
 
 
 class _Thread(threading.Thread):

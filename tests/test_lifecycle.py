@@ -7,29 +7,12 @@ import uuid
 from broker import topology
 from broker.error_codes import PilotError
 from broker.messaging.connection import connect
-from broker.messaging.publisher import Outgoing, open_publisher
+from broker.messaging.publisher import Outgoing
 from broker.metrics import CLAIMS
 from broker.protocol import JobDispatch, JobEvent, JobSpec, encode
-from broker.settings import Settings
 from broker.store.engine import transaction
 from broker.store.sites import add_site
-from tests.harness import System, wait_for
-
-
-def publish(settings: Settings, *messages: Outgoing) -> None:
-    """Publish raw messages with confirms, as any client could."""
-    with connect(settings) as connection:
-        open_publisher(connection, 10, 10).publish(messages)
-
-
-def dead_letters(settings: Settings) -> list[tuple[bytes, dict[str, object]]]:
-    """Take every message in the dead-letter queue: (body, headers)."""
-    taken = []
-    with connect(settings) as connection:
-        queue = topology.Topology().dead_letter_queue().bind(connection.default_channel)
-        while (message := queue.get(no_ack=True)) is not None:
-            taken.append((message.body, message.headers))
-    return taken
+from tests.harness import System, dead_letters, publish, wait_for
 
 
 def transitions_to(job: dict[str, object], state: str) -> int:
@@ -144,9 +127,10 @@ def test_running_job_sends_heartbeats(system: System) -> None:
 
 
 def test_malformed_and_unauthorised_messages_are_dead_lettered(system: System) -> None:
-    # Given a running broker
+    # Given a running broker and an empty dead-letter queue
     site = system.new_site()
     system.start_broker()
+    dead_letters(system.settings)
     system.start_pilot(site)
     (job_id,) = system.submit(JobSpec(command="true", site=site))
     system.wait_final([job_id])

@@ -177,6 +177,7 @@ _PUBLIC = (
     "priority",
     "pilot_id",
     "exit_code",
+    "error_family",
     "error_code",
     "diagnostic",
     "created_at",

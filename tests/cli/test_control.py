@@ -1,0 +1,67 @@
+"""``pandamq kill``, ``pandamq retry`` and ``pandamq dead-letters`` against a running system."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner, Result
+
+from broker import topology
+from broker.protocol import JobSpec
+from cli.main import pandamq
+from cli.submitter import publish_to
+from tests.harness import System, dead_letters, wait_for
+
+
+def cli(system: System, *args: str) -> Result:
+    env = {
+        "PANDAMQ_BROKER_URL": system.settings.broker_url,
+        "PANDAMQ_DATABASE_URL": system.settings.database_url,
+        "PANDAMQ_CONFIG": None,
+    }
+    return CliRunner(env=env).invoke(pandamq, list(args))
+
+
+def test_kill_and_wait_ends_a_running_job(system: System) -> None:
+    site = system.new_site()
+    system.start_broker()
+    system.start_pilot(site)
+    (job_id,) = system.submit(JobSpec(command="sleep 60", site=site))
+    wait_for(lambda: system.states([job_id]).get(job_id) == "running", what="the payload")
+    result = cli(system, "kill", job_id, "--reason", "test", "--wait", "30")
+    assert result.exit_code == 0, result.output
+    assert f"{job_id} cancelled (attempt 1)" in result.stdout
+
+
+def test_retry_by_hand_gives_a_failed_job_a_new_attempt(system: System) -> None:
+    site = system.new_site()
+    system.start_broker()
+    system.start_pilot(site)
+    (job_id,) = system.submit(JobSpec(command="exit 3", site=site, max_attempts=1))
+    system.wait_final([job_id])
+    result = cli(system, "retry", job_id, "--wait", "30")
+    assert result.exit_code == 0, result.output
+    wait_for(lambda: len(system.job(job_id)["attempts"]) == 2, what="the second attempt")
+    assert system.wait_final([job_id]) == {job_id: "failed"}
+
+
+def test_kill_of_an_unknown_job_is_one_line_exit_2(system: System) -> None:
+    result = cli(system, "kill", "no-such-job")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "pandamq: error: no job 'no-such-job'"
+
+
+def test_dead_letters_lists_refused_messages_and_leaves_them(system: System) -> None:
+    system.start_broker()
+    queue = topology.Topology().submit_queue()
+    publish_to(system.settings, queue, [b"this is not a job"])
+    listing: list[Result] = []
+
+    def listed() -> bool:
+        listing.append(cli(system, "dead-letters", "--json"))
+        return "this is not a job" in listing[-1].stdout
+
+    wait_for(listed, what="the dead letter to be listed")
+    assert '"queue": "pandamq.submit"' in listing[-1].stdout
+    assert "not valid JSON" in listing[-1].stdout
+    # listing does not take them away
+    assert "this is not a job" in cli(system, "dead-letters").stdout
+    dead_letters(system.settings)  # leave the queue empty for other tests
