@@ -7,7 +7,7 @@ from rich.console import Console
 
 from broker.states import JobState
 from broker.store.engine import transaction
-from broker.store.jobs import get_job, list_jobs
+from broker.store.jobs import PUBLIC_FIELDS, get_job, list_jobs
 from cli.context import connection_options, database, settings
 from cli.render import print_json, print_table, table
 
@@ -52,22 +52,7 @@ def job(ctx: click.Context, job_id: str, as_json: bool) -> None:
         print_json(record)
         return
     console = Console(width=200)
-    for key in (
-        "id",
-        "name",
-        "task_id",
-        "site",
-        "resource_type",
-        "state",
-        "attempt",
-        "priority",
-        "pilot_id",
-        "exit_code",
-        "error_family",
-        "error_code",
-        "diagnostic",
-        "created_at",
-    ):
+    for key in PUBLIC_FIELDS:
         if record.get(key) is not None:
             console.print(f"[bold]{key:>14}[/bold]  {record[key]}", highlight=False)
     console.print(f"[bold]{'spec':>14}[/bold]  {record['spec']}", highlight=False)

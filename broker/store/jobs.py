@@ -166,7 +166,8 @@ def places_of(conn: Connection, ids: Iterable[str]) -> dict[str, tuple[str | Non
     return found
 
 
-_PUBLIC = (
+#: The columns of a job that people see (``pandamq jobs`` and ``pandamq job``).
+PUBLIC_FIELDS = (
     "id",
     "name",
     "task_id",
@@ -186,4 +187,4 @@ _PUBLIC = (
 
 
 def _public(row: RowMapping) -> dict[str, Any]:
-    return iso_times({k: row[k] for k in _PUBLIC})
+    return iso_times({k: row[k] for k in PUBLIC_FIELDS})

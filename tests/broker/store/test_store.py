@@ -6,6 +6,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, select
 
 from broker.errors import SchemaMissing
@@ -18,7 +20,7 @@ from broker.store.clock import now
 from broker.store.engine import open_engine, transaction
 from broker.store.jobs import get_job, insert_defined
 from broker.store.migrate import current_revision, head_revision, require_current, upgrade
-from broker.store.schema import job_transitions
+from broker.store.schema import job_transitions, metadata
 from broker.store.transitions import Change
 
 S = JobState
@@ -142,3 +144,9 @@ def test_outbox_keeps_messages_until_removed(engine: Engine) -> None:
         rest = outbox.take(conn, 10)
         outbox.remove(conn, [row_id for row_id, _ in rest])  # leave nothing to other tests
     assert [m for _, m in rest] == messages[2:]
+
+
+def test_the_migrations_build_exactly_the_schema_the_code_defines(engine: Engine) -> None:
+    with engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert differences == []
