@@ -40,7 +40,7 @@ def kill(
             changes.append(_cancel(row, reason))
         elif state in TOLD_TO_PILOT:
             told.append(row)
-        outcome[row["id"]] = "already ended" if state in FINAL_STATES else "pending"
+        outcome[row["id"]] = "already ended" if state in FINAL_STATES else "moved on meanwhile"
     for change in transitions.apply(conn, changes, now):
         outcome[change.job_id] = "cancelled"
     _request(conn, told, now)
