@@ -53,6 +53,9 @@ class Settings:
     kill_grace_s: float = 10.0
     work_dir: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-work"))
     log_level: str = "INFO"
+    # waiting out an outage of RabbitMQ or the database (broker/reconnect.py)
+    reconnect_initial_delay_s: float = 0.5
+    reconnect_max_delay_s: float = 30.0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; ``None`` values are ignored."""
@@ -137,3 +140,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"queue_type must be classic or quorum, got {settings.queue_type!r}")
     if settings.batch_size < 1 or settings.publish_window < 1:
         raise ConfigError("batch_size and publish_window must be at least 1")
+    if not 0 < settings.reconnect_initial_delay_s <= settings.reconnect_max_delay_s:
+        raise ConfigError(
+            "reconnect_initial_delay_s must be above 0 and at most reconnect_max_delay_s"
+        )

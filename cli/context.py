@@ -85,3 +85,5 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic says which dialect it uses each time the schema is checked.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -8,7 +8,8 @@ import threading
 import click
 
 from broker.service.server import BrokerService
-from cli.context import connection_options, database, settings, setup_logging
+from broker.store.engine import open_engine
+from cli.context import connection_options, settings, setup_logging
 
 
 def stop_on_signals() -> threading.Event:
@@ -33,4 +34,5 @@ def serve(ctx: click.Context, service: str, log_level: str | None) -> None:
     s = settings(ctx, log_level=log_level)
     setup_logging(s.log_level)
     stop = stop_on_signals()
-    BrokerService(s, database(s)).run(stop)
+    # Not `database(s)`: the service checks the schema itself, once the database is up.
+    BrokerService(s, open_engine(s.database_url, create=False)).run(stop)

@@ -4,6 +4,10 @@ A delivery is never held while the payload runs: the pilot stops consuming
 as soon as it has one delivery, claims it, and acks it whatever the answer.
 RabbitMQ closes a channel that holds a delivery unacked for longer than its
 consumer timeout (30 minutes), and payloads run for hours.
+
+When RabbitMQ goes away the pilot waits it out (``pilot_agent.link``): a
+running payload goes on and its events wait in memory, and a claim cut off
+before its answer is made again once the pilot is back.
 """
 
 from __future__ import annotations
@@ -21,10 +25,9 @@ from kombu import Connection, Consumer, Message
 
 from broker import topology
 from broker.error_codes import PilotError
-from broker.errors import BadInput, SpecError
-from broker.messaging.connection import broker_errors, connect
+from broker.errors import BadInput, RecoverableError, SpecError
 from broker.messaging.dead_letters import dead_letter
-from broker.messaging.publisher import Outgoing, Publisher, open_publisher
+from broker.messaging.publisher import Outgoing
 from broker.protocol import (
     NAME_PATTERN,
     ClaimReply,
@@ -38,6 +41,7 @@ from broker.protocol import (
     encode,
 )
 from broker.settings import Settings
+from pilot_agent.link import Link
 from pilot_agent.payload import Payload, PayloadNotStarted
 from pilot_agent.supervisor import Supervisor
 
@@ -88,37 +92,58 @@ class Pilot:
         self._replies: list[Message] = []
         self._commands: list[Message] = []
         self._ran: set[tuple[str, int]] = set()
-        self._connection: Connection
-        self._publisher: Publisher
+        self._link = Link(settings, f"pilot {self.pilot_id}", self._setup)
+        self._jobs_channel: object = None
+        #: A job whose claim an outage cut off before the answer came.
+        self._claiming: JobDispatch | None = None
+
+    @property
+    def events_waiting(self) -> int:
+        """Job events reported but not yet confirmed by RabbitMQ."""
+        return self._link.waiting
 
     def run(self, stop: threading.Event) -> int:
         """Pull and run jobs until ``max_jobs`` or ``stop``."""
         ran = 0
-        with (
-            connect(self.settings, heartbeat=60) as connection,
-            broker_errors(connection, f"running pilot {self.pilot_id}"),
-        ):
-            self._connection = connection
-            self._publisher = open_publisher(connection, 16, self.settings.confirm_timeout_s)
-            jobs_channel = self._setup(connection)
-            log.info(
-                "pilot %s serving %s with %s",
-                self.pilot_id,
-                self.slot.site,
-                ", ".join(self._resource_types()),
-            )
+        log.info(
+            "pilot %s serving %s with %s",
+            self.pilot_id,
+            self.slot.site,
+            ", ".join(self._resource_types()),
+        )
+        try:
             while not stop.is_set() and (self.max_jobs is None or ran < self.max_jobs):
-                delivery = self._next_delivery(jobs_channel, stop)
-                job = self._claim(delivery) if delivery is not None else None
+                job = self._next_job(stop)
                 if job is not None:
                     self._run(job[0], job[1], stop)
                     ran += 1
+            self._link.finish(stop)
+        finally:
+            self._link.close()
         return ran
+
+    def _next_job(self, stop: threading.Event) -> tuple[JobSpec, int] | None:
+        """Take a delivery and claim it, or claim again what an outage cut off.
+
+        An outage is waited out before, and ends the attempt if it comes during.
+        """
+        if not self._link.open(stop):
+            return None
+        try:
+            with self._link.errors("taking a job"):
+                if self._claiming is not None:
+                    return self._claim_again(self._claiming)
+                delivery = self._next_delivery(stop)
+                return self._claim(delivery) if delivery is not None else None
+        except RecoverableError as exc:
+            self._link.lost(exc)
+            return None
 
     def _resource_types(self) -> list[str]:
         return topology.resource_types_served(self.slot.cores, self.slot.memory_mb)
 
-    def _setup(self, connection: Connection) -> object:
+    def _setup(self, connection: Connection) -> None:
+        """Declare the pilot's queues and consume its replies and commands (on each connect)."""
         queues = [self._topology.job_queue(self.slot.site, r) for r in self._resource_types()]
         topology.declare(connection.default_channel, queues)
         reply_channel = connection.channel()
@@ -132,9 +157,9 @@ class Pilot:
         Consumer(
             reply_channel, queues=[control_queue], no_ack=True, on_message=self._commands.append
         ).consume()
-        return connection.channel()
+        self._jobs_channel = connection.channel()
 
-    def _next_delivery(self, channel: object, stop: threading.Event) -> Message | None:
+    def _next_delivery(self, stop: threading.Event) -> Message | None:
         """Consume until one delivery arrives, then stop consuming.
 
         Each queue's consumer has a prefetch of 1 (quorum queues refuse a
@@ -143,7 +168,9 @@ class Pilot:
         """
         got: list[Message] = []
         queues = [self._topology.job_queue(self.slot.site, r) for r in self._resource_types()]
-        consumer = Consumer(channel, queues=queues, on_message=got.append, prefetch_count=1)
+        consumer = Consumer(
+            self._jobs_channel, queues=queues, on_message=got.append, prefetch_count=1
+        )
         consumer.consume()
         try:
             while not got and not stop.is_set():
@@ -155,10 +182,7 @@ class Pilot:
         return got[0] if got else None
 
     def _tick(self) -> None:
-        try:
-            self._connection.drain_events(timeout=TICK_S)
-        except TimeoutError:
-            self._connection.heartbeat_check()
+        self._link.drain(TICK_S)
 
     def _claim(self, delivery: Message) -> tuple[JobSpec, int] | None:
         """Ask the broker for the delivered job; ack the delivery once answered."""
@@ -167,18 +191,31 @@ class Pilot:
         except SpecError as exc:
             queue = delivery.delivery_info.get("routing_key", topology.JOBS_EXCHANGE)
             dead_letter(
-                self._publisher, f"{topology.JOBS_EXCHANGE}.{queue}", [(delivery.body, str(exc))]
+                self._link, f"{topology.JOBS_EXCHANGE}.{queue}", [(delivery.body, str(exc))]
             )
             delivery.ack()
             return None
         if (dispatch.job_id, dispatch.attempt) in self._ran:
             delivery.ack()
             return None
+        self._claiming = dispatch
         reply = self._ask(dispatch)
         if reply is None:
             delivery.requeue()
-            return None
-        delivery.ack()
+        else:
+            delivery.ack()
+        self._claiming = None
+        return None if reply is None else self._granted(dispatch, reply)
+
+    def _claim_again(self, dispatch: JobDispatch) -> tuple[JobSpec, int] | None:
+        """Repeat a claim an outage cut off; RabbitMQ has put its delivery back already."""
+        log.info("pilot %s: claiming job %s again after an outage", self.pilot_id, dispatch.job_id)
+        reply = self._ask(dispatch)
+        self._claiming = None
+        return None if reply is None else self._granted(dispatch, reply)
+
+    def _granted(self, dispatch: JobDispatch, reply: ClaimReply) -> tuple[JobSpec, int] | None:
+        """The job to run if the claim was granted; a refusal is logged."""
         if not reply.granted or reply.job is None:
             log.info(
                 "pilot %s: claim of job %s refused: %s",
@@ -201,7 +238,7 @@ class Pilot:
             cores=self.slot.cores,
             memory_mb=self.slot.memory_mb,
         )
-        self._publisher.publish(
+        self._link.publish(
             [Outgoing(topology.CLAIMS_EXCHANGE, topology.CLAIMS_QUEUE, encode(request))]
         )
         deadline = time.monotonic() + self.settings.claim_timeout_s
@@ -263,11 +300,8 @@ class Pilot:
         return reason
 
     def _drain(self) -> None:
-        """Handle whatever the connection has received, without waiting."""
-        try:
-            self._connection.drain_events(timeout=DRAIN_S)
-        except TimeoutError:
-            self._connection.heartbeat_check()
+        """Handle whatever the connection has received, without waiting (nor failing)."""
+        self._link.keep_up(DRAIN_S)
 
     def _report(
         self,
@@ -289,12 +323,10 @@ class Pilot:
             None if error_code is None else int(error_code),
             diagnostic,
         )
-        self._publisher.publish(
-            [
-                Outgoing(
-                    topology.EVENTS_EXCHANGE,
-                    topology.event_routing_key(self.slot.site, kind),
-                    encode(event),
-                )
-            ]
+        self._link.send(
+            Outgoing(
+                topology.EVENTS_EXCHANGE,
+                topology.event_routing_key(self.slot.site, kind),
+                encode(event),
+            )
         )

@@ -18,6 +18,7 @@ from broker.settings import Settings
 from broker.store.engine import open_engine
 from broker.store.migrate import upgrade
 from tests.harness import System
+from tests.nodes import PostgresCluster, RabbitMQNode
 from tests.services import postgres_database, rabbitmq_vhost
 
 
@@ -79,3 +80,40 @@ def system(settings: Settings) -> Iterator[System]:
     s = System(settings)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_node() -> Iterator[RabbitMQNode]:
+    """A RabbitMQ node of this session's own, which tests may stop and restart."""
+    node = RabbitMQNode()
+    try:
+        node.start()
+        yield node
+    finally:
+        node.remove()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of this session's own, which tests may stop and restart."""
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def restartable_services(
+    rabbitmq_node: RabbitMQNode, postgres_cluster: PostgresCluster
+) -> Iterator[tuple[str, str]]:
+    """(broker URL, database URL): a new vhost and database on the private servers.
+
+    The test may stop and restart the servers; both run again after it.
+    """
+    yield rabbitmq_node.add_vhost(), postgres_cluster.add_database()
+    if not rabbitmq_node.running:
+        rabbitmq_node.start()
+    if not postgres_cluster.running:
+        postgres_cluster.start()

@@ -36,7 +36,8 @@ def connect(settings: Settings, heartbeat: int = 0, timeout_s: float = 10.0) -> 
     """An open connection to the message broker, or ``BrokerUnavailable``."""
     conn = _build(settings, heartbeat, timeout_s)
     try:
-        conn.connect()
+        # One attempt: kombu's connect() retries once after 2 s; callers choose their backoff.
+        conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
     except conn.channel_errors as exc:
         raise BrokerRefused(
             f"the message broker at {conn.as_uri()} refused the connection: {exc}; "

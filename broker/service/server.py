@@ -1,5 +1,6 @@
 """The broker service's loop: consume submissions, claims and events in batches,
-relay the outbox, stop cleanly when asked."""
+relay the outbox, wait out outages of RabbitMQ or the database, stop cleanly
+when asked."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from broker.messaging.connection import broker_errors, connect
 from broker.messaging.consumer import BatchConsumer
 from broker.messaging.publisher import Publisher, open_publisher
 from broker.protocol import ClaimRequest, JobCommand, JobEvent, JobSpec
+from broker.reconnect import Backoff, until_stopped
 from broker.service.claims import ClaimHandler
 from broker.service.commands import CommandHandler
 from broker.service.events import EventHandler
@@ -22,6 +24,7 @@ from broker.service.relay import OutboxRelay
 from broker.service.submission import SubmissionHandler
 from broker.service.watchdog import Watchdog
 from broker.settings import Settings
+from broker.store.engine import transaction
 from broker.store.migrate import require_current
 from broker.store.sites import list_sites
 
@@ -43,21 +46,34 @@ class BrokerService:
         self._connection: Connection | None = None
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
-        """Serve until ``stop`` is set."""
-        require_current(self._engine)
+        """Serve until ``stop`` is set, reconnecting after outages of RabbitMQ or the database."""
+        backoff = Backoff("broker service", self._settings)
+        until_stopped(lambda: self._serve(stop, ready, backoff), backoff, stop)
+        log.info("broker service stopped")
+
+    def _serve(
+        self, stop: threading.Event, ready: threading.Event | None, backoff: Backoff
+    ) -> None:
+        """One connection's life: declare, consume, relay; an outage ends it.
+
+        Deliveries not acked when it ends (a batch whose transaction failed)
+        go back to their queues when the connection closes, and come again.
+        """
         s = self._settings
         with connect(s, heartbeat=0) as connection, broker_errors(connection, "serving"):
+            require_current(self._engine)
             self._connection = connection
+            self._declared_sites = set()
             publisher = open_publisher(connection, s.publish_window, s.confirm_timeout_s)
             self._declare(connection)
             consumer = self._consumer(connection, publisher)
             relay = OutboxRelay(self._engine, publisher, s.batch_size)
             relay.relay()
+            backoff.succeeded()
             log.info("broker service ready on %s", connection.as_uri())
             if ready is not None:
                 ready.set()
             self._loop(stop, consumer, relay)
-        log.info("broker service stopped")
 
     def _declare(self, connection: Connection) -> None:
         topology.declare(
@@ -65,7 +81,7 @@ class BrokerService:
             self._topology.service_queues(),
             exchanges=[self._topology.jobs_exchange(), self._topology.control_exchange()],
         )
-        with self._engine.connect() as conn:
+        with transaction(self._engine) as conn:
             self.site_queues_ready({site["name"] for site in list_sites(conn)})
 
     def site_queues_ready(self, sites: set[str]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from broker.errors import ConfigError, DatabaseUnavailable, SchemaMissing
 
@@ -66,7 +66,11 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     try:
         with engine.begin() as conn:
             yield conn
-    except OperationalError as exc:
+    except DBAPIError as exc:
+        # A lost connection may surface as another DBAPI error; SQLAlchemy
+        # marks it invalidated. Anything else is the statement's own fault.
+        if not isinstance(exc, OperationalError) and not exc.connection_invalidated:
+            raise
         raise DatabaseUnavailable(
             f"database {engine.url.render_as_string()} failed: {exc.orig}"
         ) from exc
