@@ -1,0 +1,39 @@
+"""The payload subprocess: stopping it, and measuring its memory."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from broker.protocol import JobSpec
+from pilot_agent.payload import Payload
+from tests.harness import wait_for
+
+
+def test_a_payload_that_ignores_term_is_killed_after_the_grace_period(tmp_path: Path) -> None:
+    # Given a payload that traps SIGTERM
+    payload = Payload(JobSpec(command="trap '' TERM; echo ready; sleep 60", id="j"), tmp_path)
+    wait_for(lambda: "ready" in payload.stdout_path.read_text(), what="the trap to be set")
+    # When it is stopped with a short grace period
+    started = time.monotonic()
+    code = payload.stop(grace_s=0.5)
+    # Then SIGKILL ended it once the grace period was over
+    assert code == -signal.SIGKILL
+    assert time.monotonic() - started >= 0.5
+
+
+def test_a_payload_that_obeys_term_ends_with_it(tmp_path: Path) -> None:
+    payload = Payload(JobSpec(command="exec sleep 60", id="j"), tmp_path)
+    assert payload.stop(grace_s=10) == -signal.SIGTERM
+
+
+def test_memory_counts_every_process_of_the_payload(tmp_path: Path) -> None:
+    hog = (
+        "python3 -c 'import time; x = bytearray(120 * 2**20); print(1, flush=True); time.sleep(30)'"
+    )
+    payload = Payload(JobSpec(command=f"{hog} & {hog} & wait", id="j"), tmp_path)
+    try:
+        wait_for(lambda: payload.rss_mb() >= 240, timeout_s=20, what="both children's memory")
+    finally:
+        payload.stop(grace_s=1)
