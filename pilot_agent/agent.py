@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from kombu import Connection, Consumer, Message
+from kombu import Connection, Consumer, Message, Queue
 
 from broker import topology
 from broker.error_codes import PilotError
@@ -142,9 +142,13 @@ class Pilot:
     def _resource_types(self) -> list[str]:
         return topology.resource_types_served(self.slot.cores, self.slot.memory_mb)
 
+    def _job_queues(self) -> list[Queue]:
+        """The site's queues of every resource type this slot serves, largest first."""
+        return [self._topology.job_queue(self.slot.site, r) for r in self._resource_types()]
+
     def _setup(self, connection: Connection) -> None:
         """Declare the pilot's queues and consume its replies and commands (on each connect)."""
-        queues = [self._topology.job_queue(self.slot.site, r) for r in self._resource_types()]
+        queues = self._job_queues()
         topology.declare(connection.default_channel, queues)
         reply_channel = connection.channel()
         reply_queue = self._topology.reply_queue(self.pilot_id)
@@ -167,7 +171,7 @@ class Pilot:
         keeps the first and puts the others straight back.
         """
         got: list[Message] = []
-        queues = [self._topology.job_queue(self.slot.site, r) for r in self._resource_types()]
+        queues = self._job_queues()
         consumer = Consumer(
             self._jobs_channel, queues=queues, on_message=got.append, prefetch_count=1
         )
@@ -189,10 +193,9 @@ class Pilot:
         try:
             dispatch = decode_body(JobDispatch, delivery.body)
         except SpecError as exc:
-            queue = delivery.delivery_info.get("routing_key", topology.JOBS_EXCHANGE)
-            dead_letter(
-                self._link, f"{topology.JOBS_EXCHANGE}.{queue}", [(delivery.body, str(exc))]
-            )
+            site, resource = delivery.delivery_info["routing_key"].rsplit(".", 1)
+            queue = topology.job_queue_name(site, resource)
+            dead_letter(self._link, queue, [(delivery.body, str(exc))])
             delivery.ack()
             return None
         if (dispatch.job_id, dispatch.attempt) in self._ran:

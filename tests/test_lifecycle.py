@@ -188,3 +188,23 @@ def test_the_broker_declares_its_whole_topology(system: System) -> None:
             topology.DEAD_LETTER_EXCHANGE,
         ):
             channel.exchange_declare(name, "", passive=True)
+
+
+def test_a_pilot_dead_letters_a_job_message_it_cannot_read_and_goes_on(system: System) -> None:
+    # Given a site queue holding a message that is not a JobDispatch, then a real job
+    site = system.new_site()
+    system.start_broker()
+    dead_letters(system.settings)
+    key = topology.job_routing_key(site, "SCORE")
+    system.start_pilot(site)
+    publish(system.settings, Outgoing(topology.JOBS_EXCHANGE, key, b"garbage"))
+    # When the pilot takes it, Then it is dead-lettered with the reason and its queue
+    letters: list[tuple[bytes, dict[str, object]]] = []
+    wait_for(lambda: letters.extend(dead_letters(system.settings)) or letters, what="the letter")
+    ((body, headers),) = letters
+    assert body in (b"garbage", "garbage")  # py-amqp decodes utf-8 bodies to str
+    assert headers["x-pandamq-queue"] == topology.job_queue_name(site, "SCORE")
+    assert "JobDispatch message: not valid JSON" in str(headers[topology.REASON_HEADER])
+    # And the pilot still runs jobs
+    (job_id,) = system.submit(JobSpec(command="true", site=site))
+    assert system.wait_final([job_id]) == {job_id: "finished"}

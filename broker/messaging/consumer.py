@@ -35,12 +35,6 @@ class Incoming(Generic[T]):
     delivery: Message
     refused: str | None = field(default=None)
 
-    @property
-    def user_id(self) -> str | None:
-        """The broker-validated identity of the publisher, when it set one."""
-        value = self.delivery.properties.get("user_id")
-        return str(value) if value else None
-
     def refuse(self, reason: str) -> None:
         """Dead-letter this message after the batch, with ``reason``."""
         self.refused = reason
