@@ -32,6 +32,18 @@ EventKind = Literal["starting", "running", "heartbeat", "finished", "failed", "c
 
 
 @dataclass(frozen=True)
+class FileInfo:
+    """A file a job reads or writes: its DID parts, GUID, size and adler32 checksum."""
+
+    scope: str
+    name: str
+    guid: str
+    size: int
+    adler32: str
+    role: Literal["input", "output", "log"] = "input"
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """What a submitter asks to run; the body of a submission."""
 
@@ -48,6 +60,8 @@ class JobSpec:
     max_attempts: int = 3
     environment: dict[str, str] = field(default_factory=dict)
     final_exit_codes: list[int] = field(default_factory=list)
+    input_files: list[str] = field(default_factory=list)
+    output_files: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         """Rules beyond types."""
@@ -60,6 +74,13 @@ class JobSpec:
         _check_positive("memory_mb", self.memory_mb)
         _check_positive("walltime_s", self.walltime_s)
         _check_positive("max_attempts", self.max_attempts)
+        for did in self.input_files:
+            split_did(did)
+        for name in self.output_files:
+            if not FILE_NAME_PATTERN.match(name):
+                raise SpecError(
+                    f"job spec: output file {name!r} must be 1-255 letters, digits, '_', '.' or '-'"
+                )
 
 
 @dataclass(frozen=True)
@@ -99,6 +120,7 @@ class ClaimReply:
     granted: bool
     reason: str = ""
     job: JobSpec | None = None
+    input_files: list[FileInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -115,6 +137,7 @@ class JobEvent:
     exit_code: int | None = None
     error_code: int | None = None
     diagnostic: str = ""
+    files: list[FileInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

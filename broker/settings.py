@@ -56,6 +56,13 @@ class Settings:
     # waiting out an outage of RabbitMQ or the database (broker/reconnect.py)
     reconnect_initial_delay_s: float = 0.5
     reconnect_max_delay_s: float = 30.0
+    # data management (ddm_bridge): the local DDM's storage elements and transfers
+    ddm_root: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-se"))
+    transfer_threads: int = 4
+    transfer_retries: int = 3
+    transfer_delay_s: float = 0.0
+    subscription_timeout_s: float = 3600.0
+    ddm_poll_interval_s: float = 0.5
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; ``None`` values are ignored."""
@@ -140,6 +147,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"queue_type must be classic or quorum, got {settings.queue_type!r}")
     if settings.batch_size < 1 or settings.publish_window < 1:
         raise ConfigError("batch_size and publish_window must be at least 1")
+    if settings.transfer_threads < 1 or settings.transfer_retries < 0:
+        raise ConfigError("transfer_threads must be at least 1 and transfer_retries at least 0")
     if not 0 < settings.reconnect_initial_delay_s <= settings.reconnect_max_delay_s:
         raise ConfigError(
             "reconnect_initial_delay_s must be above 0 and at most reconnect_max_delay_s"

@@ -250,3 +250,31 @@ def list_datasets(conn: Connection) -> list[dict[str, Any]]:
         .order_by(datasets.c.name)
     )
     return [iso_times(dict(r)) for r in conn.execute(stmt).mappings()]
+
+
+def sources(conn: Connection, dataset: str) -> list[tuple[FileRecord, dict[str, str]]]:
+    """Each file of a dataset, in order, with its available replicas (site → path)."""
+    stmt = (
+        select(files, replicas.c.site, replicas.c.path)
+        .join(dataset_contents, dataset_contents.c.file_id == files.c.id)
+        .outerjoin(replicas, (replicas.c.file_id == files.c.id) & (replicas.c.state == AVAILABLE))
+        .where(dataset_contents.c.dataset == dataset)
+        .order_by(dataset_contents.c.position, replicas.c.site)
+    )
+    found: dict[FileRecord, dict[str, str]] = {}
+    for row in conn.execute(stmt).mappings():
+        at = found.setdefault(_record(row), {})
+        if row["site"] is not None:
+            at[row["site"]] = row["path"]
+    return list(found.items())
+
+
+def close(conn: Connection, dataset: str, now: datetime) -> bool:
+    """Close an open dataset; False if it was closed already."""
+    stmt = (
+        update(datasets)
+        .where(datasets.c.name == dataset, datasets.c.state == OPEN)
+        .values(state=CLOSED, closed_at=now, modified_at=now)
+        .returning(datasets.c.name)
+    )
+    return conn.execute(stmt).first() is not None
