@@ -12,7 +12,8 @@ from broker.store import datasets, subscriptions
 from broker.store.clock import now
 from broker.store.datasets import FileRecord
 from broker.store.engine import transaction
-from broker.store.schema import replicas, subscriptions as subscriptions_table
+from broker.store.schema import replicas
+from broker.store.schema import subscriptions as subscriptions_table
 from ddm_bridge.se import checksum, se_path
 
 SCOPE = "data"

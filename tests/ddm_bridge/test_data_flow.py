@@ -64,8 +64,7 @@ def test_jobs_sharing_inputs_wait_on_one_dispatch_dataset_and_are_activated_toge
     files = [put_file(system.settings, system.engine, name, site_a, b"%d" % i) for i in range(2)]
     system.start_broker()
     specs = [
-        JobSpec(command="true", site=site_b, input_files=[f.did for f in files])
-        for _ in range(200)
+        JobSpec(command="true", site=site_b, input_files=[f.did for f in files]) for _ in range(200)
     ]
     ids = system.submit(*specs)
     wait_for(lambda: list(system.states(ids).values()) == ["assigned"] * 200)
