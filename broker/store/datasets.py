@@ -278,3 +278,16 @@ def close(conn: Connection, dataset: str, now: datetime) -> bool:
         .returning(datasets.c.name)
     )
     return conn.execute(stmt).first() is not None
+
+
+def describe(conn: Connection, name: str) -> dict[str, Any]:
+    """One dataset: its row, and its files in order with the sites that have each."""
+    row = conn.execute(select(datasets).where(datasets.c.name == name)).mappings().first()
+    if row is None:
+        raise NotFound(f"no dataset {name!r}")
+    shown = iso_times(dict(row))
+    shown["files"] = [
+        {**record.__dict__, "did": record.did, "sites": sorted(at)}
+        for record, at in sources(conn, name)
+    ]
+    return shown
