@@ -29,11 +29,11 @@ def dataset_name(spec: JobSpec, role: str) -> str:
 def register(
     conn: Connection, events: list[JobEvent], rows: dict[str, RowMapping], root: str, now: datetime
 ) -> dict[str, str]:
-    """Register the files each finished or failed event reports; why, per job, it could not."""
+    """Register the files each final event reports; why, per job, it could not."""
     refused = {}
     for event in events:
         row = rows[event.job_id]
-        if event.kind not in ("finished", "failed") or not event.files:
+        if event.kind not in ("finished", "failed", "cancelled") or not event.files:
             continue
         if JobState(row["state"]) in FINAL_STATES:
             continue
@@ -72,6 +72,9 @@ def _register_files(
     records = [FileRecord(f.scope, f.name, f.guid, f.size, f.adler32) for f in infos]
     placed = [(r, str(se_path(root, site, r.scope, r.name))) for r in records]
     name = dataset_name(spec, role)
+    # A job retried by hand after its task's datasets were closed writes into
+    # them again; they are closed again once it ends.
+    datasets.reopen(conn, name, now)
     datasets.register(conn, name, placed, site, now, kind=role, task_id=spec.task_id)
     ids = datasets.files_by_did(conn, (r.did for r in records))
     job_files.link_outputs(conn, spec.id, attempt, {ids[r.did][0]: role for r in records})
