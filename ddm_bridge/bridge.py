@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine
 
 from broker.error_codes import DDMError
+from broker.metrics import SUBSCRIPTIONS_ENDED
 from broker.reconnect import Backoff, until_stopped
 from broker.settings import Settings
 from broker.store import datasets, subscriptions
@@ -106,6 +107,8 @@ class DDMBridge:
             retries=report.retries,
             error=report.error,
         )
+        if moved and report.state != subscriptions.TRANSFERRING:
+            SUBSCRIPTIONS_ENDED.labels(state=report.state).inc()
         if moved and report.state == subscriptions.DONE:
             callbacks.completed(conn, report.dataset, t)
         elif moved and report.state == subscriptions.FAILED:

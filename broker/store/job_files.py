@@ -118,15 +118,19 @@ def jobs_waiting_on(conn: Connection, dataset: str) -> list[tuple[str, int]]:
     return [(r.id, r.attempt) for r in conn.execute(stmt)]
 
 
-def input_infos(conn: Connection, job_id: str) -> list[FileInfo]:
-    """The input files of a job, for the pilot to stage in and verify."""
-    stmt = (
-        select(files)
-        .join(job_files, job_files.c.file_id == files.c.id)
-        .where(job_files.c.job_id == job_id, job_files.c.role == INPUT)
-        .order_by(files.c.scope, files.c.name)
-    )
-    return [FileInfo(r.scope, r.name, r.guid, r.size, r.adler32) for r in conn.execute(stmt)]
+def input_infos(conn: Connection, job_ids: Iterable[str]) -> dict[str, list[FileInfo]]:
+    """The input files of each job that has some, for the pilot to stage in and verify."""
+    found: dict[str, list[FileInfo]] = defaultdict(list)
+    for part in chunks(list(set(job_ids))):
+        stmt = (
+            select(job_files.c.job_id, files)
+            .join(files, job_files.c.file_id == files.c.id)
+            .where(job_files.c.job_id.in_(part), job_files.c.role == INPUT)
+            .order_by(files.c.scope, files.c.name)
+        )
+        for r in conn.execute(stmt):
+            found[r.job_id].append(FileInfo(r.scope, r.name, r.guid, r.size, r.adler32))
+    return dict(found)
 
 
 def link_outputs(conn: Connection, job_id: str, attempt: int, produced: dict[int, str]) -> None:
