@@ -54,10 +54,12 @@ def in_flight(conn: Connection, site: str, file_ids: Sequence[int]) -> dict[int,
     return found
 
 
-def active(conn: Connection) -> list[tuple[str, str]]:
-    """(dataset, site) of every subscription still in progress."""
-    stmt = select(subscriptions.c.dataset, subscriptions.c.site).where(
-        subscriptions.c.state.in_(ACTIVE)
+def active(conn: Connection, *states: str) -> list[tuple[str, str]]:
+    """(dataset, site) of every subscription in progress (or in one of ``states``)."""
+    stmt = (
+        select(subscriptions.c.dataset, subscriptions.c.site)
+        .where(subscriptions.c.state.in_(states or ACTIVE))
+        .order_by(subscriptions.c.id)
     )
     return [(r.dataset, r.site) for r in conn.execute(stmt)]
 
