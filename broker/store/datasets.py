@@ -115,10 +115,13 @@ def add_to_dataset(conn: Connection, dataset: str, file_ids: Sequence[int], now:
         raise NotFound(f"no dataset {dataset!r}")
     if found.state != OPEN:
         raise BadInput(f"dataset {dataset!r} is {found.state}: no files can be added")
-    present = _contents_ids(conn, dataset)
+    present = _contents_ids(conn, dataset, file_ids)
     new = list(dict.fromkeys(i for i in file_ids if i not in present))
     if new:
-        start = len(present)
+        last = select(func.max(dataset_contents.c.position)).where(
+            dataset_contents.c.dataset == dataset
+        )
+        start = (conn.execute(last).scalar() or 0) + 1
         conn.execute(
             insert(dataset_contents),
             [
@@ -130,9 +133,15 @@ def add_to_dataset(conn: Connection, dataset: str, file_ids: Sequence[int], now:
     return len(new)
 
 
-def _contents_ids(conn: Connection, dataset: str) -> set[int]:
-    stmt = select(dataset_contents.c.file_id).where(dataset_contents.c.dataset == dataset)
-    return {r.file_id for r in conn.execute(stmt)}
+def _contents_ids(conn: Connection, dataset: str, file_ids: Sequence[int]) -> set[int]:
+    """Which of ``file_ids`` are in ``dataset`` already."""
+    present: set[int] = set()
+    for part in chunks(list(file_ids)):
+        stmt = select(dataset_contents.c.file_id).where(
+            dataset_contents.c.dataset == dataset, dataset_contents.c.file_id.in_(part)
+        )
+        present |= {r.file_id for r in conn.execute(stmt)}
+    return present
 
 
 def add_replicas(
@@ -190,7 +199,7 @@ def dataset_files(conn: Connection, dataset: str) -> list[FileRecord]:
         select(files)
         .join(dataset_contents, dataset_contents.c.file_id == files.c.id)
         .where(dataset_contents.c.dataset == dataset)
-        .order_by(dataset_contents.c.position)
+        .order_by(dataset_contents.c.position, files.c.id)
     )
     return [_record(r) for r in conn.execute(stmt).mappings()]
 
