@@ -19,7 +19,15 @@ from typing import Literal
 from broker.error_codes import PilotError
 from broker.errors import PandaMQError
 from broker.protocol import FileInfo, JobSpec
-from ddm_bridge.se import Checksum, checksum, copy_verified, log_name, output_scope, se_path
+from ddm_bridge.se import (
+    Checksum,
+    checksum,
+    copy_verified,
+    log_name,
+    mismatch,
+    output_scope,
+    se_path,
+)
 
 #: What goes into the log tarball, when the payload wrote it.
 LOG_FILES = ("payload.stdout", "payload.stderr")
@@ -95,8 +103,13 @@ def _store(
     if not source.is_file():
         raise FileNotFoundError(f"{source.name} is missing from the work directory")
     found = checksum(source)
+    destination = se.path(scope, name)
+    # A file on the SE may be another job's registered output: never replace it
+    # with other content (the same content, stored again by a repeat, is fine).
+    if destination.exists() and mismatch(destination, found) is not None:
+        raise FileExistsError(f"{scope}:{name} is on the SE already, with other content")
     try:
-        copy_verified(source, se.path(scope, name), found)
+        copy_verified(source, destination, found)
     except ValueError as exc:
         raise OSError(str(exc)) from exc
     return FileInfo(scope, name, str(uuid.uuid4()), found.size, found.adler32, role)

@@ -9,6 +9,7 @@ from pathlib import Path
 from broker.error_codes import DDMError, ErrorFamily, PilotError
 from broker.protocol import JobSpec
 from broker.store import datasets, subscriptions
+from broker.store.clock import now
 from broker.store.engine import transaction
 from ddm_bridge.backends.local import LocalDDM
 from ddm_bridge.se import Checksum, checksum, copy_verified, se_path
@@ -194,3 +195,60 @@ def test_outputs_shipped_to_a_destination_keep_the_job_transferring_until_they_l
     assert checksum(landed) == Checksum(output.size, output.adler32)
     (subscription,) = subscriptions_to(system.engine, site_b)
     assert subscription["state"] == "done"
+
+
+def test_an_output_never_replaces_another_jobs_file_on_the_se(system: System) -> None:
+    # Given a job that stored and registered user:<name> at a site
+    site = system.new_site()
+    system.start_broker()
+    system.start_pilot(site)
+    name = f"same-{uuid.uuid4().hex[:8]}.txt"
+    first, second = (
+        JobSpec(command=f"echo {n} > {name}", site=site, output_files=[name], max_attempts=1)
+        for n in (1, 2)
+    )
+    (first_id,) = system.submit(first)
+    assert system.wait_final([first_id]) == {first_id: "finished"}
+    # When another job at that site writes other content under the same name
+    (second_id,) = system.submit(second)
+    # Then its stage-out fails, and the first file is intact on the SE
+    assert system.wait_final([second_id]) == {second_id: "failed"}
+    job = system.job(second_id)
+    assert (job["error_family"], job["error_code"]) == (
+        ErrorFamily.PILOT.value,
+        PilotError.STAGE_OUT_FAILED,
+    )
+    assert "other content" in job["diagnostic"]
+    assert se_path(system.settings.ddm_root, site, "user", name).read_text() == "1\n"
+
+
+def test_an_output_registered_elsewhere_with_other_content_fails_registration(
+    system: System,
+) -> None:
+    # Given user:<name> registered with a replica at site A
+    site_a, site_b = system.new_site(), system.new_site()
+    name = f"taken-{uuid.uuid4().hex[:8]}.txt"
+    path = se_path(system.settings.ddm_root, site_a, "user", name)
+    path.parent.mkdir(parents=True)
+    path.write_text("original\n")
+    found = checksum(path)
+    record = datasets.FileRecord("user", name, str(uuid.uuid4()), found.size, found.adler32)
+    with transaction(system.engine) as conn:
+        datasets.register(conn, f"reg.{uuid.uuid4().hex}", [(record, str(path))], site_a, now())
+    system.start_broker()
+    system.start_pilot(site_b)
+    # When a job at B writes other content under that name
+    spec = JobSpec(command=f"echo new > {name}", site=site_b, output_files=[name], max_attempts=1)
+    (job_id,) = system.submit(spec)
+    # Then it fails in holding with the DDM registration code, and nothing is registered
+    assert system.wait_final([job_id]) == {job_id: "failed"}
+    job = system.job(job_id)
+    assert (job["error_family"], job["error_code"]) == (
+        ErrorFamily.DDM.value,
+        DDMError.OUTPUT_REGISTRATION,
+    )
+    assert "adler32" in job["diagnostic"]
+    assert [t["to_state"] for t in job["transitions"]][-2:] == ["holding", "failed"]
+    with transaction(system.engine) as conn:
+        assert datasets.dataset_files(conn, f"{job_id}.output") == []
+    assert sites_with(system.engine, record) == {site_a}
