@@ -32,14 +32,8 @@ def set_up(conn: Connection, placements: list[Placement], now: datetime) -> int:
     unknown = link_inputs(conn, [(p.spec.id, p.attempt, p.spec.input_files) for p in with_inputs])
     _fail_unknown(conn, [p for p in with_inputs if p.spec.id in unknown], unknown, now)
     missing = missing_inputs(conn, (p.spec.id for p in with_inputs if p.spec.id not in unknown))
-    for p in with_inputs:
-        if p.spec.id in missing:
-            log.info(
-                "job %s waits in assigned for %d input file(s) to reach %s",
-                p.spec.id,
-                len(missing[p.spec.id]),
-                p.site,
-            )
+    if missing:
+        log.info("%d job(s) wait in assigned for input files to reach their site", len(missing))
     ready = [p for p in assigned if p.spec.id not in unknown and p.spec.id not in missing]
     at_site = [JobRef(p.spec.id, p.attempt) for p in ready if p.spec.input_files]
     no_inputs = [JobRef(p.spec.id, p.attempt) for p in ready if not p.spec.input_files]
