@@ -15,6 +15,7 @@ class ErrorFamily(StrEnum):
     PILOT = "pilot"
     DISPATCHER = "dispatcher"
     TASKBUFFER = "taskbuffer"
+    BROKERAGE = "brokerage"
 
 
 class PilotError(IntEnum):
@@ -41,6 +42,13 @@ class TaskBufferError(IntEnum):
     """Decisions about a job taken in the broker on request."""
 
     KILLED = 100
+    REASSIGNED = 102
+
+
+class BrokerageError(IntEnum):
+    """Brokerage found no site for the job."""
+
+    NO_SITE = 100
 
 
 DESCRIPTIONS: dict[tuple[ErrorFamily, int], str] = {
@@ -55,4 +63,9 @@ DESCRIPTIONS: dict[tuple[ErrorFamily, int], str] = {
     (ErrorFamily.DISPATCHER, DispatcherError.TRANSFERRING_TIMEOUT): "outputs not transferred",
     (ErrorFamily.DISPATCHER, DispatcherError.ASSIGNED_TIMEOUT): "input data not there in time",
     (ErrorFamily.TASKBUFFER, TaskBufferError.KILLED): "killed on request",
+    (
+        ErrorFamily.TASKBUFFER,
+        TaskBufferError.REASSIGNED,
+    ): "pulled back from its site and brokered again",
+    (ErrorFamily.BROKERAGE, BrokerageError.NO_SITE): "no site fits the job",
 }

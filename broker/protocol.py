@@ -45,6 +45,11 @@ class JobSpec:
     max_attempts: int = 3
     environment: dict[str, str] = field(default_factory=dict)
     final_exit_codes: list[int] = field(default_factory=list)
+    release: str | None = None
+    activity: str = "production"
+    sites: list[str] = field(default_factory=list)
+    input_files: list[str] = field(default_factory=list)
+    output_files: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         """Rules beyond types."""
@@ -53,6 +58,9 @@ class JobSpec:
         _check_name("id", self.id, allow_empty=True)
         _check_name("site", self.site)
         _check_name("task_id", self.task_id)
+        _check_name("activity", self.activity)
+        for n, site in enumerate(self.sites):
+            _check_name(f"sites[{n}]", site)
         _check_positive("cores", self.cores)
         _check_positive("memory_mb", self.memory_mb)
         _check_positive("walltime_s", self.walltime_s)

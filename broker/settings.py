@@ -56,6 +56,28 @@ class Settings:
     # waiting out an outage of RabbitMQ or the database (broker/reconnect.py)
     reconnect_initial_delay_s: float = 0.5
     reconnect_max_delay_s: float = 30.0
+    # brokerage, throttling and re-brokerage (docs/brokerage.md)
+    brokerage_data_weight: float = 10.0
+    throttle_min_activated: int = 20
+    throttle_running_factor: float = 2.0
+    activity_shares: str = "production=80,analysis=20"
+    brokerage_interval_s: float = 10.0
+    rebrokerage_idle_s: float = 3600.0
+
+    def shares(self) -> dict[str, float]:
+        """``activity_shares`` as activity → share, e.g. ``{"production": 80.0}``."""
+        shares = {}
+        for item in filter(None, (p.strip() for p in self.activity_shares.split(","))):
+            name, _, value = item.partition("=")
+            try:
+                shares[name.strip()] = float(value)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"activity_shares: expected ACTIVITY=SHARE, ..., got {item!r}"
+                ) from exc
+        if any(v <= 0 for v in shares.values()):
+            raise ConfigError("activity_shares: every share must be above 0")
+        return shares
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; ``None`` values are ignored."""
@@ -140,6 +162,9 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"queue_type must be classic or quorum, got {settings.queue_type!r}")
     if settings.batch_size < 1 or settings.publish_window < 1:
         raise ConfigError("batch_size and publish_window must be at least 1")
+    settings.shares()
+    if settings.throttle_min_activated < 1:
+        raise ConfigError("throttle_min_activated must be at least 1")
     if not 0 < settings.reconnect_initial_delay_s <= settings.reconnect_max_delay_s:
         raise ConfigError(
             "reconnect_initial_delay_s must be above 0 and at most reconnect_max_delay_s"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -28,6 +29,13 @@ class Placement:
     attempt: int
     site: str
     why: str
+    record: dict[str, Any] | None = None
+
+    def values(self) -> dict[str, Any]:
+        """Columns set on the job as it is placed: its site, and the brokerage record."""
+        if self.record is None:
+            return {"site": self.site}
+        return {"site": self.site, "brokerage": self.record}
 
 
 def activate(conn: Connection, placements: Iterable[Placement], now: datetime) -> int:
@@ -36,9 +44,7 @@ def activate(conn: Connection, placements: Iterable[Placement], now: datetime) -
     changes = []
     for p in placements:
         changes.append(
-            Change(
-                p.spec.id, p.attempt, S.DEFINED, S.ASSIGNED, reason=p.why, values={"site": p.site}
-            )
+            Change(p.spec.id, p.attempt, S.DEFINED, S.ASSIGNED, reason=p.why, values=p.values())
         )
         changes.append(
             Change(

@@ -96,7 +96,7 @@ class BrokerService:
         consumer.add(
             self._topology.submit_queue(),
             JobSpec,
-            SubmissionHandler(self._engine, self.site_queues_ready),
+            SubmissionHandler(self._engine, self.site_queues_ready, self._settings),
         )
         consumer.add(
             self._topology.claims_queue(), ClaimRequest, ClaimHandler(self._engine, publisher)

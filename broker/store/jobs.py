@@ -54,6 +54,7 @@ def _job_row(spec: JobSpec, now: datetime) -> dict[str, Any]:
         "priority": spec.priority,
         "max_attempts": spec.max_attempts,
         "spec": dataclasses.asdict(spec),
+        "activity": spec.activity,
         "created_at": now,
         "modified_at": now,
     }

@@ -11,6 +11,7 @@ import pytest
 
 from broker import topology
 from broker.error_codes import (
+    BrokerageError,
     DispatcherError,
     ErrorFamily,
     PilotError,
@@ -23,6 +24,7 @@ FAMILIES = {
     ErrorFamily.PILOT: PilotError,
     ErrorFamily.DISPATCHER: DispatcherError,
     ErrorFamily.TASKBUFFER: TaskBufferError,
+    ErrorFamily.BROKERAGE: BrokerageError,
 }
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
