@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine
 
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec
-from broker.service.activation import Placement, activate
+from broker.service.activation import JobRef, Placement, activate, assign
 from broker.service.brokerage import Brokerage, Unplaced, fail_unplaced
 from broker.settings import Settings
 from broker.store.clock import now
@@ -42,7 +42,8 @@ class SubmissionHandler:
             fresh = self._fresh(conn, batch)
             placed, unplaced = self._place(conn, fresh)
             insert_defined(conn, [p.spec for p in placed] + [u.spec for u in unplaced], t)
-            activate(conn, placed, t)
+            assigned = assign(conn, placed, t)
+            activate(conn, [JobRef(p.spec.id, p.attempt) for p in assigned], t)
             fail_unplaced(conn, unplaced, t)
         self._site_queues_ready({p.site for p in placed})
         if placed:
