@@ -28,6 +28,9 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: A file's name within its scope (the part of a DID after ``scope:``).
 FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
+#: How a claim refusal starts when the job needs more than the claiming pilot's slot.
+SLOT_TOO_SMALL = "slot too small"
+
 EventKind = Literal["starting", "running", "heartbeat", "finished", "failed", "cancelled"]
 
 
@@ -48,11 +51,11 @@ class JobSpec:
     max_attempts: int = 3
     environment: dict[str, str] = field(default_factory=dict)
     final_exit_codes: list[int] = field(default_factory=list)
+    input_files: list[str] = field(default_factory=list)
+    output_files: list[str] = field(default_factory=list)
     release: str | None = None
     activity: str = "production"
     sites: list[str] = field(default_factory=list)
-    input_files: list[str] = field(default_factory=list)
-    output_files: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         """Rules beyond types."""
@@ -61,13 +64,20 @@ class JobSpec:
         _check_name("id", self.id, allow_empty=True)
         _check_name("site", self.site)
         _check_name("task_id", self.task_id)
-        _check_name("activity", self.activity)
-        for n, site in enumerate(self.sites):
-            _check_name(f"sites[{n}]", site)
         _check_positive("cores", self.cores)
         _check_positive("memory_mb", self.memory_mb)
         _check_positive("walltime_s", self.walltime_s)
         _check_positive("max_attempts", self.max_attempts)
+        for did in self.input_files:
+            split_did(did)
+        for name in self.output_files:
+            if not FILE_NAME_PATTERN.match(name):
+                raise SpecError(
+                    f"job spec: output file {name!r} must be 1-255 letters, digits, '_', '.' or '-'"
+                )
+        _check_name("activity", self.activity)
+        for n, site in enumerate(self.sites):
+            _check_name(f"sites[{n}]", site)
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,7 @@ class ClaimRequest:
     node: str = ""
     cores: int = 1
     memory_mb: int = 2000
+    walltime_s: int = 0
 
 
 @dataclass(frozen=True)

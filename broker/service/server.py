@@ -99,7 +99,9 @@ class BrokerService:
             SubmissionHandler(self._engine, self.site_queues_ready, self._settings),
         )
         consumer.add(
-            self._topology.claims_queue(), ClaimRequest, ClaimHandler(self._engine, publisher)
+            self._topology.claims_queue(),
+            ClaimRequest,
+            ClaimHandler(self._engine, publisher, self._settings),
         )
         consumer.add(
             self._topology.events_queue(), JobEvent, EventHandler(self._engine, self._settings)

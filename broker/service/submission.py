@@ -13,6 +13,7 @@ from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec
 from broker.service.activation import JobRef, Placement, activate, assign
 from broker.service.brokerage import Brokerage, Unplaced, fail_unplaced
+from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.engine import transaction
@@ -43,7 +44,8 @@ class SubmissionHandler:
             placed, unplaced = self._place(conn, fresh)
             insert_defined(conn, [p.spec for p in placed] + [u.spec for u in unplaced], t)
             assigned = assign(conn, placed, t)
-            activate(conn, [JobRef(p.spec.id, p.attempt) for p in assigned], t)
+            refs = [JobRef(p.spec.id, p.attempt) for p in assigned]
+            activate(conn, refs, t, limits=Limits.of(self._settings))
             fail_unplaced(conn, unplaced, t)
         self._site_queues_ready({p.site for p in placed})
         if placed:
