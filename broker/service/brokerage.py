@@ -18,6 +18,8 @@ from sqlalchemy import Connection, func, select
 from broker.brokerage.rules import Decision, Load, Needs, choose
 from broker.error_codes import BrokerageError, ErrorFamily
 from broker.protocol import JobSpec
+from broker.service.activation import JobRef, Placement, activate, assign
+from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store import transitions
 from broker.store.schema import jobs
@@ -114,3 +116,18 @@ def fail_unplaced(conn: Connection, unplaced: Iterable[Unplaced], now: datetime)
     for change in applied:
         log.warning("job %s failed brokerage: %s", change.job_id, change.reason)
     return len(applied)
+
+
+def settle(
+    conn: Connection,
+    placed: list[Placement],
+    unplaced: list[Unplaced],
+    limits: Limits,
+    now: datetime,
+) -> set[str]:
+    """Assign and activate (or throttle) the placed ``defined`` attempts, fail the
+    unplaced ones; the sites that got jobs."""
+    assigned = assign(conn, placed, now)
+    activate(conn, [JobRef(p.spec.id, p.attempt) for p in assigned], now, limits=limits)
+    fail_unplaced(conn, unplaced, now)
+    return {p.site for p in assigned}

@@ -92,7 +92,7 @@ def retry(conn: Connection, decided: Iterable[tuple[RowMapping, Decision]], now:
     wanted = [(row, d) for row, d in decided if d.retry]
     if not wanted:
         return 0
-    started = _new_attempts(conn, wanted, now)
+    started = new_attempts(conn, wanted, now)
     placements = [
         Placement(
             d.spec,
@@ -110,10 +110,14 @@ def retry(conn: Connection, decided: Iterable[tuple[RowMapping, Decision]], now:
     return len(placements)
 
 
-def _new_attempts(
-    conn: Connection, wanted: list[tuple[RowMapping, Decision]], now: datetime
+def new_attempts(
+    conn: Connection,
+    wanted: list[tuple[RowMapping, Decision]],
+    now: datetime,
+    ended: JobState = JobState.FAILED,
 ) -> set[str]:
-    """Move each job to its next attempt, if it is still the failed attempt we saw."""
+    """Move each job to its next attempt (``defined``), if it is still the ``ended``
+    attempt we saw; the ids of those moved."""
     keys = [(row["id"], row["attempt"]) for row, _ in wanted]
     reset = {
         c: None
@@ -129,7 +133,7 @@ def _new_attempts(
     }
     stmt = (
         update(jobs)
-        .where(tuple_(jobs.c.id, jobs.c.attempt).in_(keys), jobs.c.state == JobState.FAILED.value)
+        .where(tuple_(jobs.c.id, jobs.c.attempt).in_(keys), jobs.c.state == ended.value)
         .values(attempt=jobs.c.attempt + 1, state=JobState.DEFINED.value, modified_at=now, **reset)
         .returning(jobs.c.id)
     )

@@ -11,8 +11,8 @@ from sqlalchemy import Connection, Engine
 
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec
-from broker.service.activation import JobRef, Placement, activate, assign
-from broker.service.brokerage import Brokerage, Unplaced, fail_unplaced
+from broker.service.activation import Placement
+from broker.service.brokerage import Brokerage, Unplaced, settle
 from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.store.clock import now
@@ -43,11 +43,8 @@ class SubmissionHandler:
             fresh = self._fresh(conn, batch)
             placed, unplaced = self._place(conn, fresh)
             insert_defined(conn, [p.spec for p in placed] + [u.spec for u in unplaced], t)
-            assigned = assign(conn, placed, t)
-            refs = [JobRef(p.spec.id, p.attempt) for p in assigned]
-            activate(conn, refs, t, limits=Limits.of(self._settings))
-            fail_unplaced(conn, unplaced, t)
-        self._site_queues_ready({p.site for p in placed})
+            sites = settle(conn, placed, unplaced, Limits.of(self._settings), t)
+        self._site_queues_ready(sites)
         if placed:
             log.info("accepted %d job(s)", len(placed))
 
