@@ -22,6 +22,7 @@ from broker.service.activation import JobRef, Placement, activate, assign
 from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store import transitions
+from broker.store.datasets import presence
 from broker.store.schema import jobs
 from broker.store.sites import site_configs
 from broker.store.transitions import Change
@@ -39,9 +40,9 @@ RUNNING = (S.SENT, S.STARTING, S.RUNNING)
 Locality = Callable[[Connection, list[str]], Mapping[str, float]]
 
 
-def no_locality(conn: Connection, files: list[str]) -> Mapping[str, float]:
-    """Locality when nothing is known about where files are."""
-    return {}
+def data_locality(conn: Connection, files: list[str]) -> Mapping[str, float]:
+    """The fraction of ``files`` (DIDs) with an available replica at each site."""
+    return {site: n / len(files) for site, n in presence(conn, files).items()}
 
 
 def site_loads(conn: Connection) -> dict[str, Load]:
@@ -67,7 +68,7 @@ class Brokerage:
 
     conn: Connection
     data_weight: float
-    locality: Locality = no_locality
+    locality: Locality = data_locality
 
     def __post_init__(self) -> None:
         self._catalogue = site_configs(self.conn)
@@ -83,6 +84,21 @@ class Brokerage:
         if decision.site is not None:
             self._loads.setdefault(decision.site, Load()).queued += 1
         return decision
+
+    def place(
+        self, specs: Iterable[JobSpec], attempt: int = 1
+    ) -> tuple[list[Placement], list[Unplaced]]:
+        """Decide a site for each job, highest priority first; (placed, unplaced)."""
+        placed, unplaced = [], []
+        for spec in sorted(specs, key=lambda s: -s.priority):
+            decision = self.decide(spec)
+            if decision.site is None:
+                unplaced.append(Unplaced(spec, attempt, decision))
+            else:
+                placed.append(
+                    Placement(spec, attempt, decision.site, decision.why, decision.record())
+                )
+        return placed, unplaced
 
 
 @dataclass(frozen=True)

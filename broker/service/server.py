@@ -15,7 +15,7 @@ from broker import topology
 from broker.messaging.connection import broker_errors, connect
 from broker.messaging.consumer import BatchConsumer
 from broker.messaging.publisher import Publisher, open_publisher
-from broker.protocol import ClaimRequest, JobCommand, JobEvent, JobSpec
+from broker.protocol import ClaimRequest, JobCommand, JobEvent, JobSpec, TaskSpec
 from broker.reconnect import Backoff, until_stopped
 from broker.service.claims import ClaimHandler
 from broker.service.commands import CommandHandler
@@ -23,6 +23,7 @@ from broker.service.events import EventHandler
 from broker.service.rebrokerage import Rebrokerage
 from broker.service.relay import OutboxRelay
 from broker.service.submission import SubmissionHandler
+from broker.service.tasks import TaskHandler
 from broker.service.watchdog import Watchdog
 from broker.settings import Settings
 from broker.store.engine import transaction
@@ -115,6 +116,11 @@ class BrokerService:
             self._topology.commands_queue(),
             JobCommand,
             CommandHandler(self._engine, self._settings),
+        )
+        consumer.add(
+            self._topology.tasks_queue(),
+            TaskSpec,
+            TaskHandler(self._engine, self._settings, self.site_queues_ready),
         )
         return consumer
 

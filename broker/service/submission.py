@@ -67,20 +67,15 @@ class SubmissionHandler:
         statuses = known_sites(conn, {i.message.site for i in fresh if i.message.site})
         tasks = known_tasks(conn, {i.message.task_id for i in fresh if i.message.task_id})
         brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
-        placed, unplaced = [], []
-        for incoming in sorted(fresh, key=lambda i: -i.message.priority):
-            spec = incoming.message
-            refusal = _refusal(spec, statuses, tasks)
-            if refusal is not None:
-                incoming.refuse(refusal)
-                log.warning("refused job %s: %s", spec.id, refusal)
-                continue
-            decision = brokerage.decide(spec)
-            if decision.site is None:
-                unplaced.append(Unplaced(spec, 1, decision))
+        valid = []
+        for incoming in fresh:
+            refusal = _refusal(incoming.message, statuses, tasks)
+            if refusal is None:
+                valid.append(incoming.message)
             else:
-                placed.append(Placement(spec, 1, decision.site, decision.why, decision.record()))
-        return placed, unplaced
+                incoming.refuse(refusal)
+                log.warning("refused job %s: %s", incoming.message.id, refusal)
+        return brokerage.place(valid)
 
 
 def _refusal(spec: JobSpec, statuses: dict[str, str], tasks: set[str]) -> str | None:
