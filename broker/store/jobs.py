@@ -120,6 +120,7 @@ def get_job(conn: Connection, job_id: str) -> dict[str, Any]:
         raise NotFound(f"no job {job_id!r}")
     job = _public(row)
     job["spec"] = dict(row["spec"])
+    job["brokerage"] = row["brokerage"]
     job["attempts"] = [
         iso_times(dict(a))
         for a in conn.execute(
