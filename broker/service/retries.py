@@ -21,6 +21,7 @@ from sqlalchemy import Connection, RowMapping, bindparam, insert, tuple_, update
 from broker.error_codes import ErrorFamily, PilotError, TaskBufferError
 from broker.protocol import JobSpec
 from broker.service.activation import JobRef, Placement, activate, assign
+from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store.jobs import spec_of
 from broker.store.schema import job_attempts, job_transitions, jobs
@@ -87,8 +88,14 @@ def _refusal(spec: JobSpec, failure: Failure) -> str | None:
     return None
 
 
-def retry(conn: Connection, decided: Iterable[tuple[RowMapping, Decision]], now: datetime) -> int:
-    """Start the next attempt of each job decided for; how many started."""
+def retry(
+    conn: Connection,
+    decided: Iterable[tuple[RowMapping, Decision]],
+    now: datetime,
+    limits: Limits | None = None,
+) -> int:
+    """Start the next attempt of each job decided for (activated within the sites'
+    ``limits``); how many started."""
     wanted = [(row, d) for row, d in decided if d.retry]
     if not wanted:
         return 0
@@ -104,7 +111,7 @@ def retry(conn: Connection, decided: Iterable[tuple[RowMapping, Decision]], now:
         if row["id"] in started
     ]
     assigned = assign(conn, placements, now)
-    activate(conn, [JobRef(p.spec.id, p.attempt) for p in assigned], now)
+    activate(conn, [JobRef(p.spec.id, p.attempt) for p in assigned], now, limits=limits)
     for p in placements:
         log.info("job %s: attempt %d started (%s)", p.spec.id, p.attempt, p.why)
     return len(placements)
