@@ -38,6 +38,18 @@ EventKind = Literal["starting", "running", "heartbeat", "finished", "failed", "c
 
 
 @dataclass(frozen=True)
+class FileInfo:
+    """A file a job reads or writes: its DID parts, GUID, size and adler32 checksum."""
+
+    scope: str
+    name: str
+    guid: str
+    size: int
+    adler32: str
+    role: Literal["input", "output", "log"] = "input"
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """What a submitter asks to run; the body of a submission."""
 
@@ -121,6 +133,7 @@ class ClaimReply:
     granted: bool
     reason: str = ""
     job: JobSpec | None = None
+    input_files: list[FileInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,6 +150,7 @@ class JobEvent:
     exit_code: int | None = None
     error_code: int | None = None
     diagnostic: str = ""
+    files: list[FileInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,13 @@ class Settings:
     activity_shares: str = "production=80,analysis=20"
     brokerage_interval_s: float = 10.0
     rebrokerage_idle_s: float = 3600.0
+    # data management (ddm_bridge): the local DDM's storage elements and transfers
+    ddm_root: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-se"))
+    transfer_threads: int = 4
+    transfer_retries: int = 3
+    transfer_delay_s: float = 0.0
+    subscription_timeout_s: float = 3600.0
+    ddm_poll_interval_s: float = 0.5
 
     def shares(self) -> dict[str, float]:
         """``activity_shares`` as activity → share, e.g. ``{"production": 80.0}``."""
@@ -165,6 +172,8 @@ def _check(settings: Settings) -> None:
     settings.shares()
     if settings.throttle_min_activated < 1:
         raise ConfigError("throttle_min_activated must be at least 1")
+    if settings.transfer_threads < 1 or settings.transfer_retries < 0:
+        raise ConfigError("transfer_threads must be at least 1 and transfer_retries at least 0")
     if not 0 < settings.reconnect_initial_delay_s <= settings.reconnect_max_delay_s:
         raise ConfigError(
             "reconnect_initial_delay_s must be above 0 and at most reconnect_max_delay_s"

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import click
 
-from cli import control, db, dead_letters, demo, jobs, pilot, serve, sites, submit, tasks
+from cli import (
+    control,
+    datasets,
+    db,
+    dead_letters,
+    demo,
+    jobs,
+    pilot,
+    serve,
+    sites,
+    submit,
+    tasks,
+)
 from cli.context import Group
 
 
@@ -35,6 +47,8 @@ for command in (
     submit.submit,
     tasks.tasks,
     tasks.task,
+    datasets.datasets,
+    datasets.dataset,
 ):
     pandamq.add_command(command)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 
 import click
 
 from broker.service.server import BrokerService
 from broker.store.engine import open_engine
 from cli.context import connection_options, settings, setup_logging
+from ddm_bridge.bridge import DDMBridge
 
 
 def stop_on_signals() -> threading.Event:
@@ -25,7 +27,7 @@ def stop_on_signals() -> threading.Event:
 
 
 @click.command()
-@click.argument("service", type=click.Choice(["broker", "all"]), default="all")
+@click.argument("service", type=click.Choice(["broker", "ddm", "all"]), default="all")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING, ... (PANDAMQ_LOG_LEVEL).")
 @connection_options
 @click.pass_context
@@ -35,4 +37,32 @@ def serve(ctx: click.Context, service: str, log_level: str | None) -> None:
     setup_logging(s.log_level)
     stop = stop_on_signals()
     # Not `database(s)`: the service checks the schema itself, once the database is up.
-    BrokerService(s, open_engine(s.database_url, create=False)).run(stop)
+    engine = open_engine(s.database_url, create=False)
+    runs = {
+        "broker": lambda: BrokerService(s, engine).run(stop),
+        "ddm": lambda: DDMBridge(s, engine).run(stop),
+    }
+    chosen = list(runs) if service == "all" else [service]
+    threads = [
+        threading.Thread(target=_then_stop(runs[name], stop), name=name) for name in chosen[1:]
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        runs[chosen[0]]()
+    finally:
+        stop.set()  # one service ending stops the others
+        for thread in threads:
+            thread.join()
+
+
+def _then_stop(run: Callable[[], None], stop: threading.Event) -> Callable[[], None]:
+    """``run``, then stop the other services, however it ended."""
+
+    def target() -> None:
+        try:
+            run()
+        finally:
+            stop.set()
+
+    return target

@@ -34,6 +34,7 @@ from broker.protocol import (
     ClaimReply,
     ClaimRequest,
     EventKind,
+    FileInfo,
     JobDispatch,
     JobEvent,
     JobSpec,
@@ -44,7 +45,8 @@ from broker.protocol import (
 from broker.settings import Settings
 from pilot_agent.link import Link
 from pilot_agent.payload import Payload, PayloadNotStarted
-from pilot_agent.supervisor import Supervisor
+from pilot_agent.staging import StagingError, StorageElement, stage_in, stage_out
+from pilot_agent.supervisor import Outcome, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,9 @@ class Pilot:
         self._replies: list[Message] = []
         self._commands: list[Message] = []
         self._ran: set[tuple[str, int]] = set()
+        #: The input files of each job granted, from its claim reply.
+        self._inputs: dict[tuple[str, int], list[FileInfo]] = {}
+        self._se = StorageElement(settings.ddm_root, slot.site)
         self._link = Link(settings, f"pilot {self.pilot_id}", self._setup)
         self._jobs_channel: object = None
         #: A job whose claim an outage cut off before the answer came.
@@ -244,6 +249,7 @@ class Pilot:
                 self._tick()
             return None
         self._ran.add((dispatch.job_id, dispatch.attempt))
+        self._inputs[(dispatch.job_id, dispatch.attempt)] = reply.input_files
         return reply.job, dispatch.attempt
 
     def _walltime_left(self) -> int:
@@ -286,8 +292,13 @@ class Pilot:
         work_dir = Path(self.settings.work_dir) / self.pilot_id / f"{spec.id}.{attempt}"
         self._report(spec, attempt, "starting")
         try:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            stage_in(self._se, self._inputs.pop((spec.id, attempt), []), work_dir)
             payload = Payload(spec, work_dir)
-        except PayloadNotStarted as exc:
+        except StagingError as exc:
+            self._report(spec, attempt, "failed", error_code=exc.code, diagnostic=str(exc))
+            return
+        except (PayloadNotStarted, OSError) as exc:
             self._report(
                 spec,
                 attempt,
@@ -306,9 +317,23 @@ class Pilot:
             kill_reason=lambda: self._kill_reason(spec.id, attempt),
             stop=stop,
         )
-        outcome = supervisor.run()
+        self._finish(spec, attempt, work_dir, supervisor.run())
+
+    def _finish(self, spec: JobSpec, attempt: int, work_dir: Path, outcome: Outcome) -> None:
+        """Stage out, then report how the attempt ended (a missing output fails it)."""
+        stored = stage_out(self._se, spec, attempt, work_dir, outcome.kind == "finished")
+        if outcome.kind == "finished" and stored.problem:
+            outcome = Outcome(
+                "failed", outcome.exit_code, PilotError.STAGE_OUT_FAILED, stored.problem
+            )
         self._report(
-            spec, attempt, outcome.kind, outcome.exit_code, outcome.error_code, outcome.diagnostic
+            spec,
+            attempt,
+            outcome.kind,
+            outcome.exit_code,
+            outcome.error_code,
+            outcome.diagnostic,
+            stored.files,
         )
 
     def _kill_reason(self, job_id: str, attempt: int) -> str | None:
@@ -337,6 +362,7 @@ class Pilot:
         exit_code: int | None = None,
         error_code: int | None = None,
         diagnostic: str = "",
+        files: list[FileInfo] | None = None,
     ) -> None:
         event = JobEvent(
             uuid.uuid4().hex,
@@ -348,6 +374,7 @@ class Pilot:
             exit_code,
             None if error_code is None else int(error_code),
             diagnostic,
+            files or [],
         )
         self._link.send(
             Outgoing(

@@ -45,6 +45,7 @@ def test_settings(broker_url: str, database_url: str, tmp_path: Path) -> Setting
         confirm_timeout_s=10.0,
         poll_interval_s=0.02,
         work_dir=str(tmp_path / "work"),
+        ddm_root=str(tmp_path / "se"),
     )
 
 

@@ -22,6 +22,8 @@ from broker.store.jobs import get_job, states_of
 from broker.store.migrate import upgrade
 from broker.store.sites import add_site
 from cli.submitter import follow, publish_specs
+from ddm_bridge.backend import DDMBackend
+from ddm_bridge.bridge import DDMBridge
 from pilot_agent.agent import Pilot, Slot
 
 
@@ -90,6 +92,15 @@ class System:
         thread = self._start("broker", lambda: service.run(self.stop, ready))
         wait_for(lambda: ready.is_set() or thread.error, what="broker ready")
         self._raise_errors()
+
+    def start_bridge(self, backend: DDMBackend | None = None) -> DDMBridge:
+        """Start a DDM bridge thread and wait until it is serving."""
+        ready = threading.Event()
+        bridge = DDMBridge(self.settings, self.engine, backend)
+        thread = self._start("ddm-bridge", lambda: bridge.run(self.stop, ready))
+        wait_for(lambda: ready.is_set() or thread.error, what="ddm bridge ready")
+        self._raise_errors()
+        return bridge
 
     def start_pilot(self, site: str, max_jobs: int | None = None, **slot: int) -> Pilot:
         """Start a pilot thread for ``site``."""

@@ -15,13 +15,14 @@ from broker.error_codes import BrokerageError, ErrorFamily, TaskBufferError
 from broker.protocol import JobSpec, TaskSpec
 from broker.settings import Settings
 from broker.store.clock import now
-from broker.store.datasets import FileRecord, register
+from broker.store.datasets import FileRecord, dataset_files, register
 from broker.store.engine import transaction
 from broker.store.jobs import list_jobs
 from broker.store.schema import job_transitions
 from broker.store.sites import apply_catalogue, set_status
 from broker.store.tasks import get_task
 from cli.submitter import publish_task
+from ddm_bridge.se import checksum, se_path
 from tests.harness import System, wait_for
 
 SCORE = ResourceSlot("SCORE", 1, 2000)
@@ -42,25 +43,29 @@ def fast(settings: Settings) -> Iterator[System]:
 
 def new_sites(system: System, *configs: dict[str, Any]) -> list[str]:
     """Sites with names no other test uses, configured as given."""
-    sites = [
-        SiteConfig(f"SITE_{uuid.uuid4().hex[:8].upper()}", **c)  # type: ignore[arg-type]
-        for c in configs
-    ]
+    sites = [SiteConfig(f"SITE_{uuid.uuid4().hex[:8].upper()}", **c) for c in configs]
     with transaction(system.engine) as conn:
         apply_catalogue(conn, sites)
     return [s.name for s in sites]
 
 
 def new_dataset(system: System, files: int, site: str | None = None) -> str:
-    """An input dataset of ``files`` files, with replicas at ``site`` if given."""
+    """An input dataset of ``files`` files; with ``site``, real files on its SE (replicas)."""
     name = f"data.{uuid.uuid4().hex[:8]}"
-    records = [
-        (FileRecord("test", f"{name}.{n:04d}", str(uuid.uuid4()), 100, "00000001"), f"/se/{n}")
-        for n in range(files)
-    ]
+    records = [_file(system, f"{name}.{n:04d}", site) for n in range(files)]
     with transaction(system.engine) as conn:
         register(conn, name, records, site, now())
     return name
+
+
+def _file(system: System, name: str, site: str | None) -> tuple[FileRecord, str]:
+    if site is None:
+        return FileRecord("test", name, str(uuid.uuid4()), 1, "00000001"), ""
+    path = se_path(system.settings.ddm_root, site, "test", name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(name)
+    found = checksum(path)
+    return FileRecord("test", name, str(uuid.uuid4()), found.size, found.adler32), str(path)
 
 
 def submit_task(system: System, **fields: Any) -> str:
@@ -94,7 +99,7 @@ def test_a_1000_file_task_becomes_100_jobs_whose_outputs_and_progress_add_up(
 ) -> None:
     # Given a site with two pilots and a dataset of 1000 files
     (site,) = new_sites(system, {})
-    dataset = new_dataset(system, 1000)
+    dataset = new_dataset(system, 1000, site=site)
     system.start_broker()
     # When a task over it with 10 files per job runs
     task_id = submit_task(
@@ -125,6 +130,8 @@ def test_a_1000_file_task_becomes_100_jobs_whose_outputs_and_progress_add_up(
         0,
     )
     assert task["jobs_by_state"] == {"finished": 100}
+    with transaction(system.engine) as conn:
+        assert len(dataset_files(conn, f"{task_id}.output")) == 100
 
 
 def test_brokerage_filters_status_release_and_memory(system: System) -> None:

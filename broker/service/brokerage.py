@@ -18,7 +18,8 @@ from sqlalchemy import Connection, func, select
 from broker.brokerage.rules import Decision, Load, Needs, choose
 from broker.error_codes import BrokerageError, ErrorFamily
 from broker.protocol import JobSpec
-from broker.service.activation import JobRef, Placement, activate, assign
+from broker.service.activation import Placement
+from broker.service.setup import set_up
 from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store import transitions
@@ -141,9 +142,8 @@ def settle(
     limits: Limits,
     now: datetime,
 ) -> set[str]:
-    """Assign and activate (or throttle) the placed ``defined`` attempts, fail the
-    unplaced ones; the sites that got jobs."""
-    assigned = assign(conn, placed, now)
-    activate(conn, [JobRef(p.spec.id, p.attempt) for p in assigned], now, limits=limits)
+    """Set up the placed ``defined`` attempts (assigned; activated or throttled when
+    their inputs are at the site), fail the unplaced ones; the sites that got jobs."""
+    set_up(conn, placed, now, limits)
     fail_unplaced(conn, unplaced, now)
-    return {p.site for p in assigned}
+    return {p.site for p in placed}

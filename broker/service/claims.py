@@ -8,6 +8,7 @@ refused with the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -28,6 +29,7 @@ from broker.states import JobState
 from broker.store import outbox, transitions
 from broker.store.clock import now
 from broker.store.engine import transaction
+from broker.store.job_files import input_infos
 from broker.store.jobs import load, spec_of
 from broker.store.schema import pilots
 from broker.store.transitions import Change
@@ -55,7 +57,7 @@ class ClaimHandler:
             rows = load(conn, (r.job_id for r in requests), lock=True)
             changes = _claim_changes(requests, rows, t)
             won = {c.job_id: c.values["pilot_id"] for c in transitions.apply(conn, changes, t)}
-            replies = [_reply(r, rows.get(r.job_id), won) for r in requests]
+            replies = [_with_inputs(conn, _reply(r, rows.get(r.job_id), won)) for r in requests]
             _see_pilots(conn, requests, replies, t)
             outbox.put(conn, _dispatch_again(requests, rows, won))
             release(conn, t, self._limits, {rows[j]["site"] for j in won})
@@ -150,6 +152,13 @@ def _reply(request: ClaimRequest, row: RowMapping | None, won: dict[str, str]) -
         if holder == request.pilot_id:
             return ClaimReply(request.job_id, request.attempt, True, job=spec_of(row))
     return ClaimReply(request.job_id, request.attempt, False, reason=refusal or CLAIMED_BY_ANOTHER)
+
+
+def _with_inputs(conn: Connection, reply: ClaimReply) -> ClaimReply:
+    """A granted reply carries the job's input files, for the pilot to stage in and verify."""
+    if reply.job is None or not reply.job.input_files:
+        return reply
+    return dataclasses.replace(reply, input_files=input_infos(conn, reply.job_id))
 
 
 def _see_pilots(

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, and_, bindparam, select, update
 
-from broker.error_codes import ErrorFamily
+from broker.error_codes import DDMError, ErrorFamily
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobEvent
 from broker.service import retries
@@ -27,6 +27,7 @@ from broker.store.engine import transaction
 from broker.store.jobs import load
 from broker.store.schema import job_transitions, jobs
 from broker.store.transitions import Change
+from ddm_bridge import outputs
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class EventHandler:
         self._engine = engine
         self._memory_factor = settings.memory_retry_factor
         self._limits = Limits.of(settings)
+        self._ddm_root = settings.ddm_root
 
     def __call__(self, batch: list[Incoming[JobEvent]]) -> None:
         """Apply each new event's transitions and heartbeats; retry what failed."""
@@ -64,7 +66,8 @@ class EventHandler:
             events = _new_events(conn, batch)
             rows = load(conn, (i.message.job_id for i in events), lock=True)
             accepted = [i.message for i in events if _authorised(i, rows.get(i.message.job_id))]
-            applied = transitions.apply(conn, _changes(accepted, rows, t), t)
+            refused = outputs.register(conn, accepted, rows, self._ddm_root, t)
+            applied = transitions.apply(conn, _changes(accepted, rows, t, refused), t)
             _heartbeats(conn, accepted, rows, t)
             decided = self._retry_decisions(accepted, rows, applied)
             retries.retry(conn, decided, t, self._limits)
@@ -113,14 +116,23 @@ def _authorised(incoming: Incoming[JobEvent], row: RowMapping | None) -> bool:
     return True
 
 
-def _changes(events: list[JobEvent], rows: dict[str, RowMapping], t: datetime) -> list[Change]:
-    """The transitions of each event, from the job's state as the batch leaves it."""
+def _changes(
+    events: list[JobEvent],
+    rows: dict[str, RowMapping],
+    t: datetime,
+    refused: dict[str, str] | None = None,
+) -> list[Change]:
+    """The transitions of each event, from the job's state as the batch leaves it.
+
+    A finished job whose outputs could not be registered (``refused``) fails instead.
+    """
     state = {job_id: JobState(row["state"]) for job_id, row in rows.items()}
     changes: list[Change] = []
     for event in events:
         if _stale(event, state[event.job_id]):
             continue
-        for i, target in enumerate(PATH.get(event.kind, ())):
+        unregistered = (refused or {}).get(event.job_id)
+        for i, target in enumerate(_path(event, unregistered)):
             changes.append(
                 Change(
                     event.job_id,
@@ -129,7 +141,7 @@ def _changes(events: list[JobEvent], rows: dict[str, RowMapping], t: datetime) -
                     target,
                     event_id=event.event_id if i == 0 else None,
                     reason=f"{event.kind} reported by pilot {event.pilot_id}",
-                    values=_values(event, target, t),
+                    values=_values(event, target, t, unregistered),
                 )
             )
             state[event.job_id] = target
@@ -151,7 +163,22 @@ def _failure(event: JobEvent) -> retries.Failure:
     return retries.Failure(family, event.error_code, event.exit_code)
 
 
-def _values(event: JobEvent, target: JobState, t: datetime) -> dict[str, Any]:
+def _path(event: JobEvent, unregistered: str | None) -> tuple[JobState, ...]:
+    if unregistered is not None and event.kind == "finished":
+        return (S.HOLDING, S.FAILED)
+    return PATH.get(event.kind, ())
+
+
+def _values(
+    event: JobEvent, target: JobState, t: datetime, unregistered: str | None = None
+) -> dict[str, Any]:
+    if target == S.FAILED and unregistered is not None and event.kind == "finished":
+        return {
+            "exit_code": event.exit_code,
+            "error_family": ErrorFamily.DDM.value,
+            "error_code": int(DDMError.OUTPUT_REGISTRATION),
+            "diagnostic": f"outputs not registered: {unregistered}",
+        }
     if target in (S.FINISHED, S.FAILED, S.CANCELLED):
         return {
             "exit_code": event.exit_code,

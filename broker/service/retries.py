@@ -20,7 +20,8 @@ from sqlalchemy import Connection, RowMapping, bindparam, insert, tuple_, update
 
 from broker.error_codes import ErrorFamily, PilotError, TaskBufferError
 from broker.protocol import JobSpec
-from broker.service.activation import JobRef, Placement, activate, assign
+from broker.service.activation import Placement
+from broker.service.setup import set_up
 from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store.jobs import spec_of
@@ -110,8 +111,7 @@ def retry(
         for row, d in wanted
         if row["id"] in started
     ]
-    assigned = assign(conn, placements, now)
-    activate(conn, [JobRef(p.spec.id, p.attempt) for p in assigned], now, limits=limits)
+    set_up(conn, placements, now, limits)
     for p in placements:
         log.info("job %s: attempt %d started (%s)", p.spec.id, p.attempt, p.why)
     return len(placements)

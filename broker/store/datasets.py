@@ -250,3 +250,44 @@ def list_datasets(conn: Connection) -> list[dict[str, Any]]:
         .order_by(datasets.c.name)
     )
     return [iso_times(dict(r)) for r in conn.execute(stmt).mappings()]
+
+
+def sources(conn: Connection, dataset: str) -> list[tuple[FileRecord, dict[str, str]]]:
+    """Each file of a dataset, in order, with its available replicas (site → path)."""
+    stmt = (
+        select(files, replicas.c.site, replicas.c.path)
+        .join(dataset_contents, dataset_contents.c.file_id == files.c.id)
+        .outerjoin(replicas, (replicas.c.file_id == files.c.id) & (replicas.c.state == AVAILABLE))
+        .where(dataset_contents.c.dataset == dataset)
+        .order_by(dataset_contents.c.position, replicas.c.site)
+    )
+    found: dict[FileRecord, dict[str, str]] = {}
+    for row in conn.execute(stmt).mappings():
+        at = found.setdefault(_record(row), {})
+        if row["site"] is not None:
+            at[row["site"]] = row["path"]
+    return list(found.items())
+
+
+def close(conn: Connection, dataset: str, now: datetime) -> bool:
+    """Close an open dataset; False if it was closed already."""
+    stmt = (
+        update(datasets)
+        .where(datasets.c.name == dataset, datasets.c.state == OPEN)
+        .values(state=CLOSED, closed_at=now, modified_at=now)
+        .returning(datasets.c.name)
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def describe(conn: Connection, name: str) -> dict[str, Any]:
+    """One dataset: its row, and its files in order with the sites that have each."""
+    row = conn.execute(select(datasets).where(datasets.c.name == name)).mappings().first()
+    if row is None:
+        raise NotFound(f"no dataset {name!r}")
+    shown = iso_times(dict(row))
+    shown["files"] = [
+        {**record.__dict__, "did": record.did, "sites": sorted(at)}
+        for record, at in sources(conn, name)
+    ]
+    return shown

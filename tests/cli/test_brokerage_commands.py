@@ -68,12 +68,12 @@ def test_sites_set_status_and_its_errors(system: System, tmp_path: Path) -> None
 def test_a_task_submitted_from_a_file_shows_its_progress(system: System, tmp_path: Path) -> None:
     path, a, _ = catalogue(tmp_path)
     cli(system, "sites", "apply", str(path))
-    dataset = new_dataset(system, 6)
+    dataset = new_dataset(system, 6, site=a)
     system.start_broker()
     system.start_pilot(a)
     spec = tmp_path / "task.yaml"
     spec.write_text(
-        f"command: cat /dev/null {{inputs}}; echo {{outputs}}\n"
+        f"command: cat {{inputs}} > {{outputs}}\n"
         f"input_dataset: {dataset}\noutput_dataset: {dataset}.out\n"
         f"files_per_job: 2\nsites: [{a}]\nrelease: '24.0'\n"
     )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from broker.brokerage.catalogue import ResourceSlot, SiteConfig
-from broker.brokerage.rules import Load, Needs, choose
+from broker.brokerage.rules import Decision, Load, Needs, choose
 
 SCORE = ResourceSlot("SCORE", 1, 2000)
 MCORE_HIMEM = ResourceSlot("MCORE_HIMEM", 8, 32000)
 
 
-def site(name: str, **kw: object) -> SiteConfig:
-    return SiteConfig(name, slots=(SCORE, MCORE_HIMEM), **kw)  # type: ignore[arg-type]
+def site(name: str, **kw: Any) -> SiteConfig:
+    return SiteConfig(name, slots=(SCORE, MCORE_HIMEM), **kw)
 
 
 def decide(
@@ -18,7 +20,7 @@ def decide(
     *sites: SiteConfig,
     loads: dict[str, Load] | None = None,
     data: dict[str, float] | None = None,
-):  # type: ignore[no-untyped-def]
+) -> Decision:
     return choose(needs, sites, loads or {}, data or {}, 10.0)
 
 

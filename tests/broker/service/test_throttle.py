@@ -22,7 +22,8 @@ from broker.store.sites import add_site
 from tests.broker.service.jobs import jobs_in, row
 
 
-def job(n: int, activity: str, priority: int = 0) -> dict[str, Any]:
+def job(n: int, activity: str, priority: int = 0) -> Any:
+    """A stand-in for a job row: the columns ordering reads."""
     return {"id": f"{activity}-{n:02d}", "activity": activity, "priority": priority}
 
 
@@ -36,7 +37,7 @@ def test_shares_decide_between_activities_and_priority_within_one() -> None:
     rows = [job(n, "production", priority=n) for n in range(10)]
     rows += [job(n, "analysis", priority=100) for n in range(10)]
     # When they are ordered for activation at an empty site
-    order = fair_order(rows, SiteUse(), Limits(shares={"production": 80, "analysis": 20}))  # type: ignore[arg-type]
+    order = fair_order(rows, SiteUse(), Limits(shares={"production": 80, "analysis": 20}))
     # Then of the first 10, 8 are production, highest priority first, and 2 analysis
     first = order[:10]
     assert sum(r["activity"] == "analysis" for r in first) == 2

@@ -1,0 +1,58 @@
+"""What a subscription's end does to its jobs: completion activates every job
+waiting on it (in bulk); failure or timeout fails them with a DDM error, and
+they are retried when the rules allow."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from broker.error_codes import DDMError, ErrorFamily
+from broker.service import retries
+from broker.service.activation import JobRef, activate
+from broker.states import JobState
+from broker.store import job_files, transitions
+from broker.store.jobs import load
+from broker.store.transitions import Change
+from ddm_bridge.dispatch import COMPLETE
+
+log = logging.getLogger(__name__)
+
+
+def completed(conn: Connection, dataset: str, now: datetime) -> int:
+    """Activate the jobs that waited on ``dataset`` and now have every input; how many."""
+    waiting = job_files.jobs_waiting_on(conn, dataset)
+    missing = job_files.missing_inputs(conn, (job_id for job_id, _ in waiting))
+    ready = [JobRef(job_id, attempt) for job_id, attempt in waiting if job_id not in missing]
+    activated = activate(conn, ready, now, f"{COMPLETE} ({dataset} complete)")
+    log.info("%s complete: %d job(s) activated", dataset, activated)
+    return activated
+
+
+def failed(
+    conn: Connection,
+    dataset: str,
+    code: DDMError,
+    error: str,
+    memory_factor: float,
+    now: datetime,
+) -> int:
+    """Fail the jobs waiting on ``dataset`` with a DDM error, then retry them; how many failed."""
+    waiting = dict(job_files.jobs_waiting_on(conn, dataset))
+    rows = load(conn, waiting, lock=True)
+    text = f"subscription of {dataset} failed: {error}"
+    values = {"error_family": ErrorFamily.DDM.value, "error_code": int(code), "diagnostic": text}
+    changes = [
+        Change(job_id, attempt, JobState.ASSIGNED, JobState.FAILED, reason=text, values=values)
+        for job_id, attempt in waiting.items()
+    ]
+    applied = {c.job_id for c in transitions.apply(conn, changes, now)}
+    failure = retries.Failure(ErrorFamily.DDM.value, int(code))
+    decided = [
+        (rows[j], retries.decide(rows[j], failure, memory_factor)) for j in applied if j in rows
+    ]
+    retries.retry(conn, decided, now)
+    log.warning("%s: %d job(s) failed: %s", dataset, len(applied), error)
+    return len(applied)
