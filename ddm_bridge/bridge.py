@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine
 
 from broker.error_codes import DDMError
 from broker.reconnect import Backoff, until_stopped
+from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.store import datasets, subscriptions
 from broker.store.clock import now
@@ -73,7 +74,7 @@ class DDMBridge:
         """One pass; how many things changed (jobs, subscriptions, datasets)."""
         t = at or now()
         with transaction(self._engine) as conn:
-            activated, new = dispatch.subscribe_waiting(conn, t)
+            activated, new = dispatch.subscribe_waiting(conn, t, Limits.of(self._settings))
         for dataset, site in new:
             self.backend.subscribe(dataset, site)
         changed = activated + len(new) + self._apply_reports(t)
@@ -107,7 +108,7 @@ class DDMBridge:
             error=report.error,
         )
         if moved and report.state == subscriptions.DONE:
-            callbacks.completed(conn, report.dataset, t)
+            callbacks.completed(conn, report.dataset, t, Limits.of(self._settings))
         elif moved and report.state == subscriptions.FAILED:
             callbacks.failed(
                 conn,

@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 from broker.error_codes import DDMError, ErrorFamily
 from broker.service import retries
 from broker.service.activation import JobRef, activate
+from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store import job_files, transitions
 from broker.store.jobs import load
@@ -21,12 +22,13 @@ from ddm_bridge.dispatch import COMPLETE
 log = logging.getLogger(__name__)
 
 
-def completed(conn: Connection, dataset: str, now: datetime) -> int:
-    """Activate the jobs that waited on ``dataset`` and now have every input; how many."""
+def completed(conn: Connection, dataset: str, now: datetime, limits: Limits | None = None) -> int:
+    """Activate the jobs that waited on ``dataset`` and now have every input (as far as
+    their sites' ``limits`` allow); how many."""
     waiting = job_files.jobs_waiting_on(conn, dataset)
     missing = job_files.missing_inputs(conn, (job_id for job_id, _ in waiting))
     ready = [JobRef(job_id, attempt) for job_id, attempt in waiting if job_id not in missing]
-    activated = activate(conn, ready, now, f"{COMPLETE} ({dataset} complete)")
+    activated = activate(conn, ready, now, f"{COMPLETE} ({dataset} complete)", limits)
     log.info("%s complete: %d job(s) activated", dataset, activated)
     return activated
 
