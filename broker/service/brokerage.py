@@ -20,7 +20,7 @@ from broker.error_codes import BrokerageError, ErrorFamily
 from broker.protocol import JobSpec
 from broker.service.activation import Placement
 from broker.service.setup import set_up
-from broker.service.throttle import Limits
+from broker.service.throttle import RUNNING, Limits
 from broker.states import JobState
 from broker.store import transitions
 from broker.store.datasets import presence
@@ -34,8 +34,6 @@ S = JobState
 
 #: Jobs at a site that no pilot has taken yet.
 QUEUED = (S.DEFINED, S.ASSIGNED, S.THROTTLED, S.ACTIVATED)
-#: Jobs at a site that a pilot has taken.
-RUNNING = (S.SENT, S.STARTING, S.RUNNING)
 
 #: Fraction of a job's input files present at each site (data locality).
 Locality = Callable[[Connection, list[str]], Mapping[str, float]]
