@@ -283,3 +283,17 @@ def test_a_score_pilot_never_receives_an_mcore_job(system: System) -> None:
     assert set(system.wait_final(mcore).values()) == {"finished"}
     assert {system.job(j)["pilot_id"] for j in mcore} == {big.pilot_id}
     assert small.pilot_id != too_small.pilot_id
+
+
+def test_a_pilot_takes_the_largest_jobs_it_fits_first(system: System) -> None:
+    # Given SCORE jobs queued before MCORE jobs at a site
+    (site,) = new_sites(system, {"slots": (SCORE, MCORE)})
+    system.start_broker()
+    score = system.submit(*[JobSpec(command="true", site=site) for _ in range(2)])
+    mcore = system.submit(*[JobSpec(command="true", site=site, cores=8) for _ in range(2)])
+    wait_for(lambda: set(system.states(score + mcore).values()) == {"activated"}, what="queues")
+    # When an 8-core pilot takes them
+    system.start_pilot(site, cores=8, memory_mb=16000)
+    system.wait_final(score + mcore)
+    # Then it claimed the MCORE jobs first
+    assert set(claims(system, score + mcore)[:2]) == set(mcore)
