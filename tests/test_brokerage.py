@@ -30,7 +30,7 @@ MCORE = ResourceSlot("MCORE", 8, 16000)
 
 
 @pytest.fixture
-def fast(settings: Settings) -> Iterator[System]:
+def capped(settings: Settings) -> Iterator[System]:
     """A system whose periodic brokerage work runs often and whose site queues are short."""
     s = System(
         settings.replace(
@@ -196,27 +196,27 @@ def test_data_locality_then_spill_over(system: System) -> None:
     assert why == "queue full: 5 jobs queued, the site's cap is 5"
 
 
-def test_activation_keeps_to_the_cap_and_higher_priority_is_claimed_first(fast: System) -> None:
+def test_activation_keeps_to_the_cap_and_higher_priority_is_claimed_first(capped: System) -> None:
     # Given 12 jobs of shuffled priorities at a site whose queue holds 3
-    (site,) = new_sites(fast, {})
-    fast.start_broker()
+    (site,) = new_sites(capped, {})
+    capped.start_broker()
     priorities = list(range(12))
     random.shuffle(priorities)
-    ids = fast.submit(*[JobSpec(command="true", site=site, priority=p) for p in priorities])
+    ids = capped.submit(*[JobSpec(command="true", site=site, priority=p) for p in priorities])
     wait_for(
-        lambda: sorted(fast.states(ids).values()) == ["activated"] * 3 + ["throttled"] * 9,
+        lambda: sorted(capped.states(ids).values()) == ["activated"] * 3 + ["throttled"] * 9,
         what="3 activated and 9 throttled",
     )
     # When one pilot takes them all
-    fast.start_pilot(site)
-    fast.wait_final(ids)
+    capped.start_pilot(site)
+    capped.wait_final(ids)
     # Then after the 3 queued first, jobs were claimed highest priority first
     priority = dict(zip(ids, priorities, strict=True))
-    order = [priority[j] for j in claims(fast, ids)]
+    order = [priority[j] for j in claims(capped, ids)]
     assert len(order) == 12
     assert order[3:] == sorted(order[3:], reverse=True), order
     # And the queue never held more than 3 activated jobs
-    assert max_activated(fast, ids) == 3
+    assert max_activated(capped, ids) == 3
 
 
 def max_activated(system: System, ids: list[str]) -> int:
@@ -234,32 +234,32 @@ def max_activated(system: System, ids: list[str]) -> int:
 
 
 def test_an_offline_site_has_its_queued_jobs_re_brokered_none_lost_or_duplicated(
-    fast: System,
+    capped: System,
 ) -> None:
     # Given 6 jobs queued at site A (B takes no new work yet)
-    a, b = new_sites(fast, {}, {"status": "brokeroff"})
-    fast.start_broker()
-    ids = fast.submit(*[JobSpec(command="true", sites=[a, b]) for _ in range(6)])
+    a, b = new_sites(capped, {}, {"status": "brokeroff"})
+    capped.start_broker()
+    ids = capped.submit(*[JobSpec(command="true", sites=[a, b]) for _ in range(6)])
     wait_for(
         lambda: (
-            len(set(fast.states(ids).values()) - {"activated", "throttled"}) == 0
-            and len(fast.states(ids)) == 6
+            len(set(capped.states(ids).values()) - {"activated", "throttled"}) == 0
+            and len(capped.states(ids)) == 6
         ),
         what="jobs queued at A",
     )
-    assert {fast.job(j)["site"] for j in ids} == {a}
+    assert {capped.job(j)["site"] for j in ids} == {a}
     # When A goes offline and B online
-    with transaction(fast.engine) as conn:
+    with transaction(capped.engine) as conn:
         set_status(conn, b, "online")
         set_status(conn, a, "offline")
-    wait_for(lambda: all(fast.job(j)["site"] == b for j in ids), what="re-brokerage to B")
+    wait_for(lambda: all(capped.job(j)["site"] == b for j in ids), what="re-brokerage to B")
     # And pilots at both sites take whatever their queues hold
-    fast.start_pilot(a)
-    fast.start_pilot(b)
+    capped.start_pilot(a)
+    capped.start_pilot(b)
     # Then every job finished once, at B, in its second attempt
-    assert set(fast.wait_final(ids).values()) == {"finished"}
+    assert set(capped.wait_final(ids).values()) == {"finished"}
     for job_id in ids:
-        job = fast.job(job_id)
+        job = capped.job(job_id)
         assert [t["to_state"] for t in job["transitions"]].count("sent") == 1
         first, second = job["attempts"]
         assert (first["state"], first["error_code"]) == ("closed", TaskBufferError.REASSIGNED)
