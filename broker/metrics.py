@@ -16,3 +16,9 @@ DEAD_LETTERED = Counter(
     "pandamq_dead_lettered_total", "Messages sent to the dead-letter queue.", ["queue"]
 )
 CLAIMS = Counter("pandamq_claims_total", "Claim requests answered.", ["result"])
+SUBSCRIPTIONS_ENDED = Counter(
+    "pandamq_subscriptions_ended_total", "Dataset subscriptions ended, by how.", ["state"]
+)
+FILE_COPIES = Counter(
+    "pandamq_file_copies_total", "Copies the local DDM made, verified or not.", ["result"]
+)

@@ -68,6 +68,7 @@ class JobSpec:
     final_exit_codes: list[int] = field(default_factory=list)
     input_files: list[str] = field(default_factory=list)
     output_files: list[str] = field(default_factory=list)
+    output_destination: str | None = None
     release: str | None = None
     activity: str = "production"
     sites: list[str] = field(default_factory=list)
@@ -79,6 +80,7 @@ class JobSpec:
         _check_name("id", self.id, allow_empty=True)
         _check_name("site", self.site)
         _check_name("task_id", self.task_id)
+        _check_name("output_destination", self.output_destination)
         _check_positive("cores", self.cores)
         _check_positive("memory_mb", self.memory_mb)
         _check_positive("walltime_s", self.walltime_s)

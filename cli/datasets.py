@@ -13,7 +13,7 @@ from broker.settings import Settings
 from broker.store.datasets import describe, list_datasets
 from broker.store.engine import transaction
 from broker.store.sites import known_sites
-from broker.store.subscriptions import of_dataset
+from broker.store.subscriptions import moving
 from cli.context import connection_options, database, settings
 from cli.render import print_json, print_table, table
 from ddm_bridge import catalogue
@@ -21,6 +21,7 @@ from ddm_bridge.backends.local import LocalDDM
 
 LIST_COLUMNS = ["name", "kind", "state", "files", "site", "task_id", "modified_at"]
 SUBSCRIPTION_COLUMNS = [
+    "dataset",
     "site",
     "state",
     "files_done",
@@ -104,10 +105,11 @@ def datasets_register(ctx: click.Context, name: str, paths: tuple[str, ...], sit
 @connection_options
 @click.pass_context
 def dataset(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Show one dataset: its files, the sites with a replica of each, its subscriptions."""
+    """Show one dataset: its files, the sites with a replica of each, and the
+    subscriptions moving them (its own, and those of dispatch datasets holding its files)."""
     with transaction(database(settings(ctx))) as conn:
         record = describe(conn, name)
-        record["subscriptions"] = of_dataset(conn, name)
+        record["subscriptions"] = moving(conn, name)
     if as_json:
         print_json(record)
         return

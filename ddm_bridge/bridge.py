@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine
 
 from broker.error_codes import DDMError
+from broker.metrics import SUBSCRIPTIONS_ENDED
 from broker.reconnect import Backoff, until_stopped
 from broker.service.throttle import Limits
 from broker.settings import Settings
@@ -40,6 +41,8 @@ class DDMBridge:
         self.backend: DDMBackend = backend or LocalDDM(settings, engine)
         #: Reports taken from the backend and not yet committed (kept across an outage).
         self._pending: list[Report] = []
+        #: Subscriptions in progress that this bridge gave to the backend.
+        self._asked: set[tuple[str, str]] = set()
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         """Serve until ``stop`` is set, waiting out database outages."""
@@ -65,20 +68,29 @@ class DDMBridge:
 
     def resume(self) -> None:
         """Ask the backend again for every subscription in progress (after a restart)."""
+        self._asked = set()
         with transaction(self._engine) as conn:
             active = subscriptions.active(conn)
-        for dataset, site in active:
-            self.backend.subscribe(dataset, site)
+        self._ask(active)
 
     def step(self, at: datetime | None = None) -> int:
         """One pass; how many things changed (jobs, subscriptions, datasets)."""
         t = at or now()
         with transaction(self._engine) as conn:
             activated, new = dispatch.subscribe_waiting(conn, t, Limits.of(self._settings))
+            # also those the broker made (outputs shipped to their destination)
+            requested = subscriptions.active(conn, subscriptions.REQUESTED)
+        # (outside the transaction: a backend may use the database itself)
+        changed = activated + len(new) + self._ask(requested) + self._apply_reports(t)
+        return changed + self._time_out(t) + self._close()
+
+    def _ask(self, wanted: list[tuple[str, str]]) -> int:
+        """Give the backend the subscriptions it has not been given; how many."""
+        new = [key for key in wanted if key not in self._asked]
         for dataset, site in new:
             self.backend.subscribe(dataset, site)
-        changed = activated + len(new) + self._apply_reports(t)
-        return changed + self._time_out(t) + self._close()
+            self._asked.add((dataset, site))
+        return len(new)
 
     def _apply_reports(self, t: datetime) -> int:
         self._pending += self.backend.reports()
@@ -107,6 +119,9 @@ class DDMBridge:
             retries=report.retries,
             error=report.error,
         )
+        if moved and report.state != subscriptions.TRANSFERRING:
+            SUBSCRIPTIONS_ENDED.labels(state=report.state).inc()
+            self._asked.discard((report.dataset, report.site))
         if moved and report.state == subscriptions.DONE:
             callbacks.completed(conn, report.dataset, t, Limits.of(self._settings))
         elif moved and report.state == subscriptions.FAILED:
@@ -139,6 +154,7 @@ class DDMBridge:
                     )
         for dataset, site in stalled:
             self.backend.cancel(dataset, site)
+            self._asked.discard((dataset, site))
         return len(stalled)
 
     def _close(self) -> int:

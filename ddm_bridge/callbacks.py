@@ -1,6 +1,7 @@
 """What a subscription's end does to its jobs: completion activates every job
-waiting on it (in bulk); failure or timeout fails them with a DDM error, and
-they are retried when the rules allow."""
+waiting on it for inputs (in bulk) and finishes every job whose outputs it
+shipped; failure or timeout fails them with a DDM error, and they are
+retried when the rules allow."""
 
 from __future__ import annotations
 
@@ -23,14 +24,28 @@ log = logging.getLogger(__name__)
 
 
 def completed(conn: Connection, dataset: str, now: datetime, limits: Limits | None = None) -> int:
-    """Activate the jobs that waited on ``dataset`` and now have every input (as far as
-    their sites' ``limits`` allow); how many."""
+    """Activate the jobs that waited on ``dataset`` and now have every input, and
+    finish those whose outputs it shipped; how many moved. Activation keeps to
+    the sites' ``limits``."""
     waiting = job_files.jobs_waiting_on(conn, dataset)
-    missing = job_files.missing_inputs(conn, (job_id for job_id, _ in waiting))
-    ready = [JobRef(job_id, attempt) for job_id, attempt in waiting if job_id not in missing]
+    assigned = [(j, a) for j, a, state in waiting if state == JobState.ASSIGNED]
+    missing = job_files.missing_inputs(conn, (job_id for job_id, _ in assigned))
+    ready = [JobRef(job_id, attempt) for job_id, attempt in assigned if job_id not in missing]
     activated = activate(conn, ready, now, f"{COMPLETE} ({dataset} complete)", limits)
-    log.info("%s complete: %d job(s) activated", dataset, activated)
-    return activated
+    shipped = [
+        Change(
+            job_id,
+            attempt,
+            JobState.TRANSFERRING,
+            JobState.FINISHED,
+            reason=f"outputs at their destination ({dataset} complete)",
+        )
+        for job_id, attempt, state in waiting
+        if state == JobState.TRANSFERRING
+    ]
+    finished = len(transitions.apply(conn, shipped, now))
+    log.info("%s complete: %d job(s) activated, %d finished", dataset, activated, finished)
+    return activated + finished
 
 
 def failed(
@@ -42,13 +57,13 @@ def failed(
     now: datetime,
 ) -> int:
     """Fail the jobs waiting on ``dataset`` with a DDM error, then retry them; how many failed."""
-    waiting = dict(job_files.jobs_waiting_on(conn, dataset))
-    rows = load(conn, waiting, lock=True)
+    waiting = job_files.jobs_waiting_on(conn, dataset)
+    rows = load(conn, (job_id for job_id, _, _ in waiting), lock=True)
     text = f"subscription of {dataset} failed: {error}"
     values = {"error_family": ErrorFamily.DDM.value, "error_code": int(code), "diagnostic": text}
     changes = [
-        Change(job_id, attempt, JobState.ASSIGNED, JobState.FAILED, reason=text, values=values)
-        for job_id, attempt in waiting.items()
+        Change(job_id, attempt, state, JobState.FAILED, reason=text, values=values)
+        for job_id, attempt, state in waiting
     ]
     applied = {c.job_id for c in transitions.apply(conn, changes, now)}
     failure = retries.Failure(ErrorFamily.DDM.value, int(code))

@@ -57,7 +57,7 @@ class ClaimHandler:
             rows = load(conn, (r.job_id for r in requests), lock=True)
             changes = _claim_changes(requests, rows, t)
             won = {c.job_id: c.values["pilot_id"] for c in transitions.apply(conn, changes, t)}
-            replies = [_with_inputs(conn, _reply(r, rows.get(r.job_id), won)) for r in requests]
+            replies = _with_inputs(conn, [_reply(r, rows.get(r.job_id), won) for r in requests])
             _see_pilots(conn, requests, replies, t)
             outbox.put(conn, _dispatch_again(requests, rows, won))
             release(conn, t, self._limits, {rows[j]["site"] for j in won})
@@ -154,11 +154,13 @@ def _reply(request: ClaimRequest, row: RowMapping | None, won: dict[str, str]) -
     return ClaimReply(request.job_id, request.attempt, False, reason=refusal or CLAIMED_BY_ANOTHER)
 
 
-def _with_inputs(conn: Connection, reply: ClaimReply) -> ClaimReply:
-    """A granted reply carries the job's input files, for the pilot to stage in and verify."""
-    if reply.job is None or not reply.job.input_files:
-        return reply
-    return dataclasses.replace(reply, input_files=input_infos(conn, reply.job_id))
+def _with_inputs(conn: Connection, replies: list[ClaimReply]) -> list[ClaimReply]:
+    """Granted replies carry the job's input files, for the pilot to stage in and verify."""
+    inputs = input_infos(conn, (r.job_id for r in replies if r.job and r.job.input_files))
+    return [
+        dataclasses.replace(r, input_files=inputs[r.job_id]) if r.job_id in inputs and r.job else r
+        for r in replies
+    ]
 
 
 def _see_pilots(

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, and_, bindparam, select, update
 
-from broker.error_codes import DDMError, ErrorFamily
+from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobEvent
 from broker.service import retries
@@ -66,8 +66,8 @@ class EventHandler:
             events = _new_events(conn, batch)
             rows = load(conn, (i.message.job_id for i in events), lock=True)
             accepted = [i.message for i in events if _authorised(i, rows.get(i.message.job_id))]
-            refused = outputs.register(conn, accepted, rows, self._ddm_root, t)
-            applied = transitions.apply(conn, _changes(accepted, rows, t, refused), t)
+            after = outputs.register(conn, accepted, rows, self._ddm_root, t)
+            applied = transitions.apply(conn, _changes(accepted, rows, t, after), t)
             _heartbeats(conn, accepted, rows, t)
             decided = self._retry_decisions(accepted, rows, applied)
             retries.retry(conn, decided, t, self._limits)
@@ -120,19 +120,21 @@ def _changes(
     events: list[JobEvent],
     rows: dict[str, RowMapping],
     t: datetime,
-    refused: dict[str, str] | None = None,
+    after: dict[str, outputs.AfterHolding] | None = None,
 ) -> list[Change]:
     """The transitions of each event, from the job's state as the batch leaves it.
 
-    A finished job whose outputs could not be registered (``refused``) fails instead.
+    A finished job may go from ``holding`` elsewhere than ``finished`` (``after``):
+    to ``failed`` when its outputs could not be registered, to ``transferring``
+    while they are shipped.
     """
     state = {job_id: JobState(row["state"]) for job_id, row in rows.items()}
     changes: list[Change] = []
     for event in events:
         if _stale(event, state[event.job_id]):
             continue
-        unregistered = (refused or {}).get(event.job_id)
-        for i, target in enumerate(_path(event, unregistered)):
+        then = (after or {}).get(event.job_id) if event.kind == "finished" else None
+        for i, target in enumerate(_path(event, then)):
             changes.append(
                 Change(
                     event.job_id,
@@ -141,7 +143,7 @@ def _changes(
                     target,
                     event_id=event.event_id if i == 0 else None,
                     reason=f"{event.kind} reported by pilot {event.pilot_id}",
-                    values=_values(event, target, t, unregistered),
+                    values=_values(event, target, t, then),
                 )
             )
             state[event.job_id] = target
@@ -163,22 +165,17 @@ def _failure(event: JobEvent) -> retries.Failure:
     return retries.Failure(family, event.error_code, event.exit_code)
 
 
-def _path(event: JobEvent, unregistered: str | None) -> tuple[JobState, ...]:
-    if unregistered is not None and event.kind == "finished":
-        return (S.HOLDING, S.FAILED)
+def _path(event: JobEvent, then: outputs.AfterHolding | None) -> tuple[JobState, ...]:
+    if then is not None:
+        return (S.HOLDING, then.target)
     return PATH.get(event.kind, ())
 
 
 def _values(
-    event: JobEvent, target: JobState, t: datetime, unregistered: str | None = None
+    event: JobEvent, target: JobState, t: datetime, then: outputs.AfterHolding | None = None
 ) -> dict[str, Any]:
-    if target == S.FAILED and unregistered is not None and event.kind == "finished":
-        return {
-            "exit_code": event.exit_code,
-            "error_family": ErrorFamily.DDM.value,
-            "error_code": int(DDMError.OUTPUT_REGISTRATION),
-            "diagnostic": f"outputs not registered: {unregistered}",
-        }
+    if then is not None and target == then.target:
+        return then.values
     if target in (S.FINISHED, S.FAILED, S.CANCELLED):
         return {
             "exit_code": event.exit_code,

@@ -280,6 +280,15 @@ def close(conn: Connection, dataset: str, now: datetime) -> bool:
     return conn.execute(stmt).first() is not None
 
 
+def reopen(conn: Connection, dataset: str, now: datetime) -> None:
+    """Open a closed dataset again (nothing happens to an open or unknown one)."""
+    conn.execute(
+        update(datasets)
+        .where(datasets.c.name == dataset, datasets.c.state == CLOSED)
+        .values(state=OPEN, closed_at=None, modified_at=now)
+    )
+
+
 def describe(conn: Connection, name: str) -> dict[str, Any]:
     """One dataset: its row, and its files in order with the sites that have each."""
     row = conn.execute(select(datasets).where(datasets.c.name == name)).mappings().first()

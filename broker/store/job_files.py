@@ -91,8 +91,10 @@ def waiting_for_dispatch(conn: Connection, limit: int) -> list[tuple[str, int, s
     return [(r.id, r.attempt, r.site) for r in conn.execute(stmt)]
 
 
-def set_dispatch(conn: Connection, links: Sequence[tuple[str, int, str]]) -> None:
-    """Record, for (job, input file id, dispatch dataset), which dataset brings the file."""
+def set_dispatch(
+    conn: Connection, links: Sequence[tuple[str, int, str]], role: str = INPUT
+) -> None:
+    """Record, for (job, file id, dataset), which dispatch dataset moves the job's file."""
     if not links:
         return
     conn.execute(
@@ -100,33 +102,39 @@ def set_dispatch(conn: Connection, links: Sequence[tuple[str, int, str]]) -> Non
         .where(
             job_files.c.job_id == bindparam("b_job"),
             job_files.c.file_id == bindparam("b_file"),
-            job_files.c.role == INPUT,
+            job_files.c.role == role,
         )
         .values(dispatch_dataset=bindparam("b_dataset")),
         [{"b_job": j, "b_file": f, "b_dataset": d} for j, f, d in links],
     )
 
 
-def jobs_waiting_on(conn: Connection, dataset: str) -> list[tuple[str, int]]:
-    """(id, attempt) of ``assigned`` jobs with an input that ``dataset`` brings."""
+def jobs_waiting_on(conn: Connection, dataset: str) -> list[tuple[str, int, JobState]]:
+    """(id, attempt, state) of jobs ``assigned`` for an input, or ``transferring`` an
+    output, that ``dataset`` moves."""
+    waiting = [JobState.ASSIGNED.value, JobState.TRANSFERRING.value]
     stmt = (
-        select(jobs.c.id, jobs.c.attempt)
+        select(jobs.c.id, jobs.c.attempt, jobs.c.state)
         .distinct()
         .join(job_files, job_files.c.job_id == jobs.c.id)
-        .where(job_files.c.dispatch_dataset == dataset, jobs.c.state == JobState.ASSIGNED.value)
+        .where(job_files.c.dispatch_dataset == dataset, jobs.c.state.in_(waiting))
     )
-    return [(r.id, r.attempt) for r in conn.execute(stmt)]
+    return [(r.id, r.attempt, JobState(r.state)) for r in conn.execute(stmt)]
 
 
-def input_infos(conn: Connection, job_id: str) -> list[FileInfo]:
-    """The input files of a job, for the pilot to stage in and verify."""
-    stmt = (
-        select(files)
-        .join(job_files, job_files.c.file_id == files.c.id)
-        .where(job_files.c.job_id == job_id, job_files.c.role == INPUT)
-        .order_by(files.c.scope, files.c.name)
-    )
-    return [FileInfo(r.scope, r.name, r.guid, r.size, r.adler32) for r in conn.execute(stmt)]
+def input_infos(conn: Connection, job_ids: Iterable[str]) -> dict[str, list[FileInfo]]:
+    """The input files of each job that has some, for the pilot to stage in and verify."""
+    found: dict[str, list[FileInfo]] = defaultdict(list)
+    for part in chunks(list(set(job_ids))):
+        stmt = (
+            select(job_files.c.job_id, files)
+            .join(files, job_files.c.file_id == files.c.id)
+            .where(job_files.c.job_id.in_(part), job_files.c.role == INPUT)
+            .order_by(files.c.scope, files.c.name)
+        )
+        for r in conn.execute(stmt):
+            found[r.job_id].append(FileInfo(r.scope, r.name, r.guid, r.size, r.adler32))
+    return dict(found)
 
 
 def link_outputs(conn: Connection, job_id: str, attempt: int, produced: dict[int, str]) -> None:

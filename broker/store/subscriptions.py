@@ -54,10 +54,12 @@ def in_flight(conn: Connection, site: str, file_ids: Sequence[int]) -> dict[int,
     return found
 
 
-def active(conn: Connection) -> list[tuple[str, str]]:
-    """(dataset, site) of every subscription still in progress."""
-    stmt = select(subscriptions.c.dataset, subscriptions.c.site).where(
-        subscriptions.c.state.in_(ACTIVE)
+def active(conn: Connection, *states: str) -> list[tuple[str, str]]:
+    """(dataset, site) of every subscription in progress (or in one of ``states``)."""
+    stmt = (
+        select(subscriptions.c.dataset, subscriptions.c.site)
+        .where(subscriptions.c.state.in_(states or ACTIVE))
+        .order_by(subscriptions.c.id)
     )
     return [(r.dataset, r.site) for r in conn.execute(stmt)]
 
@@ -104,9 +106,18 @@ def stalled(conn: Connection, cutoff: datetime) -> list[tuple[str, str]]:
     return [(r.dataset, r.site) for r in conn.execute(stmt)]
 
 
-def of_dataset(conn: Connection, dataset: str) -> list[dict[str, Any]]:
-    """Every subscription of ``dataset``, oldest first."""
+def moving(conn: Connection, dataset: str) -> list[dict[str, Any]]:
+    """Subscriptions of ``dataset`` and of any dataset that shares a file with it."""
+    mine = dataset_contents.alias("mine")
+    theirs = dataset_contents.alias("theirs")
+    sharing = (
+        select(theirs.c.dataset)
+        .join(mine, mine.c.file_id == theirs.c.file_id)
+        .where(mine.c.dataset == dataset)
+    )
     stmt = (
-        select(subscriptions).where(subscriptions.c.dataset == dataset).order_by(subscriptions.c.id)
+        select(subscriptions)
+        .where((subscriptions.c.dataset == dataset) | subscriptions.c.dataset.in_(sharing))
+        .order_by(subscriptions.c.id)
     )
     return [iso_times(dict(r)) for r in conn.execute(stmt).mappings()]

@@ -21,6 +21,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from broker.errors import BadInput
+from broker.metrics import FILE_COPIES
 from broker.settings import Settings
 from broker.store import datasets
 from broker.store.clock import now
@@ -140,7 +141,9 @@ class LocalDDM:
         try:
             self._copy(source, destination, expected)
         except (OSError, ValueError) as exc:
+            FILE_COPIES.labels(result="failed").inc()
             return str(exc)
+        FILE_COPIES.labels(result="verified").inc()
         return ""
 
     def _placed(self, transfer: _Transfer, record: FileRecord, path: Path, retries: int) -> None:

@@ -8,12 +8,11 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from broker.settings import Settings
-from broker.store import datasets, subscriptions
-from broker.store.clock import now
+from broker.store import datasets
+from broker.store.clock import iso_times, now
 from broker.store.datasets import FileRecord
 from broker.store.engine import transaction
-from broker.store.schema import replicas
-from broker.store.schema import subscriptions as subscriptions_table
+from broker.store.schema import replicas, subscriptions
 from ddm_bridge.se import checksum, se_path
 
 SCOPE = "data"
@@ -47,6 +46,7 @@ def sites_with(engine: Engine, record: FileRecord) -> set[str]:
 def subscriptions_to(engine: Engine, site: str) -> list[dict[str, Any]]:
     """Every subscription to ``site``."""
     with transaction(engine) as conn:
-        stmt = select(subscriptions_table.c.dataset).where(subscriptions_table.c.site == site)
-        names = [r.dataset for r in conn.execute(stmt)]
-        return [s for name in names for s in subscriptions.of_dataset(conn, name)]
+        stmt = (
+            select(subscriptions).where(subscriptions.c.site == site).order_by(subscriptions.c.id)
+        )
+        return [iso_times(dict(r)) for r in conn.execute(stmt).mappings()]

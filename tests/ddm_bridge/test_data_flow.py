@@ -8,7 +8,7 @@ from pathlib import Path
 
 from broker.error_codes import DDMError, ErrorFamily, PilotError
 from broker.protocol import JobSpec
-from broker.store import datasets
+from broker.store import datasets, subscriptions
 from broker.store.engine import transaction
 from ddm_bridge.backends.local import LocalDDM
 from ddm_bridge.se import Checksum, checksum, copy_verified, se_path
@@ -19,7 +19,8 @@ from tests.harness import System, wait_for
 def test_a_job_waits_for_its_input_then_runs_and_registers_its_output(system: System) -> None:
     # Given an input file only at site A, and a job at site B that reads it
     site_a, site_b = system.new_site(), system.new_site()
-    record = put_file(system.settings, system.engine, f"in.{uuid.uuid4().hex}", site_a, b"x" * 5000)
+    input_dataset = f"in.{uuid.uuid4().hex}"
+    record = put_file(system.settings, system.engine, input_dataset, site_a, b"x" * 5000)
     system.start_broker()
     system.start_bridge()
     system.start_pilot(site_b)
@@ -43,6 +44,8 @@ def test_a_job_waits_for_its_input_then_runs_and_registers_its_output(system: Sy
     assert sites_with(system.engine, record) == {site_a, site_b}
     (subscription,) = subscriptions_to(system.engine, site_b)
     assert (subscription["state"], subscription["files_done"]) == ("done", 1)
+    with transaction(system.engine) as conn:
+        assert subscriptions.moving(conn, input_dataset) == [subscription]
     # And the output is in the job's output dataset with its size and checksum
     with transaction(system.engine) as conn:
         (output,) = datasets.dataset_files(conn, f"{job_id}.output")
@@ -161,3 +164,38 @@ def _states(system: System, *names: str) -> set[str]:
     with transaction(system.engine) as conn:
         listed = {d["name"]: d["state"] for d in datasets.list_datasets(conn)}
     return {listed.get(n, "missing") for n in names}
+
+
+def test_outputs_shipped_to_a_destination_keep_the_job_transferring_until_they_land(
+    system: System,
+) -> None:
+    # Given a job at site A whose outputs must go to site B
+    site_a, site_b = system.new_site(), system.new_site()
+    system.start_broker()
+    system.start_bridge()
+    system.start_pilot(site_a)
+    spec = JobSpec(
+        command="echo result > r.txt",
+        site=site_a,
+        output_files=["r.txt"],
+        output_destination=site_b,
+        max_attempts=1,
+    )
+    # When it runs
+    (job_id,) = system.submit(spec)
+    # Then it passes through transferring and finishes once the output is at B
+    assert system.wait_final([job_id]) == {job_id: "finished"}
+    job = system.job(job_id)
+    assert [t["to_state"] for t in job["transitions"]][-3:] == [
+        "holding",
+        "transferring",
+        "finished",
+    ]
+    assert "panda.sub." in job["transitions"][-1]["reason"]
+    with transaction(system.engine) as conn:
+        (output,) = datasets.dataset_files(conn, f"{job_id}.output")
+    assert sites_with(system.engine, output) == {site_a, site_b}
+    landed = se_path(system.settings.ddm_root, site_b, output.scope, output.name)
+    assert checksum(landed) == Checksum(output.size, output.adler32)
+    (subscription,) = subscriptions_to(system.engine, site_b)
+    assert subscription["state"] == "done"
