@@ -18,7 +18,7 @@ from broker.store.clock import now
 from broker.store.datasets import FileRecord, dataset_files, register
 from broker.store.engine import transaction
 from broker.store.jobs import list_jobs
-from broker.store.schema import job_transitions
+from broker.store.schema import job_transitions, outbox
 from broker.store.sites import apply_catalogue, set_status
 from broker.store.tasks import get_task
 from cli.submitter import publish_task
@@ -219,6 +219,13 @@ def test_activation_keeps_to_the_cap_and_higher_priority_is_claimed_first(capped
     assert max_activated(capped, ids) == 3
 
 
+def dispatches_waiting(system: System, ids: list[str]) -> bool:
+    """True while the outbox still holds a dispatch of one of ``ids`` (not yet in its queue)."""
+    with transaction(system.engine) as conn:
+        bodies = [r.body for r in conn.execute(select(outbox.c.body))]
+    return any(job_id in body for job_id in ids for body in bodies)
+
+
 def max_activated(system: System, ids: list[str]) -> int:
     with transaction(system.engine) as conn:
         rows = conn.execute(
@@ -291,7 +298,8 @@ def test_a_pilot_takes_the_largest_jobs_it_fits_first(system: System) -> None:
     system.start_broker()
     score = system.submit(*[JobSpec(command="true", site=site) for _ in range(2)])
     mcore = system.submit(*[JobSpec(command="true", site=site, cores=8) for _ in range(2)])
-    wait_for(lambda: set(system.states(score + mcore).values()) == {"activated"}, what="queues")
+    wait_for(lambda: set(system.states(score + mcore).values()) == {"activated"}, what="jobs")
+    wait_for(lambda: not dispatches_waiting(system, mcore), what="dispatches in the queues")
     # When an 8-core pilot takes them
     system.start_pilot(site, cores=8, memory_mb=16000)
     system.wait_final(score + mcore)
