@@ -15,6 +15,7 @@ class ErrorFamily(StrEnum):
     PILOT = "pilot"
     DISPATCHER = "dispatcher"
     TASKBUFFER = "taskbuffer"
+    BROKERAGE = "brokerage"
     DDM = "ddm"
 
 
@@ -44,6 +45,13 @@ class TaskBufferError(IntEnum):
     """Decisions about a job taken in the broker on request."""
 
     KILLED = 100
+    REASSIGNED = 102
+
+
+class BrokerageError(IntEnum):
+    """Brokerage found no site for the job."""
+
+    NO_SITE = 100
 
 
 class DDMError(IntEnum):
@@ -67,6 +75,11 @@ DESCRIPTIONS: dict[tuple[ErrorFamily, int], str] = {
     (ErrorFamily.DISPATCHER, DispatcherError.TRANSFERRING_TIMEOUT): "outputs not transferred",
     (ErrorFamily.DISPATCHER, DispatcherError.ASSIGNED_TIMEOUT): "input data not there in time",
     (ErrorFamily.TASKBUFFER, TaskBufferError.KILLED): "killed on request",
+    (
+        ErrorFamily.TASKBUFFER,
+        TaskBufferError.REASSIGNED,
+    ): "pulled back from its site and brokered again",
+    (ErrorFamily.BROKERAGE, BrokerageError.NO_SITE): "no site fits the job",
     (ErrorFamily.PILOT, PilotError.STAGE_IN_FAILED): "input files could not be staged in",
     (ErrorFamily.PILOT, PilotError.STAGE_OUT_FAILED): "an output is missing or was not stored",
     (ErrorFamily.DDM, DDMError.SUBSCRIPTION_FAILED): "input data could not be moved to the site",

@@ -28,6 +28,12 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: A file's name within its scope (the part of a DID after ``scope:``).
 FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
+#: A task's id: short enough that its jobs' ids (``<task id>-<6 digits>``) are names too.
+TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,55}$")
+
+#: How a claim refusal starts when the job needs more than the claiming pilot's slot.
+SLOT_TOO_SMALL = "slot too small"
+
 EventKind = Literal["starting", "running", "heartbeat", "finished", "failed", "cancelled"]
 
 
@@ -63,6 +69,9 @@ class JobSpec:
     input_files: list[str] = field(default_factory=list)
     output_files: list[str] = field(default_factory=list)
     output_destination: str | None = None
+    release: str | None = None
+    activity: str = "production"
+    sites: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         """Rules beyond types."""
@@ -83,6 +92,9 @@ class JobSpec:
                 raise SpecError(
                     f"job spec: output file {name!r} must be 1-255 letters, digits, '_', '.' or '-'"
                 )
+        _check_name("activity", self.activity)
+        for n, site in enumerate(self.sites):
+            _check_name(f"sites[{n}]", site)
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,7 @@ class ClaimRequest:
     node: str = ""
     cores: int = 1
     memory_mb: int = 2000
+    walltime_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,51 @@ class JobCommand:
 
 
 @dataclass(frozen=True)
+class TaskSpec:
+    """A task: one command run over an input dataset, split into jobs at submission.
+
+    In ``command``, ``{inputs}`` becomes the job's input file names and
+    ``{outputs}`` its output file names, each separated by spaces.
+    """
+
+    QUEUE: ClassVar[str] = "pandamq.tasks"
+    command: str
+    input_dataset: str
+    output_dataset: str
+    id: str = ""
+    name: str | None = None
+    files_per_job: int = 1
+    cores: int = 1
+    memory_mb: int = 2000
+    walltime_s: int = 86400
+    release: str | None = None
+    priority: int = 0
+    max_attempts: int = 3
+    activity: str = "production"
+    sites: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        """Rules beyond types."""
+        if not self.command.strip():
+            raise SpecError("task spec: field 'command' must not be empty")
+        if self.id and not TASK_ID_PATTERN.match(self.id):
+            raise SpecError(
+                f"task spec: field 'id' must be 1-56 letters, digits, '_', '.' or '-', "
+                f"got {self.id!r}"
+            )
+        for name in ("input_dataset", "output_dataset"):
+            if not FILE_NAME_PATTERN.match(getattr(self, name)):
+                raise SpecError(
+                    f"task spec: field {name!r} must be 1-255 letters, digits, '_', '.' or '-'"
+                )
+        _check_name("activity", self.activity, label="task spec")
+        for n, site in enumerate(self.sites):
+            _check_name(f"sites[{n}]", site, label="task spec")
+        for name in ("files_per_job", "cores", "memory_mb", "walltime_s", "max_attempts"):
+            _check_positive(name, getattr(self, name), label="task spec")
+
+
+@dataclass(frozen=True)
 class PilotCommand:
     """The broker tells a pilot to stop the payload of a job attempt it runs."""
 
@@ -172,6 +230,7 @@ MESSAGES: tuple[type[Any], ...] = (
     JobEvent,
     JobCommand,
     PilotCommand,
+    TaskSpec,
 )
 
 M = TypeVar("M", bound="DataclassInstance")
@@ -270,12 +329,14 @@ def _convert_scalar(label: str, name: str, hint: type[Any], value: Any) -> Any:
     return value
 
 
-def _check_name(name: str, value: str | None, allow_empty: bool = False) -> None:
+def _check_name(
+    name: str, value: str | None, allow_empty: bool = False, label: str = "job spec"
+) -> None:
     if value is None or (allow_empty and value == ""):
         return
     if not NAME_PATTERN.match(value):
         raise SpecError(
-            f"job spec: field {name!r} must be 1-64 letters, digits, '_', '.' or '-', got {value!r}"
+            f"{label}: field {name!r} must be 1-64 letters, digits, '_', '.' or '-', got {value!r}"
         )
 
 
@@ -290,13 +351,13 @@ def split_did(did: str) -> tuple[str, str]:
     return scope, name
 
 
-def _check_positive(name: str, value: int) -> None:
+def _check_positive(name: str, value: int, label: str = "job spec") -> None:
     if value < 1:
-        raise SpecError(f"job spec: field {name!r} must be at least 1, got {value}")
+        raise SpecError(f"{label}: field {name!r} must be at least 1, got {value}")
 
 
 def _label(cls: type[Any]) -> str:
-    return "job spec" if cls is JobSpec else f"{cls.__name__} message"
+    return {JobSpec: "job spec", TaskSpec: "task spec"}.get(cls, f"{cls.__name__} message")
 
 
 _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}

@@ -56,6 +56,13 @@ class Settings:
     # waiting out an outage of RabbitMQ or the database (broker/reconnect.py)
     reconnect_initial_delay_s: float = 0.5
     reconnect_max_delay_s: float = 30.0
+    # brokerage, throttling and re-brokerage (docs/brokerage.md)
+    brokerage_data_weight: float = 10.0
+    throttle_min_activated: int = 20
+    throttle_running_factor: float = 2.0
+    activity_shares: str = "production=80,analysis=20"
+    brokerage_interval_s: float = 10.0
+    rebrokerage_idle_s: float = 3600.0
     # data management (ddm_bridge): the local DDM's storage elements and transfers
     ddm_root: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-se"))
     transfer_threads: int = 4
@@ -63,6 +70,21 @@ class Settings:
     transfer_delay_s: float = 0.0
     subscription_timeout_s: float = 3600.0
     ddm_poll_interval_s: float = 0.5
+
+    def shares(self) -> dict[str, float]:
+        """``activity_shares`` as activity → share, e.g. ``{"production": 80.0}``."""
+        shares = {}
+        for item in filter(None, (p.strip() for p in self.activity_shares.split(","))):
+            name, _, value = item.partition("=")
+            try:
+                shares[name.strip()] = float(value)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"activity_shares: expected ACTIVITY=SHARE, ..., got {item!r}"
+                ) from exc
+        if any(v <= 0 for v in shares.values()):
+            raise ConfigError("activity_shares: every share must be above 0")
+        return shares
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; ``None`` values are ignored."""
@@ -147,6 +169,9 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"queue_type must be classic or quorum, got {settings.queue_type!r}")
     if settings.batch_size < 1 or settings.publish_window < 1:
         raise ConfigError("batch_size and publish_window must be at least 1")
+    settings.shares()
+    if settings.throttle_min_activated < 1:
+        raise ConfigError("throttle_min_activated must be at least 1")
     if settings.transfer_threads < 1 or settings.transfer_retries < 0:
         raise ConfigError("transfer_threads must be at least 1 and transfer_retries at least 0")
     if not 0 < settings.reconnect_initial_delay_s <= settings.reconnect_max_delay_s:

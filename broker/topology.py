@@ -22,6 +22,8 @@ REPLIES_EXCHANGE = "pandamq.replies"
 CONTROL_EXCHANGE = "pandamq.control"
 COMMANDS_EXCHANGE = "pandamq.commands"
 COMMANDS_QUEUE = "pandamq.commands"
+TASKS_EXCHANGE = "pandamq.tasks"
+TASKS_QUEUE = "pandamq.tasks"
 DEAD_LETTER_EXCHANGE = "pandamq.dlx"
 DEAD_LETTER_QUEUE = "pandamq.dead"
 
@@ -112,6 +114,10 @@ class Topology:
         """Where people's kill and retry commands wait for the broker service."""
         return self._durable(COMMANDS_QUEUE, Exchange(COMMANDS_EXCHANGE, "direct"), COMMANDS_QUEUE)
 
+    def tasks_queue(self) -> Queue:
+        """Where task submissions wait for the broker service."""
+        return self._durable(TASKS_QUEUE, Exchange(TASKS_EXCHANGE, "direct"), TASKS_QUEUE)
+
     def events_queue(self) -> Queue:
         """Where pilots' job events wait for the broker service."""
         return self._durable(EVENTS_QUEUE, Exchange(EVENTS_EXCHANGE, "topic"), "#")
@@ -171,6 +177,7 @@ class Topology:
             self.events_queue(),
             self.commands_queue(),
             self.dead_letter_queue(),
+            self.tasks_queue(),
         ]
 
     def site_queues(self, sites: Iterable[str]) -> list[Queue]:

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import click
 
-from cli import control, datasets, db, dead_letters, demo, jobs, pilot, serve, sites, submit
+from cli import (
+    control,
+    datasets,
+    db,
+    dead_letters,
+    demo,
+    jobs,
+    pilot,
+    serve,
+    sites,
+    submit,
+    tasks,
+)
 from cli.context import Group
 
 
@@ -33,6 +45,8 @@ for command in (
     serve.serve,
     sites.sites,
     submit.submit,
+    tasks.tasks,
+    tasks.task,
     datasets.datasets,
     datasets.dataset,
 ):

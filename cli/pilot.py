@@ -21,6 +21,13 @@ from pilot_agent.agent import Pilot, Slot
     help="Memory of the slot in MB.",
 )
 @click.option(
+    "--walltime",
+    "walltime_s",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seconds the slot lasts; jobs needing longer are not taken (default: no limit).",
+)
+@click.option(
     "--max-jobs",
     type=click.IntRange(min=1),
     default=None,
@@ -40,6 +47,7 @@ def pilot(
     site: str,
     cores: int,
     memory_mb: int,
+    walltime_s: int | None,
     max_jobs: int | None,
     heartbeat_interval: float | None,
     log_level: str | None,
@@ -47,6 +55,6 @@ def pilot(
     """Pull jobs from SITE's queues and run them, until --max-jobs or SIGTERM."""
     s = settings(ctx, heartbeat_interval_s=heartbeat_interval, log_level=log_level)
     setup_logging(s.log_level)
-    agent = Pilot(s, Slot(site, cores, memory_mb), max_jobs=max_jobs)
+    agent = Pilot(s, Slot(site, cores, memory_mb, walltime_s), max_jobs=max_jobs)
     ran = agent.run(stop_on_signals())
     click.echo(f"pilot {agent.pilot_id} ran {ran} job(s)")

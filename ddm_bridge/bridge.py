@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine
 from broker.error_codes import DDMError
 from broker.metrics import SUBSCRIPTIONS_ENDED
 from broker.reconnect import Backoff, until_stopped
+from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.store import datasets, subscriptions
 from broker.store.clock import now
@@ -76,7 +77,7 @@ class DDMBridge:
         """One pass; how many things changed (jobs, subscriptions, datasets)."""
         t = at or now()
         with transaction(self._engine) as conn:
-            activated, new = dispatch.subscribe_waiting(conn, t)
+            activated, new = dispatch.subscribe_waiting(conn, t, Limits.of(self._settings))
             # also those the broker made (outputs shipped to their destination)
             requested = subscriptions.active(conn, subscriptions.REQUESTED)
         # (outside the transaction: a backend may use the database itself)
@@ -122,7 +123,7 @@ class DDMBridge:
             SUBSCRIPTIONS_ENDED.labels(state=report.state).inc()
             self._asked.discard((report.dataset, report.site))
         if moved and report.state == subscriptions.DONE:
-            callbacks.completed(conn, report.dataset, t)
+            callbacks.completed(conn, report.dataset, t, Limits.of(self._settings))
         elif moved and report.state == subscriptions.FAILED:
             callbacks.failed(
                 conn,

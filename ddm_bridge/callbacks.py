@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 from broker.error_codes import DDMError, ErrorFamily
 from broker.service import retries
 from broker.service.activation import JobRef, activate
+from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store import job_files, transitions
 from broker.store.jobs import load
@@ -22,14 +23,15 @@ from ddm_bridge.dispatch import COMPLETE
 log = logging.getLogger(__name__)
 
 
-def completed(conn: Connection, dataset: str, now: datetime) -> int:
+def completed(conn: Connection, dataset: str, now: datetime, limits: Limits | None = None) -> int:
     """Activate the jobs that waited on ``dataset`` and now have every input, and
-    finish those whose outputs it shipped; how many moved."""
+    finish those whose outputs it shipped; how many moved. Activation keeps to
+    the sites' ``limits``."""
     waiting = job_files.jobs_waiting_on(conn, dataset)
     assigned = [(j, a) for j, a, state in waiting if state == JobState.ASSIGNED]
     missing = job_files.missing_inputs(conn, (job_id for job_id, _ in assigned))
     ready = [JobRef(job_id, attempt) for job_id, attempt in assigned if job_id not in missing]
-    activated = activate(conn, ready, now, f"{COMPLETE} ({dataset} complete)")
+    activated = activate(conn, ready, now, f"{COMPLETE} ({dataset} complete)", limits)
     shipped = [
         Change(
             job_id,

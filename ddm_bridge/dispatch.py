@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from broker.service.activation import JobRef, activate
+from broker.service.throttle import Limits
 from broker.store import datasets, job_files, subscriptions
 
 log = logging.getLogger(__name__)
@@ -32,14 +33,17 @@ def dispatch_name(site: str) -> str:
     return f"panda.dis.{site}.{uuid.uuid4().hex[:12]}"
 
 
-def subscribe_waiting(conn: Connection, now: datetime) -> tuple[int, list[tuple[str, str]]]:
-    """Link waiting jobs to dispatch datasets; (jobs activated, new (dataset, site) pairs)."""
+def subscribe_waiting(
+    conn: Connection, now: datetime, limits: Limits | None = None
+) -> tuple[int, list[tuple[str, str]]]:
+    """Link waiting jobs to dispatch datasets; (jobs activated within the sites' ``limits``,
+    new (dataset, site) pairs)."""
     waiting = job_files.waiting_for_dispatch(conn, BATCH)
     if not waiting:
         return 0, []
     missing = job_files.missing_inputs(conn, (job_id for job_id, _, _ in waiting))
     ready = [JobRef(job_id, attempt) for job_id, attempt, _ in waiting if job_id not in missing]
-    activated = activate(conn, ready, now, COMPLETE)
+    activated = activate(conn, ready, now, COMPLETE, limits)
     by_site: dict[str, list[str]] = defaultdict(list)
     for job_id, _, site in waiting:
         if job_id in missing:

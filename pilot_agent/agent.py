@@ -30,6 +30,7 @@ from broker.messaging.dead_letters import dead_letter
 from broker.messaging.publisher import Outgoing
 from broker.protocol import (
     NAME_PATTERN,
+    SLOT_TOO_SMALL,
     ClaimReply,
     ClaimRequest,
     EventKind,
@@ -62,12 +63,15 @@ class Slot:
     site: str
     cores: int = 1
     memory_mb: int = 2000
+    walltime_s: int | None = None
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.site):
             raise BadInput(f"site {self.site!r} must be 1-64 letters, digits, '_', '.' or '-'")
         if self.cores < 1 or self.memory_mb < 1:
             raise BadInput("a slot needs at least 1 core and 1 MB of memory")
+        if self.walltime_s is not None and self.walltime_s < 1:
+            raise BadInput("a slot's walltime must be at least 1 second")
 
 
 def new_pilot_id() -> str:
@@ -101,6 +105,7 @@ class Pilot:
         self._jobs_channel: object = None
         #: A job whose claim an outage cut off before the answer came.
         self._claiming: JobDispatch | None = None
+        self._started = time.monotonic()
 
     @property
     def events_waiting(self) -> int:
@@ -169,6 +174,14 @@ class Pilot:
         self._jobs_channel = connection.channel()
 
     def _next_delivery(self, stop: threading.Event) -> Message | None:
+        """The first job waiting in the largest queue that has one, else the first to come."""
+        for queue in self._job_queues():
+            message = queue.bind(self._jobs_channel).get(no_ack=False)
+            if message is not None:
+                return message
+        return self._consume_one(stop)
+
+    def _consume_one(self, stop: threading.Event) -> Message | None:
         """Consume until one delivery arrives, then stop consuming.
 
         Each queue's consumer has a prefetch of 1 (quorum queues refuse a
@@ -231,10 +244,19 @@ class Pilot:
                 dispatch.job_id,
                 reply.reason,
             )
+            if reply.reason.startswith(SLOT_TOO_SMALL):
+                # the job is back in the queue for a larger slot: do not take it again at once
+                self._tick()
             return None
         self._ran.add((dispatch.job_id, dispatch.attempt))
         self._inputs[(dispatch.job_id, dispatch.attempt)] = reply.input_files
         return reply.job, dispatch.attempt
+
+    def _walltime_left(self) -> int:
+        """Seconds the slot has left (0: not limited)."""
+        if self.slot.walltime_s is None:
+            return 0
+        return max(1, int(self.slot.walltime_s - (time.monotonic() - self._started)))
 
     def _ask(self, dispatch: JobDispatch) -> ClaimReply | None:
         request = ClaimRequest(
@@ -246,6 +268,7 @@ class Pilot:
             node=socket.gethostname(),
             cores=self.slot.cores,
             memory_mb=self.slot.memory_mb,
+            walltime_s=self._walltime_left(),
         )
         self._link.publish(
             [Outgoing(topology.CLAIMS_EXCHANGE, topology.CLAIMS_QUEUE, encode(request))]

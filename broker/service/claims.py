@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
 from sqlalchemy.sql.expression import bindparam
@@ -19,9 +21,12 @@ from broker import topology
 from broker.messaging.consumer import Incoming
 from broker.messaging.publisher import Outgoing, Publisher
 from broker.metrics import CLAIMS
-from broker.protocol import ClaimReply, ClaimRequest, encode
+from broker.protocol import SLOT_TOO_SMALL, ClaimReply, ClaimRequest, encode
+from broker.service.activation import dispatch, release
+from broker.service.throttle import Limits
+from broker.settings import Settings
 from broker.states import JobState
-from broker.store import transitions
+from broker.store import outbox, transitions
 from broker.store.clock import now
 from broker.store.engine import transaction
 from broker.store.job_files import input_infos
@@ -37,9 +42,12 @@ CLAIMED_BY_ANOTHER = "job was claimed by another pilot"
 class ClaimHandler:
     """Handles batches from ``pandamq.claims``: one transaction, then the replies."""
 
-    def __init__(self, engine: Engine, publisher: Publisher) -> None:
+    def __init__(
+        self, engine: Engine, publisher: Publisher, settings: Settings | None = None
+    ) -> None:
         self._engine = engine
         self._publisher = publisher
+        self._limits = Limits.of(settings or Settings())
 
     def __call__(self, batch: list[Incoming[ClaimRequest]]) -> None:
         """Grant or refuse each claim; reply to each pilot."""
@@ -51,6 +59,8 @@ class ClaimHandler:
             won = {c.job_id: c.values["pilot_id"] for c in transitions.apply(conn, changes, t)}
             replies = _with_inputs(conn, [_reply(r, rows.get(r.job_id), won) for r in requests])
             _see_pilots(conn, requests, replies, t)
+            outbox.put(conn, _dispatch_again(requests, rows, won))
+            release(conn, t, self._limits, {rows[j]["site"] for j in won})
         self._publisher.publish(
             Outgoing(
                 topology.REPLIES_EXCHANGE,
@@ -103,7 +113,33 @@ def _refusal(request: ClaimRequest, row: RowMapping | None) -> str | None:
         return f"job belongs to site {row['site']}, not {request.site}"
     if row["state"] not in (JobState.ACTIVATED, JobState.SENT):
         return f"job is {row['state']}"
-    return None
+    return slot_misfit(request, row["spec"])
+
+
+def slot_misfit(request: ClaimRequest, spec: Mapping[str, Any]) -> str | None:
+    """Why the claiming pilot's slot is too small for the job, or None if it fits."""
+    needs = (spec["cores"], spec["memory_mb"], spec["walltime_s"])
+    has = (request.cores, request.memory_mb, request.walltime_s or needs[2])
+    if all(n <= h for n, h in zip(needs, has, strict=True)):
+        return None
+    return (
+        f"{SLOT_TOO_SMALL}: the job needs {needs[0]} cores, {needs[1]} MB, {needs[2]} s;"
+        f" the slot has {has[0]} cores, {has[1]} MB, {has[2]} s"
+    )
+
+
+def _dispatch_again(
+    requests: list[ClaimRequest], rows: dict[str, RowMapping], won: dict[str, str]
+) -> list[Outgoing]:
+    """A job refused to a slot too small for it goes back to its queue for another pilot."""
+    again = {}
+    for r in requests:
+        row = rows.get(r.job_id)
+        if row is not None and r.job_id not in won and row["state"] == JobState.ACTIVATED:
+            refusal = _refusal(r, row)
+            if refusal is not None and refusal.startswith(SLOT_TOO_SMALL):
+                again[r.job_id] = dispatch(row)
+    return list(again.values())
 
 
 def _reply(request: ClaimRequest, row: RowMapping | None, won: dict[str, str]) -> ClaimReply:

@@ -10,6 +10,7 @@ from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobCommand
 from broker.service import kills, retries
+from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store.clock import now
@@ -26,6 +27,7 @@ class CommandHandler:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._memory_factor = settings.memory_retry_factor
+        self._limits = Limits.of(settings)
 
     def __call__(self, batch: list[Incoming[JobCommand]]) -> None:
         """Carry out each command in order."""
@@ -41,7 +43,7 @@ class CommandHandler:
                     outcome = kills.kill(conn, rows, command.reason, t)
                     log.info("kill of %d job(s): %s", len(rows), outcome)
                 else:
-                    started = retries.retry(conn, self._decide(rows), t)
+                    started = retries.retry(conn, self._decide(rows), t, self._limits)
                     log.info("retry by hand: %d of %d job(s) started again", started, len(rows))
 
     def _decide(self, rows: list[RowMapping]) -> list[tuple[RowMapping, retries.Decision]]:

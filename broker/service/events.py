@@ -18,6 +18,7 @@ from broker.messaging.consumer import Incoming
 from broker.protocol import JobEvent
 from broker.service import retries
 from broker.service.kills import kill_commands
+from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import FINAL_STATES, JobState
 from broker.store import outbox, transitions
@@ -55,6 +56,7 @@ class EventHandler:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._memory_factor = settings.memory_retry_factor
+        self._limits = Limits.of(settings)
         self._ddm_root = settings.ddm_root
 
     def __call__(self, batch: list[Incoming[JobEvent]]) -> None:
@@ -67,7 +69,8 @@ class EventHandler:
             after = outputs.register(conn, accepted, rows, self._ddm_root, t)
             applied = transitions.apply(conn, _changes(accepted, rows, t, after), t)
             _heartbeats(conn, accepted, rows, t)
-            retries.retry(conn, self._retry_decisions(accepted, rows, applied), t)
+            decided = self._retry_decisions(accepted, rows, applied)
+            retries.retry(conn, decided, t, self._limits)
 
     def _retry_decisions(
         self, events: list[JobEvent], rows: dict[str, RowMapping], applied: list[Change]

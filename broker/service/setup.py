@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 
 from broker.error_codes import DDMError, ErrorFamily
 from broker.service.activation import JobRef, Placement, activate, assign
+from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store import transitions
 from broker.store.job_files import link_inputs, missing_inputs
@@ -25,8 +26,11 @@ log = logging.getLogger(__name__)
 S = JobState
 
 
-def set_up(conn: Connection, placements: list[Placement], now: datetime) -> int:
-    """Assign every placement; activate those with nothing to wait for; how many activated."""
+def set_up(
+    conn: Connection, placements: list[Placement], now: datetime, limits: Limits | None = None
+) -> int:
+    """Assign every placement; activate those with nothing to wait for (within the sites'
+    ``limits``); how many activated."""
     assigned = assign(conn, placements, now)
     with_inputs = [p for p in assigned if p.spec.input_files]
     unknown = link_inputs(conn, [(p.spec.id, p.attempt, p.spec.input_files) for p in with_inputs])
@@ -37,8 +41,8 @@ def set_up(conn: Connection, placements: list[Placement], now: datetime) -> int:
     ready = [p for p in assigned if p.spec.id not in unknown and p.spec.id not in missing]
     at_site = [JobRef(p.spec.id, p.attempt) for p in ready if p.spec.input_files]
     no_inputs = [JobRef(p.spec.id, p.attempt) for p in ready if not p.spec.input_files]
-    return activate(conn, at_site, now, "all input files are at the site") + activate(
-        conn, no_inputs, now
+    return activate(conn, at_site, now, "all input files are at the site", limits) + activate(
+        conn, no_inputs, now, limits=limits
     )
 
 

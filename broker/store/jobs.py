@@ -54,6 +54,7 @@ def _job_row(spec: JobSpec, now: datetime) -> dict[str, Any]:
         "priority": spec.priority,
         "max_attempts": spec.max_attempts,
         "spec": dataclasses.asdict(spec),
+        "activity": spec.activity,
         "created_at": now,
         "modified_at": now,
     }
@@ -119,6 +120,7 @@ def get_job(conn: Connection, job_id: str) -> dict[str, Any]:
         raise NotFound(f"no job {job_id!r}")
     job = _public(row)
     job["spec"] = dict(row["spec"])
+    job["brokerage"] = row["brokerage"]
     job["attempts"] = [
         iso_times(dict(a))
         for a in conn.execute(

@@ -38,6 +38,12 @@ sites = Table(
     Column("name", ID, primary_key=True),
     Column("status", String(16), nullable=False, default="online"),
     Column("created_at", Time, nullable=False),
+    Column("se", String(64)),
+    Column("slots", JSON),
+    Column("max_walltime_s", Integer),
+    Column("releases", JSON),
+    Column("max_queued", Integer),
+    Column("modified_at", Time),
 )
 
 tasks = Table(
@@ -47,6 +53,7 @@ tasks = Table(
     Column("name", String(256)),
     Column("status", String(16), nullable=False),
     Column("created_at", Time, nullable=False),
+    Column("spec", JSON),
 )
 
 jobs = Table(
@@ -71,6 +78,8 @@ jobs = Table(
     Column("modified_at", Time, nullable=False),
     Column("heartbeat_at", Time),
     Column("kill_requested_at", Time),
+    Column("activity", String(32)),
+    Column("brokerage", JSON),
     Index(None, "site", "state"),
     Index(None, "state", "priority"),
     Index(None, "task_id"),

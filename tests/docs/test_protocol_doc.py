@@ -11,6 +11,7 @@ import pytest
 
 from broker import topology
 from broker.error_codes import (
+    BrokerageError,
     DDMError,
     DispatcherError,
     ErrorFamily,
@@ -24,6 +25,7 @@ FAMILIES = {
     ErrorFamily.PILOT: PilotError,
     ErrorFamily.DISPATCHER: DispatcherError,
     ErrorFamily.TASKBUFFER: TaskBufferError,
+    ErrorFamily.BROKERAGE: BrokerageError,
     ErrorFamily.DDM: DDMError,
 }
 
