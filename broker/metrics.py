@@ -16,3 +16,8 @@ DEAD_LETTERED = Counter(
     "pandamq_dead_lettered_total", "Messages sent to the dead-letter queue.", ["queue"]
 )
 CLAIMS = Counter("pandamq_claims_total", "Claim requests answered.", ["result"])
+REFUSED_SENDERS = Counter(
+    "pandamq_refused_senders_total",
+    "Messages refused because their sender (user_id) may not do what they ask.",
+    ["kind"],
+)

@@ -56,6 +56,8 @@ class Settings:
     # waiting out an outage of RabbitMQ or the database (broker/reconnect.py)
     reconnect_initial_delay_s: float = 0.5
     reconnect_max_delay_s: float = 30.0
+    # security (broker/security/): identities with the production role, comma-separated
+    production_role: str = ""
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; ``None`` values are ignored."""
@@ -122,6 +124,8 @@ def _coerce(name: str, type_name: str, value: Any) -> Any:
             return float(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name} must be a number, got {value!r}") from exc
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
     return str(value)
 
 

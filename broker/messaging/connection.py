@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from kombu import Connection
 
 from broker.errors import BrokerRefused, BrokerUnavailable
+from broker.messaging import tls
 from broker.settings import Settings
 
 #: The memory transport polls its queues; keep the demo's latency low.
@@ -44,9 +44,10 @@ def connect(settings: Settings, heartbeat: int = 0, timeout_s: float = 10.0) -> 
             "check the user and password (or certificate) and the vhost"
         ) from exc
     except (*conn.connection_errors, OSError) as exc:
-        raise BrokerUnavailable(
-            f"cannot reach the message broker at {conn.as_uri()}: {exc}; "
+        raise tls.explain(exc, conn.as_uri()) or BrokerUnavailable(
+            f"cannot reach the message broker at {conn.as_uri()}: {exc or type(exc).__name__}; "
             "check that RabbitMQ is running and PANDAMQ_BROKER_URL is right"
+            + tls.plain_on_tls_hint(settings.broker_url)
         ) from exc
     return conn
 
@@ -58,17 +59,7 @@ def _build(settings: Settings, heartbeat: int, timeout_s: float) -> Connection:
     url = url.replace("amqps://", "amqp://", 1) if url.startswith("amqps://") else url
     options: dict[str, Any] = {"heartbeat": heartbeat, "connect_timeout": timeout_s}
     if settings.broker_url.startswith("amqps://"):
-        options["ssl"] = _tls_options(settings)
+        options["ssl"] = tls.options(settings)
         if settings.tls_cert:
             options["login_method"] = "EXTERNAL"
     return Connection(url, **options)
-
-
-def _tls_options(settings: Settings) -> dict[str, Any]:
-    options: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED}
-    if settings.tls_ca:
-        options["ca_certs"] = settings.tls_ca
-    if settings.tls_cert:
-        options["certfile"] = settings.tls_cert
-        options["keyfile"] = settings.tls_key
-    return options

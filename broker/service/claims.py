@@ -19,6 +19,7 @@ from broker.messaging.consumer import Incoming
 from broker.messaging.publisher import Outgoing, Publisher
 from broker.metrics import CLAIMS
 from broker.protocol import ClaimReply, ClaimRequest, encode
+from broker.security import senders
 from broker.states import JobState
 from broker.store import transitions
 from broker.store.clock import now
@@ -42,9 +43,12 @@ class ClaimHandler:
     def __call__(self, batch: list[Incoming[ClaimRequest]]) -> None:
         """Grant or refuse each claim; reply to each pilot."""
         t = now()
-        requests = [i.message for i in batch]
         with transaction(self._engine) as conn:
-            rows = load(conn, (r.job_id for r in requests), lock=True)
+            rows = load(conn, (i.message.job_id for i in batch), lock=True)
+            claimable = senders.allowed(
+                batch, "claim", lambda i: senders.job_site_refusal(i, "claim", rows)
+            )
+            requests = [i.message for i in claimable]
             changes = _claim_changes(requests, rows, t)
             won = {c.job_id: c.values["pilot_id"] for c in transitions.apply(conn, changes, t)}
             replies = [_reply(r, rows.get(r.job_id), won) for r in requests]
@@ -120,6 +124,8 @@ def _see_pilots(
     conn: Connection, requests: list[ClaimRequest], replies: list[ClaimReply], t: datetime
 ) -> None:
     """Record each claiming pilot (first and last seen, slot, jobs granted)."""
+    if not requests:
+        return
     latest = {r.pilot_id: r for r in requests}
     known = {row.id for row in conn.execute(select(pilots.c.id).where(pilots.c.id.in_(latest)))}
     new = [r for pid, r in latest.items() if pid not in known]

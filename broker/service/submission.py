@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine
 
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec
+from broker.security import senders
 from broker.service.activation import Placement, activate
 from broker.store.clock import now
 from broker.store.engine import transaction
@@ -33,7 +34,8 @@ class SubmissionHandler:
         with transaction(self._engine) as conn:
             fresh = self._fresh(conn, batch)
             placed = self._place(conn, fresh)
-            insert_defined(conn, [p.spec for p in placed], t)
+            owners = {i.message.id: i.user_id for i in fresh}
+            insert_defined(conn, [p.spec for p in placed], t, owners)
             activate(conn, placed, t)
         self._site_queues_ready({p.site for p in placed})
         if placed:
@@ -44,7 +46,7 @@ class SubmissionHandler:
         for incoming in batch:
             if not incoming.message.id:
                 incoming.refuse("job spec: field 'id' is required on the wire")
-        named = [i for i in batch if i.message.id]
+        named = [i for i in senders.allowed(batch, "submission", _no_user) if i.message.id]
         seen = existing_ids(conn, (i.message.id for i in named))
         fresh: dict[str, Incoming[JobSpec]] = {}
         for incoming in named:
@@ -68,6 +70,11 @@ class SubmissionHandler:
                 continue
             placed.append(Placement(spec, 1, site, why))
         return placed
+
+
+def _no_user(incoming: Incoming[JobSpec]) -> str | None:
+    """Every job has an owner: the validated user that submitted it."""
+    return senders.NO_USER_ID if incoming.user_id is None else None
 
 
 def _choose(spec: JobSpec, statuses: dict[str, str], online: list[str]) -> tuple[str | None, str]:

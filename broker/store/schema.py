@@ -70,6 +70,8 @@ jobs = Table(
     Column("modified_at", Time, nullable=False),
     Column("heartbeat_at", Time),
     Column("kill_requested_at", Time),
+    #: The user that submitted the job (its messages' validated ``user_id``).
+    Column("owner", String(256)),
     Index(None, "site", "state"),
     Index(None, "state", "priority"),
     Index(None, "task_id"),
