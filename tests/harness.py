@@ -92,9 +92,15 @@ class System:
         wait_for(lambda: ready.is_set() or thread.error, what="broker ready")
         self._raise_errors()
 
-    def start_pilot(self, site: str, max_jobs: int | None = None, **slot: int) -> Pilot:
-        """Start a pilot thread for ``site``."""
-        pilot = Pilot(self.settings, Slot(site, **slot), max_jobs=max_jobs)
+    def start_pilot(
+        self,
+        site: str,
+        max_jobs: int | None = None,
+        settings: Settings | None = None,
+        **slot: int,
+    ) -> Pilot:
+        """Start a pilot thread for ``site`` (with its own ``settings``, e.g. its certificate)."""
+        pilot = Pilot(settings or self.settings, Slot(site, **slot), max_jobs=max_jobs)
         self._start(f"pilot-{pilot.pilot_id}", lambda: pilot.run(self.stop))
         return pilot
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from kombu import Connection
 
@@ -36,20 +37,39 @@ def connect(settings: Settings, heartbeat: int = 0, timeout_s: float = 10.0) -> 
     """An open connection to the message broker, or ``BrokerUnavailable``."""
     conn = _build(settings, heartbeat, timeout_s)
     try:
+        _open(conn, settings)
+    except BaseException:
+        # Drop the half-open connection now, not in a destructor at some later time.
+        conn.collect()
+        raise
+    return conn
+
+
+def _open(conn: Connection, settings: Settings) -> None:
+    where = shown(settings.broker_url)
+    try:
         # One attempt: kombu's connect() retries once after 2 s; callers choose their backoff.
         conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
     except conn.channel_errors as exc:
         raise BrokerRefused(
-            f"the message broker at {conn.as_uri()} refused the connection: {exc}; "
+            f"the message broker at {where} refused the connection: {exc}; "
             "check the user and password (or certificate) and the vhost"
         ) from exc
     except (*conn.connection_errors, OSError) as exc:
-        raise tls.explain(exc, conn.as_uri()) or BrokerUnavailable(
-            f"cannot reach the message broker at {conn.as_uri()}: {exc or type(exc).__name__}; "
+        raise tls.explain(exc, settings, where) or BrokerUnavailable(
+            f"cannot reach the message broker at {where}: {exc or type(exc).__name__}; "
             "check that RabbitMQ is running and PANDAMQ_BROKER_URL is right"
             + tls.plain_on_tls_hint(settings.broker_url)
         ) from exc
-    return conn
+
+
+def shown(url: str) -> str:
+    """A broker URL fit for a log line: no password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":**@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _build(settings: Settings, heartbeat: int, timeout_s: float) -> Connection:

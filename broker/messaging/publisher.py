@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import amqp
 from kombu import Connection, Producer
 
-from broker.errors import BrokerUnavailable, PublishFailed
+from broker.errors import BrokerRefused, BrokerUnavailable, PublishFailed
 
 CONTENT_TYPE = "application/json"
 
@@ -108,6 +108,8 @@ class ConfirmingPublisher:
                 self._send(m)
                 count += 1
             self._wait_below(1)
+        except self._connection.channel_errors as exc:
+            raise BrokerRefused(f"the message broker refused a publish: {exc}") from exc
         except (*self._connection.connection_errors, OSError) as exc:
             raise BrokerUnavailable(f"lost the message broker while publishing: {exc}") from exc
         if self._failures:

@@ -4,8 +4,10 @@ a plain client on a TLS port)."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import ssl
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,7 +37,7 @@ def _readable(settings: Settings) -> None:
             raise ConfigError(f"{name} {path!r}: no such readable file")
 
 
-def explain(exc: BaseException, where: str) -> PandaMQError | None:
+def explain(exc: BaseException, settings: Settings, where: str) -> PandaMQError | None:
     """One line saying why a TLS connection to ``where`` failed; None if not a TLS failure."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return BrokerRefused(
@@ -44,10 +46,22 @@ def explain(exc: BaseException, where: str) -> PandaMQError | None:
         )
     if isinstance(exc, ssl.SSLError):
         return BrokerRefused(
-            f"TLS with the message broker at {where} failed: {_reason(exc)}; "
-            "check that tls_cert is signed by a CA the broker trusts and has not expired"
+            f"the message broker at {where} ended the TLS handshake ({_reason(exc)}): "
+            f"{_client_cert_problem(settings)}"
         )
     return None
+
+
+def _client_cert_problem(settings: Settings) -> str:
+    """What is wrong with our certificate, as far as we can tell from here."""
+    if not settings.tls_cert:
+        return "it wants a client certificate; set tls_cert and tls_key"
+    from broker.security.certs import load_cert
+
+    expires = load_cert(Path(settings.tls_cert)).not_valid_after_utc
+    if expires < datetime.datetime.now(datetime.UTC):
+        return f"tls_cert {settings.tls_cert} expired on {expires:%Y-%m-%d %H:%M} UTC"
+    return f"it refused tls_cert {settings.tls_cert}; check that a CA the broker trusts signed it"
 
 
 def plain_on_tls_hint(url: str) -> str:
@@ -58,5 +72,5 @@ def plain_on_tls_hint(url: str) -> str:
 
 
 def _reason(exc: ssl.SSLError) -> str:
-    reason = exc.reason or str(exc)
-    return reason.lower().replace("_", " ")
+    reason = exc.reason or exc.strerror or str(exc)
+    return str(reason).lower().replace("_", " ")
