@@ -72,11 +72,13 @@ def deployment(
         production_role="user.prod",
     )
     system = System(broker_settings)
-    site_a, site_b = system.new_site(), system.new_site()
-    node.provision(vhost, [site_a, site_b], ["alice", "bob", "prod"])
-    system.start_broker()
-    yield Deployment(node, vhost, system, site_a, site_b, base, certs_dir)
-    system.close()
+    try:
+        site_a, site_b = system.new_site(), system.new_site()
+        node.provision(vhost, [site_a, site_b], ["alice", "bob", "prod"])
+        system.start_broker()
+        yield Deployment(node, vhost, system, site_a, site_b, base, certs_dir)
+    finally:
+        system.close()
     assert not dead_letters(base.replace(broker_url=node.url(vhost)))
 
 

@@ -59,7 +59,7 @@ def _open(conn: Connection, settings: Settings) -> None:
         raise tls.explain(exc, settings, where) or BrokerUnavailable(
             f"cannot reach the message broker at {where}: {exc or type(exc).__name__}; "
             "check that RabbitMQ is running and PANDAMQ_BROKER_URL is right"
-            + tls.plain_on_tls_hint(settings.broker_url)
+            + tls.plain_on_tls_hint(settings.broker_url, exc)
         ) from exc
 
 

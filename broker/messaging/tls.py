@@ -64,9 +64,10 @@ def _client_cert_problem(settings: Settings) -> str:
     return f"it refused tls_cert {settings.tls_cert}; check that a CA the broker trusts signed it"
 
 
-def plain_on_tls_hint(url: str) -> str:
+def plain_on_tls_hint(url: str, exc: BaseException) -> str:
     """What to check when a plain ``amqp://`` connection is dropped at once."""
-    if url.startswith("amqp://"):
+    dropped = isinstance(exc, ConnectionResetError) or "closed" in str(exc)
+    if url.startswith("amqp://") and dropped:
         return "; if that port is a TLS listener, use amqps:// with tls_ca"
     return ""
 

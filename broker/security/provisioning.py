@@ -102,7 +102,7 @@ def plan(
 def _user(vhost: str, user: str, permissions: Permissions, topics: list[Command]) -> list[Command]:
     # A random password, cleared at once: these users log in with certificates only.
     return [
-        ["add_user", user, secrets.token_urlsafe(24)],
+        ["add_user", user, secrets.token_hex(24)],
         ["clear_password", user],
         ["set_permissions", "-p", vhost, user, *permissions.args()],
         *(["set_topic_permissions", "-p", vhost, user, *t] for t in topics),
