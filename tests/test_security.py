@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from broker import topology
 from broker.errors import BrokerRefused, BrokerUnavailable
@@ -18,6 +19,7 @@ from broker.protocol import ClaimRequest, JobCommand, JobEvent, JobSpec, encode
 from broker.security import certs
 from broker.settings import Settings
 from broker.states import JobState
+from cli.main import pandamq
 from cli.submitter import publish_to
 from tests.conftest import test_settings
 from tests.harness import System, dead_letters, publish, wait_for
@@ -211,3 +213,51 @@ def _reasons(d: Deployment, count: int) -> list[str] | None:
     """The reasons of dead letters taken so far, once there are ``count`` of them."""
     d.dead_letters += [str(h[topology.REASON_HEADER]) for _, h in dead_letters(d.admin())]
     return d.dead_letters if len(d.dead_letters) >= count else None
+
+
+def test_a_command_with_an_expired_certificate_fails_in_one_line(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # Given an expired certificate, and a job spec file
+    d = deployment
+    expired = d.node.certificate("user.alice", tmp_path / "old", days=1, age_days=10)
+    spec = tmp_path / "job.json"
+    spec.write_text(f'{{"command": "true", "site": "{d.site_a}"}}')
+    env = {
+        "PANDAMQ_BROKER_URL": d.node.tls_url(d.vhost),
+        "PANDAMQ_DATABASE_URL": d.base.database_url,
+        "PANDAMQ_TLS_CA": str(d.node.ca),
+        "PANDAMQ_TLS_CERT": str(expired.cert),
+        "PANDAMQ_TLS_KEY": str(expired.key),
+        "PANDAMQ_CONFIG": None,
+    }
+    # When alice submits with it
+    result = CliRunner(env=env).invoke(pandamq, ["submit", str(spec)])
+    # Then the command fails with one line that says her certificate expired
+    assert result.exit_code == 1
+    assert result.stderr.startswith("pandamq: error: the message broker at amqps://")
+    assert f"tls_cert {expired.cert} expired on " in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_provision_applies_users_and_permissions_with_rabbitmqctl(
+    tls_rabbitmq_node: TlsRabbitMQNode,
+) -> None:
+    # Given a TLS RabbitMQ node, When pandamq provisions a new vhost on it
+    vhost = f"pandamq-{uuid.uuid4().hex[:8]}"
+    args = ["--vhost", vhost, "--site", "SITE_P", "--user", "carol", "--node"]
+    result = CliRunner().invoke(
+        pandamq, ["rabbitmq", "provision", *args, tls_rabbitmq_node.name, "--apply"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"vhost {vhost}: 1 site(s), 1 submitter(s), 1 service(s)")
+    # Then the vhost has the three users with their permissions, and doing it again is fine
+    listed = tls_rabbitmq_node.ctl("list_permissions", "-p", vhost).stdout
+    assert {"service.broker", "user.carol", "pilot.SITE_P"} <= {
+        line.split("\t")[0] for line in listed.splitlines()
+    }
+    again = CliRunner().invoke(
+        pandamq, ["rabbitmq", "provision", *args, tls_rabbitmq_node.name, "--apply"]
+    )
+    assert again.exit_code == 0, again.output
+    tls_rabbitmq_node.ctl("delete_vhost", vhost)
