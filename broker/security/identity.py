@@ -14,6 +14,7 @@ import getpass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from broker.errors import NotAllowed
 from broker.settings import Settings
 
 PILOT = "pilot."
@@ -68,3 +69,13 @@ def may_manage(settings: Settings, identity: str, owner: str | None) -> str | No
         return None
     whose = f"owned by {owner}" if owner else "with no recorded owner"
     return f"{identity} does not own it ({whose}) and has no production role"
+
+
+def check_pilot_site(settings: Settings, site: str) -> None:
+    """Refuse to run a pilot for ``site`` with another site's pilot certificate."""
+    user = of(settings)
+    bound = site_of(user)
+    if bound is not None and bound != site:
+        raise NotAllowed(
+            f"this pilot logs in as {user}, which may serve site {bound} only, not {site}"
+        )

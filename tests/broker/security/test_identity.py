@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import ConfigError
+from broker.errors import ConfigError, NotAllowed
 from broker.messaging import tls
 from broker.security import certs, identity
 from broker.settings import Settings
@@ -52,3 +52,11 @@ def test_tls_options_verify_the_servers_host_name(tmp_path: Path) -> None:
 def test_missing_tls_files_are_one_clear_error(changes: dict[str, str], error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         tls.options(Settings(broker_url="amqps://h/v", **changes))
+
+
+def test_a_pilot_certificate_serves_its_own_site_only(tmp_path: Path) -> None:
+    issued = certs.write(tmp_path, "p", *certs.issue(*certs.make_ca(), "pilot.SITE_A"))
+    s = Settings(broker_url="amqps://h/v", tls_cert=str(issued.cert), tls_key=str(issued.key))
+    identity.check_pilot_site(s, "SITE_A")
+    with pytest.raises(NotAllowed, match=r"logs in as pilot\.SITE_A, which may serve site SITE_A"):
+        identity.check_pilot_site(s, "SITE_B")
