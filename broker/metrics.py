@@ -22,3 +22,8 @@ SUBSCRIPTIONS_ENDED = Counter(
 FILE_COPIES = Counter(
     "pandamq_file_copies_total", "Copies the local DDM made, verified or not.", ["result"]
 )
+REFUSED_SENDERS = Counter(
+    "pandamq_refused_senders_total",
+    "Messages refused because their sender (user_id) may not do what they ask.",
+    ["kind"],
+)

@@ -71,6 +71,9 @@ class Settings:
     subscription_timeout_s: float = 3600.0
     ddm_poll_interval_s: float = 0.5
 
+    # security (broker/security/): identities with the production role, comma-separated
+    production_role: str = ""
+
     def shares(self) -> dict[str, float]:
         """``activity_shares`` as activity → share, e.g. ``{"production": 80.0}``."""
         shares = {}
@@ -151,6 +154,8 @@ def _coerce(name: str, type_name: str, value: Any) -> Any:
             return float(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name} must be a number, got {value!r}") from exc
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
     return str(value)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cli import (
+    certs,
     control,
     datasets,
     db,
@@ -12,6 +13,7 @@ from cli import (
     demo,
     jobs,
     pilot,
+    rabbitmq,
     serve,
     sites,
     submit,
@@ -49,6 +51,8 @@ for command in (
     tasks.task,
     datasets.datasets,
     datasets.dataset,
+    certs.certs_group,
+    rabbitmq.rabbitmq,
 ):
     pandamq.add_command(command)
 

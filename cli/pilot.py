@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from broker.security import identity
 from cli.context import connection_options, settings, setup_logging
 from cli.serve import stop_on_signals
 from pilot_agent.agent import Pilot, Slot
@@ -55,6 +56,7 @@ def pilot(
     """Pull jobs from SITE's queues and run them, until --max-jobs or SIGTERM."""
     s = settings(ctx, heartbeat_interval_s=heartbeat_interval, log_level=log_level)
     setup_logging(s.log_level)
+    identity.check_pilot_site(s, site)
     agent = Pilot(s, Slot(site, cores, memory_mb, walltime_s), max_jobs=max_jobs)
     ran = agent.run(stop_on_signals())
     click.echo(f"pilot {agent.pilot_id} ran {ran} job(s)")

@@ -19,6 +19,7 @@ from broker.errors import BadInput, NotFound, SpecError, UnknownSite
 from broker.messaging.connection import broker_errors, connect
 from broker.messaging.publisher import Outgoing, open_publisher
 from broker.protocol import JobSpec, TaskSpec, decode, encode
+from broker.security import identity
 from broker.settings import Settings
 from broker.states import FINAL_STATES
 from broker.store.datasets import dataset_files
@@ -126,7 +127,9 @@ def publish_to(settings: Settings, queue: Queue, bodies: Sequence[bytes]) -> Non
     """Declare ``queue`` and publish ``bodies`` to it through its exchange, with confirms."""
     with connect(settings) as connection, broker_errors(connection, f"publishing to {queue.name}"):
         topology.declare(connection.default_channel, [queue])
-        publisher = open_publisher(connection, settings.publish_window, settings.confirm_timeout_s)
+        publisher = open_publisher(
+            connection, settings.publish_window, settings.confirm_timeout_s, identity.of(settings)
+        )
         publisher.publish(Outgoing(queue.exchange.name, queue.routing_key, b) for b in bodies)
 
 

@@ -154,23 +154,19 @@ class Pilot:
 
     def _job_queues(self) -> list[Queue]:
         """The site's queues of every resource type this slot serves, largest first."""
-        return [self._topology.job_queue(self.slot.site, r) for r in self._resource_types()]
+        return [self._topology.pilot_job_queue(self.slot.site, r) for r in self._resource_types()]
 
     def _setup(self, connection: Connection) -> None:
         """Declare the pilot's queues and consume its replies and commands (on each connect)."""
-        queues = self._job_queues()
-        topology.declare(connection.default_channel, queues)
-        reply_channel = connection.channel()
-        reply_queue = self._topology.reply_queue(self.pilot_id)
-        topology.declare(reply_channel, [reply_queue])
-        Consumer(
-            reply_channel, queues=[reply_queue], no_ack=True, on_message=self._replies.append
-        ).consume()
-        control_queue = self._topology.control_queue(self.pilot_id, self.slot.site)
-        topology.declare(reply_channel, [control_queue], exchanges=[control_queue.exchange])
-        Consumer(
-            reply_channel, queues=[control_queue], no_ack=True, on_message=self._commands.append
-        ).consume()
+        topology.declare(connection.default_channel, self._job_queues())
+        private = connection.channel()
+        tag = uuid.uuid4().hex[:8]
+        for queue, into in (
+            (self._topology.reply_queue(self.pilot_id, self.slot.site, tag), self._replies),
+            (self._topology.control_queue(self.pilot_id, self.slot.site, tag), self._commands),
+        ):
+            topology.declare(private, [queue])
+            Consumer(private, queues=[queue], no_ack=True, on_message=into.append).consume()
         self._jobs_channel = connection.channel()
 
     def _next_delivery(self, stop: threading.Event) -> Message | None:
@@ -264,7 +260,7 @@ class Pilot:
             dispatch.attempt,
             self.pilot_id,
             self.slot.site,
-            reply_to=self.pilot_id,
+            reply_to=topology.pilot_address(self.slot.site, self.pilot_id),
             node=socket.gethostname(),
             cores=self.slot.cores,
             memory_mb=self.slot.memory_mb,

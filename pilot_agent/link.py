@@ -22,6 +22,7 @@ from broker.errors import BrokerUnavailable, RecoverableError
 from broker.messaging.connection import broker_errors, connect
 from broker.messaging.publisher import Outgoing, Publisher, open_publisher
 from broker.reconnect import Backoff
+from broker.security import identity
 from broker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Link:
         self._connection: Connection | None = None
         self._publisher: Publisher | None = None
         self._events: deque[Outgoing] = deque()
+        self._user_id = identity.of(settings)
 
     @property
     def waiting(self) -> int:
@@ -137,7 +139,7 @@ class Link:
         self._connection = connection
         with self.errors("declaring the pilot's queues"):
             self._publisher = open_publisher(
-                connection, PUBLISH_WINDOW, self._settings.confirm_timeout_s
+                connection, PUBLISH_WINDOW, self._settings.confirm_timeout_s, self._user_id
             )
             self._setup(connection)
         self._backoff.succeeded()

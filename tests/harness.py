@@ -14,6 +14,7 @@ from broker import topology
 from broker.messaging.connection import connect
 from broker.messaging.publisher import Outgoing, open_publisher
 from broker.protocol import JobSpec
+from broker.security import identity
 from broker.service.server import BrokerService
 from broker.settings import Settings
 from broker.states import FINAL_STATES
@@ -41,7 +42,7 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = 
 def publish(settings: Settings, *messages: Outgoing) -> None:
     """Publish raw messages with confirms, as any client could."""
     with connect(settings) as connection:
-        open_publisher(connection, 10, 10).publish(messages)
+        open_publisher(connection, 10, 10, identity.of(settings)).publish(messages)
 
 
 def dead_letters(settings: Settings) -> list[tuple[bytes, dict[str, object]]]:
@@ -102,9 +103,15 @@ class System:
         self._raise_errors()
         return bridge
 
-    def start_pilot(self, site: str, max_jobs: int | None = None, **slot: int) -> Pilot:
-        """Start a pilot thread for ``site``."""
-        pilot = Pilot(self.settings, Slot(site, **slot), max_jobs=max_jobs)
+    def start_pilot(
+        self,
+        site: str,
+        max_jobs: int | None = None,
+        settings: Settings | None = None,
+        **slot: int,
+    ) -> Pilot:
+        """Start a pilot thread for ``site`` (with its own ``settings``, e.g. its certificate)."""
+        pilot = Pilot(settings or self.settings, Slot(site, **slot), max_jobs=max_jobs)
         self._start(f"pilot-{pilot.pilot_id}", lambda: pilot.run(self.stop))
         return pilot
 

@@ -22,6 +22,7 @@ from broker.messaging.consumer import Incoming
 from broker.messaging.publisher import Outgoing, Publisher
 from broker.metrics import CLAIMS
 from broker.protocol import SLOT_TOO_SMALL, ClaimReply, ClaimRequest, encode
+from broker.security import senders
 from broker.service.activation import dispatch, release
 from broker.service.throttle import Limits
 from broker.settings import Settings
@@ -52,9 +53,12 @@ class ClaimHandler:
     def __call__(self, batch: list[Incoming[ClaimRequest]]) -> None:
         """Grant or refuse each claim; reply to each pilot."""
         t = now()
-        requests = [i.message for i in batch]
         with transaction(self._engine) as conn:
-            rows = load(conn, (r.job_id for r in requests), lock=True)
+            rows = load(conn, (i.message.job_id for i in batch), lock=True)
+            claimable = senders.allowed(
+                batch, "claim", lambda i: senders.job_site_refusal(i, "claim", rows)
+            )
+            requests = [i.message for i in claimable]
             changes = _claim_changes(requests, rows, t)
             won = {c.job_id: c.values["pilot_id"] for c in transitions.apply(conn, changes, t)}
             replies = _with_inputs(conn, [_reply(r, rows.get(r.job_id), won) for r in requests])
@@ -167,6 +171,8 @@ def _see_pilots(
     conn: Connection, requests: list[ClaimRequest], replies: list[ClaimReply], t: datetime
 ) -> None:
     """Record each claiming pilot (first and last seen, slot, jobs granted)."""
+    if not requests:
+        return
     latest = {r.pilot_id: r for r in requests}
     known = {row.id for row in conn.execute(select(pilots.c.id).where(pilots.c.id.in_(latest)))}
     new = [r for pid, r in latest.items() if pid not in known]

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, Engine, RowMapping, select
 from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobCommand
+from broker.security import senders
 from broker.service import kills, retries
 from broker.service.throttle import Limits
 from broker.settings import Settings
@@ -26,6 +27,7 @@ class CommandHandler:
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
+        self._settings = settings
         self._memory_factor = settings.memory_retry_factor
         self._limits = Limits.of(settings)
 
@@ -38,6 +40,11 @@ class CommandHandler:
                 rows = _targets(conn, command)
                 if not rows:
                     incoming.refuse(f"{command.command}: no such job or task")
+                    continue
+                why = senders.manage_refusal(
+                    self._settings, incoming.user_id, command.command, rows
+                )
+                if not senders.check(incoming, command.command, why):
                     continue
                 if command.command == "kill":
                     outcome = kills.kill(conn, rows, command.reason, t)

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, RowMapping, and_, bindparam, select, 
 from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobEvent
+from broker.security import senders
 from broker.service import retries
 from broker.service.kills import kill_commands
 from broker.service.throttle import Limits
@@ -104,6 +105,10 @@ def _authorised(incoming: Incoming[JobEvent], row: RowMapping | None) -> bool:
     event = incoming.message
     if row is None:
         incoming.refuse(f"event for unknown job {event.job_id!r}")
+        return False
+    if not senders.check(
+        incoming, "event", senders.site_refusal(incoming.user_id, "report on", row["site"])
+    ):
         return False
     if event.attempt != row["attempt"]:
         log.info(

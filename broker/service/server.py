@@ -17,6 +17,7 @@ from broker.messaging.consumer import BatchConsumer
 from broker.messaging.publisher import Publisher, open_publisher
 from broker.protocol import ClaimRequest, JobCommand, JobEvent, JobSpec, TaskSpec
 from broker.reconnect import Backoff, until_stopped
+from broker.security import identity
 from broker.service.claims import ClaimHandler
 from broker.service.commands import CommandHandler
 from broker.service.events import EventHandler
@@ -66,7 +67,9 @@ class BrokerService:
             require_current(self._engine)
             self._connection = connection
             self._declared_sites = set()
-            publisher = open_publisher(connection, s.publish_window, s.confirm_timeout_s)
+            publisher = open_publisher(
+                connection, s.publish_window, s.confirm_timeout_s, identity.of(s)
+            )
             self._declare(connection)
             consumer = self._consumer(connection, publisher)
             relay = OutboxRelay(self._engine, publisher, s.batch_size)
@@ -81,7 +84,11 @@ class BrokerService:
         topology.declare(
             connection.default_channel,
             self._topology.service_queues(),
-            exchanges=[self._topology.jobs_exchange(), self._topology.control_exchange()],
+            exchanges=[
+                self._topology.jobs_exchange(),
+                self._topology.control_exchange(),
+                self._topology.replies_exchange(),
+            ],
         )
         self._declare_sites()
 

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine
 
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec
+from broker.security import senders
 from broker.service.activation import Placement
 from broker.service.brokerage import Brokerage, Unplaced, settle
 from broker.service.throttle import Limits
@@ -42,7 +43,9 @@ class SubmissionHandler:
         with transaction(self._engine) as conn:
             fresh = self._fresh(conn, batch)
             placed, unplaced = self._place(conn, fresh)
-            insert_defined(conn, [p.spec for p in placed] + [u.spec for u in unplaced], t)
+            owners = {i.message.id: i.user_id for i in fresh}
+            specs = [p.spec for p in placed] + [u.spec for u in unplaced]
+            insert_defined(conn, specs, t, owners)
             sites = settle(conn, placed, unplaced, Limits.of(self._settings), t)
         self._site_queues_ready(sites)
         if placed:
@@ -53,7 +56,9 @@ class SubmissionHandler:
         for incoming in batch:
             if not incoming.message.id:
                 incoming.refuse("job spec: field 'id' is required on the wire")
-        named = [i for i in batch if i.message.id]
+        named = [
+            i for i in senders.allowed(batch, "submission", senders.user_required) if i.message.id
+        ]
         seen = existing_ids(conn, (i.message.id for i in named))
         fresh: dict[str, Incoming[JobSpec]] = {}
         for incoming in named:

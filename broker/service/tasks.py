@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec, TaskSpec
+from broker.security import senders
 from broker.service.brokerage import Brokerage, settle
 from broker.service.throttle import Limits
 from broker.settings import Settings
@@ -82,7 +83,7 @@ class TaskHandler:
         with transaction(self._engine) as conn:
             seen = known_tasks(conn, (i.message.id for i in batch))
             brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
-            for incoming in batch:
+            for incoming in senders.allowed(batch, "task", senders.user_required):
                 task = incoming.message
                 if task.id in seen or not self._valid(incoming):
                     continue
@@ -94,7 +95,9 @@ class TaskHandler:
                     )
                     continue
                 insert_task(conn, task, t)
-                insert_defined(conn, specs, t)
+                insert_defined(
+                    conn, specs, t, dict.fromkeys((s.id for s in specs), incoming.user_id)
+                )
                 placed, unplaced = brokerage.place(specs)
                 sites |= settle(conn, placed, unplaced, Limits.of(self._settings), t)
                 log.info("task %s: %d job(s), %d found no site", task.id, len(specs), len(unplaced))

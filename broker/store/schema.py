@@ -80,6 +80,8 @@ jobs = Table(
     Column("kill_requested_at", Time),
     Column("activity", String(32)),
     Column("brokerage", JSON),
+    #: The user that submitted the job (its messages' validated ``user_id``).
+    Column("owner", String(256)),
     Index(None, "site", "state"),
     Index(None, "state", "priority"),
     Index(None, "task_id"),
