@@ -56,6 +56,13 @@ class Settings:
     # waiting out an outage of RabbitMQ or the database (broker/reconnect.py)
     reconnect_initial_delay_s: float = 0.5
     reconnect_max_delay_s: float = 30.0
+    # observability (broker/observability/, broker/monitor/)
+    metrics_port: int = 0
+    metrics_refresh_s: float = 15.0
+    pilot_seen_s: float = 10800.0
+    monitor_host: str = "127.0.0.1"
+    monitor_port: int = 8080
+    log_format: str = "text"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; ``None`` values are ignored."""
@@ -140,7 +147,16 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"queue_type must be classic or quorum, got {settings.queue_type!r}")
     if settings.batch_size < 1 or settings.publish_window < 1:
         raise ConfigError("batch_size and publish_window must be at least 1")
+    _check_observability(settings)
     if not 0 < settings.reconnect_initial_delay_s <= settings.reconnect_max_delay_s:
         raise ConfigError(
             "reconnect_initial_delay_s must be above 0 and at most reconnect_max_delay_s"
         )
+
+
+def _check_observability(settings: Settings) -> None:
+    for name in ("metrics_port", "monitor_port"):
+        if not 0 <= getattr(settings, name) <= 65535:
+            raise ConfigError(f"{name} must be a TCP port (0 to 65535; 0 = off or any free port)")
+    if settings.log_format not in {"text", "json"}:
+        raise ConfigError(f"log_format must be text or json, got {settings.log_format!r}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cli import control, db, dead_letters, demo, jobs, pilot, serve, sites, submit
-from cli.context import Group
+from cli import control, db, dead_letters, demo, errors, jobs, pilot, serve, sites, submit, top
+from cli.context import Group, log_format_option
 
 
 @click.group(cls=Group)
@@ -15,6 +15,7 @@ from cli.context import Group
     type=click.Path(dir_okay=False),
     help="TOML settings file (PANDAMQ_CONFIG).",
 )
+@log_format_option
 @click.pass_context
 def pandamq(ctx: click.Context, config: str | None) -> None:
     """pandamq: a pilot-based workload manager on a message broker."""
@@ -33,6 +34,8 @@ for command in (
     serve.serve,
     sites.sites,
     submit.submit,
+    errors.errors,
+    top.top,
 ):
     pandamq.add_command(command)
 

@@ -46,7 +46,7 @@ def pilot(
 ) -> None:
     """Pull jobs from SITE's queues and run them, until --max-jobs or SIGTERM."""
     s = settings(ctx, heartbeat_interval_s=heartbeat_interval, log_level=log_level)
-    setup_logging(s.log_level)
+    setup_logging(s.log_level, s.log_format)
     agent = Pilot(s, Slot(site, cores, memory_mb), max_jobs=max_jobs)
     ran = agent.run(stop_on_signals())
     click.echo(f"pilot {agent.pilot_id} ran {ran} job(s)")

@@ -18,6 +18,7 @@ from broker import topology
 from broker.messaging.consumer import Incoming
 from broker.messaging.publisher import Outgoing, Publisher
 from broker.metrics import CLAIMS
+from broker.observability.logs import job_context
 from broker.protocol import ClaimReply, ClaimRequest, encode
 from broker.states import JobState
 from broker.store import transitions
@@ -67,6 +68,9 @@ class ClaimHandler:
                     request.job_id,
                     request.pilot_id,
                     reply.reason,
+                    extra=job_context(
+                        job_id=request.job_id, pilot_id=request.pilot_id, site=request.site
+                    ),
                 )
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from sqlalchemy import Connection, RowMapping, bindparam, insert, tuple_, update
 
 from broker.error_codes import ErrorFamily, PilotError, TaskBufferError
+from broker.observability.logs import job_context
 from broker.protocol import JobSpec
 from broker.service.activation import Placement, activate
 from broker.states import JobState
@@ -105,7 +106,15 @@ def retry(conn: Connection, decided: Iterable[tuple[RowMapping, Decision]], now:
     ]
     activate(conn, placements, now)
     for p in placements:
-        log.info("job %s: attempt %d started (%s)", p.spec.id, p.attempt, p.why)
+        log.info(
+            "job %s: attempt %d started (%s)",
+            p.spec.id,
+            p.attempt,
+            p.why,
+            extra=job_context(
+                job_id=p.spec.id, attempt=p.attempt, task_id=p.spec.task_id, site=p.site
+            ),
+        )
     return len(placements)
 
 
