@@ -39,7 +39,7 @@ class SQLGauges(Collector):
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         """The gauges' names, without reading the database (asked at registration)."""
-        return iter(_families({}, {}, {}))
+        return iter(described())
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """The gauges, read again when older than the refresh interval."""
@@ -60,6 +60,11 @@ class SQLGauges(Collector):
             return
         self._families = _families(jobs, {(site,): n for site, n in pilots.items()}, depth)
         self._read_at = time.monotonic()
+
+
+def described() -> list[GaugeMetricFamily]:
+    """The gauges with their names and help, without values."""
+    return _families({}, {}, {})
 
 
 def _families(
