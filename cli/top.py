@@ -19,6 +19,8 @@ from cli.render import table
 from cli.serve import stop_on_signals
 
 FAILURE_COLUMNS = ["job_id", "attempt", "site", "error_code", "exit_code", "diagnostic"]
+#: Failures listed under the table: few, so that it fits a terminal.
+RECENT_FAILURES = 5
 
 
 @click.command()
@@ -55,7 +57,8 @@ def top(ctx: click.Context, window: str, interval: float, once: bool) -> None:
 def _frame(engine: Engine, window: str) -> Group:
     with transaction(engine) as conn:
         data = dashboard(conn, since(window, now()), window)
-    return Group(_sites(data), table(data["recent_failures"], FAILURE_COLUMNS, "recent failures"))
+    failures = data["recent_failures"][:RECENT_FAILURES]
+    return Group(_sites(data), table(failures, FAILURE_COLUMNS, "recent failures"))
 
 
 def _sites(data: dict[str, Any]) -> Table:
