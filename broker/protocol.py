@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
+#: A file's name within its scope (the part of a DID after ``scope:``).
+FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+
 EventKind = Literal["starting", "running", "heartbeat", "finished", "failed", "cancelled"]
 
 
@@ -249,6 +252,17 @@ def _check_name(name: str, value: str | None, allow_empty: bool = False) -> None
         raise SpecError(
             f"job spec: field {name!r} must be 1-64 letters, digits, '_', '.' or '-', got {value!r}"
         )
+
+
+def split_did(did: str) -> tuple[str, str]:
+    """``scope:name`` as (scope, name); ``SpecError`` unless both parts are valid."""
+    scope, sep, name = did.partition(":")
+    if not sep or not NAME_PATTERN.match(scope) or not FILE_NAME_PATTERN.match(name):
+        raise SpecError(
+            f"file {did!r} must be scope:name (letters, digits, '_', '.' or '-'; "
+            "scope at most 64, name at most 255 characters)"
+        )
+    return scope, name
 
 
 def _check_positive(name: str, value: int) -> None:

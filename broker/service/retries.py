@@ -21,7 +21,7 @@ from sqlalchemy import Connection, RowMapping, bindparam, insert, tuple_, update
 from broker.error_codes import ErrorFamily, PilotError, TaskBufferError
 from broker.observability.logs import job_context
 from broker.protocol import JobSpec
-from broker.service.activation import Placement, activate
+from broker.service.activation import JobRef, Placement, activate, assign
 from broker.states import JobState
 from broker.store.jobs import spec_of
 from broker.store.schema import job_attempts, job_transitions, jobs
@@ -104,7 +104,8 @@ def retry(conn: Connection, decided: Iterable[tuple[RowMapping, Decision]], now:
         for row, d in wanted
         if row["id"] in started
     ]
-    activate(conn, placements, now)
+    assigned = assign(conn, placements, now)
+    activate(conn, [JobRef(p.spec.id, p.attempt) for p in assigned], now)
     for p in placements:
         log.info(
             "job %s: attempt %d started (%s)",

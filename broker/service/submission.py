@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine
 
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec
-from broker.service.activation import Placement, activate
+from broker.service.activation import JobRef, Placement, activate, assign
 from broker.store.clock import now
 from broker.store.engine import transaction
 from broker.store.jobs import existing_ids, insert_defined, known_tasks
@@ -34,7 +34,8 @@ class SubmissionHandler:
             fresh = self._fresh(conn, batch)
             placed = self._place(conn, fresh)
             insert_defined(conn, [p.spec for p in placed], t)
-            activate(conn, placed, t)
+            assigned = assign(conn, placed, t)
+            activate(conn, [JobRef(p.spec.id, p.attempt) for p in assigned], t)
         self._site_queues_ready({p.site for p in placed})
         if placed:
             log.info("accepted %d job(s)", len(placed))

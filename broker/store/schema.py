@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     true,
 )
 
@@ -134,4 +135,87 @@ outbox = Table(
     Column("body", Text, nullable=False),
     Column("mandatory", Boolean, nullable=False, server_default=true()),
     Column("created_at", Time, nullable=False),
+)
+
+# Data management (ddm_bridge): files, datasets, replicas, subscriptions.
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("scope", ID, nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("guid", String(36), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("adler32", String(8), nullable=False),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("scope", "name"),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("task_id", ID, ForeignKey("tasks.id")),
+    Column("site", ID, ForeignKey("sites.name")),
+    Column("created_at", Time, nullable=False),
+    Column("modified_at", Time, nullable=False),
+    Column("closed_at", Time),
+    Index(None, "task_id"),
+    Index(None, "kind", "site", "state"),
+)
+
+dataset_contents = Table(
+    "dataset_contents",
+    metadata,
+    Column("dataset", String(256), ForeignKey("datasets.name"), primary_key=True),
+    Column("file_id", BigId, ForeignKey("files.id"), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("added_at", Time, nullable=False),
+    Index(None, "file_id"),
+)
+
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("file_id", BigId, ForeignKey("files.id"), primary_key=True),
+    Column("site", ID, ForeignKey("sites.name"), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("modified_at", Time, nullable=False),
+    Index(None, "site", "state"),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("dataset", String(256), ForeignKey("datasets.name"), nullable=False),
+    Column("site", ID, ForeignKey("sites.name"), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("files_total", Integer, nullable=False, default=0),
+    Column("files_done", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("created_at", Time, nullable=False),
+    Column("modified_at", Time, nullable=False),
+    Column("started_at", Time),
+    Column("ended_at", Time),
+    UniqueConstraint("dataset", "site"),
+    Index(None, "state"),
+)
+
+job_files = Table(
+    "job_files",
+    metadata,
+    Column("job_id", ID, ForeignKey("jobs.id"), primary_key=True),
+    Column("file_id", BigId, ForeignKey("files.id"), primary_key=True),
+    Column("role", String(8), nullable=False),
+    Column("attempt", Integer),
+    Column("dispatch_dataset", String(256), ForeignKey("datasets.name")),
+    Index(None, "file_id"),
+    Index(None, "dispatch_dataset"),
 )
