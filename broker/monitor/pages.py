@@ -26,7 +26,8 @@ def page(title: str, body: str, json_path: str, refresh_s: int | None = None) ->
     return (
         f"<!doctype html><html><head><meta charset='utf-8'>{refresh}"
         f"<title>{escape(title)} - pandamq</title><style>{STYLE}</style></head><body>"
-        "<nav><a href='/'>Sites</a><a href='/errors'>Errors</a></nav>"
+        "<nav><a href='/'>Sites</a><a href='/errors'>Errors</a>"
+        "<a href='/datasets'>Datasets</a></nav>"
         f"<h1>{escape(title)}</h1>{body}"
         f"<p class='muted'><a href='{escape(json_path)}'>this page as JSON</a></p>"
         "</body></html>"

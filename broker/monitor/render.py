@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from broker.monitor.pages import cell, fields, link, pre, table
 from broker.store.jobs import PUBLIC_FIELDS
@@ -87,6 +88,8 @@ def job(data: dict[str, Any]) -> str:
         + table(["attempt", "from", "to", "at", "reason"], history, text_columns=0)
         + "<h2>Attempts and errors</h2>"
         + table(ATTEMPT_HEADERS, attempts, text_columns=0)
+        + "<h2>Files</h2>"
+        + _job_files(data.get("files", []))
         + "<h2>Spec</h2>"
         + pre(data["spec"])
         + "<h2>Log</h2>"
@@ -136,3 +139,47 @@ def jobs(data: dict[str, Any]) -> str:
         for j in data["jobs"]
     ]
     return table(columns, rows) if rows else "<p class='muted'>none</p>"
+
+
+def _dataset_link(name: str | None) -> str:
+    return "" if name is None else link(f"/datasets/{quote(name, safe='')}", name)
+
+
+def _job_files(files: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            *(cell(f[c]) for c in ("role", "did", "size", "adler32")),
+            _dataset_link(f["dispatch_dataset"]),
+        ]
+        for f in files
+    ]
+    headers = ["role", "file", "size", "adler32", "dispatch dataset"]
+    return table(headers, rows, text_columns=2) if rows else "<p class='muted'>none</p>"
+
+
+def datasets(data: dict[str, Any]) -> str:
+    """The datasets changed last."""
+    columns = ["kind", "state", "files", "site", "task_id", "modified_at"]
+    rows = [[_dataset_link(d["name"])] + [cell(d[c]) for c in columns] for d in data["datasets"]]
+    return table(["name", *columns], rows, text_columns=3) if rows else "<p class='muted'>none</p>"
+
+
+def dataset(data: dict[str, Any]) -> str:
+    """A dataset: fields, replicas per site, subscriptions, files."""
+    replicas = [[cell(r["site"]), cell(r["state"]), cell(r["files"])] for r in data["replicas"]]
+    subscriptions = [
+        [cell(s[c]) for c in ("site", "state", "files_done", "files_total", "attempts", "error")]
+        for s in data["subscriptions"]
+    ]
+    files = [
+        [cell(f[c]) for c in ("position", "did", "size", "adler32", "guid")] for f in data["files"]
+    ]
+    return (
+        fields(data, ["name", "kind", "state", "site", "task_id", "created_at", "closed_at"])
+        + "<h2>Replicas</h2>"
+        + table(["site", "state", "files"], replicas, text_columns=2)
+        + "<h2>Subscriptions</h2>"
+        + table(["site", "state", "done", "files", "attempts", "error"], subscriptions, 2)
+        + "<h2>Files</h2>"
+        + table(["#", "file", "size", "adler32", "guid"], files, text_columns=0)
+    )

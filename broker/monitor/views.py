@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from broker.errors import BadInput, NotFound
+from broker.monitor.datasets import job_file_list
 from broker.monitor.errors import error_list
 from broker.monitor.queries import (
     ACTIVE_STATES,
@@ -72,6 +73,7 @@ def job_page(conn: Connection, job_id: str) -> dict[str, Any]:
     """A job: its fields, spec, attempts with their errors, and history."""
     job = get_job(conn, job_id)
     job["errors"] = [a for a in job["attempts"] if a.get("error_code") or a.get("exit_code")]
+    job["files"] = job_file_list(conn, job_id)
     job["log_tail"] = None
     return job
 

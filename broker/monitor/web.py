@@ -19,7 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from sqlalchemy import Connection, Engine
 
 from broker.errors import BadInput, NotFound, PandaMQError
-from broker.monitor import render, views
+from broker.monitor import datasets, render, views
 from broker.monitor.pages import error_page, page
 from broker.monitor.window import DEFAULT_WINDOW, since
 from broker.store.clock import now
@@ -64,6 +64,10 @@ def _jobs(conn: Connection, _m: re.Match[str], q: Query) -> dict[str, Any]:
     return views.jobs_page(conn, q.get("state", "running"), q.get("site"), q.get("task"))
 
 
+def _datasets(conn: Connection, _m: re.Match[str], q: Query) -> dict[str, Any]:
+    return datasets.dataset_list(conn, q.get("kind"), q.get("state"), q.get("task"))
+
+
 ROUTES = [
     Route(re.compile(r"^/$"), "Sites", _dashboard, render.dashboard, DASHBOARD_REFRESH_S),
     Route(re.compile(r"^/errors$"), "Errors", _errors, render.errors),
@@ -79,6 +83,13 @@ ROUTES = [
         "Task",
         lambda c, m, _q: views.task_page(c, m["id"]),
         render.task,
+    ),
+    Route(re.compile(r"^/datasets$"), "Datasets", _datasets, render.datasets),
+    Route(
+        re.compile(r"^/datasets/(?P<id>.+)$"),
+        "Dataset",
+        lambda c, m, _q: datasets.dataset_page(c, m["id"]),
+        render.dataset,
     ),
 ]
 

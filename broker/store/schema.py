@@ -165,6 +165,8 @@ datasets = Table(
     Column("closed_at", Time),
     Index(None, "task_id"),
     Index(None, "kind", "site", "state"),
+    # The monitor's dataset list: the datasets changed last.
+    Index(None, "modified_at"),
 )
 
 dataset_contents = Table(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from broker.monitor.web import monitor_server
 from broker.protocol import JobSpec
 from broker.store.clock import now
+from broker.store.datasets import FileRecord, register
 from broker.store.engine import transaction
 from broker.store.schema import tasks
 from tests.harness import System
@@ -103,3 +105,21 @@ def test_a_person_follows_a_failure_from_the_sites_page_to_the_job(
     browser.get(f"{monitor}/errors?site={site}")
     assert "payload exited with a non-zero code" in text(browser)
     assert browser.find_element(By.LINK_TEXT, ids[3])
+
+
+def test_a_person_finds_a_dataset_and_its_files(
+    system: System, monitor: str, browser: WebDriver
+) -> None:
+    # Given an input dataset with a file at a site
+    site = system.new_site()
+    name = f"user.{site.lower()}:input"
+    record = FileRecord("user", "events.root", str(uuid.uuid4()), 2048, "01234567")
+    with transaction(system.engine) as conn:
+        register(conn, name, [(record, "/se/events.root")], site, now())
+    # When a person opens the dataset list and clicks the dataset
+    browser.get(monitor + "/datasets")
+    browser.find_element(By.LINK_TEXT, name).click()
+    # Then they see its file, and that the site has it
+    page = text(browser)
+    assert browser.title.startswith(f"Dataset {name}")
+    assert "user:events.root" in page and f"{site} available 1" in page

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
+from urllib.parse import quote, unquote
 
 from sqlalchemy import Engine
 
 from broker.monitor.web import MonitorApp
+from broker.store.clock import now
+from broker.store.datasets import FileRecord, register
 from broker.store.engine import transaction
 from tests.broker.monitor.seed import failed_job, new_site
 
 
 def get(engine: Engine, path: str) -> tuple[str, str, Any]:
     route, _, query = path.partition("?")
+    route = unquote(route)  # as a WSGI server hands PATH_INFO on
     answer: dict[str, Any] = {}
 
     def start(status: str, headers: list[tuple[str, str]]) -> None:
@@ -46,3 +51,22 @@ def test_missing_pages_and_bad_queries_say_so(engine: Engine) -> None:
     status, _, data = get(engine, "/api/errors?since=soon")
     assert status == "400 Bad Request" and "time window" in data["error"]
     assert get(engine, "/jobs?state=lost")[0] == "400 Bad Request"
+
+
+def test_datasets_list_and_page_show_files_and_replicas(engine: Engine) -> None:
+    # Given an input dataset of two files with replicas at a site
+    name = f"data.{uuid.uuid4().hex[:8]}:input"
+    files = [
+        FileRecord("data", f"f{i}.root", str(uuid.uuid4()), 100 + i, "0000abcd") for i in (1, 2)
+    ]
+    with transaction(engine) as conn:
+        site = new_site(conn)
+        register(conn, name, [(f, f"/se/{f.name}") for f in files], site, now())
+    # Then the list names it with its file count, and its page its files and replicas
+    listed = get(engine, "/api/datasets?kind=input")[2]["datasets"]
+    assert [d["files"] for d in listed if d["name"] == name] == [2]
+    page = get(engine, f"/datasets/{quote(name, safe='')}")[2]
+    assert "data:f1.root" in page and "data:f2.root" in page
+    data = get(engine, f"/api/datasets/{quote(name, safe='')}")[2]
+    assert data["replicas"] == [{"site": site, "state": "available", "files": 2}]
+    assert get(engine, "/api/datasets/nope")[0] == "404 Not Found"
