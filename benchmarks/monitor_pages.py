@@ -25,6 +25,7 @@ import psycopg
 from sqlalchemy import Engine, event, text
 
 from broker.monitor.web import MonitorApp, monitor_server
+from broker.observability.gauges import SQLGauges
 from broker.store.engine import open_engine
 from broker.store.migrate import upgrade
 
@@ -77,6 +78,26 @@ SEED = [
     UNION ALL
     SELECT id, 1, 'holding', state, modified_at, 'reported by pilot' FROM jobs
     """,
+    # 100,000 datasets of two files each, with a replica of each file.
+    """
+    INSERT INTO datasets (name, kind, state, task_id, site, created_at, modified_at)
+    SELECT 'ds-' || d, (ARRAY['input', 'dispatch', 'output', 'log'])[d % 4 + 1],
+           CASE WHEN d % 3 = 0 THEN 'closed' ELSE 'open' END, 'task-' || (d % :tasks + 1),
+           'SITE_' || (d % :sites + 1), now() - interval '30 days',
+           now() - (d % 2592000) * interval '1 second'
+    FROM generate_series(1, 100000) d
+    """,
+    """
+    INSERT INTO files (id, scope, name, guid, size, adler32, created_at)
+    SELECT f, 'data', 'file-' || f || '.root', md5(f::text)::uuid::text, 1000000 + f,
+           '0000abcd', now()
+    FROM generate_series(1, 200000) f
+    """,
+    "INSERT INTO dataset_contents (dataset, file_id, position, added_at) "
+    "SELECT 'ds-' || ((f + 1) / 2), f, f % 2, now() FROM generate_series(1, 200000) f",
+    "INSERT INTO replicas (file_id, site, path, state, created_at, modified_at) "
+    "SELECT f, 'SITE_' || (((f + 1) / 2) % :sites + 1), '/se/file-' || f, 'available', now(), "
+    "now() FROM generate_series(1, 200000) f",
     """
     INSERT INTO pilots (id, site, node, cores, memory_mb, first_seen, last_seen, jobs_claimed)
     SELECT 'pilot-' || p, 'SITE_' || (p % :sites + 1), 'node' || p, 8, 16000,
@@ -95,6 +116,9 @@ PAGES = [
     "/jobs?state=failed&task=task-42",
     "/jobs/job-123457",
     "/tasks/task-42",
+    "/datasets",
+    "/datasets?kind=output",
+    "/datasets/ds-12345",
 ]
 
 
@@ -152,6 +176,17 @@ def time_pages(engine: Engine, repeat: int) -> None:
         print(f"{path:40} {status[:3]:8} {statistics.median(times):10.1f} {max(times):8.1f}")
 
 
+def time_gauges(engine: Engine, repeat: int) -> None:
+    """Milliseconds to read the SQL gauges of one /metrics scrape."""
+    gauges = SQLGauges(engine, refresh_s=0.0, pilot_seen_s=10800.0)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        list(gauges.collect())
+        times.append((time.perf_counter() - started) * 1000)
+    print(f"{'/metrics SQL gauges':40} {'':8} {statistics.median(times):10.1f} {max(times):8.1f}")
+
+
 def explain(engine: Engine) -> None:
     """EXPLAIN ANALYZE of every statement each page runs."""
     statements: list[tuple[str, Any]] = []
@@ -164,6 +199,7 @@ def explain(engine: Engine) -> None:
     event.listen(engine, "before_cursor_execute", record)
     for path in PAGES:
         ask(app, path)
+    list(SQLGauges(engine, refresh_s=0.0, pilot_seen_s=10800.0).collect())
     event.remove(engine, "before_cursor_execute", record)
     with engine.connect() as conn:
         for statement, parameters in statements:
@@ -209,6 +245,7 @@ def main() -> None:
         upgrade(engine)
         seed(engine, args.jobs)
         time_pages(engine, args.repeat)
+        time_gauges(engine, args.repeat)
         if args.explain:
             explain(engine)
         if args.screenshot:
