@@ -22,7 +22,7 @@ ACTIVE_STATES = [s.value for s in JobState if s not in FINAL_STATES]
 FINAL = [s.value for s in JobState if s in FINAL_STATES]
 #: States in which a pilot holds the job.
 HELD_BY_PILOT = [JobState.SENT.value, JobState.STARTING.value, JobState.RUNNING.value]
-#: States of work waiting at a site for a pilot.
+#: States of work placed at a site and waiting for a pilot.
 QUEUED_STATES = [JobState.ASSIGNED.value, JobState.THROTTLED.value, JobState.ACTIVATED.value]
 NO_SITE = "-"
 
@@ -94,7 +94,6 @@ def error_groups(
             func.count().label("count"),
             func.min(a.job_id).label("first_job"),
             func.max(a.job_id).label("last_job"),
-            func.count(func.distinct(a.site)).label("sites"),
         )
         .where(*_failed_since(since, site))
         .group_by(a.error_family, a.error_code, a.exit_code, a.diagnostic)

@@ -80,7 +80,6 @@ def job(data: dict[str, Any]) -> str:
     task_link = f"<p>Task: {link(f'/tasks/{task}', task)}</p>" if task else ""
     history = [[cell(t[c]) for c in HISTORY_COLUMNS] for t in data["transitions"]]
     attempts = [[cell(a[c]) for c in ATTEMPT_COLUMNS] for a in data["attempts"]]
-    log_tail = data.get("log_tail")
     return (
         task_link
         + fields(data, PUBLIC_FIELDS)
@@ -92,8 +91,6 @@ def job(data: dict[str, Any]) -> str:
         + _job_files(data.get("files", []))
         + "<h2>Spec</h2>"
         + pre(data["spec"])
-        + "<h2>Log</h2>"
-        + (pre(log_tail) if log_tail else "<p class='muted'>no payload log stored</p>")
     )
 
 

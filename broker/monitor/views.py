@@ -14,6 +14,8 @@ from broker.monitor.errors import error_list
 from broker.monitor.queries import (
     ACTIVE_STATES,
     FINAL,
+    HELD_BY_PILOT,
+    QUEUED_STATES,
     by_site,
     job_list,
     recent_failures,
@@ -27,9 +29,8 @@ from broker.store.schema import tasks
 
 #: The columns of the sites x states table, in the order a job walks them.
 STATE_COLUMNS = [*ACTIVE_STATES, *FINAL]
-RUNNING = {JobState.SENT.value, JobState.STARTING.value, JobState.RUNNING.value}
-QUEUED = {JobState.DEFINED.value, JobState.ASSIGNED.value, JobState.THROTTLED.value}
-QUEUED |= {JobState.ACTIVATED.value}
+#: States counted as queued for the running/queued ratio: not yet at a pilot.
+QUEUED = {JobState.DEFINED.value, *QUEUED_STATES}
 
 
 def dashboard(conn: Connection, since: datetime, window: str) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def _sum(tables: Any) -> dict[str, int]:
 
 
 def _site_row(site: str, counts: dict[str, int]) -> dict[str, Any]:
-    running = sum(n for s, n in counts.items() if s in RUNNING)
+    running = sum(n for s, n in counts.items() if s in HELD_BY_PILOT)
     queued = sum(n for s, n in counts.items() if s in QUEUED)
     finished = counts.get(JobState.FINISHED.value, 0)
     failed = counts.get(JobState.FAILED.value, 0)
@@ -74,7 +75,6 @@ def job_page(conn: Connection, job_id: str) -> dict[str, Any]:
     job = get_job(conn, job_id)
     job["errors"] = [a for a in job["attempts"] if a.get("error_code") or a.get("exit_code")]
     job["files"] = job_file_list(conn, job_id)
-    job["log_tail"] = None
     return job
 
 
