@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
@@ -11,11 +13,10 @@ from tests.broker.monitor.seed import failed_job, new_site
 
 
 def test_top_draws_sites_by_state_with_error_rate_and_failures(engine: Engine) -> None:
-    # Given a site with two failed jobs
+    # Given a site with two jobs that failed just now (the latest in a shared database)
     with transaction(engine) as conn:
         site = new_site(conn)
-        job_id = failed_job(conn, site, 1305, "disk full", exit_code=1)
-        failed_job(conn, site, 1305, "disk full", exit_code=1)
+        job_id, _ = (failed_job(conn, site, 1305, "disk full", 1, ago=timedelta(0)) for _ in "ab")
     env = {"PANDAMQ_DATABASE_URL": engine.url.render_as_string(False), "PANDAMQ_CONFIG": None}
     # When one frame is drawn
     result = CliRunner(env=env).invoke(pandamq, ["top", "--once"])
