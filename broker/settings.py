@@ -74,6 +74,14 @@ class Settings:
     # security (broker/security/): identities with the production role, comma-separated
     production_role: str = ""
 
+    # observability (broker/observability/, broker/monitor/)
+    metrics_port: int = 0
+    metrics_refresh_s: float = 15.0
+    pilot_seen_s: float = 10800.0
+    monitor_host: str = "127.0.0.1"
+    monitor_port: int = 8080
+    log_format: str = "text"
+
     def shares(self) -> dict[str, float]:
         """``activity_shares`` as activity → share, e.g. ``{"production": 80.0}``."""
         shares = {}
@@ -179,7 +187,16 @@ def _check(settings: Settings) -> None:
         raise ConfigError("throttle_min_activated must be at least 1")
     if settings.transfer_threads < 1 or settings.transfer_retries < 0:
         raise ConfigError("transfer_threads must be at least 1 and transfer_retries at least 0")
+    _check_observability(settings)
     if not 0 < settings.reconnect_initial_delay_s <= settings.reconnect_max_delay_s:
         raise ConfigError(
             "reconnect_initial_delay_s must be above 0 and at most reconnect_max_delay_s"
         )
+
+
+def _check_observability(settings: Settings) -> None:
+    for name in ("metrics_port", "monitor_port"):
+        if not 0 <= getattr(settings, name) <= 65535:
+            raise ConfigError(f"{name} must be a TCP port (0 to 65535; 0 = off or any free port)")
+    if settings.log_format not in {"text", "json"}:
+        raise ConfigError(f"log_format must be text or json, got {settings.log_format!r}")

@@ -11,6 +11,7 @@ from cli import (
     db,
     dead_letters,
     demo,
+    errors,
     jobs,
     pilot,
     rabbitmq,
@@ -18,8 +19,9 @@ from cli import (
     sites,
     submit,
     tasks,
+    top,
 )
-from cli.context import Group
+from cli.context import Group, log_format_option
 
 
 @click.group(cls=Group)
@@ -29,6 +31,7 @@ from cli.context import Group
     type=click.Path(dir_okay=False),
     help="TOML settings file (PANDAMQ_CONFIG).",
 )
+@log_format_option
 @click.pass_context
 def pandamq(ctx: click.Context, config: str | None) -> None:
     """pandamq: a pilot-based workload manager on a message broker."""
@@ -53,6 +56,8 @@ for command in (
     datasets.dataset,
     certs.certs_group,
     rabbitmq.rabbitmq,
+    errors.errors,
+    top.top,
 ):
     pandamq.add_command(command)
 

@@ -55,7 +55,7 @@ def pilot(
 ) -> None:
     """Pull jobs from SITE's queues and run them, until --max-jobs or SIGTERM."""
     s = settings(ctx, heartbeat_interval_s=heartbeat_interval, log_level=log_level)
-    setup_logging(s.log_level)
+    setup_logging(s.log_level, s.log_format)
     identity.check_pilot_site(s, site)
     agent = Pilot(s, Slot(site, cores, memory_mb, walltime_s), max_jobs=max_jobs)
     ran = agent.run(stop_on_signals())

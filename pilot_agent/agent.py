@@ -28,6 +28,7 @@ from broker.error_codes import PilotError
 from broker.errors import BadInput, RecoverableError, SpecError
 from broker.messaging.dead_letters import dead_letter
 from broker.messaging.publisher import Outgoing
+from broker.observability.logs import job_context
 from broker.protocol import (
     NAME_PATTERN,
     SLOT_TOO_SMALL,
@@ -120,6 +121,7 @@ class Pilot:
             self.pilot_id,
             self.slot.site,
             ", ".join(self._resource_types()),
+            extra=job_context(pilot_id=self.pilot_id, site=self.slot.site),
         )
         try:
             while not stop.is_set() and (self.max_jobs is None or ran < self.max_jobs):
@@ -239,6 +241,9 @@ class Pilot:
                 self.pilot_id,
                 dispatch.job_id,
                 reply.reason,
+                extra=job_context(
+                    job_id=dispatch.job_id, pilot_id=self.pilot_id, site=self.slot.site
+                ),
             )
             if reply.reason.startswith(SLOT_TOO_SMALL):
                 # the job is back in the queue for a larger slot: do not take it again at once

@@ -21,6 +21,7 @@ from broker import topology
 from broker.messaging.consumer import Incoming
 from broker.messaging.publisher import Outgoing, Publisher
 from broker.metrics import CLAIMS
+from broker.observability.logs import job_context
 from broker.protocol import SLOT_TOO_SMALL, ClaimReply, ClaimRequest, encode
 from broker.security import senders
 from broker.service.activation import dispatch, release
@@ -83,6 +84,9 @@ class ClaimHandler:
                     request.job_id,
                     request.pilot_id,
                     reply.reason,
+                    extra=job_context(
+                        job_id=request.job_id, pilot_id=request.pilot_id, site=request.site
+                    ),
                 )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, RowMapping, and_, bindparam, select, 
 
 from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
+from broker.observability.pipeline import heartbeats_recorded
 from broker.protocol import JobEvent
 from broker.security import senders
 from broker.service import retries
@@ -213,3 +214,4 @@ def _heartbeats(
         .values(heartbeat_at=t),
         [{"b_id": e.job_id, "b_attempt": e.attempt} for e in beats.values()],
     )
+    heartbeats_recorded(rows[job_id]["site"] for job_id in beats if job_id in rows)

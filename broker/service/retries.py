@@ -19,6 +19,7 @@ from datetime import datetime
 from sqlalchemy import Connection, RowMapping, bindparam, insert, tuple_, update
 
 from broker.error_codes import ErrorFamily, PilotError, TaskBufferError
+from broker.observability.logs import job_context
 from broker.protocol import JobSpec
 from broker.service.activation import Placement
 from broker.service.setup import set_up
@@ -113,7 +114,15 @@ def retry(
     ]
     set_up(conn, placements, now, limits)
     for p in placements:
-        log.info("job %s: attempt %d started (%s)", p.spec.id, p.attempt, p.why)
+        log.info(
+            "job %s: attempt %d started (%s)",
+            p.spec.id,
+            p.attempt,
+            p.why,
+            extra=job_context(
+                job_id=p.spec.id, attempt=p.attempt, task_id=p.spec.task_id, site=p.site
+            ),
+        )
     return len(placements)
 
 

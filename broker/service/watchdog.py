@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, RowMapping, func, select
 
 from broker.error_codes import DispatcherError, ErrorFamily
+from broker.observability.logs import job_context
 from broker.service import retries
 from broker.service.throttle import Limits
 from broker.settings import Settings
@@ -105,7 +106,12 @@ class Watchdog:
         retries.retry(conn, decided, t, Limits.of(self._settings))
         for change in changes:
             if change.job_id in applied:
-                log.warning("job %s failed: %s", change.job_id, change.reason)
+                log.warning(
+                    "job %s failed: %s",
+                    change.job_id,
+                    change.reason,
+                    extra=job_context(job_id=change.job_id, attempt=change.attempt),
+                )
         return len(applied)
 
 

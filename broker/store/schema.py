@@ -85,6 +85,9 @@ jobs = Table(
     Index(None, "site", "state"),
     Index(None, "state", "priority"),
     Index(None, "task_id"),
+    # The monitor's: sites x states and recent final jobs; a task's progress.
+    Index(None, "state", "modified_at", "site"),
+    Index(None, "task_id", "state", "modified_at"),
 )
 
 job_attempts = Table(
@@ -102,6 +105,8 @@ job_attempts = Table(
     Column("error_family", String(16)),
     Column("error_code", Integer),
     Column("diagnostic", Text),
+    # The error list: failed attempts of the last hours.
+    Index(None, "state", "ended_at"),
 )
 
 job_transitions = Table(
@@ -129,6 +134,7 @@ pilots = Table(
     Column("first_seen", Time, nullable=False),
     Column("last_seen", Time, nullable=False),
     Column("jobs_claimed", Integer, nullable=False, default=0),
+    Index(None, "last_seen"),
 )
 
 outbox = Table(
@@ -170,6 +176,8 @@ datasets = Table(
     Column("closed_at", Time),
     Index(None, "task_id"),
     Index(None, "kind", "site", "state"),
+    # The monitor's dataset list: the datasets changed last.
+    Index(None, "modified_at"),
 )
 
 dataset_contents = Table(

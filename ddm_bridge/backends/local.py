@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from broker.errors import BadInput
-from broker.metrics import FILE_COPIES
+from broker.metrics import FILE_COPIES, FILE_COPY_DURATION
 from broker.settings import Settings
 from broker.store import datasets
 from broker.store.clock import now
@@ -138,12 +138,13 @@ class LocalDDM:
         """One copy; the reason it failed, or ``""``."""
         if self._settings.transfer_delay_s:
             time.sleep(self._settings.transfer_delay_s)  # the simulated wide-area latency
+        started = time.monotonic()
         try:
             self._copy(source, destination, expected)
         except (OSError, ValueError) as exc:
-            FILE_COPIES.labels(result="failed").inc()
+            _copied("failed", started)
             return str(exc)
-        FILE_COPIES.labels(result="verified").inc()
+        _copied("verified", started)
         return ""
 
     def _placed(self, transfer: _Transfer, record: FileRecord, path: Path, retries: int) -> None:
@@ -177,3 +178,9 @@ class LocalDDM:
             Report(transfer.dataset, transfer.site, "failed", error=error, retries=retries)
         )
         self._transfers.pop((transfer.dataset, transfer.site), None)
+
+
+def _copied(result: str, started: float) -> None:
+    """Count one copy and how long it took."""
+    FILE_COPIES.labels(result=result).inc()
+    FILE_COPY_DURATION.labels(result=result).observe(time.monotonic() - started)
