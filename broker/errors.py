@@ -59,3 +59,7 @@ class SchemaMissing(PermanentError):
 
 class IllegalTransition(PermanentError):
     """A job state change that the state machine does not allow."""
+
+
+class BatchSystemUnavailable(RecoverableError):
+    """A batch system (Slurm, ...) did not answer a command, or failed it."""

@@ -56,6 +56,20 @@ class Settings:
     # waiting out an outage of RabbitMQ or the database (broker/reconnect.py)
     reconnect_initial_delay_s: float = 0.5
     reconnect_max_delay_s: float = 30.0
+    # the pilot factory (broker/factory, docs/factory.md); limits are per site
+    factory_sites: str = ""
+    factory_batch_system: str = "local"
+    factory_interval_s: float = 30.0
+    factory_max_queued: int = 10
+    factory_max_running: int = 100
+    factory_max_submit: int = 20
+    factory_pilot_max_jobs: int = 0
+    factory_pilot_idle_s: float = 300.0
+    factory_walltime_s: int = 172800
+    factory_pilot_bundle: str = ""
+    factory_failure_window: int = 20
+    factory_failure_fraction: float = 0.5
+    slurm_partition: str = ""
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; ``None`` values are ignored."""
@@ -144,3 +158,16 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             "reconnect_initial_delay_s must be above 0 and at most reconnect_max_delay_s"
         )
+    _check_factory(settings)
+
+
+def _check_factory(settings: Settings) -> None:
+    s = settings
+    if min(s.factory_max_queued, s.factory_max_running, s.factory_max_submit) < 0:
+        raise ConfigError("factory_max_queued, _max_running and _max_submit must not be negative")
+    if s.factory_pilot_max_jobs < 0:
+        raise ConfigError("factory_pilot_max_jobs must not be negative (0: no limit)")
+    if settings.factory_interval_s <= 0 or settings.factory_pilot_idle_s <= 0:
+        raise ConfigError("factory_interval_s and factory_pilot_idle_s must be above 0")
+    if not 0 < settings.factory_failure_fraction <= 1:
+        raise ConfigError("factory_failure_fraction must be above 0 and at most 1")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from broker.stopping import stop_on_signals
 from cli.context import connection_options, settings, setup_logging
-from cli.serve import stop_on_signals
 from pilot_agent.agent import Pilot, Slot
 
 

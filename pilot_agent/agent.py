@@ -83,11 +83,15 @@ class Pilot:
         slot: Slot,
         max_jobs: int | None = None,
         pilot_id: str | None = None,
+        max_idle_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.slot = slot
         self.max_jobs = max_jobs
         self.pilot_id = pilot_id or new_pilot_id()
+        #: Leave after this long without a job (pilots a factory starts); None: never.
+        self.max_idle_s = max_idle_s
+        self._idle_since = time.monotonic()
         self._topology = topology.Topology(settings.queue_type)
         self._replies: list[Message] = []
         self._commands: list[Message] = []
@@ -113,10 +117,14 @@ class Pilot:
         )
         try:
             while not stop.is_set() and (self.max_jobs is None or ran < self.max_jobs):
+                if self._idle():
+                    log.info("pilot %s: no job for %.0f s, leaving", self.pilot_id, self.max_idle_s)
+                    break
                 job = self._next_job(stop)
                 if job is not None:
                     self._run(job[0], job[1], stop)
                     ran += 1
+                    self._idle_since = time.monotonic()
             self._link.finish(stop)
         finally:
             self._link.close()
@@ -177,13 +185,19 @@ class Pilot:
         )
         consumer.consume()
         try:
-            while not got and not stop.is_set():
+            while not got and not stop.is_set() and not self._idle():
                 self._tick()
         finally:
             consumer.cancel()
         for extra in got[1:]:
             extra.requeue()
         return got[0] if got else None
+
+    def _idle(self) -> bool:
+        """True once the pilot has waited ``max_idle_s`` for a job."""
+        if self.max_idle_s is None:
+            return False
+        return time.monotonic() - self._idle_since > self.max_idle_s
 
     def _tick(self) -> None:
         self._link.drain(TICK_S)
