@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli import control, db, dead_letters, demo, jobs, pilot, serve, sites, submit
+from cli import bundle, control, db, dead_letters, demo, factory, jobs, pilot, serve, sites, submit
 from cli.context import Group
 
 
@@ -33,6 +33,8 @@ for command in (
     serve.serve,
     sites.sites,
     submit.submit,
+    factory.factory,
+    bundle.pilot_bundle,
 ):
     pandamq.add_command(command)
 
