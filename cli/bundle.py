@@ -54,6 +54,11 @@ def _is_stdlib(path: str) -> bool:
     return path.startswith(stdlib) and not path.startswith(site)
 
 
+def _is_third_party(name: str, path: str) -> bool:
+    """A top-level module or package from site-packages (not the standard library)."""
+    return "." not in name and path.endswith(".py") and not _is_stdlib(path)
+
+
 def _copy_project_module(name: str, path: str, staging: Path) -> None:
     """One module of this project, at its place in its package."""
     parts = name.split(".")
@@ -91,9 +96,8 @@ def stage(staging: Path) -> list[str]:
         top = name.split(".")[0]
         if top in PROJECT_PACKAGES:
             _copy_project_module(name, path, staging)
-        elif name == top and not _is_stdlib(path) and path.endswith((".py", "__init__.py")):
-            if _copy_package(name, path, staging):
-                carried.append(name)
+        elif _is_third_party(name, path) and _copy_package(name, path, staging):
+            carried.append(name)
     (staging / "__main__.py").write_text(ENTRY)
     return carried
 

@@ -17,7 +17,7 @@ from cli.factory import start_factory
 @connection_options
 @click.pass_context
 def serve(ctx: click.Context, service: str, log_level: str | None) -> None:
-    """Run services until SIGTERM or SIGINT; `all` adds the pilot factory if factory_sites is set."""
+    """Run services until SIGTERM or SIGINT; `all` adds the factory if factory_sites is set."""
     s = settings(ctx, log_level=log_level)
     setup_logging(s.log_level)
     stop = stop_on_signals()

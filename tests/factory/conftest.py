@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from broker.factory.factory import PilotFactory
+from broker.factory.pilots import queued_work
 from broker.factory.submitter import LIVE_STATES, Submitter
 from broker.settings import Settings
 from broker.store.engine import transaction
@@ -64,6 +64,11 @@ class FactoryThread:
         query = select(func.count()).where(pilots.c.site == self.site, pilots.c.state.in_(states))
         with transaction(self.system.engine) as conn:
             return int(conn.execute(query).scalar_one())
+
+    def activated(self) -> int:
+        """The site's activated jobs, as the factory reads them."""
+        with transaction(self.system.engine) as conn:
+            return sum(w.jobs for w in queued_work(conn, self.site).values())
 
     def wait_all_ended(self, timeout_s: float = 60.0) -> None:
         """Let cycles run until no pilot of the site is live."""

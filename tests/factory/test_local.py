@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
+from broker.factory.pilots import DIED
 from broker.factory.submitter import PilotState
 from broker.factory.submitters.local import LocalSubmitter
 from broker.protocol import JobSpec
@@ -72,3 +75,28 @@ def test_four_pilots_are_kept_busy_until_the_queue_drains_then_none_is_submitted
         assert factory.factory.cycle() == 0
     # Then no pilot was submitted after the queue drained
     assert len(factory.pilots()) == submitted_before
+
+
+@pytest.mark.timeout(120)
+def test_a_site_whose_pilots_die_without_a_job_is_flagged(
+    system: System, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given queued jobs at a site whose pilots cannot start (their bundle is missing)
+    missing = Path(system.settings.work_dir) / "no-such-pilot.pyz"
+    settings = system.settings.replace(factory_pilot_bundle=str(missing))
+    factory = FactoryThread(system, LocalSubmitter(settings), system.new_site())
+    system.submit(*[JobSpec("true", site=factory.site) for _ in range(8)])
+    wait_for(lambda: factory.activated() == 8, 30, "jobs activated")
+    # When the factory runs until 5 of its pilots have ended
+    try:
+        factory.start()
+        wait_for(lambda: factory.count(*DIED) >= 5, 60, "5 pilots dead")
+        wait_for(lambda: factory.factory.health.failing, 30, "the site flagged")
+    finally:
+        factory.halt()
+        factory.end_leftovers()
+    # Then the site is flagged in the log and the metrics, and its dead pilots counted
+    assert f"site {factory.site} is failing" in caplog.text
+    labels = {"site": factory.site}
+    assert REGISTRY.get_sample_value("pandamq_factory_site_failing", labels) == 1
+    assert (REGISTRY.get_sample_value("pandamq_factory_pilots_died_total", labels) or 0) >= 5
