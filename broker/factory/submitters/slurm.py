@@ -59,6 +59,22 @@ def run(command: list[str]) -> str:
     return done.stdout
 
 
+def pilot_state(slurm_state: str) -> PilotState:
+    """A Slurm job state (``CANCELLED by 0`` included) as a pilot state."""
+    return STATES.get(slurm_state.partition(" ")[0], PilotState.FAILED)
+
+
+def parse_sacct(listing: str) -> dict[str, BatchStatus]:
+    """``sacct --parsable2`` lines of ``JobID|State|ExitCode`` as statuses."""
+    statuses = {}
+    for line in listing.splitlines():
+        batch_id, slurm_state, exit_code = [*line.strip().split("|"), "", ""][:3]
+        code, _, _ = exit_code.partition(":")
+        if batch_id and slurm_state:
+            statuses[batch_id] = BatchStatus(pilot_state(slurm_state), int(code) if code else None)
+    return statuses
+
+
 def walltime(seconds: int) -> str:
     """Slurm's ``days-hours:minutes:seconds``."""
     days, rest = divmod(seconds, 86400)
@@ -109,7 +125,7 @@ class SlurmSubmitter:
         return run(["sbatch", "--parsable", str(path)]).strip().split(";")[0]
 
     def poll(self, batch_ids: Sequence[str]) -> dict[str, BatchStatus]:
-        """States from ``squeue``; exit codes of the ended from ``scontrol``."""
+        """States from ``squeue`` (exit codes from ``scontrol``); ``sacct`` for older ones."""
         if not batch_ids:
             return {}
         wanted = set(batch_ids)
@@ -120,9 +136,21 @@ class SlurmSubmitter:
         for line in listing.splitlines():
             batch_id, _, slurm_state = line.strip().partition("|")
             if batch_id in wanted:
-                state = STATES.get(slurm_state, PilotState.FAILED)
+                state = pilot_state(slurm_state)
                 statuses[batch_id] = BatchStatus(state, self._exit_code(batch_id, state))
-        return statuses
+        forgotten = sorted(wanted - set(statuses))
+        return statuses | (self._accounted(forgotten) if forgotten else {})
+
+    def _accounted(self, batch_ids: list[str]) -> dict[str, BatchStatus]:
+        """What Slurm's accounting says of jobs ``squeue`` has forgotten (none without it)."""
+        command = ["sacct", "--noheader", "--parsable2", "--allocations"]
+        try:
+            listing = run(
+                [*command, f"--jobs={','.join(batch_ids)}", "--format=JobID,State,ExitCode"]
+            )
+        except BatchSystemUnavailable:
+            return {}
+        return parse_sacct(listing)
 
     def _exit_code(self, batch_id: str, state: PilotState) -> int | None:
         """The pilot's exit code (or the signal that ended it) once it has ended."""
