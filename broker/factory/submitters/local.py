@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from broker.errors import ConfigError
+from broker.errors import BatchSystemUnavailable, ConfigError
 from broker.factory.submitter import (
     BatchStatus,
     PilotState,
@@ -46,15 +46,19 @@ class LocalSubmitter:
         return [self._start(shape, pilot_id, env) for pilot_id in pilot_ids]
 
     def _start(self, shape: SlotShape, pilot_id: str, env: dict[str, str]) -> str:
-        with open(self._logs / f"{pilot_id}.log", "ab") as log:
-            process = subprocess.Popen(
-                pilot_command(self._settings, shape, pilot_id),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        command = pilot_command(self._settings, shape, pilot_id)
+        try:
+            with open(self._logs / f"{pilot_id}.log", "ab") as log:
+                process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise BatchSystemUnavailable(f"cannot start {command[0]}: {exc.strerror}") from exc
         batch_id = str(process.pid)
         self._processes[batch_id] = process
         return batch_id
