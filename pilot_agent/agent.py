@@ -88,6 +88,8 @@ class Pilot:
         self.settings = settings
         self.slot = slot
         self.max_jobs = max_jobs
+        if pilot_id is not None and not NAME_PATTERN.match(pilot_id):
+            raise BadInput(f"pilot id {pilot_id!r} must be 1-64 letters, digits, '_', '.' or '-'")
         self.pilot_id = pilot_id or new_pilot_id()
         #: Leave after this long without a job (pilots a factory starts); None: never.
         self.max_idle_s = max_idle_s
