@@ -161,13 +161,21 @@ def _check(settings: Settings) -> None:
     _check_factory(settings)
 
 
+#: Settings that are counts (0 meaning none, or no limit).
+NOT_NEGATIVE = (
+    "factory_max_queued",
+    "factory_max_running",
+    "factory_max_submit",
+    "factory_pilot_max_jobs",
+)
+
+
 def _check_factory(settings: Settings) -> None:
-    s = settings
-    if min(s.factory_max_queued, s.factory_max_running, s.factory_max_submit) < 0:
-        raise ConfigError("factory_max_queued, _max_running and _max_submit must not be negative")
-    if s.factory_pilot_max_jobs < 0:
-        raise ConfigError("factory_pilot_max_jobs must not be negative (0: no limit)")
-    if settings.factory_interval_s <= 0 or settings.factory_pilot_idle_s <= 0:
-        raise ConfigError("factory_interval_s and factory_pilot_idle_s must be above 0")
+    for name in NOT_NEGATIVE:
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{name} must not be negative, got {getattr(settings, name)}")
+    for name in ("factory_interval_s", "factory_pilot_idle_s"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be above 0, got {getattr(settings, name)}")
     if not 0 < settings.factory_failure_fraction <= 1:
         raise ConfigError("factory_failure_fraction must be above 0 and at most 1")
