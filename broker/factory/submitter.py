@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Protocol
 
-from broker.settings import Settings
+from broker.settings import ENV_PREFIX, Settings
 
 
 class PilotState(StrEnum):
@@ -86,7 +87,16 @@ def pilot_environment(settings: Settings) -> dict[str, str]:
     """``PANDAMQ_*`` variables that give a pilot the factory's settings."""
     names = {f.name for f in fields(Settings)} & set(PILOT_SETTINGS)
     values = {name: getattr(settings, name) for name in sorted(names)}
-    return {f"PANDAMQ_{k.upper()}": str(v) for k, v in values.items() if v is not None}
+    return {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in values.items() if v is not None}
+
+
+def inherited_environment() -> dict[str, str]:
+    """The factory's environment without its ``PANDAMQ_*`` settings, for a batch command.
+
+    The database URL (a password, maybe) must not reach worker nodes: a pilot
+    gets only ``pilot_environment``.
+    """
+    return {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
 
 
 def pilot_command(settings: Settings, shape: SlotShape, pilot_id: str) -> list[str]:

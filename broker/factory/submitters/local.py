@@ -7,7 +7,6 @@ so they need a message broker other processes can reach (RabbitMQ, not
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from broker.factory.submitter import (
     BatchStatus,
     PilotState,
     SlotShape,
+    inherited_environment,
     pilot_command,
     pilot_environment,
 )
@@ -42,7 +42,7 @@ class LocalSubmitter:
     def submit(self, shape: SlotShape, pilot_ids: Sequence[str]) -> list[str]:
         """Start one pilot process per id."""
         self._logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **pilot_environment(self._settings)}
+        env = {**inherited_environment(), **pilot_environment(self._settings)}
         return [self._start(shape, pilot_id, env) for pilot_id in pilot_ids]
 
     def _start(self, shape: SlotShape, pilot_id: str, env: dict[str, str]) -> str:

@@ -21,6 +21,7 @@ from broker.factory.submitter import (
     BatchStatus,
     PilotState,
     SlotShape,
+    inherited_environment,
     pilot_command,
     pilot_environment,
 )
@@ -47,7 +48,12 @@ def run(command: list[str]) -> str:
     """Run a Slurm command; its output, or ``BatchSystemUnavailable`` with its error line."""
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False
+            command,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=False,
+            env=inherited_environment(),
         )
     except FileNotFoundError as exc:
         raise ConfigError(f"{command[0]} not found: is Slurm installed on this host?") from exc
