@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from broker.errors import BrokerUnavailable
 from broker.stopping import stop_on_signals
 from cli.context import connection_options, settings, setup_logging
 from pilot_agent.agent import Pilot, Slot
@@ -59,3 +60,5 @@ def pilot(
     agent = Pilot(s, Slot(site, cores, memory_mb), max_jobs, pilot_id, max_idle)
     ran = agent.run(stop_on_signals())
     click.echo(f"pilot {agent.pilot_id} ran {ran} job(s)")
+    if not agent.connected:
+        raise BrokerUnavailable("the pilot never reached the message broker")

@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pilot: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(exc, BadInput) else EXIT_FAILED
     print(f"pilot {agent.pilot_id} ran {ran} job(s)")
+    if not agent.connected:
+        print("pilot: error: never reached the message broker", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 

@@ -94,6 +94,8 @@ class Pilot:
         #: Leave after this long without a job (pilots a factory starts); None: never.
         self.max_idle_s = max_idle_s
         self._idle_since = time.monotonic()
+        #: Whether RabbitMQ was ever reached: a pilot that never did has failed.
+        self.connected = False
         self._topology = topology.Topology(settings.queue_type)
         self._replies: list[Message] = []
         self._commands: list[Message] = []
@@ -137,7 +139,7 @@ class Pilot:
 
         An outage is waited out before, and ends the attempt if it comes during.
         """
-        if not self._link.open(stop):
+        if not self._link.open(stop, self._idle):
             return None
         try:
             with self._link.errors("taking a job"):
@@ -158,6 +160,7 @@ class Pilot:
 
     def _setup(self, connection: Connection) -> None:
         """Declare the pilot's queues and consume its replies and commands (on each connect)."""
+        self.connected = True
         queues = self._job_queues()
         topology.declare(connection.default_channel, queues)
         reply_channel = connection.channel()
