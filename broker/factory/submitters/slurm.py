@@ -120,9 +120,17 @@ class SlurmSubmitter:
         )
 
     def submit(self, shape: SlotShape, pilot_ids: Sequence[str]) -> list[str]:
-        """``sbatch`` one script per pilot."""
+        """``sbatch`` one script per pilot; if one fails, those already taken are cancelled."""
         self._dir.mkdir(parents=True, exist_ok=True)
-        return [self._submit_one(shape, pilot_id) for pilot_id in pilot_ids]
+        batch_ids: list[str] = []
+        try:
+            for pilot_id in pilot_ids:
+                batch_ids.append(self._submit_one(shape, pilot_id))
+        except BatchSystemUnavailable:
+            # The factory records the whole submission failed: none of it may run.
+            self.cancel(batch_ids)
+            raise
+        return batch_ids
 
     def _submit_one(self, shape: SlotShape, pilot_id: str) -> str:
         path = self._dir / f"{pilot_id}.sh"
