@@ -63,3 +63,7 @@ class IllegalTransition(PermanentError):
 
 class NotAllowed(BadInput):
     """The user may not do what it asks (another user's job without the production role)."""
+
+
+class BatchSystemUnavailable(RecoverableError):
+    """A batch system (Slurm, ...) did not answer a command, or failed it."""

@@ -7,7 +7,7 @@ depth are read from SQL when scraped (broker/observability/gauges.py).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 #: Buckets for waits from a second to a couple of days (dispatch, queue wait, payload).
 DURATION_BUCKETS = (
@@ -79,4 +79,24 @@ PAYLOAD_DURATION = Histogram(
     "Time from starting to the pilot's final report (holding).",
     ["site"],
     buckets=DURATION_BUCKETS,
+)
+
+# the pilot factory (broker/factory)
+PILOTS_SUBMITTED = Counter(
+    "pandamq_factory_pilots_submitted_total",
+    "Pilots the factory submitted to a batch system.",
+    ["site", "resource_type"],
+)
+PILOTS_ENDED = Counter(
+    "pandamq_factory_pilots_ended_total", "Pilots seen to end, by final state.", ["site", "state"]
+)
+PILOTS_DIED = Counter(
+    "pandamq_factory_pilots_died_total",
+    "Pilots that failed or went missing without running a job.",
+    ["site"],
+)
+SITE_FAILING = Gauge(
+    "pandamq_factory_site_failing",
+    "1 while most of a site's recent pilots die without running a job, else 0.",
+    ["site"],
 )

@@ -82,6 +82,21 @@ class Settings:
     monitor_port: int = 8080
     log_format: str = "text"
 
+    # the pilot factory (broker/factory, docs/factory.md); limits are per site
+    factory_sites: str = ""
+    factory_batch_system: str = "local"
+    factory_interval_s: float = 30.0
+    factory_max_queued: int = 10
+    factory_max_running: int = 100
+    factory_max_submit: int = 20
+    factory_pilot_max_jobs: int = 0
+    factory_pilot_idle_s: float = 300.0
+    factory_walltime_s: int = 172800
+    factory_pilot_bundle: str = ""
+    factory_failure_window: int = 20
+    factory_failure_fraction: float = 0.5
+    slurm_partition: str = ""
+
     def shares(self) -> dict[str, float]:
         """``activity_shares`` as activity → share, e.g. ``{"production": 80.0}``."""
         shares = {}
@@ -192,6 +207,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             "reconnect_initial_delay_s must be above 0 and at most reconnect_max_delay_s"
         )
+    _check_factory(settings)
 
 
 def _check_observability(settings: Settings) -> None:
@@ -200,3 +216,23 @@ def _check_observability(settings: Settings) -> None:
             raise ConfigError(f"{name} must be a TCP port (0 to 65535; 0 = off or any free port)")
     if settings.log_format not in {"text", "json"}:
         raise ConfigError(f"log_format must be text or json, got {settings.log_format!r}")
+
+
+#: Settings that are counts (0 meaning none, or no limit).
+NOT_NEGATIVE = (
+    "factory_max_queued",
+    "factory_max_running",
+    "factory_max_submit",
+    "factory_pilot_max_jobs",
+)
+
+
+def _check_factory(settings: Settings) -> None:
+    for name in NOT_NEGATIVE:
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{name} must not be negative, got {getattr(settings, name)}")
+    for name in ("factory_interval_s", "factory_pilot_idle_s"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be above 0, got {getattr(settings, name)}")
+    if not 0 < settings.factory_failure_fraction <= 1:
+        raise ConfigError("factory_failure_fraction must be above 0 and at most 1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cli import (
+    bundle,
     certs,
     control,
     datasets,
@@ -12,6 +13,7 @@ from cli import (
     dead_letters,
     demo,
     errors,
+    factory,
     jobs,
     pilot,
     rabbitmq,
@@ -58,6 +60,8 @@ for command in (
     rabbitmq.rabbitmq,
     errors.errors,
     top.top,
+    factory.factory,
+    bundle.pilot_bundle,
 ):
     pandamq.add_command(command)
 

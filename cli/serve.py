@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Callable
 
@@ -11,22 +10,12 @@ import click
 from broker.observability.exporter import serve_metrics
 from broker.service.server import BrokerService
 from broker.settings import Settings
+from broker.stopping import stop_on_signals
 from broker.store.engine import open_engine
 from cli.context import connection_options, database, settings, setup_logging
+from cli.factory import start_factory
 from cli.monitor import start_monitor, stop_monitor
 from ddm_bridge.bridge import DDMBridge
-
-
-def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT, for a graceful stop."""
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
 
 
 @click.command()
@@ -63,7 +52,7 @@ def serve(
     port: int | None,
 ) -> None:
     """Run pandamq services until SIGTERM or SIGINT (`all`: the broker service and the
-    DDM bridge, and the web monitor with --monitor)."""
+    DDM bridge, the pilot factory if factory_sites is set, the web monitor with --monitor)."""
     s = settings(
         ctx,
         log_level=log_level,
@@ -74,6 +63,7 @@ def serve(
     setup_logging(s.log_level, s.log_format)
     stop = stop_on_signals()
     monitor = start_monitor(s, database(s)) if service == "monitor" or with_monitor else None
+    factory = start_factory(s, stop) if service == "all" else None
     try:
         if service == "monitor":
             while not stop.wait(0.5):
@@ -81,8 +71,11 @@ def serve(
         else:
             _run_services(s, service, stop)
     finally:
+        stop.set()
         if monitor is not None:
             stop_monitor(monitor)
+        if factory is not None:
+            factory.join()
 
 
 def _run_services(s: Settings, service: str, stop: threading.Event) -> None:

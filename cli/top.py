@@ -12,11 +12,11 @@ from sqlalchemy import Engine
 
 from broker.monitor.views import dashboard
 from broker.monitor.window import DEFAULT_WINDOW, since
+from broker.stopping import stop_on_signals
 from broker.store.clock import now
 from broker.store.engine import transaction
 from cli.context import connection_options, database, settings
 from cli.render import table
-from cli.serve import stop_on_signals
 
 FAILURE_COLUMNS = ["job_id", "attempt", "site", "error_code", "exit_code", "diagnostic"]
 #: Failures listed under the table: few, so that it fits a terminal.

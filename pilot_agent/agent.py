@@ -90,11 +90,19 @@ class Pilot:
         slot: Slot,
         max_jobs: int | None = None,
         pilot_id: str | None = None,
+        max_idle_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.slot = slot
         self.max_jobs = max_jobs
+        if pilot_id is not None and not NAME_PATTERN.match(pilot_id):
+            raise BadInput(f"pilot id {pilot_id!r} must be 1-64 letters, digits, '_', '.' or '-'")
         self.pilot_id = pilot_id or new_pilot_id()
+        #: Leave after this long without a job (pilots a factory starts); None: never.
+        self.max_idle_s = max_idle_s
+        self._idle_since = time.monotonic()
+        #: Whether RabbitMQ was ever reached: a pilot that never did has failed.
+        self.connected = False
         self._topology = topology.Topology(settings.queue_type)
         self._replies: list[Message] = []
         self._commands: list[Message] = []
@@ -125,10 +133,14 @@ class Pilot:
         )
         try:
             while not stop.is_set() and (self.max_jobs is None or ran < self.max_jobs):
+                if self._idle():
+                    log.info("pilot %s: no job for %.0f s, leaving", self.pilot_id, self.max_idle_s)
+                    break
                 job = self._next_job(stop)
                 if job is not None:
                     self._run(job[0], job[1], stop)
                     ran += 1
+                    self._idle_since = time.monotonic()
             self._link.finish(stop)
         finally:
             self._link.close()
@@ -139,7 +151,7 @@ class Pilot:
 
         An outage is waited out before, and ends the attempt if it comes during.
         """
-        if not self._link.open(stop):
+        if not self._link.open(stop, self._idle):
             return None
         try:
             with self._link.errors("taking a job"):
@@ -160,6 +172,7 @@ class Pilot:
 
     def _setup(self, connection: Connection) -> None:
         """Declare the pilot's queues and consume its replies and commands (on each connect)."""
+        self.connected = True
         topology.declare(connection.default_channel, self._job_queues())
         private = connection.channel()
         tag = uuid.uuid4().hex[:8]
@@ -193,13 +206,19 @@ class Pilot:
         )
         consumer.consume()
         try:
-            while not got and not stop.is_set():
+            while not got and not stop.is_set() and not self._idle():
                 self._tick()
         finally:
             consumer.cancel()
         for extra in got[1:]:
             extra.requeue()
         return got[0] if got else None
+
+    def _idle(self) -> bool:
+        """True once the pilot has waited ``max_idle_s`` for a job."""
+        if self.max_idle_s is None:
+            return False
+        return time.monotonic() - self._idle_since > self.max_idle_s
 
     def _tick(self) -> None:
         self._link.drain(TICK_S)

@@ -51,10 +51,11 @@ class Link:
         """Job events not yet confirmed by RabbitMQ."""
         return len(self._events)
 
-    def open(self, stop: threading.Event) -> bool:
-        """Be connected with no event waiting, waiting out outages; False if stopped first."""
+    def open(self, stop: threading.Event, give_up: Callable[[], bool] = lambda: False) -> bool:
+        """Be connected with no event waiting, waiting out outages; False if stopped first
+        (or once ``give_up`` says so)."""
         while not self._try_open():
-            if not self._backoff.wait(stop):
+            if give_up() or not self._backoff.wait(stop):
                 return False
         return True
 

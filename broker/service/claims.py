@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
 from sqlalchemy.sql.expression import bindparam
 
 from broker import topology
@@ -203,6 +203,10 @@ def _see_pilots(
     conn.execute(
         update(pilots)
         .where(pilots.c.id == bindparam("b_id"))
-        .values(last_seen=t, jobs_claimed=pilots.c.jobs_claimed + bindparam("b_n")),
+        .values(
+            first_seen=func.coalesce(pilots.c.first_seen, t),
+            last_seen=t,
+            jobs_claimed=pilots.c.jobs_claimed + bindparam("b_n"),
+        ),
         [{"b_id": pid, "b_n": n} for pid, n in counts.items()],
     )

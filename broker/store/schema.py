@@ -131,9 +131,21 @@ pilots = Table(
     Column("node", String(256)),
     Column("cores", Integer),
     Column("memory_mb", Integer),
-    Column("first_seen", Time, nullable=False),
-    Column("last_seen", Time, nullable=False),
+    # Empty until the pilot's first claim: a factory records its pilots at submission.
+    Column("first_seen", Time),
+    Column("last_seen", Time),
     Column("jobs_claimed", Integer, nullable=False, default=0),
+    # Set by the pilot factory (broker/factory) for the pilots it submits.
+    Column("batch_system", String(16)),
+    Column("batch_id", String(128)),
+    Column("resource_type", String(16)),
+    Column("walltime_s", Integer),
+    Column("state", String(16)),
+    Column("submitted_at", Time),
+    Column("started_at", Time),
+    Column("ended_at", Time),
+    Column("exit_code", Integer),
+    Index(None, "site", "state"),
     Index(None, "last_seen"),
 )
 
