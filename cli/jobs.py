@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import click
 from rich.console import Console
 
+from broker.errors import BadInput
+from broker.monitor.datasets import job_file_list
 from broker.states import JobState
 from broker.store.engine import transaction
 from broker.store.jobs import PUBLIC_FIELDS, get_job, list_jobs
 from cli.context import connection_options, database, settings
 from cli.render import print_json, print_table, table
+from ddm_bridge.payload_log import read_log, stored_log
 
 LIST_COLUMNS = ["id", "state", "site", "attempt", "exit_code", "pilot_id", "modified_at"]
+FILE_COLUMNS = ["role", "attempt", "did", "size", "adler32", "dataset"]
 
 
 @click.command()
@@ -44,12 +49,22 @@ def jobs(
 @click.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--log", "show_log", is_flag=True, help="Print the payload's log from the SE.")
+@click.option("--attempt", type=click.IntRange(min=1), help="With --log: this attempt's log.")
 @connection_options
 @click.pass_context
-def job(ctx: click.Context, job_id: str, as_json: bool) -> None:
-    """Show one job: spec, state, every transition, attempts, exit code, pilot."""
+def job(
+    ctx: click.Context, job_id: str, as_json: bool, show_log: bool, attempt: int | None
+) -> None:
+    """Show one job: spec, state, every transition, attempts, exit code, pilot, files."""
+    if attempt is not None and not show_log:
+        raise BadInput("--attempt goes with --log")
+    if show_log:
+        _print_log(ctx, job_id, attempt, as_json)
+        return
     with transaction(database(settings(ctx))) as conn:
         record = get_job(conn, job_id)
+        record["files"] = job_file_list(conn, job_id)
     if as_json:
         print_json(record)
         return
@@ -82,6 +97,23 @@ def job(ctx: click.Context, job_id: str, as_json: bool) -> None:
             title="attempts",
         )
     )
+    if record["files"]:
+        console.print(table(record["files"], FILE_COLUMNS, title="files"))
+
+
+def _print_log(ctx: click.Context, job_id: str, attempt: int | None, as_json: bool) -> None:
+    """The payload's stdout and stderr from the log tarball of an attempt (default: latest)."""
+    with transaction(database(settings(ctx))) as conn:
+        log = stored_log(conn, job_id, attempt)
+    members = read_log(log)
+    if as_json:
+        print_json({**asdict(log), "files": members})
+        return
+    if not members:
+        click.echo(f"(job {log.job_id} attempt {log.attempt}: the payload wrote no output)")
+    for name, text in members.items():
+        click.echo(f"==> {name} (job {log.job_id} attempt {log.attempt}) <==")
+        click.echo(text, nl=not text.endswith("\n") and bool(text))
 
 
 def _print_brokerage(console: Console, record: dict[str, Any] | None) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 READ_CHUNK = 1024 * 1024
+#: What a job's log tarball holds, when the payload wrote it.
+LOG_FILES = ("payload.stdout", "payload.stderr")
 
 
 def se_dir(root: str, site: str) -> Path:

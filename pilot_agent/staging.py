@@ -20,6 +20,7 @@ from broker.error_codes import PilotError
 from broker.errors import PandaMQError
 from broker.protocol import FileInfo, JobSpec
 from ddm_bridge.se import (
+    LOG_FILES,
     Checksum,
     checksum,
     copy_verified,
@@ -28,9 +29,6 @@ from ddm_bridge.se import (
     output_scope,
     se_path,
 )
-
-#: What goes into the log tarball, when the payload wrote it.
-LOG_FILES = ("payload.stdout", "payload.stderr")
 
 
 class StagingError(PandaMQError):

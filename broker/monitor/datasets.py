@@ -89,12 +89,28 @@ def _subscriptions(conn: Connection, name: str) -> list[dict[str, Any]]:
 
 
 def job_file_list(conn: Connection, job_id: str) -> list[dict[str, Any]]:
-    """A job's input and output files, with the dispatch dataset that brings each."""
+    """A job's input, output and log files: each with its dataset of that role and the
+    dispatch dataset that brings it."""
     stmt = (
         select(job_files.c.role, job_files.c.attempt, job_files.c.dispatch_dataset)
-        .add_columns(files.c.scope, files.c.name, files.c.size, files.c.adler32)
+        .add_columns(files.c.scope, files.c.name, files.c.size, files.c.adler32, _dataset())
         .join(files, files.c.id == job_files.c.file_id)
         .where(job_files.c.job_id == job_id)
         .order_by(job_files.c.role, files.c.name)
     )
     return [_with_did(r) for r in conn.execute(stmt).mappings()]
+
+
+def _dataset() -> Any:
+    """The dataset of a job's file whose kind is the file's role (its input, output or log
+    dataset); indexed by the file."""
+    return (
+        select(func.min(dataset_contents.c.dataset))
+        .join(datasets, datasets.c.name == dataset_contents.c.dataset)
+        .where(
+            dataset_contents.c.file_id == job_files.c.file_id,
+            datasets.c.kind == job_files.c.role,
+        )
+        .scalar_subquery()
+        .label("dataset")
+    )

@@ -89,6 +89,8 @@ def job(data: dict[str, Any]) -> str:
         + table(ATTEMPT_HEADERS, attempts, text_columns=0)
         + "<h2>Files</h2>"
         + _job_files(data.get("files", []))
+        + "<h2>Payload log</h2>"
+        + _job_log(data.get("log", {}))
         + "<h2>Spec</h2>"
         + pre(data["spec"])
     )
@@ -146,12 +148,25 @@ def _job_files(files: list[dict[str, Any]]) -> str:
     rows = [
         [
             *(cell(f[c]) for c in ("role", "did", "size", "adler32")),
+            _dataset_link(f["dataset"]),
             _dataset_link(f["dispatch_dataset"]),
         ]
         for f in files
     ]
-    headers = ["role", "file", "size", "adler32", "dispatch dataset"]
+    headers = ["role", "file", "size", "adler32", "dataset", "dispatch dataset"]
     return table(headers, rows, text_columns=2) if rows else "<p class='muted'>none</p>"
+
+
+def _job_log(log: dict[str, Any]) -> str:
+    """The tail of each file of the job's stored log, or why there is none."""
+    if "error" in log:
+        return f"<p class='muted'>{cell(log['error'])}</p>"
+    where = f"<p>Attempt {cell(log['attempt'])}, {cell(log['site'])}:{cell(log['path'])}</p>"
+    parts = [
+        f"<h3>{cell(name)}</h3><pre>{cell(text) or '<span class=muted>empty</span>'}</pre>"
+        for name, text in log["files"].items()
+    ]
+    return where + "".join(parts)
 
 
 def datasets(data: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from broker.states import JobState
 from broker.store.clock import iso_times
 from broker.store.jobs import get_job
 from broker.store.schema import tasks
+from ddm_bridge.payload_log import log_tail
 
 #: The columns of the sites x states table, in the order a job walks them.
 STATE_COLUMNS = [*ACTIVE_STATES, *FINAL]
@@ -71,10 +72,11 @@ def _site_row(site: str, counts: dict[str, int]) -> dict[str, Any]:
 
 
 def job_page(conn: Connection, job_id: str) -> dict[str, Any]:
-    """A job: its fields, spec, attempts with their errors, and history."""
+    """A job: its fields, spec, attempts with their errors, history, files and log tail."""
     job = get_job(conn, job_id)
     job["errors"] = [a for a in job["attempts"] if a.get("error_code") or a.get("exit_code")]
     job["files"] = job_file_list(conn, job_id)
+    job["log"] = log_tail(conn, job_id)
     return job
 
 

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 from broker.error_codes import DDMError, ErrorFamily, PilotError
+from broker.monitor.datasets import job_file_list
 from broker.protocol import JobSpec
 from broker.store import datasets, subscriptions
 from broker.store.clock import now
@@ -57,6 +58,14 @@ def test_a_job_waits_for_its_input_then_runs_and_registers_its_output(system: Sy
     assert log.name == f"{job_id}.1.log.tgz"
     # And both are closed once the job is final
     wait_for(lambda: _states(system, f"{job_id}.output", f"{job_id}.log") == {"closed"})
+    # And the job lists each of its files with its dataset
+    with transaction(system.engine) as conn:
+        listed = {(f["role"], f["name"]): f["dataset"] for f in job_file_list(conn, job_id)}
+    assert listed == {
+        ("input", record.name): input_dataset,
+        ("output", "count.txt"): f"{job_id}.output",
+        ("log", log.name): f"{job_id}.log",
+    }
 
 
 def test_jobs_sharing_inputs_wait_on_one_dispatch_dataset_and_are_activated_together(

@@ -95,10 +95,12 @@ def test_a_person_follows_a_failure_from_the_sites_page_to_the_job(
     row.find_element(By.LINK_TEXT, "1").click()
     assert browser.title.startswith("Jobs")
     browser.find_element(By.LINK_TEXT, ids[3]).click()
-    # Then the job page shows its error, its history and its task
+    # Then the job page shows its error, its history, its payload's log and its task
     page = text(browser)
     assert browser.title.startswith(f"Job {ids[3]}")
     assert "no input file" in page and "1305" in page and "holding" in page
+    stderr = browser.find_element(By.XPATH, "//h3[text()='payload.stderr']/following-sibling::pre")
+    assert stderr.text == "no input file"
     browser.find_element(By.LINK_TEXT, task_id).click()
     assert "Progress: 75.0%" in text(browser)
     # And the error list at the site groups the failure with an example job
