@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli import control, db, dead_letters, demo, jobs, pilot, serve, sites, submit
+from cli import bench, control, db, dead_letters, demo, jobs, pilot, serve, sites, submit
 from cli.context import Group
 
 
@@ -22,6 +22,7 @@ def pandamq(ctx: click.Context, config: str | None) -> None:
 
 
 for command in (
+    bench.bench,
     control.kill,
     control.retry,
     dead_letters.dead_letters,
