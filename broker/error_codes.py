@@ -15,6 +15,8 @@ class ErrorFamily(StrEnum):
     PILOT = "pilot"
     DISPATCHER = "dispatcher"
     TASKBUFFER = "taskbuffer"
+    BROKERAGE = "brokerage"
+    DDM = "ddm"
 
 
 class PilotError(IntEnum):
@@ -25,6 +27,8 @@ class PilotError(IntEnum):
     PILOT_STOPPED = 1307
     OUT_OF_MEMORY = 1308
     KILLED = 1309
+    STAGE_IN_FAILED = 1099
+    STAGE_OUT_FAILED = 1137
 
 
 class DispatcherError(IntEnum):
@@ -41,6 +45,22 @@ class TaskBufferError(IntEnum):
     """Decisions about a job taken in the broker on request."""
 
     KILLED = 100
+    REASSIGNED = 102
+
+
+class BrokerageError(IntEnum):
+    """Brokerage found no site for the job."""
+
+    NO_SITE = 100
+
+
+class DDMError(IntEnum):
+    """Failures of data management: inputs that did not reach the site, outputs not registered."""
+
+    SUBSCRIPTION_FAILED = 200
+    SUBSCRIPTION_TIMEOUT = 201
+    UNKNOWN_INPUT = 202
+    OUTPUT_REGISTRATION = 203
 
 
 DESCRIPTIONS: dict[tuple[ErrorFamily, int], str] = {
@@ -55,4 +75,15 @@ DESCRIPTIONS: dict[tuple[ErrorFamily, int], str] = {
     (ErrorFamily.DISPATCHER, DispatcherError.TRANSFERRING_TIMEOUT): "outputs not transferred",
     (ErrorFamily.DISPATCHER, DispatcherError.ASSIGNED_TIMEOUT): "input data not there in time",
     (ErrorFamily.TASKBUFFER, TaskBufferError.KILLED): "killed on request",
+    (
+        ErrorFamily.TASKBUFFER,
+        TaskBufferError.REASSIGNED,
+    ): "pulled back from its site and brokered again",
+    (ErrorFamily.BROKERAGE, BrokerageError.NO_SITE): "no site fits the job",
+    (ErrorFamily.PILOT, PilotError.STAGE_IN_FAILED): "input files could not be staged in",
+    (ErrorFamily.PILOT, PilotError.STAGE_OUT_FAILED): "an output is missing or was not stored",
+    (ErrorFamily.DDM, DDMError.SUBSCRIPTION_FAILED): "input data could not be moved to the site",
+    (ErrorFamily.DDM, DDMError.SUBSCRIPTION_TIMEOUT): "input data transfer made no progress",
+    (ErrorFamily.DDM, DDMError.UNKNOWN_INPUT): "an input file is not registered",
+    (ErrorFamily.DDM, DDMError.OUTPUT_REGISTRATION): "outputs could not be registered",
 }

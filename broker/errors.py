@@ -59,3 +59,11 @@ class SchemaMissing(PermanentError):
 
 class IllegalTransition(PermanentError):
     """A job state change that the state machine does not allow."""
+
+
+class NotAllowed(BadInput):
+    """The user may not do what it asks (another user's job without the production role)."""
+
+
+class BatchSystemUnavailable(RecoverableError):
+    """A batch system (Slurm, ...) did not answer a command, or failed it."""

@@ -25,7 +25,28 @@ if TYPE_CHECKING:
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
+#: A file's name within its scope (the part of a DID after ``scope:``).
+FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+
+#: A task's id: short enough that its jobs' ids (``<task id>-<6 digits>``) are names too.
+TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,55}$")
+
+#: How a claim refusal starts when the job needs more than the claiming pilot's slot.
+SLOT_TOO_SMALL = "slot too small"
+
 EventKind = Literal["starting", "running", "heartbeat", "finished", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file a job reads or writes: its DID parts, GUID, size and adler32 checksum."""
+
+    scope: str
+    name: str
+    guid: str
+    size: int
+    adler32: str
+    role: Literal["input", "output", "log"] = "input"
 
 
 @dataclass(frozen=True)
@@ -45,6 +66,12 @@ class JobSpec:
     max_attempts: int = 3
     environment: dict[str, str] = field(default_factory=dict)
     final_exit_codes: list[int] = field(default_factory=list)
+    input_files: list[str] = field(default_factory=list)
+    output_files: list[str] = field(default_factory=list)
+    output_destination: str | None = None
+    release: str | None = None
+    activity: str = "production"
+    sites: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         """Rules beyond types."""
@@ -53,10 +80,21 @@ class JobSpec:
         _check_name("id", self.id, allow_empty=True)
         _check_name("site", self.site)
         _check_name("task_id", self.task_id)
+        _check_name("output_destination", self.output_destination)
         _check_positive("cores", self.cores)
         _check_positive("memory_mb", self.memory_mb)
         _check_positive("walltime_s", self.walltime_s)
         _check_positive("max_attempts", self.max_attempts)
+        for did in self.input_files:
+            split_did(did)
+        for name in self.output_files:
+            if not FILE_NAME_PATTERN.match(name):
+                raise SpecError(
+                    f"job spec: output file {name!r} must be 1-255 letters, digits, '_', '.' or '-'"
+                )
+        _check_name("activity", self.activity)
+        for n, site in enumerate(self.sites):
+            _check_name(f"sites[{n}]", site)
 
 
 @dataclass(frozen=True)
@@ -84,6 +122,7 @@ class ClaimRequest:
     node: str = ""
     cores: int = 1
     memory_mb: int = 2000
+    walltime_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +135,7 @@ class ClaimReply:
     granted: bool
     reason: str = ""
     job: JobSpec | None = None
+    input_files: list[FileInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -112,6 +152,7 @@ class JobEvent:
     exit_code: int | None = None
     error_code: int | None = None
     diagnostic: str = ""
+    files: list[FileInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -123,6 +164,51 @@ class JobCommand:
     job_ids: list[str] = field(default_factory=list)
     task_id: str | None = None
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task: one command run over an input dataset, split into jobs at submission.
+
+    In ``command``, ``{inputs}`` becomes the job's input file names and
+    ``{outputs}`` its output file names, each separated by spaces.
+    """
+
+    QUEUE: ClassVar[str] = "pandamq.tasks"
+    command: str
+    input_dataset: str
+    output_dataset: str
+    id: str = ""
+    name: str | None = None
+    files_per_job: int = 1
+    cores: int = 1
+    memory_mb: int = 2000
+    walltime_s: int = 86400
+    release: str | None = None
+    priority: int = 0
+    max_attempts: int = 3
+    activity: str = "production"
+    sites: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        """Rules beyond types."""
+        if not self.command.strip():
+            raise SpecError("task spec: field 'command' must not be empty")
+        if self.id and not TASK_ID_PATTERN.match(self.id):
+            raise SpecError(
+                f"task spec: field 'id' must be 1-56 letters, digits, '_', '.' or '-', "
+                f"got {self.id!r}"
+            )
+        for name in ("input_dataset", "output_dataset"):
+            if not FILE_NAME_PATTERN.match(getattr(self, name)):
+                raise SpecError(
+                    f"task spec: field {name!r} must be 1-255 letters, digits, '_', '.' or '-'"
+                )
+        _check_name("activity", self.activity, label="task spec")
+        for n, site in enumerate(self.sites):
+            _check_name(f"sites[{n}]", site, label="task spec")
+        for name in ("files_per_job", "cores", "memory_mb", "walltime_s", "max_attempts"):
+            _check_positive(name, getattr(self, name), label="task spec")
 
 
 @dataclass(frozen=True)
@@ -144,6 +230,7 @@ MESSAGES: tuple[type[Any], ...] = (
     JobEvent,
     JobCommand,
     PilotCommand,
+    TaskSpec,
 )
 
 M = TypeVar("M", bound="DataclassInstance")
@@ -242,22 +329,35 @@ def _convert_scalar(label: str, name: str, hint: type[Any], value: Any) -> Any:
     return value
 
 
-def _check_name(name: str, value: str | None, allow_empty: bool = False) -> None:
+def _check_name(
+    name: str, value: str | None, allow_empty: bool = False, label: str = "job spec"
+) -> None:
     if value is None or (allow_empty and value == ""):
         return
     if not NAME_PATTERN.match(value):
         raise SpecError(
-            f"job spec: field {name!r} must be 1-64 letters, digits, '_', '.' or '-', got {value!r}"
+            f"{label}: field {name!r} must be 1-64 letters, digits, '_', '.' or '-', got {value!r}"
         )
 
 
-def _check_positive(name: str, value: int) -> None:
+def split_did(did: str) -> tuple[str, str]:
+    """``scope:name`` as (scope, name); ``SpecError`` unless both parts are valid."""
+    scope, sep, name = did.partition(":")
+    if not sep or not NAME_PATTERN.match(scope) or not FILE_NAME_PATTERN.match(name):
+        raise SpecError(
+            f"file {did!r} must be scope:name (letters, digits, '_', '.' or '-'; "
+            "scope at most 64, name at most 255 characters)"
+        )
+    return scope, name
+
+
+def _check_positive(name: str, value: int, label: str = "job spec") -> None:
     if value < 1:
-        raise SpecError(f"job spec: field {name!r} must be at least 1, got {value}")
+        raise SpecError(f"{label}: field {name!r} must be at least 1, got {value}")
 
 
 def _label(cls: type[Any]) -> str:
-    return "job spec" if cls is JobSpec else f"{cls.__name__} message"
+    return {JobSpec: "job spec", TaskSpec: "task spec"}.get(cls, f"{cls.__name__} message")
 
 
 _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}

@@ -56,6 +56,61 @@ class Settings:
     # waiting out an outage of RabbitMQ or the database (broker/reconnect.py)
     reconnect_initial_delay_s: float = 0.5
     reconnect_max_delay_s: float = 30.0
+    # brokerage, throttling and re-brokerage (docs/brokerage.md)
+    brokerage_data_weight: float = 10.0
+    throttle_min_activated: int = 20
+    throttle_running_factor: float = 2.0
+    activity_shares: str = "production=80,analysis=20"
+    brokerage_interval_s: float = 10.0
+    rebrokerage_idle_s: float = 3600.0
+    # data management (ddm_bridge): the local DDM's storage elements and transfers
+    ddm_root: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-se"))
+    transfer_threads: int = 4
+    transfer_retries: int = 3
+    transfer_delay_s: float = 0.0
+    subscription_timeout_s: float = 3600.0
+    ddm_poll_interval_s: float = 0.5
+
+    # security (broker/security/): identities with the production role, comma-separated
+    production_role: str = ""
+
+    # observability (broker/observability/, broker/monitor/)
+    metrics_port: int = 0
+    metrics_refresh_s: float = 15.0
+    pilot_seen_s: float = 10800.0
+    monitor_host: str = "127.0.0.1"
+    monitor_port: int = 8080
+    log_format: str = "text"
+
+    # the pilot factory (broker/factory, docs/factory.md); limits are per site
+    factory_sites: str = ""
+    factory_batch_system: str = "local"
+    factory_interval_s: float = 30.0
+    factory_max_queued: int = 10
+    factory_max_running: int = 100
+    factory_max_submit: int = 20
+    factory_pilot_max_jobs: int = 0
+    factory_pilot_idle_s: float = 300.0
+    factory_walltime_s: int = 172800
+    factory_pilot_bundle: str = ""
+    factory_failure_window: int = 20
+    factory_failure_fraction: float = 0.5
+    slurm_partition: str = ""
+
+    def shares(self) -> dict[str, float]:
+        """``activity_shares`` as activity → share, e.g. ``{"production": 80.0}``."""
+        shares = {}
+        for item in filter(None, (p.strip() for p in self.activity_shares.split(","))):
+            name, _, value = item.partition("=")
+            try:
+                shares[name.strip()] = float(value)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"activity_shares: expected ACTIVITY=SHARE, ..., got {item!r}"
+                ) from exc
+        if any(v <= 0 for v in shares.values()):
+            raise ConfigError("activity_shares: every share must be above 0")
+        return shares
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; ``None`` values are ignored."""
@@ -122,6 +177,8 @@ def _coerce(name: str, type_name: str, value: Any) -> Any:
             return float(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name} must be a number, got {value!r}") from exc
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
     return str(value)
 
 
@@ -140,7 +197,42 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"queue_type must be classic or quorum, got {settings.queue_type!r}")
     if settings.batch_size < 1 or settings.publish_window < 1:
         raise ConfigError("batch_size and publish_window must be at least 1")
+    settings.shares()
+    if settings.throttle_min_activated < 1:
+        raise ConfigError("throttle_min_activated must be at least 1")
+    if settings.transfer_threads < 1 or settings.transfer_retries < 0:
+        raise ConfigError("transfer_threads must be at least 1 and transfer_retries at least 0")
+    _check_observability(settings)
     if not 0 < settings.reconnect_initial_delay_s <= settings.reconnect_max_delay_s:
         raise ConfigError(
             "reconnect_initial_delay_s must be above 0 and at most reconnect_max_delay_s"
         )
+    _check_factory(settings)
+
+
+def _check_observability(settings: Settings) -> None:
+    for name in ("metrics_port", "monitor_port"):
+        if not 0 <= getattr(settings, name) <= 65535:
+            raise ConfigError(f"{name} must be a TCP port (0 to 65535; 0 = off or any free port)")
+    if settings.log_format not in {"text", "json"}:
+        raise ConfigError(f"log_format must be text or json, got {settings.log_format!r}")
+
+
+#: Settings that are counts (0 meaning none, or no limit).
+NOT_NEGATIVE = (
+    "factory_max_queued",
+    "factory_max_running",
+    "factory_max_submit",
+    "factory_pilot_max_jobs",
+)
+
+
+def _check_factory(settings: Settings) -> None:
+    for name in NOT_NEGATIVE:
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{name} must not be negative, got {getattr(settings, name)}")
+    for name in ("factory_interval_s", "factory_pilot_idle_s"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be above 0, got {getattr(settings, name)}")
+    if not 0 < settings.factory_failure_fraction <= 1:
+        raise ConfigError("factory_failure_fraction must be above 0 and at most 1")

@@ -22,6 +22,8 @@ REPLIES_EXCHANGE = "pandamq.replies"
 CONTROL_EXCHANGE = "pandamq.control"
 COMMANDS_EXCHANGE = "pandamq.commands"
 COMMANDS_QUEUE = "pandamq.commands"
+TASKS_EXCHANGE = "pandamq.tasks"
+TASKS_QUEUE = "pandamq.tasks"
 DEAD_LETTER_EXCHANGE = "pandamq.dlx"
 DEAD_LETTER_QUEUE = "pandamq.dead"
 
@@ -62,19 +64,32 @@ def job_routing_key(site: str, resource: str) -> str:
     return f"{site}.{resource}"
 
 
-def reply_queue_name(pilot_id: str) -> str:
-    """The private queue a pilot receives claim replies on."""
-    return f"pandamq.reply.{pilot_id}"
+def pilot_address(site: str, pilot_id: str) -> str:
+    """Routing key of one pilot's replies and commands: ``<site>.<pilot_id>``.
+
+    It starts with the site, so RabbitMQ's topic permissions can keep a
+    site's pilots to their own site's keys.
+    """
+    return f"{site}.{pilot_id}"
 
 
-def control_queue_name(pilot_id: str) -> str:
-    """The private queue a pilot receives commands on."""
-    return f"pandamq.control.{pilot_id}"
+def reply_queue_name(site: str, pilot_id: str, tag: str) -> str:
+    """A pilot connection's queue of claim replies: ``pandamq.reply.<site>.<pilot_id>.<tag>``.
+
+    ``tag`` is new on each connection: the queue of a connection that just
+    broke may linger, exclusive to it, and its name must not be reused.
+    """
+    return f"pandamq.reply.{pilot_address(site, pilot_id)}.{tag}"
+
+
+def control_queue_name(site: str, pilot_id: str, tag: str) -> str:
+    """A pilot connection's queue of commands: ``pandamq.control.<site>.<pilot_id>.<tag>``."""
+    return f"pandamq.control.{pilot_address(site, pilot_id)}.{tag}"
 
 
 def control_routing_key(site: str, pilot_id: str) -> str:
     """Routing key on the control exchange for one pilot: ``<site>.<pilot_id>``."""
-    return f"{site}.{pilot_id}"
+    return pilot_address(site, pilot_id)
 
 
 def event_routing_key(site: str, kind: str) -> str:
@@ -112,6 +127,10 @@ class Topology:
         """Where people's kill and retry commands wait for the broker service."""
         return self._durable(COMMANDS_QUEUE, Exchange(COMMANDS_EXCHANGE, "direct"), COMMANDS_QUEUE)
 
+    def tasks_queue(self) -> Queue:
+        """Where task submissions wait for the broker service."""
+        return self._durable(TASKS_QUEUE, Exchange(TASKS_EXCHANGE, "direct"), TASKS_QUEUE)
+
     def events_queue(self) -> Queue:
         """Where pilots' job events wait for the broker service."""
         return self._durable(EVENTS_QUEUE, Exchange(EVENTS_EXCHANGE, "topic"), "#")
@@ -133,27 +152,41 @@ class Topology:
             queue_arguments={"x-queue-type": self.queue_type},
         )
 
-    def reply_queue(self, pilot_id: str) -> Queue:
-        """A pilot's private, short-lived queue of claim replies."""
+    def pilot_job_queue(self, site: str, resource: str) -> Queue:
+        """A job queue as a pilot declares it: the same queue, its binding left to the broker.
+
+        Binding needs read permission on the jobs exchange, which would let a
+        pilot bind its queue to another site's key.
+        """
         return Queue(
-            reply_queue_name(pilot_id),
-            Exchange(REPLIES_EXCHANGE, "direct"),
-            routing_key=pilot_id,
+            job_queue_name(site, resource), durable=True, queue_arguments=self._arguments()
+        )
+
+    def reply_queue(self, pilot_id: str, site: str, tag: str) -> Queue:
+        """A pilot connection's private, short-lived queue of claim replies."""
+        return self._private(
+            reply_queue_name(site, pilot_id, tag), self.replies_exchange(), site, pilot_id
+        )
+
+    def control_queue(self, pilot_id: str, site: str, tag: str) -> Queue:
+        """A pilot connection's private queue of commands (kill)."""
+        return self._private(
+            control_queue_name(site, pilot_id, tag), self.control_exchange(), site, pilot_id
+        )
+
+    def _private(self, name: str, exchange: Exchange, site: str, pilot_id: str) -> Queue:
+        return Queue(
+            name,
+            exchange,
+            routing_key=pilot_address(site, pilot_id),
             exclusive=True,
             auto_delete=True,
             durable=False,
         )
 
-    def control_queue(self, pilot_id: str, site: str) -> Queue:
-        """A pilot's private queue of commands (kill), addressed to it or its whole site."""
-        return Queue(
-            control_queue_name(pilot_id),
-            self.control_exchange(),
-            routing_key=control_routing_key(site, pilot_id),
-            exclusive=True,
-            auto_delete=True,
-            durable=False,
-        )
+    def replies_exchange(self) -> Exchange:
+        """Claim replies, routed ``<site>.<pilot_id>``."""
+        return Exchange(REPLIES_EXCHANGE, "topic", durable=True)
 
     def jobs_exchange(self) -> Exchange:
         """Activated jobs, routed ``<site>.<resource_type>``."""
@@ -171,6 +204,7 @@ class Topology:
             self.events_queue(),
             self.commands_queue(),
             self.dead_letter_queue(),
+            self.tasks_queue(),
         ]
 
     def site_queues(self, sites: Iterable[str]) -> list[Queue]:

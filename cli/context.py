@@ -3,7 +3,6 @@ database; and turning pandamq errors into one line and an exit code."""
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -12,6 +11,7 @@ import click
 from sqlalchemy import Engine
 
 from broker.errors import BadInput, PandaMQError
+from broker.observability import logs
 from broker.settings import Settings
 from broker.store.engine import open_engine
 from broker.store.migrate import require_current
@@ -78,12 +78,17 @@ def database(s: Settings) -> Engine:
     return engine
 
 
-def setup_logging(level: str) -> None:
-    """Plain log lines on stderr."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Alembic says which dialect it uses each time the schema is checked.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """Log lines on stderr, as text or JSON (``--log-format``)."""
+    logs.setup(level, log_format)
+
+
+def log_format_option(command: F) -> F:
+    """The global ``--log-format`` (it wins over env and config)."""
+    return click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        expose_value=False,
+        callback=_remember,
+        help="Log lines of services as text or JSON objects (PANDAMQ_LOG_FORMAT).",
+    )(command)

@@ -11,8 +11,10 @@ import click
 from sqlalchemy import Engine, select
 
 from broker import topology
-from broker.errors import BadInput, NotFound
+from broker.errors import BadInput, NotAllowed, NotFound
 from broker.protocol import JobCommand, encode
+from broker.security import identity, senders
+from broker.settings import Settings
 from broker.states import FINAL_STATES
 from broker.store.engine import transaction
 from broker.store.jobs import load
@@ -43,6 +45,15 @@ def _targets(engine: Engine, job_ids: tuple[str, ...], task: str | None) -> dict
     return found
 
 
+def _may_manage(engine: Engine, s: Settings, command: str, ids: list[str]) -> None:
+    """Say at once what the broker service would refuse: another user's jobs."""
+    with transaction(engine) as conn:
+        rows = load(conn, ids).values()
+    why = senders.manage_refusal(s, identity.of(s), command, rows)
+    if why is not None:
+        raise NotAllowed(why)
+
+
 def _send(
     ctx: click.Context,
     command: Literal["kill", "retry"],
@@ -53,6 +64,7 @@ def _send(
     s = settings(ctx)
     engine = database(s)
     targets = _targets(engine, job_ids, task)
+    _may_manage(engine, s, command, list(targets))
     message = JobCommand(command, list(job_ids), task, reason)
     publish_to(s, topology.Topology(s.queue_type).commands_queue(), [encode(message)])
     click.echo(f"{command} requested for {len(targets)} job(s)")

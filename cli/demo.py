@@ -24,36 +24,57 @@ from broker.protocol import JobSpec
 from broker.service.server import BrokerService
 from broker.settings import Settings
 from broker.states import FINAL_STATES, JobState
+from broker.store.clock import now
 from broker.store.engine import open_engine, transaction
 from broker.store.jobs import get_job, places_of
 from broker.store.migrate import upgrade
 from broker.store.sites import add_site
 from cli.context import EXIT_FAILED, connection_options, settings
+from cli.demo_data import SCOPE, TRANSFER_DELAY_S, input_name, put_inputs, subscription_summary
 from cli.render import table
 from cli.submitter import publish_specs
+from ddm_bridge.bridge import DDMBridge
 from pilot_agent.agent import Pilot, Slot
 
 SITES = ("SITE_A", "SITE_B")
 PILOTS_PER_SITE = 2
 DEMO_TIMEOUT_S = 600.0
-ALWAYS_SHOWN = {JobState.ACTIVATED, JobState.RUNNING, JobState.FINISHED, JobState.FAILED}
+ALWAYS_SHOWN = {
+    JobState.ASSIGNED,
+    JobState.ACTIVATED,
+    JobState.RUNNING,
+    JobState.FINISHED,
+    JobState.FAILED,
+}
 
 
 def demo_specs(count: int, run: str) -> list[JobSpec]:
-    """About ``count`` short jobs over the demo sites; every seventh fails on purpose."""
+    """About ``count`` short jobs over the demo sites; every seventh fails on purpose.
+
+    Job ``i`` reads input ``i`` (which may be at the other site) and writes an output.
+    """
     specs = []
     for i in range(count):
         fails = i % 7 == 3
+        source, output = input_name(run, i), f"demo-{run}-{i:03d}.out"
         command = (
             f"echo 'job {i}: simulated failure' >&2; exit {3 + i % 2}"
             if fails
-            else f"echo 'job {i} on' $(hostname); sleep 0.{(i * 37) % 10}"
+            else f"echo 'job {i} on' $(hostname); wc -l < {source} > {output}; "
+            f"sleep 0.{(i * 37) % 10}"
         )
         # every job names a demo site: on a shared database other online
         # sites may have no pilots
         site = SITES[i % len(SITES)]
         specs.append(
-            JobSpec(command=command, id=f"demo-{run}-{i:03d}", site=site, name=f"demo job {i}")
+            JobSpec(
+                command=command,
+                id=f"demo-{run}-{i:03d}",
+                site=site,
+                name=f"demo job {i}",
+                input_files=[f"{SCOPE}:{source}"],
+                output_files=[] if fails else [output],
+            )
         )
     return specs
 
@@ -86,6 +107,8 @@ def demo(ctx: click.Context, count: int) -> None:
             database_url=overrides.get("database_url", f"sqlite:///{Path(tmp) / 'demo.sqlite'}"),
             heartbeat_interval_s=2.0,
             work_dir=str(Path(tmp) / "work"),
+            ddm_root=str(Path(tmp) / "se"),
+            transfer_delay_s=TRANSFER_DELAY_S,
         )
         settings(ctx)  # validate flags like every other command
         ok = _run(s, count)
@@ -101,18 +124,23 @@ def _run(s: Settings, count: int) -> bool:
         for site in SITES:
             add_site(conn, site)
     stop = threading.Event()
+    run, since = uuid.uuid4().hex[:8], now()
+    dataset = put_inputs(s, engine, run, count, SITES)
     workers = _start(s, engine, stop)
-    specs = demo_specs(count, uuid.uuid4().hex[:8])
+    specs = demo_specs(count, run)
     started = time.monotonic()
     try:
         publish_specs(s, specs)
         console.print(
             f"submitted {len(specs)} jobs to {', '.join(SITES)} "
-            f"({PILOTS_PER_SITE} pilots each) on {s.broker_url.split('@')[-1]}"
+            f"({PILOTS_PER_SITE} pilots each) on {s.broker_url.split('@')[-1]}; "
+            f"their inputs ({dataset}) are spread over the sites, so jobs wait in "
+            "assigned while data moves"
         )
         places = _watch(console, engine, [sp.id for sp in specs], workers)
         if not console.is_terminal:
             console.line()  # a live display off a terminal leaves its last line open
+        console.print(subscription_summary(engine, since))
         return _summary(console, engine, places, time.monotonic() - started)
     finally:
         stop.set()
@@ -128,6 +156,8 @@ def _start(s: Settings, engine: Engine, stop: threading.Event) -> list[_Worker]:
     while not ready.wait(0.1):
         if not broker.is_alive():
             raise broker.error or PermanentError("the broker service stopped while starting")
+    bridge = _Worker("ddm-bridge", lambda: DDMBridge(s, engine).run(stop))
+    bridge.start()
     pilots = [
         _Worker(f"pilot-{site}-{n}", functools.partial(Pilot(s, Slot(site)).run, stop))
         for site in SITES
@@ -135,7 +165,7 @@ def _start(s: Settings, engine: Engine, stop: threading.Event) -> list[_Worker]:
     ]
     for p in pilots:
         p.start()
-    return [broker, *pilots]
+    return [broker, bridge, *pilots]
 
 
 def _watch(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.console import Console
 
@@ -56,6 +58,7 @@ def job(ctx: click.Context, job_id: str, as_json: bool) -> None:
         if record.get(key) is not None:
             console.print(f"[bold]{key:>14}[/bold]  {record[key]}", highlight=False)
     console.print(f"[bold]{'spec':>14}[/bold]  {record['spec']}", highlight=False)
+    _print_brokerage(console, record.get("brokerage"))
     console.print(
         table(
             record["transitions"],
@@ -79,3 +82,15 @@ def job(ctx: click.Context, job_id: str, as_json: bool) -> None:
             title="attempts",
         )
     )
+
+
+def _print_brokerage(console: Console, record: dict[str, Any] | None) -> None:
+    """Where brokerage sent the job and why; every candidate's weight or reason to skip it."""
+    if not record:
+        return
+    console.print(f"[bold]{'brokerage':>14}[/bold]  {record['why']}", highlight=False)
+    rows = [{"site": s, "weight": w, "skipped because": ""} for s, w in record["weights"].items()]
+    rows += [
+        {"site": s, "weight": "", "skipped because": why} for s, why in record["skipped"].items()
+    ]
+    console.print(table(rows, ["site", "weight", "skipped because"], title="sites considered"))

@@ -4,8 +4,27 @@ from __future__ import annotations
 
 import click
 
-from cli import bench, control, db, dead_letters, demo, jobs, pilot, serve, sites, submit
-from cli.context import Group
+from cli import (
+    bench,
+    bundle,
+    certs,
+    control,
+    datasets,
+    db,
+    dead_letters,
+    demo,
+    errors,
+    factory,
+    jobs,
+    pilot,
+    rabbitmq,
+    serve,
+    sites,
+    submit,
+    tasks,
+    top,
+)
+from cli.context import Group, log_format_option
 
 
 @click.group(cls=Group)
@@ -15,6 +34,7 @@ from cli.context import Group
     type=click.Path(dir_okay=False),
     help="TOML settings file (PANDAMQ_CONFIG).",
 )
+@log_format_option
 @click.pass_context
 def pandamq(ctx: click.Context, config: str | None) -> None:
     """pandamq: a pilot-based workload manager on a message broker."""
@@ -34,6 +54,16 @@ for command in (
     serve.serve,
     sites.sites,
     submit.submit,
+    tasks.tasks,
+    tasks.task,
+    datasets.datasets,
+    datasets.dataset,
+    certs.certs_group,
+    rabbitmq.rabbitmq,
+    errors.errors,
+    top.top,
+    factory.factory,
+    bundle.pilot_bundle,
 ):
     pandamq.add_command(command)
 

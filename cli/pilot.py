@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from broker.errors import BrokerUnavailable
+from broker.security import identity
+from broker.stopping import stop_on_signals
 from cli.context import connection_options, settings, setup_logging
-from cli.serve import stop_on_signals
 from pilot_agent.agent import Pilot, Slot
 
 
@@ -21,6 +23,13 @@ from pilot_agent.agent import Pilot, Slot
     help="Memory of the slot in MB.",
 )
 @click.option(
+    "--walltime",
+    "walltime_s",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seconds the slot lasts; jobs needing longer are not taken (default: no limit).",
+)
+@click.option(
     "--max-jobs",
     type=click.IntRange(min=1),
     default=None,
@@ -33,6 +42,13 @@ from pilot_agent.agent import Pilot, Slot
     help="Seconds between heartbeats while a payload runs (default 1800).",
 )
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING, ... (PANDAMQ_LOG_LEVEL).")
+@click.option(
+    "--max-idle",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Exit after this many seconds without a job (default: wait for ever).",
+)
+@click.option("--pilot-id", default=None, help="The pilot's name (default: node, pid, random).")
 @connection_options
 @click.pass_context
 def pilot(
@@ -40,13 +56,19 @@ def pilot(
     site: str,
     cores: int,
     memory_mb: int,
+    walltime_s: int | None,
     max_jobs: int | None,
     heartbeat_interval: float | None,
     log_level: str | None,
+    max_idle: float | None,
+    pilot_id: str | None,
 ) -> None:
-    """Pull jobs from SITE's queues and run them, until --max-jobs or SIGTERM."""
+    """Pull jobs from SITE's queues and run them, until --max-jobs, --max-idle or SIGTERM."""
     s = settings(ctx, heartbeat_interval_s=heartbeat_interval, log_level=log_level)
-    setup_logging(s.log_level)
-    agent = Pilot(s, Slot(site, cores, memory_mb), max_jobs=max_jobs)
+    setup_logging(s.log_level, s.log_format)
+    identity.check_pilot_site(s, site)
+    agent = Pilot(s, Slot(site, cores, memory_mb, walltime_s), max_jobs, pilot_id, max_idle)
     ran = agent.run(stop_on_signals())
     click.echo(f"pilot {agent.pilot_id} ran {ran} job(s)")
+    if not agent.connected:
+        raise BrokerUnavailable("the pilot never reached the message broker")

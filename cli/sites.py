@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
 
+from broker.brokerage.catalogue import SITE_STATUSES, read_catalogue
 from broker.store.engine import transaction
-from broker.store.sites import SITE_STATUSES, add_site, list_sites
+from broker.store.sites import add_site, apply_catalogue, list_sites, set_status
 from cli.context import connection_options, database, settings
 from cli.render import print_json, print_table
+
+COLUMNS = ["name", "status", "se", "slots", "max_walltime_s", "releases", "max_queued"]
 
 
 @click.group(invoke_without_command=True)
@@ -23,7 +29,21 @@ def sites(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         print_json(rows)
     else:
-        print_table(rows, ["name", "status", "created_at"])
+        print_table([_readable(r) for r in rows], COLUMNS)
+
+
+def _readable(row: dict[str, Any]) -> dict[str, Any]:
+    """Slots and releases in a few words each, for the table."""
+    slots = row.get("slots")
+    return {
+        **row,
+        "slots": "any" if slots is None else ", ".join(_slot(s) for s in slots),
+        "releases": ", ".join(row.get("releases") or []),
+    }
+
+
+def _slot(slot: dict[str, Any]) -> str:
+    return f"{slot['resource_type']} {slot['cores']}c/{slot['memory_mb']}MB"
 
 
 @sites.command("add")
@@ -36,3 +56,28 @@ def sites_add(ctx: click.Context, name: str, status: str) -> None:
     with transaction(database(settings(ctx))) as conn:
         added = add_site(conn, name, status)
     click.echo(f"site {name} {'added' if added else 'already in the catalogue'}")
+
+
+@sites.command("apply")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@connection_options
+@click.pass_context
+def sites_apply(ctx: click.Context, file: Path) -> None:
+    """Make the catalogue say what FILE (sites.toml) says; applying it again changes nothing."""
+    configs = read_catalogue(file)
+    with transaction(database(settings(ctx))) as conn:
+        outcome = apply_catalogue(conn, configs)
+    for name, what in outcome.items():
+        click.echo(f"site {name} {what}")
+
+
+@sites.command("set-status")
+@click.argument("name")
+@click.argument("status", type=click.Choice(SITE_STATUSES))
+@connection_options
+@click.pass_context
+def sites_set_status(ctx: click.Context, name: str, status: str) -> None:
+    """Set a site's status (offline: its queued jobs are brokered elsewhere)."""
+    with transaction(database(settings(ctx))) as conn:
+        before = set_status(conn, name, status)
+    click.echo(f"site {name}: {before} -> {status}")

@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 from broker.errors import SpecError
 from broker.states import FINAL_STATES
 from cli.context import EXIT_FAILED, connection_options, database, settings
-from cli.submitter import check_references, follow, parse_specs, publish_specs
+from cli.submitter import check_references, follow, parse_specs, parse_task, publish_specs
+from cli.tasks import submit_task
 
 
 @click.command()
@@ -22,11 +23,16 @@ from cli.submitter import check_references, follow, parse_specs, publish_specs
 @connection_options
 @click.pass_context
 def submit(ctx: click.Context, source: str, wait: bool, timeout: float | None) -> None:
-    """Submit the job spec(s) in SOURCE (a JSON or YAML file, or - for stdin)."""
+    """Submit the job spec(s) or the task spec in SOURCE (JSON or YAML file, or - for stdin)."""
     name = "<stdin>" if source == "-" else source
-    specs = parse_specs(_read(source, name), name)
+    text = _read(source, name)
     s = settings(ctx)
     engine = database(s)
+    task = parse_task(text, name)
+    if task is not None:
+        submit_task(s, engine, task, wait, timeout)
+        return
+    specs = parse_specs(text, name)
     check_references(engine, specs)
     publish_specs(s, specs)
     for spec in specs:

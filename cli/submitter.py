@@ -12,17 +12,20 @@ from typing import Any
 
 import yaml
 from kombu import Queue
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from broker import topology
 from broker.errors import BadInput, NotFound, SpecError, UnknownSite
 from broker.messaging.connection import broker_errors, connect
 from broker.messaging.publisher import Outgoing, open_publisher
-from broker.protocol import JobSpec, decode, encode
+from broker.protocol import JobSpec, TaskSpec, decode, encode
+from broker.security import identity
 from broker.settings import Settings
 from broker.states import FINAL_STATES
+from broker.store.datasets import dataset_files
 from broker.store.engine import transaction
 from broker.store.jobs import known_tasks, states_of
+from broker.store.schema import datasets
 from broker.store.sites import known_sites
 
 
@@ -43,6 +46,44 @@ def parse_specs(text: str, source: str) -> list[JobSpec]:
             raise SpecError(f"{where}: {exc}") from exc
         specs.append(spec if spec.id else replace(spec, id=uuid.uuid4().hex))
     return specs
+
+
+def parse_task(text: str, source: str) -> TaskSpec | None:
+    """A task spec, if the document is one (a mapping with ``input_dataset``); its id filled in."""
+    document = _parse(text, source) if text.strip() else None
+    if not isinstance(document, dict) or "input_dataset" not in document:
+        return None
+    try:
+        task = decode(TaskSpec, document)
+    except SpecError as exc:
+        raise SpecError(f"{source}: {exc}") from exc
+    return task if task.id else replace(task, id=uuid.uuid4().hex)
+
+
+def check_task(engine: Engine, task: TaskSpec) -> None:
+    """Refuse a task whose id is taken, whose input dataset is unknown or whose sites are not."""
+    with transaction(engine) as conn:
+        taken = known_tasks(conn, [task.id])
+        files = dataset_files(conn, task.input_dataset)
+        exists = conn.execute(
+            select(datasets.c.name).where(datasets.c.name == task.input_dataset)
+        ).first()
+        sites = known_sites(conn, task.sites)
+    if taken:
+        raise BadInput(f"task spec: task {task.id!r} exists already")
+    if exists is None:
+        raise NotFound(f"task spec: input dataset {task.input_dataset!r} does not exist")
+    if not files:
+        raise BadInput(f"task spec: input dataset {task.input_dataset!r} has no files")
+    unknown = sorted(set(task.sites) - set(sites))
+    if unknown:
+        raise UnknownSite(f"task spec: site(s) {', '.join(unknown)} not in the site catalogue")
+
+
+def publish_task(settings: Settings, task: TaskSpec) -> None:
+    """Publish a task submission; return once the message broker has confirmed it."""
+    queue = topology.Topology(settings.queue_type).tasks_queue()
+    publish_to(settings, queue, [encode(task)])
 
 
 def _parse(text: str, source: str) -> Any:
@@ -86,7 +127,9 @@ def publish_to(settings: Settings, queue: Queue, bodies: Sequence[bytes]) -> Non
     """Declare ``queue`` and publish ``bodies`` to it through its exchange, with confirms."""
     with connect(settings) as connection, broker_errors(connection, f"publishing to {queue.name}"):
         topology.declare(connection.default_channel, [queue])
-        publisher = open_publisher(connection, settings.publish_window, settings.confirm_timeout_s)
+        publisher = open_publisher(
+            connection, settings.publish_window, settings.confirm_timeout_s, identity.of(settings)
+        )
         publisher.publish(Outgoing(queue.exchange.name, queue.routing_key, b) for b in bodies)
 
 

@@ -28,11 +28,14 @@ from broker.error_codes import PilotError
 from broker.errors import BadInput, RecoverableError, SpecError
 from broker.messaging.dead_letters import dead_letter
 from broker.messaging.publisher import Outgoing
+from broker.observability.logs import job_context
 from broker.protocol import (
     NAME_PATTERN,
+    SLOT_TOO_SMALL,
     ClaimReply,
     ClaimRequest,
     EventKind,
+    FileInfo,
     JobDispatch,
     JobEvent,
     JobSpec,
@@ -43,7 +46,8 @@ from broker.protocol import (
 from broker.settings import Settings
 from pilot_agent.link import Link
 from pilot_agent.payload import Payload, PayloadNotStarted
-from pilot_agent.supervisor import Supervisor
+from pilot_agent.staging import StagingError, StorageElement, stage_in, stage_out
+from pilot_agent.supervisor import Outcome, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +64,15 @@ class Slot:
     site: str
     cores: int = 1
     memory_mb: int = 2000
+    walltime_s: int | None = None
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.match(self.site):
             raise BadInput(f"site {self.site!r} must be 1-64 letters, digits, '_', '.' or '-'")
         if self.cores < 1 or self.memory_mb < 1:
             raise BadInput("a slot needs at least 1 core and 1 MB of memory")
+        if self.walltime_s is not None and self.walltime_s < 1:
+            raise BadInput("a slot's walltime must be at least 1 second")
 
 
 def new_pilot_id() -> str:
@@ -83,19 +90,31 @@ class Pilot:
         slot: Slot,
         max_jobs: int | None = None,
         pilot_id: str | None = None,
+        max_idle_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.slot = slot
         self.max_jobs = max_jobs
+        if pilot_id is not None and not NAME_PATTERN.match(pilot_id):
+            raise BadInput(f"pilot id {pilot_id!r} must be 1-64 letters, digits, '_', '.' or '-'")
         self.pilot_id = pilot_id or new_pilot_id()
+        #: Leave after this long without a job (pilots a factory starts); None: never.
+        self.max_idle_s = max_idle_s
+        self._idle_since = time.monotonic()
+        #: Whether RabbitMQ was ever reached: a pilot that never did has failed.
+        self.connected = False
         self._topology = topology.Topology(settings.queue_type)
         self._replies: list[Message] = []
         self._commands: list[Message] = []
         self._ran: set[tuple[str, int]] = set()
+        #: The input files of each job granted, from its claim reply.
+        self._inputs: dict[tuple[str, int], list[FileInfo]] = {}
+        self._se = StorageElement(settings.ddm_root, slot.site)
         self._link = Link(settings, f"pilot {self.pilot_id}", self._setup)
         self._jobs_channel: object = None
         #: A job whose claim an outage cut off before the answer came.
         self._claiming: JobDispatch | None = None
+        self._started = time.monotonic()
 
     @property
     def events_waiting(self) -> int:
@@ -110,13 +129,18 @@ class Pilot:
             self.pilot_id,
             self.slot.site,
             ", ".join(self._resource_types()),
+            extra=job_context(pilot_id=self.pilot_id, site=self.slot.site),
         )
         try:
             while not stop.is_set() and (self.max_jobs is None or ran < self.max_jobs):
+                if self._idle():
+                    log.info("pilot %s: no job for %.0f s, leaving", self.pilot_id, self.max_idle_s)
+                    break
                 job = self._next_job(stop)
                 if job is not None:
                     self._run(job[0], job[1], stop)
                     ran += 1
+                    self._idle_since = time.monotonic()
             self._link.finish(stop)
         finally:
             self._link.close()
@@ -127,7 +151,7 @@ class Pilot:
 
         An outage is waited out before, and ends the attempt if it comes during.
         """
-        if not self._link.open(stop):
+        if not self._link.open(stop, self._idle):
             return None
         try:
             with self._link.errors("taking a job"):
@@ -144,26 +168,31 @@ class Pilot:
 
     def _job_queues(self) -> list[Queue]:
         """The site's queues of every resource type this slot serves, largest first."""
-        return [self._topology.job_queue(self.slot.site, r) for r in self._resource_types()]
+        return [self._topology.pilot_job_queue(self.slot.site, r) for r in self._resource_types()]
 
     def _setup(self, connection: Connection) -> None:
         """Declare the pilot's queues and consume its replies and commands (on each connect)."""
-        queues = self._job_queues()
-        topology.declare(connection.default_channel, queues)
-        reply_channel = connection.channel()
-        reply_queue = self._topology.reply_queue(self.pilot_id)
-        topology.declare(reply_channel, [reply_queue])
-        Consumer(
-            reply_channel, queues=[reply_queue], no_ack=True, on_message=self._replies.append
-        ).consume()
-        control_queue = self._topology.control_queue(self.pilot_id, self.slot.site)
-        topology.declare(reply_channel, [control_queue], exchanges=[control_queue.exchange])
-        Consumer(
-            reply_channel, queues=[control_queue], no_ack=True, on_message=self._commands.append
-        ).consume()
+        self.connected = True
+        topology.declare(connection.default_channel, self._job_queues())
+        private = connection.channel()
+        tag = uuid.uuid4().hex[:8]
+        for queue, into in (
+            (self._topology.reply_queue(self.pilot_id, self.slot.site, tag), self._replies),
+            (self._topology.control_queue(self.pilot_id, self.slot.site, tag), self._commands),
+        ):
+            topology.declare(private, [queue])
+            Consumer(private, queues=[queue], no_ack=True, on_message=into.append).consume()
         self._jobs_channel = connection.channel()
 
     def _next_delivery(self, stop: threading.Event) -> Message | None:
+        """The first job waiting in the largest queue that has one, else the first to come."""
+        for queue in self._job_queues():
+            message = queue.bind(self._jobs_channel).get(no_ack=False)
+            if message is not None:
+                return message
+        return self._consume_one(stop)
+
+    def _consume_one(self, stop: threading.Event) -> Message | None:
         """Consume until one delivery arrives, then stop consuming.
 
         Each queue's consumer has a prefetch of 1 (quorum queues refuse a
@@ -177,13 +206,19 @@ class Pilot:
         )
         consumer.consume()
         try:
-            while not got and not stop.is_set():
+            while not got and not stop.is_set() and not self._idle():
                 self._tick()
         finally:
             consumer.cancel()
         for extra in got[1:]:
             extra.requeue()
         return got[0] if got else None
+
+    def _idle(self) -> bool:
+        """True once the pilot has waited ``max_idle_s`` for a job."""
+        if self.max_idle_s is None:
+            return False
+        return time.monotonic() - self._idle_since > self.max_idle_s
 
     def _tick(self) -> None:
         self._link.drain(TICK_S)
@@ -225,10 +260,23 @@ class Pilot:
                 self.pilot_id,
                 dispatch.job_id,
                 reply.reason,
+                extra=job_context(
+                    job_id=dispatch.job_id, pilot_id=self.pilot_id, site=self.slot.site
+                ),
             )
+            if reply.reason.startswith(SLOT_TOO_SMALL):
+                # the job is back in the queue for a larger slot: do not take it again at once
+                self._tick()
             return None
         self._ran.add((dispatch.job_id, dispatch.attempt))
+        self._inputs[(dispatch.job_id, dispatch.attempt)] = reply.input_files
         return reply.job, dispatch.attempt
+
+    def _walltime_left(self) -> int:
+        """Seconds the slot has left (0: not limited)."""
+        if self.slot.walltime_s is None:
+            return 0
+        return max(1, int(self.slot.walltime_s - (time.monotonic() - self._started)))
 
     def _ask(self, dispatch: JobDispatch) -> ClaimReply | None:
         request = ClaimRequest(
@@ -236,10 +284,11 @@ class Pilot:
             dispatch.attempt,
             self.pilot_id,
             self.slot.site,
-            reply_to=self.pilot_id,
+            reply_to=topology.pilot_address(self.slot.site, self.pilot_id),
             node=socket.gethostname(),
             cores=self.slot.cores,
             memory_mb=self.slot.memory_mb,
+            walltime_s=self._walltime_left(),
         )
         self._link.publish(
             [Outgoing(topology.CLAIMS_EXCHANGE, topology.CLAIMS_QUEUE, encode(request))]
@@ -263,8 +312,13 @@ class Pilot:
         work_dir = Path(self.settings.work_dir) / self.pilot_id / f"{spec.id}.{attempt}"
         self._report(spec, attempt, "starting")
         try:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            stage_in(self._se, self._inputs.pop((spec.id, attempt), []), work_dir)
             payload = Payload(spec, work_dir)
-        except PayloadNotStarted as exc:
+        except StagingError as exc:
+            self._report(spec, attempt, "failed", error_code=exc.code, diagnostic=str(exc))
+            return
+        except (PayloadNotStarted, OSError) as exc:
             self._report(
                 spec,
                 attempt,
@@ -283,9 +337,23 @@ class Pilot:
             kill_reason=lambda: self._kill_reason(spec.id, attempt),
             stop=stop,
         )
-        outcome = supervisor.run()
+        self._finish(spec, attempt, work_dir, supervisor.run())
+
+    def _finish(self, spec: JobSpec, attempt: int, work_dir: Path, outcome: Outcome) -> None:
+        """Stage out, then report how the attempt ended (a missing output fails it)."""
+        stored = stage_out(self._se, spec, attempt, work_dir, outcome.kind == "finished")
+        if outcome.kind == "finished" and stored.problem:
+            outcome = Outcome(
+                "failed", outcome.exit_code, PilotError.STAGE_OUT_FAILED, stored.problem
+            )
         self._report(
-            spec, attempt, outcome.kind, outcome.exit_code, outcome.error_code, outcome.diagnostic
+            spec,
+            attempt,
+            outcome.kind,
+            outcome.exit_code,
+            outcome.error_code,
+            outcome.diagnostic,
+            stored.files,
         )
 
     def _kill_reason(self, job_id: str, attempt: int) -> str | None:
@@ -314,6 +382,7 @@ class Pilot:
         exit_code: int | None = None,
         error_code: int | None = None,
         diagnostic: str = "",
+        files: list[FileInfo] | None = None,
     ) -> None:
         event = JobEvent(
             uuid.uuid4().hex,
@@ -325,6 +394,7 @@ class Pilot:
             exit_code,
             None if error_code is None else int(error_code),
             diagnostic,
+            files or [],
         )
         self._link.send(
             Outgoing(

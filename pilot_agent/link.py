@@ -22,6 +22,7 @@ from broker.errors import BrokerUnavailable, RecoverableError
 from broker.messaging.connection import broker_errors, connect
 from broker.messaging.publisher import Outgoing, Publisher, open_publisher
 from broker.reconnect import Backoff
+from broker.security import identity
 from broker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,16 +44,18 @@ class Link:
         self._connection: Connection | None = None
         self._publisher: Publisher | None = None
         self._events: deque[Outgoing] = deque()
+        self._user_id = identity.of(settings)
 
     @property
     def waiting(self) -> int:
         """Job events not yet confirmed by RabbitMQ."""
         return len(self._events)
 
-    def open(self, stop: threading.Event) -> bool:
-        """Be connected with no event waiting, waiting out outages; False if stopped first."""
+    def open(self, stop: threading.Event, give_up: Callable[[], bool] = lambda: False) -> bool:
+        """Be connected with no event waiting, waiting out outages; False if stopped first
+        (or once ``give_up`` says so)."""
         while not self._try_open():
-            if not self._backoff.wait(stop):
+            if give_up() or not self._backoff.wait(stop):
                 return False
         return True
 
@@ -137,7 +140,7 @@ class Link:
         self._connection = connection
         with self.errors("declaring the pilot's queues"):
             self._publisher = open_publisher(
-                connection, PUBLISH_WINDOW, self._settings.confirm_timeout_s
+                connection, PUBLISH_WINDOW, self._settings.confirm_timeout_s, self._user_id
             )
             self._setup(connection)
         self._backoff.succeeded()

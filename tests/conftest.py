@@ -20,6 +20,7 @@ from broker.store.migrate import upgrade
 from tests.harness import System
 from tests.nodes import PostgresCluster, RabbitMQNode
 from tests.services import postgres_database, rabbitmq_vhost
+from tests.tls import TlsRabbitMQNode
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +46,7 @@ def test_settings(broker_url: str, database_url: str, tmp_path: Path) -> Setting
         confirm_timeout_s=10.0,
         poll_interval_s=0.02,
         work_dir=str(tmp_path / "work"),
+        ddm_root=str(tmp_path / "se"),
     )
 
 
@@ -117,3 +119,14 @@ def restartable_services(
         rabbitmq_node.start()
     if not postgres_cluster.running:
         postgres_cluster.start()
+
+
+@pytest.fixture(scope="session")
+def tls_rabbitmq_node() -> Iterator[TlsRabbitMQNode]:
+    """A RabbitMQ node of this session's own that takes clients over TLS with certificates."""
+    node = TlsRabbitMQNode()
+    try:
+        node.start()
+        yield node
+    finally:
+        node.remove()

@@ -14,6 +14,7 @@ from broker import topology
 from broker.messaging.connection import connect
 from broker.messaging.publisher import Outgoing, open_publisher
 from broker.protocol import JobSpec
+from broker.security import identity
 from broker.service.server import BrokerService
 from broker.settings import Settings
 from broker.states import FINAL_STATES
@@ -22,6 +23,8 @@ from broker.store.jobs import get_job, states_of
 from broker.store.migrate import upgrade
 from broker.store.sites import add_site
 from cli.submitter import follow, publish_specs
+from ddm_bridge.backend import DDMBackend
+from ddm_bridge.bridge import DDMBridge
 from pilot_agent.agent import Pilot, Slot
 
 
@@ -39,7 +42,7 @@ def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = 
 def publish(settings: Settings, *messages: Outgoing) -> None:
     """Publish raw messages with confirms, as any client could."""
     with connect(settings) as connection:
-        open_publisher(connection, 10, 10).publish(messages)
+        open_publisher(connection, 10, 10, identity.of(settings)).publish(messages)
 
 
 def dead_letters(settings: Settings) -> list[tuple[bytes, dict[str, object]]]:
@@ -91,9 +94,24 @@ class System:
         wait_for(lambda: ready.is_set() or thread.error, what="broker ready")
         self._raise_errors()
 
-    def start_pilot(self, site: str, max_jobs: int | None = None, **slot: int) -> Pilot:
-        """Start a pilot thread for ``site``."""
-        pilot = Pilot(self.settings, Slot(site, **slot), max_jobs=max_jobs)
+    def start_bridge(self, backend: DDMBackend | None = None) -> DDMBridge:
+        """Start a DDM bridge thread and wait until it is serving."""
+        ready = threading.Event()
+        bridge = DDMBridge(self.settings, self.engine, backend)
+        thread = self._start("ddm-bridge", lambda: bridge.run(self.stop, ready))
+        wait_for(lambda: ready.is_set() or thread.error, what="ddm bridge ready")
+        self._raise_errors()
+        return bridge
+
+    def start_pilot(
+        self,
+        site: str,
+        max_jobs: int | None = None,
+        settings: Settings | None = None,
+        **slot: int,
+    ) -> Pilot:
+        """Start a pilot thread for ``site`` (with its own ``settings``, e.g. its certificate)."""
+        pilot = Pilot(settings or self.settings, Slot(site, **slot), max_jobs=max_jobs)
         self._start(f"pilot-{pilot.pilot_id}", lambda: pilot.run(self.stop))
         return pilot
 

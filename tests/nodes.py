@@ -56,14 +56,16 @@ def private_dir(prefix: str, owner: str) -> Path:
 class RabbitMQNode:
     """A RabbitMQ node of its own: started, stopped and restarted for real."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_config: str = "", plugins: tuple[str, ...] = ()) -> None:
         assert os.geteuid() == 0, "private RabbitMQ and PostgreSQL servers need root"
         self.name = f"pandamq-{uuid.uuid4().hex[:8]}@localhost"
         self.port = free_port()
         self.base = private_dir("pandamq-rabbitmq-", "rabbitmq")
         config = self.base / "rabbitmq.conf"
-        config.write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n")
-        (self.base / "enabled_plugins").write_text("")
+        config.write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n" + extra_config
+        )
+        (self.base / "enabled_plugins").write_text(f"[{','.join(plugins)}].\n" if plugins else "")
         self.env = {
             **os.environ,
             "RABBITMQ_NODENAME": self.name,

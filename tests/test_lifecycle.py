@@ -107,7 +107,7 @@ def test_job_without_a_site_goes_to_an_online_site(system: System) -> None:
     chosen = system.job(job_id)["site"]
     system.start_pilot(chosen)
     assert system.wait_final([job_id]) == {job_id: "finished"}
-    assert "chosen among online sites" in system.job(job_id)["transitions"][1]["reason"]
+    assert "has the highest weight" in system.job(job_id)["transitions"][1]["reason"]
     assert site  # the catalogue had at least this online site
 
 

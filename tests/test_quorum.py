@@ -14,13 +14,17 @@ from broker.service.server import BrokerService
 from broker.store.engine import open_engine
 from tests.conftest import test_settings
 from tests.harness import System
-from tests.services import rabbitmq_vhost
+from tests.services import postgres_database, rabbitmq_vhost
+
+pytestmark = pytest.mark.services
 
 
-def test_a_job_finishes_on_quorum_queues(services: tuple[str, str], tmp_path: Path) -> None:
-    # Given a vhost of its own, where every durable queue is a quorum queue
-    with rabbitmq_vhost() as broker_url:
-        settings = replace(test_settings(broker_url, services[1], tmp_path), queue_type="quorum")
+def test_a_job_finishes_on_quorum_queues(tmp_path: Path) -> None:
+    # Given a vhost of its own, where every durable queue is a quorum queue, and a
+    # database of its own (the broker declares the queues of every site it knows,
+    # and the session's database has the sites of every other test)
+    with rabbitmq_vhost() as broker_url, postgres_database() as database_url:
+        settings = replace(test_settings(broker_url, database_url, tmp_path), queue_type="quorum")
         system = System(settings)
         try:
             site = system.new_site()

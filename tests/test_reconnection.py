@@ -133,7 +133,9 @@ def test_services_started_during_an_outage_wait_for_the_server(
     serve = processes.start("serve")
     pilot = processes.start("pilot", "--site", site, "--max-jobs", "1")
     # Then the broker service says, attempt after attempt, what is down and when it retries
+    # (`serve` runs the DDM bridge too, which waits out a database outage in its own lines)
     what = "RabbitMQ is unavailable" if down == "rabbitmq" else "the database is unavailable"
+    what = f"broker service: {what}"
     wait_for(lambda: processes.check_services() or serve.log().count(what) >= 2, what="retries")
     assert "retry 2 in" in serve.log()
     # When the server is back

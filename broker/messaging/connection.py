@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from kombu import Connection
 
 from broker.errors import BrokerRefused, BrokerUnavailable
+from broker.messaging import tls
 from broker.settings import Settings
 
 #: The memory transport polls its queues; keep the demo's latency low.
@@ -36,19 +37,39 @@ def connect(settings: Settings, heartbeat: int = 0, timeout_s: float = 10.0) -> 
     """An open connection to the message broker, or ``BrokerUnavailable``."""
     conn = _build(settings, heartbeat, timeout_s)
     try:
+        _open(conn, settings)
+    except BaseException:
+        # Drop the half-open connection now, not in a destructor at some later time.
+        conn.collect()
+        raise
+    return conn
+
+
+def _open(conn: Connection, settings: Settings) -> None:
+    where = shown(settings.broker_url)
+    try:
         # One attempt: kombu's connect() retries once after 2 s; callers choose their backoff.
         conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
     except conn.channel_errors as exc:
         raise BrokerRefused(
-            f"the message broker at {conn.as_uri()} refused the connection: {exc}; "
+            f"the message broker at {where} refused the connection: {exc}; "
             "check the user and password (or certificate) and the vhost"
         ) from exc
     except (*conn.connection_errors, OSError) as exc:
-        raise BrokerUnavailable(
-            f"cannot reach the message broker at {conn.as_uri()}: {exc}; "
+        raise tls.explain(exc, settings, where) or BrokerUnavailable(
+            f"cannot reach the message broker at {where}: {exc or type(exc).__name__}; "
             "check that RabbitMQ is running and PANDAMQ_BROKER_URL is right"
+            + tls.plain_on_tls_hint(settings.broker_url, exc)
         ) from exc
-    return conn
+
+
+def shown(url: str) -> str:
+    """A broker URL fit for a log line: no password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":**@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _build(settings: Settings, heartbeat: int, timeout_s: float) -> Connection:
@@ -58,17 +79,7 @@ def _build(settings: Settings, heartbeat: int, timeout_s: float) -> Connection:
     url = url.replace("amqps://", "amqp://", 1) if url.startswith("amqps://") else url
     options: dict[str, Any] = {"heartbeat": heartbeat, "connect_timeout": timeout_s}
     if settings.broker_url.startswith("amqps://"):
-        options["ssl"] = _tls_options(settings)
+        options["ssl"] = tls.options(settings)
         if settings.tls_cert:
             options["login_method"] = "EXTERNAL"
     return Connection(url, **options)
-
-
-def _tls_options(settings: Settings) -> dict[str, Any]:
-    options: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED}
-    if settings.tls_ca:
-        options["ca_certs"] = settings.tls_ca
-    if settings.tls_cert:
-        options["certfile"] = settings.tls_cert
-        options["keyfile"] = settings.tls_key
-    return options

@@ -34,6 +34,8 @@ class Incoming(Generic[T]):
     message: T
     delivery: Message
     refused: str | None = field(default=None)
+    #: The sender's user, as RabbitMQ validated it (``user_id``); None if the message has none.
+    user_id: str | None = field(default=None)
 
     def refuse(self, reason: str) -> None:
         """Dead-letter this message after the batch, with ``reason``."""
@@ -107,7 +109,9 @@ class BatchConsumer:
         refused: list[tuple[Message, str]] = []
         for delivery in deliveries:
             try:
-                batch.append(Incoming(decode_body(stream.message_type, delivery.body), delivery))
+                message = decode_body(stream.message_type, delivery.body)
+                user_id = delivery.properties.get("user_id")
+                batch.append(Incoming(message, delivery, user_id=user_id))
             except SpecError as exc:
                 refused.append((delivery, str(exc)))
         return batch, refused

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import amqp
 from kombu import Connection, Producer
 
-from broker.errors import BrokerUnavailable, PublishFailed
+from broker.errors import BrokerRefused, BrokerUnavailable, PublishFailed
 
 CONTENT_TYPE = "application/json"
 
@@ -42,18 +42,26 @@ class Publisher(Protocol):
         ...
 
 
-def open_publisher(connection: Connection, window: int, timeout_s: float) -> Publisher:
-    """The right publisher for the connection's transport."""
+def open_publisher(
+    connection: Connection, window: int, timeout_s: float, user_id: str
+) -> Publisher:
+    """The right publisher for the connection's transport.
+
+    Every message carries ``user_id``, the user the connection logged in as
+    (``broker.security.identity.of``); RabbitMQ refuses any other value, so
+    receivers can trust it.
+    """
     if connection.transport.driver_type == "amqp":
-        return ConfirmingPublisher(connection, window, timeout_s)
-    return DirectPublisher(connection)
+        return ConfirmingPublisher(connection, window, timeout_s, user_id)
+    return DirectPublisher(connection, user_id)
 
 
 class DirectPublisher:
     """The in-process transport: a publish is complete when the call returns."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, user_id: str) -> None:
         self._producer = Producer(connection.channel())
+        self._user_id = user_id
 
     def publish(self, messages: Iterable[Outgoing]) -> int:
         """Publish each message synchronously."""
@@ -67,6 +75,7 @@ class DirectPublisher:
                 content_encoding="utf-8",
                 headers=m.headers or {},
                 delivery_mode=2 if m.persistent else 1,
+                user_id=self._user_id,
             )
             count += 1
         return count
@@ -75,8 +84,9 @@ class DirectPublisher:
 class ConfirmingPublisher:
     """RabbitMQ publisher confirms, pipelined over a window, on py-amqp's channel."""
 
-    def __init__(self, connection: Connection, window: int, timeout_s: float) -> None:
+    def __init__(self, connection: Connection, window: int, timeout_s: float, user_id: str) -> None:
         self._connection = connection
+        self._user_id = user_id
         self._window = window
         self._timeout_s = timeout_s
         self._channel: amqp.Channel = connection.channel()
@@ -98,6 +108,8 @@ class ConfirmingPublisher:
                 self._send(m)
                 count += 1
             self._wait_below(1)
+        except self._connection.channel_errors as exc:
+            raise BrokerRefused(f"the message broker refused a publish: {exc}") from exc
         except (*self._connection.connection_errors, OSError) as exc:
             raise BrokerUnavailable(f"lost the message broker while publishing: {exc}") from exc
         if self._failures:
@@ -113,6 +125,7 @@ class ConfirmingPublisher:
             content_encoding="utf-8",
             delivery_mode=2 if m.persistent else 1,
             application_headers=m.headers or {},
+            user_id=self._user_id,
         )
         self._channel.basic_publish(
             message, exchange=m.exchange, routing_key=m.routing_key, mandatory=m.mandatory

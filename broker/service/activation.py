@@ -1,23 +1,35 @@
-"""Place a defined job attempt at a site and activate it: the dispatch goes to
-the outbox in the caller's transaction. Used for new jobs and for retries."""
+"""Place job attempts at sites and activate them.
+
+``assign`` records where a ``defined`` attempt goes and why (``assigned``);
+``activate`` moves ``assigned`` attempts whose inputs are at their site to
+``activated`` and puts their dispatch in the outbox, in the caller's
+transaction. Used for new jobs, retries and completed subscriptions.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, RowMapping, select, tuple_
 
 from broker import topology
 from broker.messaging.publisher import Outgoing
 from broker.protocol import JobDispatch, JobSpec, encode
+from broker.service import throttle
+from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store import outbox, transitions
+from broker.store.datasets import chunks
+from broker.store.schema import jobs
 from broker.store.transitions import Change
-from broker.topology import resource_type
 
 S = JobState
+
+#: Why a job with nothing to wait for is activated.
+NOTHING_TO_WAIT_FOR = "no input data to wait for"
 
 
 @dataclass(frozen=True)
@@ -28,30 +40,90 @@ class Placement:
     attempt: int
     site: str
     why: str
+    record: dict[str, Any] | None = None
+
+    def values(self) -> dict[str, Any]:
+        """Columns set on the job as it is placed: its site, and the brokerage record."""
+        if self.record is None:
+            return {"site": self.site}
+        return {"site": self.site, "brokerage": self.record}
 
 
-def activate(conn: Connection, placements: Iterable[Placement], now: datetime) -> int:
-    """``defined → assigned → activated``, with a dispatch in the outbox; how many."""
+@dataclass(frozen=True)
+class JobRef:
+    """One attempt of a job."""
+
+    job_id: str
+    attempt: int
+
+
+def assign(conn: Connection, placements: Iterable[Placement], now: datetime) -> list[Placement]:
+    """``defined → assigned`` with the site and the reason recorded; the placements applied."""
     placements = list(placements)
-    changes = []
-    for p in placements:
-        changes.append(
-            Change(
-                p.spec.id, p.attempt, S.DEFINED, S.ASSIGNED, reason=p.why, values={"site": p.site}
-            )
-        )
-        changes.append(
-            Change(
-                p.spec.id, p.attempt, S.ASSIGNED, S.ACTIVATED, reason="no input data to wait for"
-            )
-        )
-    applied = transitions.apply(conn, changes, now)
-    activated = {c.job_id for c in applied if c.to_state == S.ACTIVATED}
-    outbox.put(conn, [_dispatch(p) for p in placements if p.spec.id in activated])
+    changes = [
+        Change(p.spec.id, p.attempt, S.DEFINED, S.ASSIGNED, reason=p.why, values=p.values())
+        for p in placements
+    ]
+    applied = {(c.job_id, c.attempt) for c in transitions.apply(conn, changes, now)}
+    return [p for p in placements if (p.spec.id, p.attempt) in applied]
+
+
+def activate(
+    conn: Connection,
+    refs: Iterable[JobRef],
+    now: datetime,
+    why: str = NOTHING_TO_WAIT_FOR,
+    limits: Limits | None = None,
+) -> int:
+    """``assigned → activated`` with a dispatch in the outbox, as far as each site's cap
+    allows; the others go to ``throttled``. How many were activated."""
+    rows = _rows(conn, list(refs), S.ASSIGNED)
+    go, wait = throttle.split(conn, rows, limits or Limits())
+    held = [r for r in rows if r["id"] in wait]
+    transitions.apply(
+        conn,
+        [
+            Change(r["id"], r["attempt"], S.ASSIGNED, S.THROTTLED, reason=wait[r["id"]])
+            for r in held
+        ],
+        now,
+    )
+    return _activate(conn, go, S.ASSIGNED, why, now)
+
+
+def release(conn: Connection, now: datetime, limits: Limits, site_names: Iterable[str] = ()) -> int:
+    """``throttled → activated`` as sites' queues drain, by shares then priority; how many.
+
+    Only the named sites, or every site with throttled jobs when none is named.
+    """
+    rows = throttle.next_throttled(conn, limits, site_names)
+    go, _ = throttle.split(conn, rows, limits)
+    return _activate(conn, go, S.THROTTLED, "the site's queue has room", now)
+
+
+def _activate(
+    conn: Connection, rows: list[RowMapping], frm: JobState, why: str, now: datetime
+) -> int:
+    changes = [Change(r["id"], r["attempt"], frm, S.ACTIVATED, reason=why) for r in rows]
+    activated = {c.job_id for c in transitions.apply(conn, changes, now)}
+    outbox.put(conn, [dispatch(r) for r in rows if r["id"] in activated])
     return len(activated)
 
 
-def _dispatch(p: Placement) -> Outgoing:
-    rtype = resource_type(p.spec.cores, p.spec.memory_mb)
-    body = encode(JobDispatch(p.spec.id, p.attempt, p.site, rtype, p.spec.priority))
-    return Outgoing(topology.JOBS_EXCHANGE, topology.job_routing_key(p.site, rtype), body)
+def _rows(conn: Connection, refs: list[JobRef], state: JobState) -> list[RowMapping]:
+    """The rows of ``refs`` still at that attempt and in ``state``."""
+    rows: list[RowMapping] = []
+    for part in chunks(refs):
+        stmt = select(*throttle.COLUMNS).where(
+            tuple_(jobs.c.id, jobs.c.attempt).in_([(r.job_id, r.attempt) for r in part]),
+            jobs.c.state == state.value,
+        )
+        rows += conn.execute(stmt).mappings()
+    return rows
+
+
+def dispatch(row: RowMapping) -> Outgoing:
+    """The message that puts an activated job in its site's queue."""
+    site, rtype = row["site"], row["resource_type"]
+    body = encode(JobDispatch(row["id"], row["attempt"], site, rtype, row["priority"]))
+    return Outgoing(topology.JOBS_EXCHANGE, topology.job_routing_key(site, rtype), body)

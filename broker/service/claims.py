@@ -8,21 +8,30 @@ refused with the reason.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
 from sqlalchemy.sql.expression import bindparam
 
 from broker import topology
 from broker.messaging.consumer import Incoming
 from broker.messaging.publisher import Outgoing, Publisher
 from broker.metrics import CLAIMS
-from broker.protocol import ClaimReply, ClaimRequest, encode
+from broker.observability.logs import job_context
+from broker.protocol import SLOT_TOO_SMALL, ClaimReply, ClaimRequest, encode
+from broker.security import senders
+from broker.service.activation import dispatch, release
+from broker.service.throttle import Limits
+from broker.settings import Settings
 from broker.states import JobState
-from broker.store import transitions
+from broker.store import outbox, transitions
 from broker.store.clock import now
 from broker.store.engine import transaction
+from broker.store.job_files import input_infos
 from broker.store.jobs import load, spec_of
 from broker.store.schema import pilots
 from broker.store.transitions import Change
@@ -35,20 +44,28 @@ CLAIMED_BY_ANOTHER = "job was claimed by another pilot"
 class ClaimHandler:
     """Handles batches from ``pandamq.claims``: one transaction, then the replies."""
 
-    def __init__(self, engine: Engine, publisher: Publisher) -> None:
+    def __init__(
+        self, engine: Engine, publisher: Publisher, settings: Settings | None = None
+    ) -> None:
         self._engine = engine
         self._publisher = publisher
+        self._limits = Limits.of(settings or Settings())
 
     def __call__(self, batch: list[Incoming[ClaimRequest]]) -> None:
         """Grant or refuse each claim; reply to each pilot."""
         t = now()
-        requests = [i.message for i in batch]
         with transaction(self._engine) as conn:
-            rows = load(conn, (r.job_id for r in requests), lock=True)
+            rows = load(conn, (i.message.job_id for i in batch), lock=True)
+            claimable = senders.allowed(
+                batch, "claim", lambda i: senders.job_site_refusal(i, "claim", rows)
+            )
+            requests = [i.message for i in claimable]
             changes = _claim_changes(requests, rows, t)
             won = {c.job_id: c.values["pilot_id"] for c in transitions.apply(conn, changes, t)}
-            replies = [_reply(r, rows.get(r.job_id), won) for r in requests]
+            replies = _with_inputs(conn, [_reply(r, rows.get(r.job_id), won) for r in requests])
             _see_pilots(conn, requests, replies, t)
+            outbox.put(conn, _dispatch_again(requests, rows, won))
+            release(conn, t, self._limits, {rows[j]["site"] for j in won})
         self._publisher.publish(
             Outgoing(
                 topology.REPLIES_EXCHANGE,
@@ -67,6 +84,9 @@ class ClaimHandler:
                     request.job_id,
                     request.pilot_id,
                     reply.reason,
+                    extra=job_context(
+                        job_id=request.job_id, pilot_id=request.pilot_id, site=request.site
+                    ),
                 )
 
 
@@ -101,7 +121,33 @@ def _refusal(request: ClaimRequest, row: RowMapping | None) -> str | None:
         return f"job belongs to site {row['site']}, not {request.site}"
     if row["state"] not in (JobState.ACTIVATED, JobState.SENT):
         return f"job is {row['state']}"
-    return None
+    return slot_misfit(request, row["spec"])
+
+
+def slot_misfit(request: ClaimRequest, spec: Mapping[str, Any]) -> str | None:
+    """Why the claiming pilot's slot is too small for the job, or None if it fits."""
+    needs = (spec["cores"], spec["memory_mb"], spec["walltime_s"])
+    has = (request.cores, request.memory_mb, request.walltime_s or needs[2])
+    if all(n <= h for n, h in zip(needs, has, strict=True)):
+        return None
+    return (
+        f"{SLOT_TOO_SMALL}: the job needs {needs[0]} cores, {needs[1]} MB, {needs[2]} s;"
+        f" the slot has {has[0]} cores, {has[1]} MB, {has[2]} s"
+    )
+
+
+def _dispatch_again(
+    requests: list[ClaimRequest], rows: dict[str, RowMapping], won: dict[str, str]
+) -> list[Outgoing]:
+    """A job refused to a slot too small for it goes back to its queue for another pilot."""
+    again = {}
+    for r in requests:
+        row = rows.get(r.job_id)
+        if row is not None and r.job_id not in won and row["state"] == JobState.ACTIVATED:
+            refusal = _refusal(r, row)
+            if refusal is not None and refusal.startswith(SLOT_TOO_SMALL):
+                again[r.job_id] = dispatch(row)
+    return list(again.values())
 
 
 def _reply(request: ClaimRequest, row: RowMapping | None, won: dict[str, str]) -> ClaimReply:
@@ -116,10 +162,21 @@ def _reply(request: ClaimRequest, row: RowMapping | None, won: dict[str, str]) -
     return ClaimReply(request.job_id, request.attempt, False, reason=refusal or CLAIMED_BY_ANOTHER)
 
 
+def _with_inputs(conn: Connection, replies: list[ClaimReply]) -> list[ClaimReply]:
+    """Granted replies carry the job's input files, for the pilot to stage in and verify."""
+    inputs = input_infos(conn, (r.job_id for r in replies if r.job and r.job.input_files))
+    return [
+        dataclasses.replace(r, input_files=inputs[r.job_id]) if r.job_id in inputs and r.job else r
+        for r in replies
+    ]
+
+
 def _see_pilots(
     conn: Connection, requests: list[ClaimRequest], replies: list[ClaimReply], t: datetime
 ) -> None:
     """Record each claiming pilot (first and last seen, slot, jobs granted)."""
+    if not requests:
+        return
     latest = {r.pilot_id: r for r in requests}
     known = {row.id for row in conn.execute(select(pilots.c.id).where(pilots.c.id.in_(latest)))}
     new = [r for pid, r in latest.items() if pid not in known]
@@ -146,6 +203,10 @@ def _see_pilots(
     conn.execute(
         update(pilots)
         .where(pilots.c.id == bindparam("b_id"))
-        .values(last_seen=t, jobs_claimed=pilots.c.jobs_claimed + bindparam("b_n")),
+        .values(
+            first_seen=func.coalesce(pilots.c.first_seen, t),
+            last_seen=t,
+            jobs_claimed=pilots.c.jobs_claimed + bindparam("b_n"),
+        ),
         [{"b_id": pid, "b_n": n} for pid, n in counts.items()],
     )

@@ -9,7 +9,9 @@ from sqlalchemy import Connection, Engine, RowMapping, select
 from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobCommand
+from broker.security import senders
 from broker.service import kills, retries
+from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store.clock import now
@@ -25,7 +27,9 @@ class CommandHandler:
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
+        self._settings = settings
         self._memory_factor = settings.memory_retry_factor
+        self._limits = Limits.of(settings)
 
     def __call__(self, batch: list[Incoming[JobCommand]]) -> None:
         """Carry out each command in order."""
@@ -37,11 +41,16 @@ class CommandHandler:
                 if not rows:
                     incoming.refuse(f"{command.command}: no such job or task")
                     continue
+                why = senders.manage_refusal(
+                    self._settings, incoming.user_id, command.command, rows
+                )
+                if not senders.check(incoming, command.command, why):
+                    continue
                 if command.command == "kill":
                     outcome = kills.kill(conn, rows, command.reason, t)
                     log.info("kill of %d job(s): %s", len(rows), outcome)
                 else:
-                    started = retries.retry(conn, self._decide(rows), t)
+                    started = retries.retry(conn, self._decide(rows), t, self._limits)
                     log.info("retry by hand: %d of %d job(s) started again", started, len(rows))
 
     def _decide(self, rows: list[RowMapping]) -> list[tuple[RowMapping, retries.Decision]]:

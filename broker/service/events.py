@@ -15,9 +15,12 @@ from sqlalchemy import Connection, Engine, RowMapping, and_, bindparam, select, 
 
 from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
+from broker.observability.pipeline import heartbeats_recorded
 from broker.protocol import JobEvent
+from broker.security import senders
 from broker.service import retries
 from broker.service.kills import kill_commands
+from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import FINAL_STATES, JobState
 from broker.store import outbox, transitions
@@ -26,6 +29,7 @@ from broker.store.engine import transaction
 from broker.store.jobs import load
 from broker.store.schema import job_transitions, jobs
 from broker.store.transitions import Change
+from ddm_bridge import outputs
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,8 @@ class EventHandler:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._memory_factor = settings.memory_retry_factor
+        self._limits = Limits.of(settings)
+        self._ddm_root = settings.ddm_root
 
     def __call__(self, batch: list[Incoming[JobEvent]]) -> None:
         """Apply each new event's transitions and heartbeats; retry what failed."""
@@ -62,9 +68,11 @@ class EventHandler:
             events = _new_events(conn, batch)
             rows = load(conn, (i.message.job_id for i in events), lock=True)
             accepted = [i.message for i in events if _authorised(i, rows.get(i.message.job_id))]
-            applied = transitions.apply(conn, _changes(accepted, rows, t), t)
+            after = outputs.register(conn, accepted, rows, self._ddm_root, t)
+            applied = transitions.apply(conn, _changes(accepted, rows, t, after), t)
             _heartbeats(conn, accepted, rows, t)
-            retries.retry(conn, self._retry_decisions(accepted, rows, applied), t)
+            decided = self._retry_decisions(accepted, rows, applied)
+            retries.retry(conn, decided, t, self._limits)
 
     def _retry_decisions(
         self, events: list[JobEvent], rows: dict[str, RowMapping], applied: list[Change]
@@ -99,6 +107,10 @@ def _authorised(incoming: Incoming[JobEvent], row: RowMapping | None) -> bool:
     if row is None:
         incoming.refuse(f"event for unknown job {event.job_id!r}")
         return False
+    if not senders.check(
+        incoming, "event", senders.site_refusal(incoming.user_id, "report on", row["site"])
+    ):
+        return False
     if event.attempt != row["attempt"]:
         log.info(
             "ignored %s event of job %s for old attempt %d", event.kind, event.job_id, event.attempt
@@ -110,14 +122,25 @@ def _authorised(incoming: Incoming[JobEvent], row: RowMapping | None) -> bool:
     return True
 
 
-def _changes(events: list[JobEvent], rows: dict[str, RowMapping], t: datetime) -> list[Change]:
-    """The transitions of each event, from the job's state as the batch leaves it."""
+def _changes(
+    events: list[JobEvent],
+    rows: dict[str, RowMapping],
+    t: datetime,
+    after: dict[str, outputs.AfterHolding] | None = None,
+) -> list[Change]:
+    """The transitions of each event, from the job's state as the batch leaves it.
+
+    A finished job may go from ``holding`` elsewhere than ``finished`` (``after``):
+    to ``failed`` when its outputs could not be registered, to ``transferring``
+    while they are shipped.
+    """
     state = {job_id: JobState(row["state"]) for job_id, row in rows.items()}
     changes: list[Change] = []
     for event in events:
         if _stale(event, state[event.job_id]):
             continue
-        for i, target in enumerate(PATH.get(event.kind, ())):
+        then = (after or {}).get(event.job_id) if event.kind == "finished" else None
+        for i, target in enumerate(_path(event, then)):
             changes.append(
                 Change(
                     event.job_id,
@@ -126,7 +149,7 @@ def _changes(events: list[JobEvent], rows: dict[str, RowMapping], t: datetime) -
                     target,
                     event_id=event.event_id if i == 0 else None,
                     reason=f"{event.kind} reported by pilot {event.pilot_id}",
-                    values=_values(event, target, t),
+                    values=_values(event, target, t, then),
                 )
             )
             state[event.job_id] = target
@@ -148,7 +171,17 @@ def _failure(event: JobEvent) -> retries.Failure:
     return retries.Failure(family, event.error_code, event.exit_code)
 
 
-def _values(event: JobEvent, target: JobState, t: datetime) -> dict[str, Any]:
+def _path(event: JobEvent, then: outputs.AfterHolding | None) -> tuple[JobState, ...]:
+    if then is not None:
+        return (S.HOLDING, then.target)
+    return PATH.get(event.kind, ())
+
+
+def _values(
+    event: JobEvent, target: JobState, t: datetime, then: outputs.AfterHolding | None = None
+) -> dict[str, Any]:
+    if then is not None and target == then.target:
+        return then.values
     if target in (S.FINISHED, S.FAILED, S.CANCELLED):
         return {
             "exit_code": event.exit_code,
@@ -181,3 +214,4 @@ def _heartbeats(
         .values(heartbeat_at=t),
         [{"b_id": e.job_id, "b_attempt": e.attempt} for e in beats.values()],
     )
+    heartbeats_recorded(rows[job_id]["site"] for job_id in beats if job_id in rows)

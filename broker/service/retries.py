@@ -19,8 +19,11 @@ from datetime import datetime
 from sqlalchemy import Connection, RowMapping, bindparam, insert, tuple_, update
 
 from broker.error_codes import ErrorFamily, PilotError, TaskBufferError
+from broker.observability.logs import job_context
 from broker.protocol import JobSpec
-from broker.service.activation import Placement, activate
+from broker.service.activation import Placement
+from broker.service.setup import set_up
+from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store.jobs import spec_of
 from broker.store.schema import job_attempts, job_transitions, jobs
@@ -87,12 +90,18 @@ def _refusal(spec: JobSpec, failure: Failure) -> str | None:
     return None
 
 
-def retry(conn: Connection, decided: Iterable[tuple[RowMapping, Decision]], now: datetime) -> int:
-    """Start the next attempt of each job decided for; how many started."""
+def retry(
+    conn: Connection,
+    decided: Iterable[tuple[RowMapping, Decision]],
+    now: datetime,
+    limits: Limits | None = None,
+) -> int:
+    """Start the next attempt of each job decided for (activated within the sites'
+    ``limits``); how many started."""
     wanted = [(row, d) for row, d in decided if d.retry]
     if not wanted:
         return 0
-    started = _new_attempts(conn, wanted, now)
+    started = new_attempts(conn, wanted, now)
     placements = [
         Placement(
             d.spec,
@@ -103,16 +112,28 @@ def retry(conn: Connection, decided: Iterable[tuple[RowMapping, Decision]], now:
         for row, d in wanted
         if row["id"] in started
     ]
-    activate(conn, placements, now)
+    set_up(conn, placements, now, limits)
     for p in placements:
-        log.info("job %s: attempt %d started (%s)", p.spec.id, p.attempt, p.why)
+        log.info(
+            "job %s: attempt %d started (%s)",
+            p.spec.id,
+            p.attempt,
+            p.why,
+            extra=job_context(
+                job_id=p.spec.id, attempt=p.attempt, task_id=p.spec.task_id, site=p.site
+            ),
+        )
     return len(placements)
 
 
-def _new_attempts(
-    conn: Connection, wanted: list[tuple[RowMapping, Decision]], now: datetime
+def new_attempts(
+    conn: Connection,
+    wanted: list[tuple[RowMapping, Decision]],
+    now: datetime,
+    ended: JobState = JobState.FAILED,
 ) -> set[str]:
-    """Move each job to its next attempt, if it is still the failed attempt we saw."""
+    """Move each job to its next attempt (``defined``), if it is still the ``ended``
+    attempt we saw; the ids of those moved."""
     keys = [(row["id"], row["attempt"]) for row, _ in wanted]
     reset = {
         c: None
@@ -128,7 +149,7 @@ def _new_attempts(
     }
     stmt = (
         update(jobs)
-        .where(tuple_(jobs.c.id, jobs.c.attempt).in_(keys), jobs.c.state == JobState.FAILED.value)
+        .where(tuple_(jobs.c.id, jobs.c.attempt).in_(keys), jobs.c.state == ended.value)
         .values(attempt=jobs.c.attempt + 1, state=JobState.DEFINED.value, modified_at=now, **reset)
         .returning(jobs.c.id)
     )

@@ -15,13 +15,16 @@ from broker import topology
 from broker.messaging.connection import broker_errors, connect
 from broker.messaging.consumer import BatchConsumer
 from broker.messaging.publisher import Publisher, open_publisher
-from broker.protocol import ClaimRequest, JobCommand, JobEvent, JobSpec
+from broker.protocol import ClaimRequest, JobCommand, JobEvent, JobSpec, TaskSpec
 from broker.reconnect import Backoff, until_stopped
+from broker.security import identity
 from broker.service.claims import ClaimHandler
 from broker.service.commands import CommandHandler
 from broker.service.events import EventHandler
+from broker.service.rebrokerage import Rebrokerage
 from broker.service.relay import OutboxRelay
 from broker.service.submission import SubmissionHandler
+from broker.service.tasks import TaskHandler
 from broker.service.watchdog import Watchdog
 from broker.settings import Settings
 from broker.store.engine import transaction
@@ -64,7 +67,9 @@ class BrokerService:
             require_current(self._engine)
             self._connection = connection
             self._declared_sites = set()
-            publisher = open_publisher(connection, s.publish_window, s.confirm_timeout_s)
+            publisher = open_publisher(
+                connection, s.publish_window, s.confirm_timeout_s, identity.of(s)
+            )
             self._declare(connection)
             consumer = self._consumer(connection, publisher)
             relay = OutboxRelay(self._engine, publisher, s.batch_size)
@@ -79,8 +84,16 @@ class BrokerService:
         topology.declare(
             connection.default_channel,
             self._topology.service_queues(),
-            exchanges=[self._topology.jobs_exchange(), self._topology.control_exchange()],
+            exchanges=[
+                self._topology.jobs_exchange(),
+                self._topology.control_exchange(),
+                self._topology.replies_exchange(),
+            ],
         )
+        self._declare_sites()
+
+    def _declare_sites(self) -> None:
+        """Declare the job queues of every site in the catalogue (new ones since last time)."""
         with transaction(self._engine) as conn:
             self.site_queues_ready({site["name"] for site in list_sites(conn)})
 
@@ -96,10 +109,12 @@ class BrokerService:
         consumer.add(
             self._topology.submit_queue(),
             JobSpec,
-            SubmissionHandler(self._engine, self.site_queues_ready),
+            SubmissionHandler(self._engine, self.site_queues_ready, self._settings),
         )
         consumer.add(
-            self._topology.claims_queue(), ClaimRequest, ClaimHandler(self._engine, publisher)
+            self._topology.claims_queue(),
+            ClaimRequest,
+            ClaimHandler(self._engine, publisher, self._settings),
         )
         consumer.add(
             self._topology.events_queue(), JobEvent, EventHandler(self._engine, self._settings)
@@ -109,16 +124,26 @@ class BrokerService:
             JobCommand,
             CommandHandler(self._engine, self._settings),
         )
+        consumer.add(
+            self._topology.tasks_queue(),
+            TaskSpec,
+            TaskHandler(self._engine, self._settings, self.site_queues_ready),
+        )
         return consumer
 
     def _loop(self, stop: threading.Event, consumer: BatchConsumer, relay: OutboxRelay) -> None:
         watchdog = Watchdog(self._engine, self._settings)
-        last_sweep = last_watch = time.monotonic()
+        rebrokerage = Rebrokerage(self._engine, self._settings)
+        last_sweep = last_watch = last_rebrokerage = time.monotonic()
         while not stop.is_set():
             handled = consumer.poll(self._settings.poll_interval_s)
             if time.monotonic() - last_watch > self._settings.watchdog_interval_s:
                 handled += watchdog.check()
                 last_watch = time.monotonic()
+            if time.monotonic() - last_rebrokerage > self._settings.brokerage_interval_s:
+                self._declare_sites()
+                handled += rebrokerage.check()
+                last_rebrokerage = time.monotonic()
             if handled or time.monotonic() - last_sweep > OUTBOX_SWEEP_S:
                 relay.relay()
                 last_sweep = time.monotonic()

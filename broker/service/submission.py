@@ -1,21 +1,25 @@
-"""Persist submissions (``defined``), place them at a site (``assigned``) and,
-having no input data to wait for, activate them through the outbox."""
+"""Persist submissions (``defined``), broker them to a site (``assigned``) and,
+having no input data to wait for, activate them through the outbox. A job
+that no site fits is kept, failed with a brokerage error that says why."""
 
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine
 
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec
-from broker.service.activation import Placement, activate
+from broker.security import senders
+from broker.service.activation import Placement
+from broker.service.brokerage import Brokerage, Unplaced, settle
+from broker.service.throttle import Limits
+from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.engine import transaction
 from broker.store.jobs import existing_ids, insert_defined, known_tasks
-from broker.store.sites import known_sites, online_sites
+from broker.store.sites import known_sites
 
 log = logging.getLogger(__name__)
 
@@ -23,19 +27,27 @@ log = logging.getLogger(__name__)
 class SubmissionHandler:
     """Handles batches from ``pandamq.submit``; each batch is one transaction."""
 
-    def __init__(self, engine: Engine, site_queues_ready: Callable[[set[str]], None]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        site_queues_ready: Callable[[set[str]], None],
+        settings: Settings | None = None,
+    ) -> None:
         self._engine = engine
         self._site_queues_ready = site_queues_ready
+        self._settings = settings or Settings()
 
     def __call__(self, batch: list[Incoming[JobSpec]]) -> None:
-        """Persist, place and activate the new jobs in ``batch``."""
+        """Persist, broker and activate the new jobs in ``batch``."""
         t = now()
         with transaction(self._engine) as conn:
             fresh = self._fresh(conn, batch)
-            placed = self._place(conn, fresh)
-            insert_defined(conn, [p.spec for p in placed], t)
-            activate(conn, placed, t)
-        self._site_queues_ready({p.site for p in placed})
+            placed, unplaced = self._place(conn, fresh)
+            owners = {i.message.id: i.user_id for i in fresh}
+            specs = [p.spec for p in placed] + [u.spec for u in unplaced]
+            insert_defined(conn, specs, t, owners)
+            sites = settle(conn, placed, unplaced, Limits.of(self._settings), t)
+        self._site_queues_ready(sites)
         if placed:
             log.info("accepted %d job(s)", len(placed))
 
@@ -44,40 +56,39 @@ class SubmissionHandler:
         for incoming in batch:
             if not incoming.message.id:
                 incoming.refuse("job spec: field 'id' is required on the wire")
-        named = [i for i in batch if i.message.id]
+        named = [
+            i for i in senders.allowed(batch, "submission", senders.user_required) if i.message.id
+        ]
         seen = existing_ids(conn, (i.message.id for i in named))
         fresh: dict[str, Incoming[JobSpec]] = {}
         for incoming in named:
             fresh.setdefault(incoming.message.id, incoming)
         return [i for job_id, i in fresh.items() if job_id not in seen]
 
-    def _place(self, conn: Connection, fresh: list[Incoming[JobSpec]]) -> list[Placement]:
-        """Where each new job goes; refuse those that can go nowhere."""
+    def _place(
+        self, conn: Connection, fresh: list[Incoming[JobSpec]]
+    ) -> tuple[list[Placement], list[Unplaced]]:
+        """Where each new job goes; refuse those naming what does not exist."""
         statuses = known_sites(conn, {i.message.site for i in fresh if i.message.site})
         tasks = known_tasks(conn, {i.message.task_id for i in fresh if i.message.task_id})
-        online = online_sites(conn) if any(not i.message.site for i in fresh) else []
-        placed = []
+        brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
+        valid = []
         for incoming in fresh:
-            spec = incoming.message
-            site, why = _choose(spec, statuses, online)
-            if spec.task_id and spec.task_id not in tasks:
-                site, why = None, f"task {spec.task_id!r} does not exist"
-            if site is None:
-                incoming.refuse(why)
-                log.warning("refused job %s: %s", spec.id, why)
-                continue
-            placed.append(Placement(spec, 1, site, why))
-        return placed
+            refusal = _refusal(incoming.message, statuses, tasks)
+            if refusal is None:
+                valid.append(incoming.message)
+            else:
+                incoming.refuse(refusal)
+                log.warning("refused job %s: %s", incoming.message.id, refusal)
+        return brokerage.place(valid)
 
 
-def _choose(spec: JobSpec, statuses: dict[str, str], online: list[str]) -> tuple[str | None, str]:
-    if spec.site:
-        if spec.site not in statuses:
-            return None, f"site {spec.site!r} is not in the site catalogue"
-        if statuses[spec.site] == "offline":
-            return None, f"site {spec.site!r} is offline"
-        return spec.site, f"site {spec.site} requested in the job spec"
-    if not online:
-        return None, "no site is online"
-    site = online[zlib.crc32(spec.id.encode()) % len(online)]
-    return site, f"site {site} chosen among online sites {', '.join(online)}"
+def _refusal(spec: JobSpec, statuses: dict[str, str], tasks: set[str]) -> str | None:
+    """Why a submission cannot even be brokered: it names a site or task that is not there."""
+    if spec.task_id and spec.task_id not in tasks:
+        return f"task {spec.task_id!r} does not exist"
+    if spec.site and spec.site not in statuses:
+        return f"site {spec.site!r} is not in the site catalogue"
+    if spec.site and statuses[spec.site] == "offline":
+        return f"site {spec.site!r} is offline"
+    return None

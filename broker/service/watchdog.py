@@ -15,7 +15,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, RowMapping, func, select
 
 from broker.error_codes import DispatcherError, ErrorFamily
+from broker.observability.logs import job_context
 from broker.service import retries
+from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store import transitions
@@ -100,12 +102,16 @@ class Watchdog:
         applied = {c.job_id for c in transitions.apply(conn, changes, t)}
         failure = retries.Failure(ErrorFamily.DISPATCHER.value, int(rule.code))
         factor = self._settings.memory_retry_factor
-        retries.retry(
-            conn, [(r, retries.decide(r, failure, factor)) for r in rows if r["id"] in applied], t
-        )
+        decided = [(r, retries.decide(r, failure, factor)) for r in rows if r["id"] in applied]
+        retries.retry(conn, decided, t, Limits.of(self._settings))
         for change in changes:
             if change.job_id in applied:
-                log.warning("job %s failed: %s", change.job_id, change.reason)
+                log.warning(
+                    "job %s failed: %s",
+                    change.job_id,
+                    change.reason,
+                    extra=job_context(job_id=change.job_id, attempt=change.attempt),
+                )
         return len(applied)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,11 +17,17 @@ from broker.store.schema import job_attempts, job_transitions, jobs, tasks
 from broker.topology import resource_type
 
 
-def insert_defined(conn: Connection, specs: Sequence[JobSpec], now: datetime) -> None:
+def insert_defined(
+    conn: Connection,
+    specs: Sequence[JobSpec],
+    now: datetime,
+    owners: Mapping[str, str | None] | None = None,
+) -> None:
     """Create jobs in state ``defined`` with their first attempt and history row."""
     if not specs:
         return
-    conn.execute(insert(jobs), [_job_row(s, now) for s in specs])
+    owner = owners or {}
+    conn.execute(insert(jobs), [_job_row(s, now) | {"owner": owner.get(s.id)} for s in specs])
     conn.execute(
         insert(job_attempts),
         [{"job_id": s.id, "attempt": 1, "state": "defined", "created_at": now} for s in specs],
@@ -54,6 +60,7 @@ def _job_row(spec: JobSpec, now: datetime) -> dict[str, Any]:
         "priority": spec.priority,
         "max_attempts": spec.max_attempts,
         "spec": dataclasses.asdict(spec),
+        "activity": spec.activity,
         "created_at": now,
         "modified_at": now,
     }
@@ -119,6 +126,7 @@ def get_job(conn: Connection, job_id: str) -> dict[str, Any]:
         raise NotFound(f"no job {job_id!r}")
     job = _public(row)
     job["spec"] = dict(row["spec"])
+    job["brokerage"] = row["brokerage"]
     job["attempts"] = [
         iso_times(dict(a))
         for a in conn.execute(
@@ -183,6 +191,7 @@ PUBLIC_FIELDS = (
     "diagnostic",
     "created_at",
     "modified_at",
+    "owner",
 )
 
 

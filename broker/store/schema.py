@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     true,
 )
 
@@ -37,6 +38,12 @@ sites = Table(
     Column("name", ID, primary_key=True),
     Column("status", String(16), nullable=False, default="online"),
     Column("created_at", Time, nullable=False),
+    Column("se", String(64)),
+    Column("slots", JSON),
+    Column("max_walltime_s", Integer),
+    Column("releases", JSON),
+    Column("max_queued", Integer),
+    Column("modified_at", Time),
 )
 
 tasks = Table(
@@ -46,6 +53,7 @@ tasks = Table(
     Column("name", String(256)),
     Column("status", String(16), nullable=False),
     Column("created_at", Time, nullable=False),
+    Column("spec", JSON),
 )
 
 jobs = Table(
@@ -70,9 +78,16 @@ jobs = Table(
     Column("modified_at", Time, nullable=False),
     Column("heartbeat_at", Time),
     Column("kill_requested_at", Time),
+    Column("activity", String(32)),
+    Column("brokerage", JSON),
+    #: The user that submitted the job (its messages' validated ``user_id``).
+    Column("owner", String(256)),
     Index(None, "site", "state"),
     Index(None, "state", "priority"),
     Index(None, "task_id"),
+    # The monitor's: sites x states and recent final jobs; a task's progress.
+    Index(None, "state", "modified_at", "site"),
+    Index(None, "task_id", "state", "modified_at"),
 )
 
 job_attempts = Table(
@@ -90,6 +105,8 @@ job_attempts = Table(
     Column("error_family", String(16)),
     Column("error_code", Integer),
     Column("diagnostic", Text),
+    # The error list: failed attempts of the last hours.
+    Index(None, "state", "ended_at"),
 )
 
 job_transitions = Table(
@@ -114,9 +131,22 @@ pilots = Table(
     Column("node", String(256)),
     Column("cores", Integer),
     Column("memory_mb", Integer),
-    Column("first_seen", Time, nullable=False),
-    Column("last_seen", Time, nullable=False),
+    # Empty until the pilot's first claim: a factory records its pilots at submission.
+    Column("first_seen", Time),
+    Column("last_seen", Time),
     Column("jobs_claimed", Integer, nullable=False, default=0),
+    # Set by the pilot factory (broker/factory) for the pilots it submits.
+    Column("batch_system", String(16)),
+    Column("batch_id", String(128)),
+    Column("resource_type", String(16)),
+    Column("walltime_s", Integer),
+    Column("state", String(16)),
+    Column("submitted_at", Time),
+    Column("started_at", Time),
+    Column("ended_at", Time),
+    Column("exit_code", Integer),
+    Index(None, "site", "state"),
+    Index(None, "last_seen"),
 )
 
 outbox = Table(
@@ -128,4 +158,89 @@ outbox = Table(
     Column("body", Text, nullable=False),
     Column("mandatory", Boolean, nullable=False, server_default=true()),
     Column("created_at", Time, nullable=False),
+)
+
+# Data management (ddm_bridge): files, datasets, replicas, subscriptions.
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("scope", ID, nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("guid", String(36), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("adler32", String(8), nullable=False),
+    Column("created_at", Time, nullable=False),
+    UniqueConstraint("scope", "name"),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("task_id", ID, ForeignKey("tasks.id")),
+    Column("site", ID, ForeignKey("sites.name")),
+    Column("created_at", Time, nullable=False),
+    Column("modified_at", Time, nullable=False),
+    Column("closed_at", Time),
+    Index(None, "task_id"),
+    Index(None, "kind", "site", "state"),
+    # The monitor's dataset list: the datasets changed last.
+    Index(None, "modified_at"),
+)
+
+dataset_contents = Table(
+    "dataset_contents",
+    metadata,
+    Column("dataset", String(256), ForeignKey("datasets.name"), primary_key=True),
+    Column("file_id", BigId, ForeignKey("files.id"), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("added_at", Time, nullable=False),
+    Index(None, "file_id"),
+)
+
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("file_id", BigId, ForeignKey("files.id"), primary_key=True),
+    Column("site", ID, ForeignKey("sites.name"), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("modified_at", Time, nullable=False),
+    Index(None, "site", "state"),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("dataset", String(256), ForeignKey("datasets.name"), nullable=False),
+    Column("site", ID, ForeignKey("sites.name"), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("files_total", Integer, nullable=False, default=0),
+    Column("files_done", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("created_at", Time, nullable=False),
+    Column("modified_at", Time, nullable=False),
+    Column("started_at", Time),
+    Column("ended_at", Time),
+    UniqueConstraint("dataset", "site"),
+    Index(None, "state"),
+)
+
+job_files = Table(
+    "job_files",
+    metadata,
+    Column("job_id", ID, ForeignKey("jobs.id"), primary_key=True),
+    Column("file_id", BigId, ForeignKey("files.id"), primary_key=True),
+    Column("role", String(8), nullable=False),
+    Column("attempt", Integer),
+    Column("dispatch_dataset", String(256), ForeignKey("datasets.name")),
+    Index(None, "file_id"),
+    Index(None, "dispatch_dataset"),
 )

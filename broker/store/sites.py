@@ -5,22 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 
-from broker.errors import BadInput
+from broker.brokerage.catalogue import SITE_STATUSES, SiteConfig
+from broker.errors import BadInput, NotFound
 from broker.protocol import NAME_PATTERN
 from broker.store.clock import iso_times, now
 from broker.store.schema import sites
-
-SITE_STATUSES = ("online", "offline", "brokeroff", "test")
 
 
 def add_site(conn: Connection, name: str, status: str = "online") -> bool:
     """Add a site; return False if it was already there (nothing changes then)."""
     if not NAME_PATTERN.match(name):
         raise BadInput(f"site name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
-    if status not in SITE_STATUSES:
-        raise BadInput(f"site status must be one of {', '.join(SITE_STATUSES)}, got {status!r}")
+    _check_status(status)
     if conn.execute(select(sites.c.name).where(sites.c.name == name)).first():
         return False
     conn.execute(sites.insert().values(name=name, status=status, created_at=now()))
@@ -46,3 +44,57 @@ def online_sites(conn: Connection) -> list[str]:
     """Names of sites that take new work."""
     rows = conn.execute(select(sites.c.name).where(sites.c.status == "online"))
     return sorted(r.name for r in rows)
+
+
+def apply_catalogue(conn: Connection, configs: Iterable[SiteConfig]) -> dict[str, str]:
+    """Make the catalogue say what ``configs`` say: each site ``added``, ``changed`` or
+    ``unchanged`` (applying the same file twice changes nothing). Sites not named stay."""
+    configs = list(configs)
+    rows = {
+        r["name"]: r
+        for r in conn.execute(
+            select(sites).where(sites.c.name.in_([c.name for c in configs]))
+        ).mappings()
+    }
+    outcome = {}
+    t = now()
+    for config in configs:
+        row = rows.get(config.name)
+        if row is None:
+            conn.execute(
+                sites.insert().values(
+                    name=config.name, created_at=t, modified_at=t, **config.columns()
+                )
+            )
+            outcome[config.name] = "added"
+        elif SiteConfig.from_row(row) != config:
+            conn.execute(
+                update(sites)
+                .where(sites.c.name == config.name)
+                .values(modified_at=t, **config.columns())
+            )
+            outcome[config.name] = "changed"
+        else:
+            outcome[config.name] = "unchanged"
+    return outcome
+
+
+def set_status(conn: Connection, name: str, status: str) -> str:
+    """Set a site's status; the status it had before."""
+    _check_status(status)
+    before = conn.execute(select(sites.c.status).where(sites.c.name == name)).scalar()
+    if before is None:
+        raise NotFound(f"no site {name!r} in the site catalogue (see `pandamq sites`)")
+    conn.execute(update(sites).where(sites.c.name == name).values(status=status, modified_at=now()))
+    return str(before)
+
+
+def site_configs(conn: Connection) -> dict[str, SiteConfig]:
+    """Every site of the catalogue, by name, as brokerage sees it."""
+    rows = conn.execute(select(sites)).mappings()
+    return {r["name"]: SiteConfig.from_row(r) for r in rows}
+
+
+def _check_status(status: str) -> None:
+    if status not in SITE_STATUSES:
+        raise BadInput(f"site status must be one of {', '.join(SITE_STATUSES)}, got {status!r}")

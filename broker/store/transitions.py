@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, insert, tuple_, update
 
-from broker.metrics import ILLEGAL_TRANSITIONS, TRANSITIONS
+from broker.metrics import ILLEGAL_TRANSITIONS
+from broker.observability.pipeline import transitions_applied
 from broker.states import JobState, can_transition, is_final
 from broker.store.schema import job_attempts, job_transitions, jobs
 
@@ -45,6 +46,7 @@ def apply(conn: Connection, changes: Iterable[Change], now: datetime) -> list[Ch
         for (frm, to), group in _grouped(round_).items():
             applied += _compare_and_set(conn, frm, to, group, now)
     _record(conn, applied, now)
+    transitions_applied(conn, applied, now)
     return applied
 
 
@@ -162,5 +164,3 @@ def _record(conn: Connection, applied: list[Change], now: datetime) -> None:
             for c in applied
         ],
     )
-    for c in applied:
-        TRANSITIONS.labels(from_state=c.from_state, to_state=c.to_state).inc()

@@ -10,6 +10,7 @@ from broker.errors import SpecError
 from broker.protocol import (
     ClaimReply,
     ClaimRequest,
+    FileInfo,
     JobDispatch,
     JobEvent,
     JobSpec,
@@ -37,6 +38,10 @@ def test_the_smallest_spec_gets_defaults() -> None:
         ({"command": "x", "site": "a/b"}, "field 'site' must be 1-64 letters"),
         ({"command": "x", "environment": {"A": 1}}, "field 'environment' must be an object"),
         (["command"], "expected a JSON object, got an array"),
+        ({"command": "x", "input_files": ["nocolon"]}, "file 'nocolon' must be scope:name"),
+        ({"command": "x", "input_files": ["a:b/c"]}, "file 'a:b/c' must be scope:name"),
+        ({"command": "x", "output_files": ["../x"]}, "output file '../x' must be 1-255"),
+        ({"command": "x", "input_files": "s:n"}, "field 'input_files' must be an array"),
     ],
 )
 def test_bad_specs_are_refused_with_one_line(data: Any, says: str) -> None:
@@ -79,3 +84,10 @@ def test_event_kind_must_be_known() -> None:
 )
 def test_every_message_round_trips(message: Any) -> None:
     assert decode_body(type(message), encode(message)) == message
+
+
+def test_an_event_with_files_round_trips() -> None:
+    event = JobEvent(
+        "e1", "j1", 1, "p1", "finished", 1.5, files=[FileInfo("s", "n", "g", 3, "0a0b0c0d", "log")]
+    )
+    assert decode_body(JobEvent, encode(event)) == event

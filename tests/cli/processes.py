@@ -84,6 +84,7 @@ class Pandamq:
             "PANDAMQ_BROKER_URL": broker_url,
             "PANDAMQ_DATABASE_URL": database_url,
             "PANDAMQ_WORK_DIR": str(tmp_path / "work"),
+            "PANDAMQ_DDM_ROOT": str(tmp_path / "se"),
             # A stuck service killed with SIGABRT writes every thread's stack to its log.
             "PYTHONFAULTHANDLER": "1",
         }

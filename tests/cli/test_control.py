@@ -65,3 +65,23 @@ def test_dead_letters_lists_refused_messages_and_leaves_them(system: System) -> 
     # listing does not take them away
     assert "this is not a job" in cli(system, "dead-letters").stdout
     dead_letters(system.settings)  # leave the queue empty for other tests
+
+
+def test_killing_another_users_job_is_refused_in_one_line(system: System) -> None:
+    # Given a job submitted by this system's user
+    site = system.new_site()
+    system.start_broker()
+    (job_id,) = system.submit(JobSpec(command="true", site=site))
+    wait_for(lambda: system.states([job_id]), what="the job")
+    owner = system.job(job_id)["owner"]
+    # When bob, without the production role, asks to kill it
+    env = {"PANDAMQ_BROKER_URL": "amqp://bob:secret@127.0.0.1:1//"}
+    result = CliRunner(env={**env, "PANDAMQ_DATABASE_URL": system.settings.database_url}).invoke(
+        pandamq, ["kill", job_id]
+    )
+    # Then the command says why, in one line, and nothing is sent
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"pandamq: error: kill of job {job_id} refused: bob does not own it "
+        f"(owned by {owner}) and has no production role"
+    )

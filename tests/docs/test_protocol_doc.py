@@ -11,18 +11,22 @@ import pytest
 
 from broker import topology
 from broker.error_codes import (
+    BrokerageError,
+    DDMError,
     DispatcherError,
     ErrorFamily,
     PilotError,
     TaskBufferError,
 )
-from broker.protocol import MESSAGES
+from broker.protocol import MESSAGES, FileInfo
 from broker.states import JobState, can_transition
 
 FAMILIES = {
     ErrorFamily.PILOT: PilotError,
     ErrorFamily.DISPATCHER: DispatcherError,
     ErrorFamily.TASKBUFFER: TaskBufferError,
+    ErrorFamily.BROKERAGE: BrokerageError,
+    ErrorFamily.DDM: DDMError,
 }
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -68,7 +72,7 @@ def _field_table(section: list[str]) -> dict[str, str]:
     return rows
 
 
-@pytest.mark.parametrize("message", MESSAGES, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("message", [*MESSAGES, FileInfo], ids=lambda m: m.__name__)
 def test_every_message_field_is_documented(message: type) -> None:
     # Given the protocol page and a message class
     text = PROTOCOL.read_text()

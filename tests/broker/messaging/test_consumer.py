@@ -11,6 +11,7 @@ from broker.messaging.connection import connect
 from broker.messaging.consumer import BatchConsumer, Incoming
 from broker.messaging.publisher import Outgoing, open_publisher
 from broker.protocol import JobSpec, encode
+from broker.security import identity
 from broker.settings import Settings
 from tests.harness import wait_for
 
@@ -35,7 +36,7 @@ def test_a_message_that_breaks_the_handler_is_dead_lettered_alone(settings: Sett
         topology.declare(
             connection.default_channel, [queue, topology.Topology().dead_letter_queue()]
         )
-        publisher = open_publisher(connection, 10, 10)
+        publisher = open_publisher(connection, 10, 10, identity.of(settings))
         specs = [JobSpec(command=c, id=f"j{n}") for n, c in enumerate(["a", "boom", "b"])]
         publisher.publish(
             [Outgoing("pandamq.test", "t", encode(s)) for s in specs]

@@ -21,6 +21,8 @@ from broker.store.transitions import Change
 S = JobState
 PILOT = "pilot-1"
 SITE = "TEST_SITE"
+#: The user that submits these jobs.
+OWNER = "user.alice"
 
 #: The way a job goes, up to each state.
 LIFE = [S.DEFINED, S.ASSIGNED, S.ACTIVATED, S.SENT, S.STARTING, S.RUNNING, S.HOLDING]
@@ -34,7 +36,8 @@ def jobs_in(
     path = LIFE[: LIFE.index(state) + 1] if state in LIFE else [*LIFE, state]
     with transaction(engine) as conn:
         add_site(conn, SITE)
-        insert_defined(conn, [JobSpec(command="true", id=i, **spec) for i in ids], now())
+        specs = [JobSpec(command="true", id=i, **spec) for i in ids]
+        insert_defined(conn, specs, now(), dict.fromkeys(ids, OWNER))
         changes = [
             Change(i, 1, a, b, values={"site": SITE, "pilot_id": PILOT})
             for i in ids

@@ -11,13 +11,13 @@ from broker.settings import Settings
 from broker.states import JobState
 from broker.store.engine import transaction
 from broker.store.schema import outbox
-from tests.broker.service.jobs import PILOT, SITE, jobs_in, row
+from tests.broker.service.jobs import OWNER, PILOT, SITE, jobs_in, row
 
 S = JobState
 
 
 def run(engine: Engine, command: JobCommand) -> Incoming[JobCommand]:
-    incoming = Incoming(command, None)
+    incoming = Incoming(command, None, user_id=OWNER)
     CommandHandler(engine, Settings())([incoming])
     return incoming
 
@@ -68,3 +68,22 @@ def test_retry_by_hand_starts_the_next_attempt_of_a_failed_job(engine: Engine) -
 def test_unknown_jobs_are_refused(engine: Engine) -> None:
     incoming = run(engine, JobCommand("kill", ["no-such-job"]))
     assert incoming.refused == "kill: no such job or task"
+
+
+def test_another_users_job_cannot_be_killed_without_the_production_role(engine: Engine) -> None:
+    # Given alice's running job
+    (job_id,) = jobs_in(engine, S.RUNNING)
+    # When bob asks to kill it
+    bob = Incoming(JobCommand("kill", [job_id]), None, user_id="user.bob")
+    CommandHandler(engine, Settings())([bob])
+    # Then the command is refused, saying why, and the job runs on
+    assert bob.refused == (
+        f"kill of job {job_id} refused: user.bob does not own it (owned by {OWNER}) "
+        "and has no production role"
+    )
+    assert row(engine, job_id)["kill_requested_at"] is None
+    # When the production manager asks
+    prod = Incoming(JobCommand("kill", [job_id]), None, user_id="user.prod")
+    CommandHandler(engine, Settings(production_role="user.admin, user.prod"))([prod])
+    # Then the pilot is told to stop it
+    assert prod.refused is None and kill_commands_for(engine, job_id)

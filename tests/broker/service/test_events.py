@@ -43,7 +43,8 @@ def sent_jobs(engine: Engine, count: int) -> list[str]:
 
 def events(ids: list[str], kind: str, **extra: Any) -> list[Incoming[JobEvent]]:
     return [
-        Incoming(JobEvent(uuid.uuid4().hex, i, 1, PILOT, kind, 0.0, **extra), None) for i in ids
+        Incoming(JobEvent(uuid.uuid4().hex, i, 1, PILOT, kind, 0.0, **extra), None, user_id="guest")
+        for i in ids
     ]
 
 

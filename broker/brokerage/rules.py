@@ -1,0 +1,168 @@
+"""PanDA's brokerage rules: filter the sites a job cannot use, weigh the others.
+
+Pure functions over the catalogue, each site's load and where the job's
+input data is; the broker service gathers those from SQL. Every skipped
+site gets a reason in words, so that ``pandamq job ID`` can say why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.brokerage.catalogue import SiteConfig
+from broker.protocol import JobSpec
+
+#: Statuses a site may have and still take a job that names it (PanDA: pre-assigned).
+PINNED_ONLY = frozenset({"brokeroff", "test"})
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What brokerage asks of a site for one job."""
+
+    cores: int = 1
+    memory_mb: int = 2000
+    walltime_s: int = 86400
+    release: str | None = None
+    site: str | None = None
+    sites: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, spec: JobSpec) -> Needs:
+        """The needs of a job spec."""
+        return cls(
+            spec.cores, spec.memory_mb, spec.walltime_s, spec.release, spec.site, tuple(spec.sites)
+        )
+
+    def candidates(self, catalogue: Mapping[str, SiteConfig]) -> list[SiteConfig]:
+        """The sites considered at all: the one named, those allowed, or every site."""
+        names = [self.site] if self.site else list(self.sites) or sorted(catalogue)
+        return [catalogue[n] for n in names if n in catalogue]
+
+
+@dataclass
+class Load:
+    """A site's jobs: queued (not yet claimed) and running (claimed by a pilot)."""
+
+    queued: int = 0
+    running: int = 0
+
+
+def skip_reason(needs: Needs, site: SiteConfig, load: Load) -> str | None:
+    """Why ``site`` cannot take the job, or None if it can."""
+    for rule in (_status, _release, _walltime, _slot, _queue_full):
+        reason = rule(needs, site, load)
+        if reason is not None:
+            return reason
+    return None
+
+
+def _status(needs: Needs, site: SiteConfig, load: Load) -> str | None:
+    if site.status == "online" or (site.status in PINNED_ONLY and needs.site == site.name):
+        return None
+    if site.status in PINNED_ONLY:
+        return f"status {site.status}: takes only jobs that name it"
+    return f"status {site.status}"
+
+
+def _release(needs: Needs, site: SiteConfig, load: Load) -> str | None:
+    if needs.release is None or needs.release in site.releases:
+        return None
+    provided = ", ".join(site.releases) or "none"
+    return f"release {needs.release} not installed (provides: {provided})"
+
+
+def _walltime(needs: Needs, site: SiteConfig, load: Load) -> str | None:
+    if site.max_walltime_s is None or needs.walltime_s <= site.max_walltime_s:
+        return None
+    return f"walltime {needs.walltime_s} s above the site's maximum of {site.max_walltime_s} s"
+
+
+def _slot(needs: Needs, site: SiteConfig, load: Load) -> str | None:
+    if site.slots is None:
+        return None
+    wide = [s for s in site.slots if s.cores >= needs.cores]
+    if not wide:
+        most = max(s.cores for s in site.slots)
+        return f"cores: needs {needs.cores}, the largest slot has {most}"
+    if any(s.fits(needs.cores, needs.memory_mb) for s in wide):
+        return None
+    best = max(wide, key=lambda s: s.memory_mb)
+    return f"memory: needs {needs.memory_mb} MB, the largest slot that fits has {best.describe()}"
+
+
+def _queue_full(needs: Needs, site: SiteConfig, load: Load) -> str | None:
+    if site.max_queued is None or load.queued < site.max_queued:
+        return None
+    return f"queue full: {load.queued} jobs queued, the site's cap is {site.max_queued}"
+
+
+def weight(load: Load, data_fraction: float, data_weight: float) -> float:
+    """PanDA's weight: (running + 1) / (queued + 10), times a bonus for input data at the site."""
+    return (load.running + 1) / (load.queued + 10) * (1 + data_weight * data_fraction)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where a job goes (``site`` None: nowhere), why, and why not elsewhere."""
+
+    site: str | None
+    why: str
+    weights: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """What is stored on the job and shown by ``pandamq job ID``."""
+        return {
+            "site": self.site,
+            "why": self.why,
+            "weights": self.weights,
+            "skipped": self.skipped,
+        }
+
+
+def choose(
+    needs: Needs,
+    sites: Iterable[SiteConfig],
+    loads: Mapping[str, Load],
+    data: Mapping[str, float],
+    data_weight: float,
+) -> Decision:
+    """The site of highest weight among those that pass every filter (ties by name)."""
+    weights: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    for site in sites:
+        load = loads.get(site.name, Load())
+        reason = skip_reason(needs, site, load)
+        if reason is None:
+            weights[site.name] = round(weight(load, data.get(site.name, 0.0), data_weight), 4)
+        else:
+            skipped[site.name] = reason
+    if not weights:
+        return Decision(None, _nowhere(needs, skipped), weights, skipped)
+    best = min(weights, key=lambda name: (-weights[name], name))
+    return Decision(best, _why(best, weights, loads, data), weights, skipped)
+
+
+def _why(
+    best: str, weights: dict[str, float], loads: Mapping[str, Load], data: Mapping[str, float]
+) -> str:
+    load = loads.get(best, Load())
+    others = len(weights) - 1
+    text = (
+        f"site {best} has the highest weight {weights[best]} of {others + 1} candidate(s)"
+        f" ({load.queued} queued, {load.running} running"
+    )
+    if data.get(best):
+        text += f", {data[best]:.0%} of the input data there"
+    return text + ")"
+
+
+def _nowhere(needs: Needs, skipped: dict[str, str]) -> str:
+    if not skipped:
+        wanted = needs.site or ", ".join(needs.sites) or "any"
+        return f"no site to consider (asked for: {wanted}; not in the site catalogue)"
+    reasons = "; ".join(f"{name}: {why}" for name, why in sorted(skipped.items()))
+    return f"no site fits the job: {reasons}"

@@ -1,0 +1,77 @@
+"""TLS for ``amqps://`` connections: options for py-amqp, and one clear line
+for each way a TLS connection can fail (bad or untrusted certificates,
+a plain client on a TLS port)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from broker.errors import BrokerRefused, ConfigError, PandaMQError
+from broker.settings import Settings
+
+
+def options(settings: Settings) -> dict[str, Any]:
+    """py-amqp's ``ssl`` options: verify the server against ``tls_ca`` and its hostname."""
+    _readable(settings)
+    host = urlsplit(settings.broker_url).hostname or "localhost"
+    opts: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": host}
+    if settings.tls_ca:
+        opts["ca_certs"] = settings.tls_ca
+    if settings.tls_cert:
+        opts["certfile"] = settings.tls_cert
+        opts["keyfile"] = settings.tls_key
+    return opts
+
+
+def _readable(settings: Settings) -> None:
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise ConfigError("tls_cert and tls_key go together: set both or neither")
+    for name in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(settings, name)
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{name} {path!r}: no such readable file")
+
+
+def explain(exc: BaseException, settings: Settings, where: str) -> PandaMQError | None:
+    """One line saying why a TLS connection to ``where`` failed; None if not a TLS failure."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return BrokerRefused(
+            f"the certificate of the message broker at {where} is not trusted: "
+            f"{exc.verify_message}; check tls_ca and that the URL's host is in the certificate"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return BrokerRefused(
+            f"the message broker at {where} ended the TLS handshake ({_reason(exc)}): "
+            f"{_client_cert_problem(settings)}"
+        )
+    return None
+
+
+def _client_cert_problem(settings: Settings) -> str:
+    """What is wrong with our certificate, as far as we can tell from here."""
+    if not settings.tls_cert:
+        return "it wants a client certificate; set tls_cert and tls_key"
+    from broker.security.certs import load_cert
+
+    expires = load_cert(Path(settings.tls_cert)).not_valid_after_utc
+    if expires < datetime.datetime.now(datetime.UTC):
+        return f"tls_cert {settings.tls_cert} expired on {expires:%Y-%m-%d %H:%M} UTC"
+    return f"it refused tls_cert {settings.tls_cert}; check that a CA the broker trusts signed it"
+
+
+def plain_on_tls_hint(url: str, exc: BaseException) -> str:
+    """What to check when a plain ``amqp://`` connection is dropped at once."""
+    dropped = isinstance(exc, ConnectionResetError) or "closed" in str(exc)
+    if url.startswith("amqp://") and dropped:
+        return "; if that port is a TLS listener, use amqps:// with tls_ca"
+    return ""
+
+
+def _reason(exc: ssl.SSLError) -> str:
+    reason = exc.reason or exc.strerror or str(exc)
+    return str(reason).lower().replace("_", " ")

@@ -1,0 +1,182 @@
+"""Each monitor view's data as an HTML body."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from broker.monitor.pages import cell, fields, link, pre, table
+from broker.store.jobs import PUBLIC_FIELDS
+
+FAILURE_COLUMNS = ["job", "attempt", "site", "family", "code", "exit", "diagnostic", "ended"]
+HISTORY_COLUMNS = ("attempt", "from_state", "to_state", "at", "reason")
+ATTEMPT_COLUMNS = (
+    "attempt",
+    "site",
+    "pilot_id",
+    "state",
+    "started_at",
+    "ended_at",
+    "error_family",
+    "error_code",
+    "exit_code",
+    "diagnostic",
+)
+ATTEMPT_HEADERS = ["attempt", "site", "pilot", "state", "started", "ended"]
+ATTEMPT_HEADERS += ["family", "code", "exit", "diagnostic"]
+
+
+def dashboard(data: dict[str, Any]) -> str:
+    """Sites x states, with links to the jobs behind each count, and recent failures."""
+    states: list[str] = data["states"]
+    headers = ["site", *states, "running/queued", "error rate"]
+    rows = [_site_cells(row, states) for row in [*data["sites"], data["totals"]]]
+    return (
+        f"<p>Active jobs, and jobs that ended in the last {cell(data['window'])}.</p>"
+        + table(headers, rows)
+        + "<h2>Recent failures</h2>"
+        + _failures(data["recent_failures"])
+    )
+
+
+def _site_cells(row: dict[str, Any], states: list[str]) -> list[str]:
+    site = row["site"]
+    name = cell(site) if site == "total" else link("/errors", site, site=site)
+    counts = [
+        link("/jobs", row["counts"][s], state=s, site=None if site == "total" else site)
+        if row["counts"].get(s)
+        else ""
+        for s in states
+    ]
+    return [name, *counts, cell(row["running_per_queued"]), _rate(row["error_rate"])]
+
+
+def _rate(rate: float | None) -> str:
+    return "" if rate is None else f"{rate:.1%}"
+
+
+def _failures(failures: list[dict[str, Any]]) -> str:
+    if not failures:
+        return "<p class='muted'>none</p>"
+    rows = [
+        [
+            link(f"/jobs/{f['job_id']}", f["job_id"]),
+            cell(f["attempt"]),
+            cell(f["site"]),
+            cell(f["error_family"]),
+            cell(f["error_code"]),
+            cell(f["exit_code"]),
+            cell(f["diagnostic"]),
+            cell(f["ended_at"]),
+        ]
+        for f in failures
+    ]
+    return table(FAILURE_COLUMNS, rows, text_columns=1)
+
+
+def job(data: dict[str, Any]) -> str:
+    """A job: fields, errors of its attempts, history, attempts, spec."""
+    task = data.get("task_id")
+    task_link = f"<p>Task: {link(f'/tasks/{task}', task)}</p>" if task else ""
+    history = [[cell(t[c]) for c in HISTORY_COLUMNS] for t in data["transitions"]]
+    attempts = [[cell(a[c]) for c in ATTEMPT_COLUMNS] for a in data["attempts"]]
+    return (
+        task_link
+        + fields(data, PUBLIC_FIELDS)
+        + "<h2>History</h2>"
+        + table(["attempt", "from", "to", "at", "reason"], history, text_columns=0)
+        + "<h2>Attempts and errors</h2>"
+        + table(ATTEMPT_HEADERS, attempts, text_columns=0)
+        + "<h2>Files</h2>"
+        + _job_files(data.get("files", []))
+        + "<h2>Spec</h2>"
+        + pre(data["spec"])
+    )
+
+
+def task(data: dict[str, Any]) -> str:
+    """A task: fields, progress, jobs per state."""
+    progress = data["progress"]
+    counts = [
+        [link("/jobs", state, state=state, task=data["id"]), cell(n)]
+        for state, n in sorted(data["counts"].items())
+    ]
+    return (
+        fields(data, ["id", "name", "status", "created_at", "jobs", "finished"])
+        + f"<p>Progress: {_rate(progress) or 'no jobs'}</p>"
+        + table(["state", "jobs"], counts)
+    )
+
+
+def errors(data: dict[str, Any]) -> str:
+    """The error list: one line per error code and diagnostic."""
+    where = f" at {cell(data['site'])}" if data["site"] else ""
+    rows = [
+        [
+            cell(e["count"]),
+            cell(e["error_family"]),
+            cell(e["error_code"]),
+            cell(e["exit_code"]),
+            cell(e["description"]),
+            cell(e["diagnostic"]),
+            " ".join(link(f"/jobs/{j}", j) for j in e["example_jobs"]),
+        ]
+        for e in data["errors"]
+    ]
+    headers = ["count", "family", "code", "exit", "description", "diagnostic", "example jobs"]
+    body = table(headers, rows, text_columns=0) if rows else "<p class='muted'>none</p>"
+    return f"<p>Failed attempts in the last {cell(data['window'])}{where}.</p>" + body
+
+
+def jobs(data: dict[str, Any]) -> str:
+    """A list of jobs."""
+    columns = ["id", "state", "site", "task_id", "attempt", "error_code", "modified_at"]
+    rows = [
+        [link(f"/jobs/{j['id']}", j["id"])] + [cell(j[c]) for c in columns[1:]]
+        for j in data["jobs"]
+    ]
+    return table(columns, rows) if rows else "<p class='muted'>none</p>"
+
+
+def _dataset_link(name: str | None) -> str:
+    return "" if name is None else link(f"/datasets/{quote(name, safe='')}", name)
+
+
+def _job_files(files: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            *(cell(f[c]) for c in ("role", "did", "size", "adler32")),
+            _dataset_link(f["dispatch_dataset"]),
+        ]
+        for f in files
+    ]
+    headers = ["role", "file", "size", "adler32", "dispatch dataset"]
+    return table(headers, rows, text_columns=2) if rows else "<p class='muted'>none</p>"
+
+
+def datasets(data: dict[str, Any]) -> str:
+    """The datasets changed last."""
+    columns = ["kind", "state", "files", "site", "task_id", "modified_at"]
+    rows = [[_dataset_link(d["name"])] + [cell(d[c]) for c in columns] for d in data["datasets"]]
+    return table(["name", *columns], rows, text_columns=3) if rows else "<p class='muted'>none</p>"
+
+
+def dataset(data: dict[str, Any]) -> str:
+    """A dataset: fields, replicas per site, subscriptions, files."""
+    replicas = [[cell(r["site"]), cell(r["state"]), cell(r["files"])] for r in data["replicas"]]
+    subscriptions = [
+        [cell(s[c]) for c in ("site", "state", "files_done", "files_total", "attempts", "error")]
+        for s in data["subscriptions"]
+    ]
+    files = [
+        [cell(f[c]) for c in ("position", "did", "size", "adler32", "guid")] for f in data["files"]
+    ]
+    return (
+        fields(data, ["name", "kind", "state", "site", "task_id", "created_at", "closed_at"])
+        + "<h2>Replicas</h2>"
+        + table(["site", "state", "files"], replicas, text_columns=2)
+        + "<h2>Subscriptions</h2>"
+        + table(["site", "state", "done", "files", "attempts", "error"], subscriptions, 2)
+        + "<h2>Files</h2>"
+        + table(["#", "file", "size", "adler32", "guid"], files, text_columns=0)
+    )

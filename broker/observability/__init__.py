@@ -1,0 +1,1 @@
+"""Observability: metrics hooks on the pipeline, the Prometheus export, structured logs."""

@@ -1,0 +1,1 @@
+"""Security: certificates, identities of message senders, RabbitMQ provisioning."""

@@ -1,0 +1,76 @@
+"""What the sender of a message (its validated ``user_id``) may ask of the broker.
+
+A pilot's user is bound to its site: it may claim and report on that site's
+jobs only. A person may kill or retry the jobs they submitted, or anyone's
+with the production role. Which user may publish to which exchange at all
+is RabbitMQ's to enforce (``broker.security.provisioning``). A refused
+message is dead-lettered with the reason, counted and logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from sqlalchemy import RowMapping
+
+from broker.messaging.consumer import Incoming
+from broker.metrics import REFUSED_SENDERS
+from broker.security import identity
+from broker.settings import Settings
+
+T = TypeVar("T")
+
+NO_USER_ID = "the message has no user_id property; every publisher must set it to its user"
+
+
+def user_required(incoming: Incoming[Any]) -> str | None:
+    """Why a submission is refused when it has no sender: every job has an owner."""
+    return NO_USER_ID if incoming.user_id is None else None
+
+
+def allowed(
+    batch: Iterable[Incoming[T]], kind: str, why_not: Callable[[Incoming[T]], str | None]
+) -> list[Incoming[T]]:
+    """The messages of ``batch`` whose sender may send them; the others are refused."""
+    return [i for i in batch if check(i, kind, why_not(i))]
+
+
+def check(incoming: Incoming[Any], kind: str, why: str | None) -> bool:
+    """True if ``why`` is None; else refuse the message for that reason and count it."""
+    if why is None:
+        return True
+    incoming.refuse(why)
+    REFUSED_SENDERS.labels(kind=kind).inc()
+    return False
+
+
+def site_refusal(user_id: str | None, doing: str, site: str | None) -> str | None:
+    """Why ``user_id`` may not do something to a job of ``site``; None if it may."""
+    if user_id is None:
+        return NO_USER_ID
+    bound = identity.site_of(user_id)
+    if bound is not None and bound != site:
+        return f"{user_id} may {doing} jobs of site {bound} only; this job is at site {site}"
+    return None
+
+
+def job_site_refusal(
+    incoming: Incoming[Any], doing: str, rows: dict[str, RowMapping]
+) -> str | None:
+    """``site_refusal`` for the job the message names (unknown jobs are left to the handler)."""
+    row = rows.get(incoming.message.job_id)
+    return None if row is None else site_refusal(incoming.user_id, doing, row["site"])
+
+
+def manage_refusal(
+    settings: Settings, user_id: str | None, command: str, rows: Iterable[RowMapping]
+) -> str | None:
+    """Why ``user_id`` may not ``command`` (kill, retry) these jobs; None if it may."""
+    if user_id is None:
+        return NO_USER_ID
+    for row in rows:
+        why = identity.may_manage(settings, user_id, row["owner"])
+        if why is not None:
+            return f"{command} of job {row['id']} refused: {why}"
+    return None

@@ -1,0 +1,147 @@
+"""Brokerage in the broker service: the catalogue and each site's load from SQL,
+the rules of ``broker.brokerage.rules``, and a record on every job placed.
+
+Jobs of one batch are brokered one after the other, each counting as queued
+at its site for the next, so a batch spreads over sites as its weights
+change instead of all landing on the site that was best at the start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, func, select
+
+from broker.brokerage.rules import Decision, Load, Needs, choose
+from broker.error_codes import BrokerageError, ErrorFamily
+from broker.protocol import JobSpec
+from broker.service.activation import Placement
+from broker.service.setup import set_up
+from broker.service.throttle import RUNNING, Limits
+from broker.states import JobState
+from broker.store import transitions
+from broker.store.datasets import presence
+from broker.store.schema import jobs
+from broker.store.sites import site_configs
+from broker.store.transitions import Change
+
+log = logging.getLogger(__name__)
+
+S = JobState
+
+#: Jobs at a site that no pilot has taken yet.
+QUEUED = (S.DEFINED, S.ASSIGNED, S.THROTTLED, S.ACTIVATED)
+
+#: Fraction of a job's input files present at each site (data locality).
+Locality = Callable[[Connection, list[str]], Mapping[str, float]]
+
+
+def data_locality(conn: Connection, files: list[str]) -> Mapping[str, float]:
+    """The fraction of ``files`` (DIDs) with an available replica at each site."""
+    return {site: n / len(files) for site, n in presence(conn, files).items()}
+
+
+def site_loads(conn: Connection) -> dict[str, Load]:
+    """Queued and running jobs of every site that has any."""
+    stmt = (
+        select(jobs.c.site, jobs.c.state, func.count())
+        .where(jobs.c.site.is_not(None), jobs.c.state.in_([*QUEUED, *RUNNING]))
+        .group_by(jobs.c.site, jobs.c.state)
+    )
+    loads: dict[str, Load] = {}
+    for site, state, n in conn.execute(stmt):
+        load = loads.setdefault(site, Load())
+        if state in RUNNING:
+            load.running += n
+        else:
+            load.queued += n
+    return loads
+
+
+@dataclass
+class Brokerage:
+    """Decides sites for the jobs of one transaction."""
+
+    conn: Connection
+    data_weight: float
+    locality: Locality = data_locality
+
+    def __post_init__(self) -> None:
+        self._catalogue = site_configs(self.conn)
+        self._loads = site_loads(self.conn)
+
+    def decide(self, spec: JobSpec, exclude: Iterable[str] = ()) -> Decision:
+        """Where ``spec`` goes; the chosen site counts one more queued job afterwards."""
+        needs = Needs.of(spec)
+        left_out = set(exclude)
+        sites = [s for s in needs.candidates(self._catalogue) if s.name not in left_out]
+        data = self.locality(self.conn, spec.input_files) if spec.input_files else {}
+        decision = choose(needs, sites, self._loads, data, self.data_weight)
+        if decision.site is not None:
+            self._loads.setdefault(decision.site, Load()).queued += 1
+        return decision
+
+    def place(
+        self, specs: Iterable[JobSpec], attempt: int = 1
+    ) -> tuple[list[Placement], list[Unplaced]]:
+        """Decide a site for each job, highest priority first; (placed, unplaced)."""
+        placed, unplaced = [], []
+        for spec in sorted(specs, key=lambda s: -s.priority):
+            decision = self.decide(spec)
+            if decision.site is None:
+                unplaced.append(Unplaced(spec, attempt, decision))
+            else:
+                placed.append(
+                    Placement(spec, attempt, decision.site, decision.why, decision.record())
+                )
+        return placed, unplaced
+
+
+@dataclass(frozen=True)
+class Unplaced:
+    """A job attempt in ``defined`` that brokerage found no site for."""
+
+    spec: JobSpec
+    attempt: int
+    decision: Decision
+
+
+def fail_unplaced(conn: Connection, unplaced: Iterable[Unplaced], now: datetime) -> int:
+    """``defined → failed`` with the brokerage error and its reasons; how many."""
+    changes = [
+        Change(
+            u.spec.id,
+            u.attempt,
+            S.DEFINED,
+            S.FAILED,
+            reason=u.decision.why,
+            values={
+                "error_family": ErrorFamily.BROKERAGE.value,
+                "error_code": int(BrokerageError.NO_SITE),
+                "diagnostic": u.decision.why,
+                "brokerage": u.decision.record(),
+            },
+        )
+        for u in unplaced
+    ]
+    applied = transitions.apply(conn, changes, now)
+    for change in applied:
+        log.warning("job %s failed brokerage: %s", change.job_id, change.reason)
+    return len(applied)
+
+
+def settle(
+    conn: Connection,
+    placed: list[Placement],
+    unplaced: list[Unplaced],
+    limits: Limits,
+    now: datetime,
+) -> set[str]:
+    """Set up the placed ``defined`` attempts (assigned; activated or throttled when
+    their inputs are at the site), fail the unplaced ones; the sites that got jobs."""
+    set_up(conn, placed, now, limits)
+    fail_unplaced(conn, unplaced, now)
+    return {p.site for p in placed}

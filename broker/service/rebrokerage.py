@@ -1,0 +1,135 @@
+"""Re-brokerage: jobs waiting at a site that cannot run them go elsewhere.
+
+Two cases (PanDA's): the site went ``offline``, or no
+pilot has taken work there for ``rebrokerage_idle_s``. Each such job that
+no pilot holds yet (``assigned``, ``throttled`` or ``activated``) has its
+attempt closed (taskbuffer error ``REASSIGNED``) and a new attempt brokered
+anew, away from that site. The old attempt's dispatch may still sit in the
+old queue; a pilot claiming it is refused (superseded attempt), so a job is
+never run twice. A job that names its site keeps waiting for it.
+
+Also here: the periodic release of throttled jobs, for queues that drain
+without claims this process saw. Safe with several broker processes: rows
+are taken with ``FOR UPDATE SKIP LOCKED`` and every change is a
+compare-and-set.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, RowMapping, func, or_, select
+
+from broker.error_codes import ErrorFamily, TaskBufferError
+from broker.service import retries
+from broker.service.activation import Placement, release
+from broker.service.brokerage import Brokerage, Unplaced, settle
+from broker.service.throttle import Limits
+from broker.settings import Settings
+from broker.states import JobState
+from broker.store import transitions
+from broker.store.clock import now
+from broker.store.engine import transaction
+from broker.store.jobs import spec_of
+from broker.store.schema import jobs, pilots, sites
+from broker.store.transitions import Change
+
+log = logging.getLogger(__name__)
+
+S = JobState
+
+#: States of a job that no pilot holds yet.
+WAITING = (S.ASSIGNED, S.THROTTLED, S.ACTIVATED)
+#: How many jobs one pass re-brokers at most (the rest wait for the next pass).
+BATCH = 1000
+
+
+class Rebrokerage:
+    """Periodic work of the broker service: re-brokerage, then the release of throttled jobs."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._limits = Limits.of(settings)
+
+    def check(self, at: datetime | None = None) -> int:
+        """One pass; how many jobs were re-brokered or released."""
+        t = at or now()
+        with transaction(self._engine) as conn:
+            moved = self._rebroker(conn, _stranded(conn, t, self._settings.rebrokerage_idle_s), t)
+            return moved + release(conn, t, self._limits)
+
+    def _rebroker(self, conn: Connection, rows: list[tuple[RowMapping, str]], t: datetime) -> int:
+        if not rows:
+            return 0
+        closes = [_close(row, why) for row, why in rows]
+        closed = {c.job_id for c in transitions.apply(conn, closes, t)}
+        wanted = [
+            (row, retries.Decision(True, f"re-brokered: {why}", spec_of(row)))
+            for row, why in rows
+            if row["id"] in closed
+        ]
+        started = retries.new_attempts(conn, wanted, t, ended=S.CLOSED)
+        brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
+        placed, unplaced = [], []
+        for row, decision in wanted:
+            if row["id"] not in started:
+                continue
+            choice = brokerage.decide(decision.spec, exclude={row["site"]})
+            attempt = row["attempt"] + 1
+            if choice.site is None:
+                unplaced.append(Unplaced(decision.spec, attempt, choice))
+            else:
+                why = f"{decision.why}; {choice.why}"
+                placed.append(Placement(decision.spec, attempt, choice.site, why, choice.record()))
+        settle(conn, placed, unplaced, self._limits, t)
+        log.info("re-brokered %d job(s), %d found no site", len(placed), len(unplaced))
+        return len(started)
+
+
+def _stranded(conn: Connection, t: datetime, idle_s: float) -> list[tuple[RowMapping, str]]:
+    """Waiting jobs at offline sites, and activated jobs at idle sites, with why."""
+    cutoff = t - timedelta(seconds=idle_s)
+    down = select(sites.c.name).where(sites.c.status == "offline")
+    busy = select(pilots.c.site).where(pilots.c.last_seen >= cutoff)
+    stmt = (
+        select(jobs, sites.c.status.label("site_status"))
+        .join(sites, sites.c.name == jobs.c.site)
+        .where(
+            jobs.c.state.in_(WAITING),
+            func.coalesce(jobs.c.spec["site"].as_string(), "") == "",
+            or_(
+                jobs.c.site.in_(down),
+                (jobs.c.state == S.ACTIVATED)
+                & (jobs.c.modified_at < cutoff)
+                & jobs.c.site.not_in(busy),
+            ),
+        )
+        .order_by(jobs.c.id)
+        .limit(BATCH)
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=jobs, skip_locked=True)
+    return [(row, _why(row, idle_s)) for row in conn.execute(stmt).mappings()]
+
+
+def _why(row: RowMapping, idle_s: float) -> str:
+    if row["site_status"] == "offline":
+        return f"site {row['site']} is offline"
+    return f"no pilot took work at site {row['site']} for {idle_s:.0f} s"
+
+
+def _close(row: RowMapping, why: str) -> Change:
+    return Change(
+        row["id"],
+        row["attempt"],
+        JobState(row["state"]),
+        S.CLOSED,
+        reason=f"pulled back: {why}",
+        values={
+            "error_family": ErrorFamily.TASKBUFFER.value,
+            "error_code": int(TaskBufferError.REASSIGNED),
+            "diagnostic": f"pulled back: {why}",
+        },
+    )

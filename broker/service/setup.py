@@ -1,0 +1,70 @@
+"""Set up placed job attempts: assign them, and activate those whose inputs are at their site.
+
+A job whose inputs are missing at its site stays ``assigned``: the DDM bridge
+subscribes the site to a dispatch dataset that brings them, and activates the
+job when the subscription completes. A job naming an input file that is not
+registered fails at once with a DDM error (it cannot be fixed by retrying).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from broker.error_codes import DDMError, ErrorFamily
+from broker.service.activation import JobRef, Placement, activate, assign
+from broker.service.throttle import Limits
+from broker.states import JobState
+from broker.store import transitions
+from broker.store.job_files import link_inputs, missing_inputs
+from broker.store.transitions import Change
+
+log = logging.getLogger(__name__)
+
+S = JobState
+
+
+def set_up(
+    conn: Connection, placements: list[Placement], now: datetime, limits: Limits | None = None
+) -> int:
+    """Assign every placement; activate those with nothing to wait for (within the sites'
+    ``limits``); how many activated."""
+    assigned = assign(conn, placements, now)
+    with_inputs = [p for p in assigned if p.spec.input_files]
+    unknown = link_inputs(conn, [(p.spec.id, p.attempt, p.spec.input_files) for p in with_inputs])
+    _fail_unknown(conn, [p for p in with_inputs if p.spec.id in unknown], unknown, now)
+    missing = missing_inputs(conn, (p.spec.id for p in with_inputs if p.spec.id not in unknown))
+    if missing:
+        log.info("%d job(s) wait in assigned for input files to reach their site", len(missing))
+    ready = [p for p in assigned if p.spec.id not in unknown and p.spec.id not in missing]
+    at_site = [JobRef(p.spec.id, p.attempt) for p in ready if p.spec.input_files]
+    no_inputs = [JobRef(p.spec.id, p.attempt) for p in ready if not p.spec.input_files]
+    return activate(conn, at_site, now, "all input files are at the site", limits) + activate(
+        conn, no_inputs, now, limits=limits
+    )
+
+
+def _fail_unknown(
+    conn: Connection, placements: list[Placement], unknown: dict[str, list[str]], now: datetime
+) -> None:
+    changes = []
+    for p in placements:
+        text = f"input file(s) not registered: {', '.join(unknown[p.spec.id][:5])}"
+        changes.append(
+            Change(
+                p.spec.id,
+                p.attempt,
+                S.ASSIGNED,
+                S.FAILED,
+                reason=text,
+                values={
+                    "error_family": ErrorFamily.DDM.value,
+                    "error_code": int(DDMError.UNKNOWN_INPUT),
+                    "diagnostic": text,
+                },
+            )
+        )
+        log.warning("job %s failed: %s", p.spec.id, text)
+    transitions.apply(conn, changes, now)

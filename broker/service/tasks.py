@@ -1,0 +1,111 @@
+"""Tasks: split a task over its input dataset's files into jobs, and broker them.
+
+A task of N files with ``files_per_job`` = k becomes ceil(N / k) jobs, in
+the dataset's order; job n (from 1) is ``<task id>-<n, 6 digits>``, reads
+its k files and writes one output file ``<output dataset>._<n, 6 digits>``.
+The task and all its jobs are written in one transaction, so a redelivered
+task submission finds the task there and does nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Engine
+
+from broker.messaging.consumer import Incoming
+from broker.protocol import JobSpec, TaskSpec
+from broker.security import senders
+from broker.service.brokerage import Brokerage, settle
+from broker.service.throttle import Limits
+from broker.settings import Settings
+from broker.store.clock import now
+from broker.store.datasets import FileRecord, dataset_files
+from broker.store.engine import transaction
+from broker.store.jobs import insert_defined, known_tasks
+from broker.store.tasks import insert_task
+
+log = logging.getLogger(__name__)
+
+
+def job_id(task_id: str, n: int) -> str:
+    """The id of a task's n-th job (from 1)."""
+    return f"{task_id}-{n:06d}"
+
+
+def split(task: TaskSpec, files: Sequence[FileRecord]) -> list[JobSpec]:
+    """The task's jobs, ``files_per_job`` files each, in the dataset's order."""
+    k = task.files_per_job
+    return [
+        _job(task, n, files[start : start + k])
+        for n, start in enumerate(range(0, len(files), k), 1)
+    ]
+
+
+def _job(task: TaskSpec, n: int, files: Sequence[FileRecord]) -> JobSpec:
+    outputs = [f"{task.output_dataset}._{n:06d}"]
+    command = task.command.replace("{inputs}", " ".join(shlex.quote(f.name) for f in files))
+    command = command.replace("{outputs}", " ".join(shlex.quote(o) for o in outputs))
+    return JobSpec(
+        command=command,
+        id=job_id(task.id, n),
+        name=f"{task.name or task.id} job {n}",
+        task_id=task.id,
+        cores=task.cores,
+        memory_mb=task.memory_mb,
+        walltime_s=task.walltime_s,
+        priority=task.priority,
+        max_attempts=task.max_attempts,
+        input_files=[f.did for f in files],
+        output_files=outputs,
+        release=task.release,
+        activity=task.activity,
+        sites=list(task.sites),
+    )
+
+
+class TaskHandler:
+    """Handles batches from ``pandamq.tasks``: each new task is split, brokered and activated."""
+
+    def __init__(
+        self, engine: Engine, settings: Settings, site_queues_ready: Callable[[set[str]], None]
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._site_queues_ready = site_queues_ready
+
+    def __call__(self, batch: list[Incoming[TaskSpec]]) -> None:
+        """Split, broker and activate each task not seen before; refuse tasks without input."""
+        t = now()
+        sites: set[str] = set()
+        with transaction(self._engine) as conn:
+            seen = known_tasks(conn, (i.message.id for i in batch))
+            brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
+            for incoming in senders.allowed(batch, "task", senders.user_required):
+                task = incoming.message
+                if task.id in seen or not self._valid(incoming):
+                    continue
+                seen.add(task.id)
+                specs = split(task, dataset_files(conn, task.input_dataset))
+                if not specs:
+                    incoming.refuse(
+                        f"task {task.id}: input dataset {task.input_dataset!r} has no files"
+                    )
+                    continue
+                insert_task(conn, task, t)
+                insert_defined(
+                    conn, specs, t, dict.fromkeys((s.id for s in specs), incoming.user_id)
+                )
+                placed, unplaced = brokerage.place(specs)
+                sites |= settle(conn, placed, unplaced, Limits.of(self._settings), t)
+                log.info("task %s: %d job(s), %d found no site", task.id, len(specs), len(unplaced))
+        self._site_queues_ready(sites)
+
+    @staticmethod
+    def _valid(incoming: Incoming[TaskSpec]) -> bool:
+        if not incoming.message.id:
+            incoming.refuse("task spec: field 'id' is required on the wire")
+            return False
+        return True

@@ -1,0 +1,178 @@
+"""Throttling: which jobs may be activated at a site now, and which must wait.
+
+A site's queue holds at most max(``throttle_min_activated``,
+``throttle_running_factor`` * running) activated jobs; the rest wait in
+``throttled``. Who goes first when there is less room than jobs: the
+activity furthest below its share (``activity_shares``), and within an
+activity the highest priority, then the oldest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, RowMapping, func, select
+
+from broker.settings import Settings
+from broker.states import JobState
+from broker.store.schema import jobs, sites
+
+S = JobState
+
+#: States that count as running for the cap and as using an activity's share.
+RUNNING = (S.SENT, S.STARTING, S.RUNNING)
+#: The job columns activation and throttling read.
+COLUMNS = (
+    jobs.c.id,
+    jobs.c.attempt,
+    jobs.c.site,
+    jobs.c.resource_type,
+    jobs.c.priority,
+    jobs.c.activity,
+)
+#: Activity of jobs that name none (and of rows written before activities).
+DEFAULT_ACTIVITY = "production"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The cap of activated jobs per site, and the shares of the activities."""
+
+    min_activated: int = 20
+    running_factor: float = 2.0
+    shares: Mapping[str, float] = field(
+        default_factory=lambda: {"production": 80.0, "analysis": 20.0}
+    )
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        """The limits a deployment is configured with."""
+        return cls(
+            settings.throttle_min_activated, settings.throttle_running_factor, settings.shares()
+        )
+
+    def cap(self, running: int) -> int:
+        """How many activated jobs a site with ``running`` jobs may hold."""
+        return max(self.min_activated, math.ceil(self.running_factor * running))
+
+
+@dataclass
+class SiteUse:
+    """What a site holds now: activated jobs, and activated plus running per activity."""
+
+    activated: int = 0
+    running: int = 0
+    by_activity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def lock_sites(conn: Connection, names: Iterable[str]) -> None:
+    """Serialise activation per site between broker processes (PostgreSQL row locks)."""
+    wanted = sorted(set(names))
+    if wanted and conn.dialect.name == "postgresql":
+        conn.execute(
+            select(sites.c.name)
+            .where(sites.c.name.in_(wanted))
+            .order_by(sites.c.name)
+            .with_for_update()
+        )
+
+
+def site_use(conn: Connection, names: Iterable[str]) -> dict[str, SiteUse]:
+    """Activated and running jobs of each of ``names``, per activity."""
+    wanted = set(names)
+    use = {name: SiteUse() for name in wanted}
+    if not wanted:
+        return use
+    stmt = (
+        select(jobs.c.site, jobs.c.state, jobs.c.activity, func.count())
+        .where(jobs.c.site.in_(wanted), jobs.c.state.in_([S.ACTIVATED, *RUNNING]))
+        .group_by(jobs.c.site, jobs.c.state, jobs.c.activity)
+    )
+    for site, state, activity, n in conn.execute(stmt):
+        u = use[site]
+        if state == S.ACTIVATED:
+            u.activated += n
+        else:
+            u.running += n
+        u.by_activity[activity or DEFAULT_ACTIVITY] += n
+    return use
+
+
+def room(use: SiteUse, limits: Limits) -> int:
+    """How many more jobs the site's queue may take now."""
+    return max(0, limits.cap(use.running) - use.activated)
+
+
+def fair_order(rows: Sequence[RowMapping], use: SiteUse, limits: Limits) -> list[RowMapping]:
+    """``rows`` (one site's) in the order they should be activated."""
+    queues: dict[str, list[RowMapping]] = defaultdict(list)
+    for row in sorted(rows, key=lambda r: (-r["priority"], r["id"])):
+        queues[row["activity"] or DEFAULT_ACTIVITY].append(row)
+    taken = dict(use.by_activity)
+    ordered: list[RowMapping] = []
+    while queues:
+        activity = min(queues, key=lambda a: (_usage(a, taken, limits), -queues[a][0]["priority"]))
+        ordered.append(queues[activity].pop(0))
+        taken[activity] = taken.get(activity, 0) + 1
+        if not queues[activity]:
+            del queues[activity]
+    return ordered
+
+
+def _usage(activity: str, taken: Mapping[str, int], limits: Limits) -> float:
+    """Jobs per unit of share; an activity without a share gets the smallest one."""
+    share = limits.shares.get(activity) or min(limits.shares.values(), default=1.0)
+    return taken.get(activity, 0) / share
+
+
+def split(
+    conn: Connection, rows: Sequence[RowMapping], limits: Limits
+) -> tuple[list[RowMapping], dict[str, str]]:
+    """The rows to activate now, and why each other one waits (by job id)."""
+    by_site: dict[str, list[RowMapping]] = defaultdict(list)
+    for row in rows:
+        by_site[row["site"]].append(row)
+    lock_sites(conn, by_site)
+    use = site_use(conn, by_site)
+    go: list[RowMapping] = []
+    wait: dict[str, str] = {}
+    for site, group in by_site.items():
+        u = use[site]
+        n = room(u, limits)
+        ordered = fair_order(group, u, limits)
+        go += ordered[:n]
+        held = u.activated + min(n, len(group))
+        why = f"site {site} queue full: {held} activated, cap {limits.cap(u.running)}"
+        wait |= {r["id"]: why for r in ordered[n:]}
+    return go, wait
+
+
+def next_throttled(
+    conn: Connection, limits: Limits, site_names: Iterable[str] = ()
+) -> list[RowMapping]:
+    """The throttled jobs that could be activated now: for each site with room, as many
+    of each activity's first ones (priority, then age) as there is room."""
+    stmt = select(jobs.c.site, jobs.c.activity).where(jobs.c.state == S.THROTTLED).distinct()
+    wanted = set(site_names)
+    if wanted:
+        stmt = stmt.where(jobs.c.site.in_(wanted))
+    pairs = list(conn.execute(stmt))
+    use = site_use(conn, {site for site, _ in pairs})
+    rows: list[RowMapping] = []
+    for site, activity in pairs:
+        n = room(use[site], limits)
+        if n:
+            rows += conn.execute(
+                select(*COLUMNS)
+                .where(
+                    jobs.c.site == site,
+                    jobs.c.activity.is_(None) if activity is None else jobs.c.activity == activity,
+                    jobs.c.state == S.THROTTLED,
+                )
+                .order_by(jobs.c.priority.desc(), jobs.c.id)
+                .limit(n)
+            ).mappings()
+    return rows

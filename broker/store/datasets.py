@@ -1,0 +1,311 @@
+"""Files, datasets and replicas in SQL: what data exists and which site has it.
+
+A file is named by its DID, ``scope:name``, and carries a GUID, a size and an
+adler32 checksum. A dataset is an ordered list of files (kind ``input``,
+``dispatch``, ``output`` or ``log``); a replica is a copy of a file at a site's
+storage element (SE), ``available`` once it is there and verified.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, func, insert, select, tuple_, update
+
+from broker.errors import BadInput, NotFound
+from broker.protocol import split_did
+from broker.store.clock import iso_times
+from broker.store.schema import dataset_contents, datasets, files, replicas
+
+DATASET_KINDS = ("input", "dispatch", "output", "log")
+OPEN, CLOSED = "open", "closed"
+AVAILABLE = "available"
+#: Rows per statement when a query takes a list of keys.
+CHUNK = 500
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One file: its DID parts, GUID, size in bytes and adler32 (8 hex digits)."""
+
+    scope: str
+    name: str
+    guid: str
+    size: int
+    adler32: str
+
+    @property
+    def did(self) -> str:
+        """``scope:name``."""
+        return f"{self.scope}:{self.name}"
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def ensure_dataset(
+    conn: Connection,
+    name: str,
+    kind: str,
+    now: datetime,
+    task_id: str | None = None,
+    site: str | None = None,
+) -> None:
+    """Create an open dataset unless it exists; a dataset keeps the kind it was made with."""
+    if kind not in DATASET_KINDS:
+        raise BadInput(f"dataset kind must be one of {', '.join(DATASET_KINDS)}, got {kind!r}")
+    found = conn.execute(select(datasets.c.kind).where(datasets.c.name == name)).first()
+    if found is None:
+        conn.execute(
+            insert(datasets).values(
+                name=name,
+                kind=kind,
+                state=OPEN,
+                task_id=task_id,
+                site=site,
+                created_at=now,
+                modified_at=now,
+            )
+        )
+    elif found.kind != kind:
+        raise BadInput(f"dataset {name!r} is a {found.kind} dataset, not {kind}")
+
+
+def upsert_files(
+    conn: Connection, records: Sequence[FileRecord], now: datetime
+) -> dict[tuple[str, str], int]:
+    """The id of each file, registering the new ones; a known DID must match its checksum."""
+    ids = _file_ids(conn, records)
+    new = {(r.scope, r.name): r for r in records if (r.scope, r.name) not in ids}
+    if new:
+        conn.execute(insert(files), [{**r.__dict__, "created_at": now} for r in new.values()])
+        ids |= _file_ids(conn, list(new.values()))
+    return ids
+
+
+def _file_ids(conn: Connection, records: Sequence[FileRecord]) -> dict[tuple[str, str], int]:
+    wanted = {(r.scope, r.name): r for r in records}
+    ids: dict[tuple[str, str], int] = {}
+    for part in chunks(list(wanted)):
+        stmt = select(files).where(tuple_(files.c.scope, files.c.name).in_(part))
+        for row in conn.execute(stmt):
+            given = wanted[(row.scope, row.name)]
+            if (row.size, row.adler32) != (given.size, given.adler32):
+                raise BadInput(
+                    f"file {given.did} is registered with size {row.size} and adler32 "
+                    f"{row.adler32}, not {given.size} and {given.adler32}"
+                )
+            ids[(row.scope, row.name)] = row.id
+    return ids
+
+
+def add_to_dataset(conn: Connection, dataset: str, file_ids: Sequence[int], now: datetime) -> int:
+    """Append files to an open dataset (those already in it are skipped); how many added."""
+    found = conn.execute(select(datasets.c.state).where(datasets.c.name == dataset)).first()
+    if found is None:
+        raise NotFound(f"no dataset {dataset!r}")
+    if found.state != OPEN:
+        raise BadInput(f"dataset {dataset!r} is {found.state}: no files can be added")
+    present = _contents_ids(conn, dataset, file_ids)
+    new = list(dict.fromkeys(i for i in file_ids if i not in present))
+    if new:
+        last = select(func.max(dataset_contents.c.position)).where(
+            dataset_contents.c.dataset == dataset
+        )
+        start = (conn.execute(last).scalar() or 0) + 1
+        conn.execute(
+            insert(dataset_contents),
+            [
+                {"dataset": dataset, "file_id": fid, "position": start + n, "added_at": now}
+                for n, fid in enumerate(new)
+            ],
+        )
+        conn.execute(update(datasets).where(datasets.c.name == dataset).values(modified_at=now))
+    return len(new)
+
+
+def _contents_ids(conn: Connection, dataset: str, file_ids: Sequence[int]) -> set[int]:
+    """Which of ``file_ids`` are in ``dataset`` already."""
+    present: set[int] = set()
+    for part in chunks(list(file_ids)):
+        stmt = select(dataset_contents.c.file_id).where(
+            dataset_contents.c.dataset == dataset, dataset_contents.c.file_id.in_(part)
+        )
+        present |= {r.file_id for r in conn.execute(stmt)}
+    return present
+
+
+def add_replicas(
+    conn: Connection, site: str, paths: dict[int, str], now: datetime, state: str = AVAILABLE
+) -> None:
+    """Record copies of files (by id) at ``site``'s SE; an existing replica is updated."""
+    ids = list(paths)
+    known: set[int] = set()
+    for part in chunks(ids):
+        stmt = select(replicas.c.file_id).where(
+            replicas.c.site == site, replicas.c.file_id.in_(part)
+        )
+        known |= {r.file_id for r in conn.execute(stmt)}
+    rows = [
+        {"file_id": i, "site": site, "path": paths[i], "state": state, "modified_at": now}
+        for i in ids
+    ]
+    fresh = [{**r, "created_at": now} for r in rows if r["file_id"] not in known]
+    if fresh:
+        conn.execute(insert(replicas), fresh)
+    for r in rows:
+        if r["file_id"] in known:
+            conn.execute(
+                update(replicas)
+                .where(replicas.c.file_id == r["file_id"], replicas.c.site == site)
+                .values(path=r["path"], state=state, modified_at=now)
+            )
+
+
+def register(
+    conn: Connection,
+    dataset: str,
+    placed: Sequence[tuple[FileRecord, str]],
+    site: str | None,
+    now: datetime,
+    kind: str = "input",
+    task_id: str | None = None,
+) -> int:
+    """Put files into a dataset, with a replica at ``site`` at each given SE path.
+
+    ``placed`` is (file, path) pairs; without a site the files are only
+    catalogued. Returns how many files were new to the dataset.
+    """
+    ensure_dataset(conn, dataset, kind, now, task_id=task_id)
+    ids = upsert_files(conn, [f for f, _ in placed], now)
+    added = add_to_dataset(conn, dataset, [ids[(f.scope, f.name)] for f, _ in placed], now)
+    if site is not None:
+        add_replicas(conn, site, {ids[(f.scope, f.name)]: path for f, path in placed}, now)
+    return added
+
+
+def dataset_files(conn: Connection, dataset: str) -> list[FileRecord]:
+    """The files of a dataset, in the order they were added."""
+    stmt = (
+        select(files)
+        .join(dataset_contents, dataset_contents.c.file_id == files.c.id)
+        .where(dataset_contents.c.dataset == dataset)
+        .order_by(dataset_contents.c.position, files.c.id)
+    )
+    return [_record(r) for r in conn.execute(stmt).mappings()]
+
+
+def _record(row: Any) -> FileRecord:
+    return FileRecord(row["scope"], row["name"], row["guid"], row["size"], row["adler32"])
+
+
+def files_by_did(conn: Connection, dids: Iterable[str]) -> dict[str, tuple[int, FileRecord]]:
+    """(id, file) of each DID that is registered."""
+    keys = list({split_did(d) for d in dids})
+    found: dict[str, tuple[int, FileRecord]] = {}
+    for part in chunks(keys):
+        stmt = select(files).where(tuple_(files.c.scope, files.c.name).in_(part))
+        for row in conn.execute(stmt).mappings():
+            record = _record(row)
+            found[record.did] = (row["id"], record)
+    return found
+
+
+def presence(conn: Connection, dids: Iterable[str]) -> dict[str, int]:
+    """For a set of files (DIDs), how many of them have an available replica at each site."""
+    ids = [fid for fid, _ in files_by_did(conn, dids).values()]
+    counts: dict[str, int] = defaultdict(int)
+    for part in chunks(ids):
+        stmt = (
+            select(replicas.c.site, func.count())
+            .where(replicas.c.file_id.in_(part), replicas.c.state == AVAILABLE)
+            .group_by(replicas.c.site)
+        )
+        for site, n in conn.execute(stmt):
+            counts[site] += n
+    return dict(counts)
+
+
+def replicas_at(conn: Connection, site: str, file_ids: Sequence[int]) -> dict[int, str]:
+    """Path of each of ``file_ids`` that has an available replica at ``site``."""
+    paths: dict[int, str] = {}
+    for part in chunks(list(file_ids)):
+        stmt = select(replicas.c.file_id, replicas.c.path).where(
+            replicas.c.site == site, replicas.c.state == AVAILABLE, replicas.c.file_id.in_(part)
+        )
+        paths |= {r.file_id: r.path for r in conn.execute(stmt)}
+    return paths
+
+
+def list_datasets(conn: Connection) -> list[dict[str, Any]]:
+    """Every dataset with its number of files, by name."""
+    counts = (
+        select(dataset_contents.c.dataset, func.count().label("files"))
+        .group_by(dataset_contents.c.dataset)
+        .subquery()
+    )
+    stmt = (
+        select(datasets, func.coalesce(counts.c.files, 0).label("files"))
+        .outerjoin(counts, counts.c.dataset == datasets.c.name)
+        .order_by(datasets.c.name)
+    )
+    return [iso_times(dict(r)) for r in conn.execute(stmt).mappings()]
+
+
+def sources(conn: Connection, dataset: str) -> list[tuple[FileRecord, dict[str, str]]]:
+    """Each file of a dataset, in order, with its available replicas (site → path)."""
+    stmt = (
+        select(files, replicas.c.site, replicas.c.path)
+        .join(dataset_contents, dataset_contents.c.file_id == files.c.id)
+        .outerjoin(replicas, (replicas.c.file_id == files.c.id) & (replicas.c.state == AVAILABLE))
+        .where(dataset_contents.c.dataset == dataset)
+        .order_by(dataset_contents.c.position, replicas.c.site)
+    )
+    found: dict[FileRecord, dict[str, str]] = {}
+    for row in conn.execute(stmt).mappings():
+        at = found.setdefault(_record(row), {})
+        if row["site"] is not None:
+            at[row["site"]] = row["path"]
+    return list(found.items())
+
+
+def close(conn: Connection, dataset: str, now: datetime) -> bool:
+    """Close an open dataset; False if it was closed already."""
+    stmt = (
+        update(datasets)
+        .where(datasets.c.name == dataset, datasets.c.state == OPEN)
+        .values(state=CLOSED, closed_at=now, modified_at=now)
+        .returning(datasets.c.name)
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def reopen(conn: Connection, dataset: str, now: datetime) -> None:
+    """Open a closed dataset again (nothing happens to an open or unknown one)."""
+    conn.execute(
+        update(datasets)
+        .where(datasets.c.name == dataset, datasets.c.state == CLOSED)
+        .values(state=OPEN, closed_at=None, modified_at=now)
+    )
+
+
+def describe(conn: Connection, name: str) -> dict[str, Any]:
+    """One dataset: its row, and its files in order with the sites that have each."""
+    row = conn.execute(select(datasets).where(datasets.c.name == name)).mappings().first()
+    if row is None:
+        raise NotFound(f"no dataset {name!r}")
+    shown = iso_times(dict(row))
+    shown["files"] = [
+        {**record.__dict__, "did": record.did, "sites": sorted(at)}
+        for record, at in sources(conn, name)
+    ]
+    return shown

@@ -1,0 +1,152 @@
+"""The links between jobs and their files: which inputs a job needs, which are
+missing at its site, which dispatch dataset brings each, and what it wrote."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
+
+from broker.protocol import FileInfo
+from broker.states import JobState
+from broker.store.datasets import AVAILABLE, chunks, files_by_did
+from broker.store.schema import files, job_files, jobs, replicas
+
+INPUT = "input"
+
+
+def link_inputs(
+    conn: Connection, wanted: Sequence[tuple[str, int, list[str]]]
+) -> dict[str, list[str]]:
+    """Record the input files of job attempts (id, attempt, DIDs); the unknown DIDs per job.
+
+    A job's earlier links are replaced, so a new attempt waits on nothing old.
+    """
+    known = files_by_did(conn, (d for _, _, dids in wanted for d in dids))
+    for part in chunks([job_id for job_id, _, _ in wanted]):
+        conn.execute(
+            delete(job_files).where(job_files.c.job_id.in_(part), job_files.c.role == INPUT)
+        )
+    rows = [
+        {"job_id": job_id, "file_id": known[d][0], "role": INPUT, "attempt": attempt}
+        for job_id, attempt, dids in wanted
+        for d in dict.fromkeys(dids)
+        if d in known
+    ]
+    if rows:
+        conn.execute(insert(job_files), rows)
+    unknown = {job_id: [d for d in dids if d not in known] for job_id, _, dids in wanted}
+    return {job_id: dids for job_id, dids in unknown.items() if dids}
+
+
+def missing_inputs(conn: Connection, job_ids: Iterable[str]) -> dict[str, list[int]]:
+    """The input files (ids) of each job that have no available replica at the job's site."""
+    missing: dict[str, list[int]] = defaultdict(list)
+    here = and_(
+        replicas.c.file_id == job_files.c.file_id,
+        replicas.c.site == jobs.c.site,
+        replicas.c.state == AVAILABLE,
+    )
+    for part in chunks(list(set(job_ids))):
+        stmt = (
+            select(job_files.c.job_id, job_files.c.file_id)
+            .join(jobs, jobs.c.id == job_files.c.job_id)
+            .outerjoin(replicas, here)
+            .where(
+                job_files.c.job_id.in_(part),
+                job_files.c.role == INPUT,
+                replicas.c.file_id.is_(None),
+            )
+        )
+        for row in conn.execute(stmt):
+            missing[row.job_id].append(row.file_id)
+    return dict(missing)
+
+
+def waiting_for_dispatch(conn: Connection, limit: int) -> list[tuple[str, int, str]]:
+    """(id, attempt, site) of ``assigned`` jobs with inputs that no dispatch dataset brings yet.
+
+    On PostgreSQL the job rows stay locked and locked ones are skipped, so two
+    bridges never subscribe the same job.
+    """
+    linked = (
+        select(job_files.c.job_id)
+        .where(job_files.c.job_id == jobs.c.id, job_files.c.dispatch_dataset.is_not(None))
+        .exists()
+    )
+    has_inputs = (
+        select(job_files.c.job_id)
+        .where(job_files.c.job_id == jobs.c.id, job_files.c.role == INPUT)
+        .exists()
+    )
+    stmt = (
+        select(jobs.c.id, jobs.c.attempt, jobs.c.site)
+        .where(jobs.c.state == JobState.ASSIGNED.value, has_inputs, ~linked)
+        .order_by(jobs.c.priority.desc(), jobs.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=jobs, skip_locked=True)
+    return [(r.id, r.attempt, r.site) for r in conn.execute(stmt)]
+
+
+def set_dispatch(
+    conn: Connection, links: Sequence[tuple[str, int, str]], role: str = INPUT
+) -> None:
+    """Record, for (job, file id, dataset), which dispatch dataset moves the job's file."""
+    if not links:
+        return
+    conn.execute(
+        update(job_files)
+        .where(
+            job_files.c.job_id == bindparam("b_job"),
+            job_files.c.file_id == bindparam("b_file"),
+            job_files.c.role == role,
+        )
+        .values(dispatch_dataset=bindparam("b_dataset")),
+        [{"b_job": j, "b_file": f, "b_dataset": d} for j, f, d in links],
+    )
+
+
+def jobs_waiting_on(conn: Connection, dataset: str) -> list[tuple[str, int, JobState]]:
+    """(id, attempt, state) of jobs ``assigned`` for an input, or ``transferring`` an
+    output, that ``dataset`` moves."""
+    waiting = [JobState.ASSIGNED.value, JobState.TRANSFERRING.value]
+    stmt = (
+        select(jobs.c.id, jobs.c.attempt, jobs.c.state)
+        .distinct()
+        .join(job_files, job_files.c.job_id == jobs.c.id)
+        .where(job_files.c.dispatch_dataset == dataset, jobs.c.state.in_(waiting))
+    )
+    return [(r.id, r.attempt, JobState(r.state)) for r in conn.execute(stmt)]
+
+
+def input_infos(conn: Connection, job_ids: Iterable[str]) -> dict[str, list[FileInfo]]:
+    """The input files of each job that has some, for the pilot to stage in and verify."""
+    found: dict[str, list[FileInfo]] = defaultdict(list)
+    for part in chunks(list(set(job_ids))):
+        stmt = (
+            select(job_files.c.job_id, files)
+            .join(files, job_files.c.file_id == files.c.id)
+            .where(job_files.c.job_id.in_(part), job_files.c.role == INPUT)
+            .order_by(files.c.scope, files.c.name)
+        )
+        for r in conn.execute(stmt):
+            found[r.job_id].append(FileInfo(r.scope, r.name, r.guid, r.size, r.adler32))
+    return dict(found)
+
+
+def link_outputs(conn: Connection, job_id: str, attempt: int, produced: dict[int, str]) -> None:
+    """Record the files (id → role) an attempt wrote; repeating it changes nothing."""
+    present = {
+        r.file_id
+        for r in conn.execute(select(job_files.c.file_id).where(job_files.c.job_id == job_id))
+    }
+    rows = [
+        {"job_id": job_id, "file_id": fid, "role": role, "attempt": attempt}
+        for fid, role in produced.items()
+        if fid not in present
+    ]
+    if rows:
+        conn.execute(insert(job_files), rows)

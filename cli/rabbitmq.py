@@ -1,0 +1,66 @@
+"""``pandamq rabbitmq provision``: RabbitMQ's vhost, users and permissions for a deployment."""
+
+from __future__ import annotations
+
+import click
+
+from broker.errors import BadInput
+from broker.security import provisioning
+from broker.store.engine import transaction
+from broker.store.sites import list_sites
+from cli.context import connection_options, database, settings
+
+
+@click.group("rabbitmq")
+def rabbitmq() -> None:
+    """Set up RabbitMQ for pandamq."""
+
+
+@rabbitmq.command("provision")
+@click.option("--vhost", required=True, help="The deployment's vhost.")
+@click.option(
+    "--site",
+    "sites",
+    multiple=True,
+    help="A site whose pilots get a user (default: the catalogue).",
+)
+@click.option("--user", "users", multiple=True, help="A person who submits jobs: user.NAME.")
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    default=("broker",),
+    show_default=True,
+    help="A service with full rights in the vhost: service.NAME.",
+)
+@click.option("--apply", "apply_", is_flag=True, help="Run the commands with rabbitmqctl.")
+@click.option("--node", help="The RabbitMQ node rabbitmqctl talks to (-n).")
+@connection_options
+@click.pass_context
+def provision(
+    ctx: click.Context,
+    vhost: str,
+    sites: tuple[str, ...],
+    users: tuple[str, ...],
+    services: tuple[str, ...],
+    apply_: bool,
+    node: str | None,
+) -> None:
+    """Print (or --apply) the rabbitmqctl commands for the vhost, users and permissions."""
+    chosen = list(sites) or _catalogue(ctx)
+    if not chosen:
+        raise BadInput("no site: name them with --site, or add them to the catalogue first")
+    commands = provisioning.plan(vhost, chosen, users, services)
+    if not apply_:
+        click.echo(provisioning.shell(commands, node))
+        return
+    ran = provisioning.apply(commands, provisioning.rabbitmqctl(node))
+    click.echo(
+        f"vhost {vhost}: {len(chosen)} site(s), {len(users)} submitter(s), "
+        f"{len(services)} service(s) provisioned ({ran} rabbitmqctl commands)"
+    )
+
+
+def _catalogue(ctx: click.Context) -> list[str]:
+    with transaction(database(settings(ctx))) as conn:
+        return [site["name"] for site in list_sites(conn)]

@@ -1,0 +1,1 @@
+"""DDM backends: one module per data-management system."""

@@ -1,0 +1,75 @@
+"""What a subscription's end does to its jobs: completion activates every job
+waiting on it for inputs (in bulk) and finishes every job whose outputs it
+shipped; failure or timeout fails them with a DDM error, and they are
+retried when the rules allow."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from broker.error_codes import DDMError, ErrorFamily
+from broker.service import retries
+from broker.service.activation import JobRef, activate
+from broker.service.throttle import Limits
+from broker.states import JobState
+from broker.store import job_files, transitions
+from broker.store.jobs import load
+from broker.store.transitions import Change
+from ddm_bridge.dispatch import COMPLETE
+
+log = logging.getLogger(__name__)
+
+
+def completed(conn: Connection, dataset: str, now: datetime, limits: Limits | None = None) -> int:
+    """Activate the jobs that waited on ``dataset`` and now have every input, and
+    finish those whose outputs it shipped; how many moved. Activation keeps to
+    the sites' ``limits``."""
+    waiting = job_files.jobs_waiting_on(conn, dataset)
+    assigned = [(j, a) for j, a, state in waiting if state == JobState.ASSIGNED]
+    missing = job_files.missing_inputs(conn, (job_id for job_id, _ in assigned))
+    ready = [JobRef(job_id, attempt) for job_id, attempt in assigned if job_id not in missing]
+    activated = activate(conn, ready, now, f"{COMPLETE} ({dataset} complete)", limits)
+    shipped = [
+        Change(
+            job_id,
+            attempt,
+            JobState.TRANSFERRING,
+            JobState.FINISHED,
+            reason=f"outputs at their destination ({dataset} complete)",
+        )
+        for job_id, attempt, state in waiting
+        if state == JobState.TRANSFERRING
+    ]
+    finished = len(transitions.apply(conn, shipped, now))
+    log.info("%s complete: %d job(s) activated, %d finished", dataset, activated, finished)
+    return activated + finished
+
+
+def failed(
+    conn: Connection,
+    dataset: str,
+    code: DDMError,
+    error: str,
+    memory_factor: float,
+    now: datetime,
+) -> int:
+    """Fail the jobs waiting on ``dataset`` with a DDM error, then retry them; how many failed."""
+    waiting = job_files.jobs_waiting_on(conn, dataset)
+    rows = load(conn, (job_id for job_id, _, _ in waiting), lock=True)
+    text = f"subscription of {dataset} failed: {error}"
+    values = {"error_family": ErrorFamily.DDM.value, "error_code": int(code), "diagnostic": text}
+    changes = [
+        Change(job_id, attempt, state, JobState.FAILED, reason=text, values=values)
+        for job_id, attempt, state in waiting
+    ]
+    applied = {c.job_id for c in transitions.apply(conn, changes, now)}
+    failure = retries.Failure(ErrorFamily.DDM.value, int(code))
+    decided = [
+        (rows[j], retries.decide(rows[j], failure, memory_factor)) for j in applied if j in rows
+    ]
+    retries.retry(conn, decided, now)
+    log.warning("%s: %d job(s) failed: %s", dataset, len(applied), error)
+    return len(applied)

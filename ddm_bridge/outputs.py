@@ -1,0 +1,127 @@
+"""Register what a job wrote, while it is ``holding``: outputs into its task's
+output dataset, the log tarball into its log dataset, with replicas at the
+job's site. Called by the broker's event handler in the event's transaction.
+
+A finished job whose spec names an ``output_destination`` (another site) goes
+on to ``transferring``: its outputs form a dataset subscribed to that site,
+and the bridge finishes the job when the subscription completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping
+
+from broker.error_codes import DDMError, ErrorFamily
+from broker.errors import BadInput
+from broker.protocol import FileInfo, JobEvent, JobSpec
+from broker.states import FINAL_STATES, JobState
+from broker.store import datasets, job_files, subscriptions
+from broker.store.datasets import FileRecord
+from broker.store.jobs import spec_of
+from ddm_bridge.se import se_path
+
+log = logging.getLogger(__name__)
+
+
+def dataset_name(spec: JobSpec, role: str) -> str:
+    """The output or log dataset of a job: its task's, or its own when it has no task."""
+    return f"{spec.task_id or spec.id}.{role}"
+
+
+@dataclass(frozen=True)
+class AfterHolding:
+    """Where a finished job goes from ``holding`` instead of ``finished``, with what values."""
+
+    target: JobState
+    values: dict[str, Any]
+
+
+def register(
+    conn: Connection, events: list[JobEvent], rows: dict[str, RowMapping], root: str, now: datetime
+) -> dict[str, AfterHolding]:
+    """Register the files each final event reports; the finished jobs that do not finish now."""
+    after: dict[str, AfterHolding] = {}
+    for event in events:
+        row = rows[event.job_id]
+        if event.kind not in ("finished", "failed", "cancelled") or not event.files:
+            continue
+        if JobState(row["state"]) in FINAL_STATES:
+            continue
+        problem = _register_job(conn, event, row, root, now)
+        if problem is not None:
+            log.warning("job %s: outputs not registered: %s", event.job_id, problem)
+            after[event.job_id] = AfterHolding(JobState.FAILED, _refusal(event, problem))
+        elif event.kind == "finished" and _ship(conn, event, row, now):
+            after[event.job_id] = AfterHolding(
+                JobState.TRANSFERRING, {"exit_code": event.exit_code}
+            )
+    return after
+
+
+def _refusal(event: JobEvent, problem: str) -> dict[str, Any]:
+    return {
+        "exit_code": event.exit_code,
+        "error_family": ErrorFamily.DDM.value,
+        "error_code": int(DDMError.OUTPUT_REGISTRATION),
+        "diagnostic": f"outputs not registered: {problem}",
+    }
+
+
+def _ship(conn: Connection, event: JobEvent, row: RowMapping, now: datetime) -> bool:
+    """Subscribe the job's outputs to its ``output_destination``; False if nothing to ship."""
+    spec = spec_of(row)
+    dids = [f"{f.scope}:{f.name}" for f in event.files if f.role == "output"]
+    destination = spec.output_destination
+    if not dids or destination is None or destination == row["site"]:
+        return False
+    ids = [file_id for file_id, _ in datasets.files_by_did(conn, dids).values()]
+    name = f"panda.sub.{destination}.{uuid.uuid4().hex[:12]}"
+    datasets.ensure_dataset(conn, name, "dispatch", now, task_id=spec.task_id, site=destination)
+    datasets.add_to_dataset(conn, name, ids, now)
+    datasets.close(conn, name, now)
+    subscriptions.create(conn, name, destination, len(ids), now)
+    job_files.set_dispatch(conn, [(spec.id, i, name) for i in ids], role="output")
+    log.info("job %s: %d output(s) shipped to %s in %s", spec.id, len(ids), destination, name)
+    return True
+
+
+def _register_job(
+    conn: Connection, event: JobEvent, row: RowMapping, root: str, now: datetime
+) -> str | None:
+    spec = spec_of(row)
+    try:
+        with conn.begin_nested():
+            for role in ("output", "log"):
+                infos = [f for f in event.files if f.role == role]
+                if infos:
+                    _register_files(conn, spec, event.attempt, row["site"], infos, role, root, now)
+    except BadInput as exc:
+        return str(exc)
+    return None
+
+
+def _register_files(
+    conn: Connection,
+    spec: JobSpec,
+    attempt: int,
+    site: str,
+    infos: list[FileInfo],
+    role: str,
+    root: str,
+    now: datetime,
+) -> None:
+    records = [FileRecord(f.scope, f.name, f.guid, f.size, f.adler32) for f in infos]
+    placed = [(r, str(se_path(root, site, r.scope, r.name))) for r in records]
+    name = dataset_name(spec, role)
+    # A job retried by hand after its task's datasets were closed writes into
+    # them again; they are closed again once it ends.
+    datasets.reopen(conn, name, now)
+    datasets.register(conn, name, placed, site, now, kind=role, task_id=spec.task_id)
+    ids = datasets.files_by_did(conn, (r.did for r in records))
+    job_files.link_outputs(conn, spec.id, attempt, {ids[r.did][0]: role for r in records})

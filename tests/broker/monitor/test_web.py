@@ -1,0 +1,72 @@
+"""The monitor's JSON and its answers to pages that do not exist or bad queries."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+from urllib.parse import quote, unquote
+
+from sqlalchemy import Engine
+
+from broker.monitor.web import MonitorApp
+from broker.store.clock import now
+from broker.store.datasets import FileRecord, register
+from broker.store.engine import transaction
+from tests.broker.monitor.seed import failed_job, new_site
+
+
+def get(engine: Engine, path: str) -> tuple[str, str, Any]:
+    route, _, query = path.partition("?")
+    route = unquote(route)  # as a WSGI server hands PATH_INFO on
+    answer: dict[str, Any] = {}
+
+    def start(status: str, headers: list[tuple[str, str]]) -> None:
+        answer.update(status=status, type=dict(headers)["Content-Type"])
+
+    body = b"".join(MonitorApp(engine)({"PATH_INFO": route, "QUERY_STRING": query}, start))
+    data = json.loads(body) if answer["type"] == "application/json" else body.decode()
+    return answer["status"], answer["type"], data
+
+
+def test_every_page_is_also_json(engine: Engine) -> None:
+    with transaction(engine) as conn:
+        site = new_site(conn)
+        job_id = failed_job(conn, site, 1305, "segfault", exit_code=139)
+    status, _, page = get(engine, f"/errors?site={site}")
+    assert status == "200 OK" and "segfault" in page and f"/jobs/{job_id}" in page
+    _, ctype, data = get(engine, f"/api/errors?site={site}")
+    assert ctype == "application/json" and data["errors"][0]["example_jobs"] == [job_id]
+    _, _, job = get(engine, f"/api/jobs/{job_id}")
+    assert job["errors"][0]["exit_code"] == 139
+    _, _, dashboard = get(engine, "/api/")
+    row = next(r for r in dashboard["sites"] if r["site"] == site)
+    assert row["counts"] == {"failed": 1} and row["error_rate"] == 1.0
+
+
+def test_missing_pages_and_bad_queries_say_so(engine: Engine) -> None:
+    assert get(engine, "/api/jobs/nope")[::2] == ("404 Not Found", {"error": "no job 'nope'"})
+    assert get(engine, "/tasks/nope")[0] == "404 Not Found"
+    assert get(engine, "/nowhere")[0] == "404 Not Found"
+    status, _, data = get(engine, "/api/errors?since=soon")
+    assert status == "400 Bad Request" and "time window" in data["error"]
+    assert get(engine, "/jobs?state=lost")[0] == "400 Bad Request"
+
+
+def test_datasets_list_and_page_show_files_and_replicas(engine: Engine) -> None:
+    # Given an input dataset of two files with replicas at a site
+    name = f"data.{uuid.uuid4().hex[:8]}:input"
+    files = [
+        FileRecord("data", f"f{i}.root", str(uuid.uuid4()), 100 + i, "0000abcd") for i in (1, 2)
+    ]
+    with transaction(engine) as conn:
+        site = new_site(conn)
+        register(conn, name, [(f, f"/se/{f.name}") for f in files], site, now())
+    # Then the list names it with its file count, and its page its files and replicas
+    listed = get(engine, "/api/datasets?kind=input")[2]["datasets"]
+    assert [d["files"] for d in listed if d["name"] == name] == [2]
+    page = get(engine, f"/datasets/{quote(name, safe='')}")[2]
+    assert "data:f1.root" in page and "data:f2.root" in page
+    data = get(engine, f"/api/datasets/{quote(name, safe='')}")[2]
+    assert data["replicas"] == [{"site": site, "state": "available", "files": 2}]
+    assert get(engine, "/api/datasets/nope")[0] == "404 Not Found"

@@ -1,0 +1,72 @@
+"""Files, datasets and replicas in SQL, the same contract on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import Engine
+
+from broker.errors import BadInput
+from broker.store.clock import now
+from broker.store.datasets import (
+    FileRecord,
+    dataset_files,
+    list_datasets,
+    presence,
+    register,
+)
+from broker.store.engine import transaction
+from broker.store.sites import add_site
+
+
+def new_files(count: int, scope: str = "user") -> list[FileRecord]:
+    tag = uuid.uuid4().hex[:8]
+    return [
+        FileRecord(scope, f"f{tag}.{i:03d}", uuid.uuid4().hex, 100 + i, f"{i:08x}")
+        for i in range(count)
+    ]
+
+
+def test_files_are_listed_in_the_order_they_were_registered(engine: Engine) -> None:
+    # Given a dataset registered in two steps, the second repeating a file
+    files = new_files(5)
+    name = f"ds.{uuid.uuid4().hex}"
+    with transaction(engine) as conn:
+        add_site(conn, "DS_SITE_A")
+        first = register(conn, name, [(f, f"/se/{f.name}") for f in files[:3]], "DS_SITE_A", now())
+        second = register(conn, name, [(f, f"/se/{f.name}") for f in files[2:]], None, now())
+    # When its files are listed
+    with transaction(engine) as conn:
+        listed = dataset_files(conn, name)
+        summary = [d for d in list_datasets(conn) if d["name"] == name]
+    # Then they come in order, each once, and the dataset is an open input dataset
+    assert (first, second) == (3, 2)
+    assert listed == files
+    assert [(d["kind"], d["state"], d["files"]) for d in summary] == [("input", "open", 5)]
+
+
+def test_presence_counts_the_files_each_site_has(engine: Engine) -> None:
+    # Given 4 files at site A, 2 of them also at site B
+    files = new_files(4)
+    with transaction(engine) as conn:
+        for site in ("DS_SITE_A", "DS_SITE_B"):
+            add_site(conn, site)
+        register(conn, f"a.{uuid.uuid4().hex}", [(f, "/a") for f in files], "DS_SITE_A", now())
+        register(conn, f"b.{uuid.uuid4().hex}", [(f, "/b") for f in files[:2]], "DS_SITE_B", now())
+    # When brokerage asks where 3 of them (and an unknown file) are
+    with transaction(engine) as conn:
+        counts = presence(conn, [f.did for f in files[1:]] + ["user:nowhere"])
+    # Then each site counts only the files it has
+    assert counts == {"DS_SITE_A": 3, "DS_SITE_B": 1}
+
+
+def test_a_known_file_with_another_checksum_is_refused(engine: Engine) -> None:
+    # Given a registered file
+    (f,) = new_files(1)
+    with transaction(engine) as conn:
+        register(conn, f"c.{uuid.uuid4().hex}", [(f, "/x")], None, now())
+    # When the same DID comes with another checksum, Then it is refused
+    other = FileRecord(f.scope, f.name, f.guid, f.size, "ffffffff")
+    with pytest.raises(BadInput, match="adler32"), transaction(engine) as conn:
+        register(conn, f"d.{uuid.uuid4().hex}", [(other, "/x")], None, now())

@@ -1,0 +1,106 @@
+"""The bridge's decisions, one pass at a time, on both backends."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from broker.error_codes import DDMError, ErrorFamily
+from broker.protocol import JobSpec
+from broker.store.clock import now
+from ddm_bridge.backend import Report
+from ddm_bridge.bridge import DDMBridge
+from tests.ddm_bridge.files import put_file, subscriptions_to
+from tests.harness import System, wait_for
+
+
+class StuckDDM:
+    """A DDM that accepts subscriptions and never moves a file."""
+
+    def __init__(self) -> None:
+        self.subscribed: list[tuple[str, str]] = []
+        self.cancelled: list[tuple[str, str]] = []
+        self.closed: list[str] = []
+
+    def subscribe(self, dataset: str, site: str) -> None:
+        self.subscribed.append((dataset, site))
+
+    def cancel(self, dataset: str, site: str) -> None:
+        self.cancelled.append((dataset, site))
+
+    def reports(self) -> list[Report]:
+        return []
+
+    def register(self, *_: object) -> int:
+        raise AssertionError("not used here")
+
+    def close(self, dataset: str) -> None:
+        self.closed.append(dataset)
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_subscription_without_progress_times_out_and_its_job_is_retried(system: System) -> None:
+    # Given a job at B waiting for a file from A, and a DDM that never moves it
+    site_a, site_b = system.new_site(), system.new_site()
+    record = put_file(system.settings, system.engine, f"in.{uuid.uuid4().hex}", site_a, b"1")
+    system.start_broker()
+    spec = JobSpec(command="true", site=site_b, input_files=[record.did], max_attempts=2)
+    (job_id,) = system.submit(spec)
+    wait_for(lambda: system.states([job_id]).get(job_id) == "assigned")
+    ddm = StuckDDM()
+    bridge = DDMBridge(system.settings, system.engine, ddm)
+    bridge.step()
+    # (on the session's shared database, other tests' leftovers may be seen too)
+    (first,) = [s for s in ddm.subscribed if s[1] == site_b]
+    # When the bridge looks again after the timeout
+    later = now() + timedelta(seconds=system.settings.subscription_timeout_s + 1)
+    bridge.step(at=later)
+    # Then the subscription failed, the attempt failed with the DDM timeout code,
+    # and the next attempt waits on a new subscription
+    assert first in ddm.cancelled
+    job = system.job(job_id)
+    assert job["attempt"] == 2
+    failed = job["attempts"][0]
+    assert (failed["state"], failed["error_family"], failed["error_code"]) == (
+        "failed",
+        ErrorFamily.DDM.value,
+        DDMError.SUBSCRIPTION_TIMEOUT,
+    )
+    assert "no progress" in failed["diagnostic"]
+    bridge.step(at=later)
+    assert len([s for s in ddm.subscribed if s[1] == site_b]) == 2
+    states = sorted(s["state"] for s in subscriptions_to(system.engine, site_b))
+    assert states == ["failed", "requested"]
+    assert system.states([job_id])[job_id] == "assigned"
+
+
+def test_inputs_already_at_the_site_activate_the_job_at_once(system: System) -> None:
+    # Given a file at site A
+    site = system.new_site()
+    record = put_file(system.settings, system.engine, f"in.{uuid.uuid4().hex}", site, b"here")
+    system.start_broker()
+    # When a job at A needs it (no bridge is running)
+    (job_id,) = system.submit(JobSpec(command="true", site=site, input_files=[record.did]))
+    # Then it is activated without a subscription
+    wait_for(lambda: system.states([job_id]).get(job_id) == "activated")
+    assert system.job(job_id)["transitions"][-1]["reason"] == "all input files are at the site"
+    assert subscriptions_to(system.engine, site) == []
+
+
+def test_an_input_that_is_not_registered_fails_the_job(system: System) -> None:
+    # Given no file registered as user:ghost
+    site = system.new_site()
+    system.start_broker()
+    # When a job needs it
+    (job_id,) = system.submit(JobSpec(command="true", site=site, input_files=["user:ghost"]))
+    # Then it fails at once with the DDM code, and is not retried
+    wait_for(lambda: system.states([job_id]).get(job_id) == "failed")
+    job = system.job(job_id)
+    assert (job["error_family"], job["error_code"], job["attempt"]) == (
+        ErrorFamily.DDM.value,
+        DDMError.UNKNOWN_INPUT,
+        1,
+    )
+    assert "user:ghost" in job["diagnostic"]

@@ -1,0 +1,263 @@
+"""Security on a real TLS RabbitMQ node: certificate login, per-site permissions,
+the broker trusting RabbitMQ's validated ``user_id``, and job owners' roles."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from broker import topology
+from broker.errors import BrokerRefused, BrokerUnavailable
+from broker.messaging.connection import broker_errors, connect
+from broker.messaging.publisher import Outgoing
+from broker.protocol import ClaimRequest, JobCommand, JobEvent, JobSpec, encode
+from broker.security import certs
+from broker.settings import Settings
+from broker.states import JobState
+from cli.main import pandamq
+from cli.submitter import publish_to
+from tests.conftest import test_settings
+from tests.harness import System, dead_letters, publish, wait_for
+from tests.tls import TlsRabbitMQNode
+
+pytestmark = pytest.mark.services
+
+
+@dataclass
+class Deployment:
+    """A provisioned vhost on the TLS node, a running broker service, two sites."""
+
+    node: TlsRabbitMQNode
+    vhost: str
+    system: System
+    site_a: str
+    site_b: str
+    base: Settings
+    certs_dir: Path
+    #: Reasons of the dead letters taken from the vhost so far.
+    dead_letters: list[str] = field(default_factory=list)
+
+    def as_(self, common_name: str, **changes: object) -> Settings:
+        """Settings of a client logging in with a certificate for ``common_name``."""
+        issued = self.node.certificate(common_name, self.certs_dir)
+        return self.node.settings_for(self.base, self.vhost, issued, **changes)
+
+    def admin(self) -> Settings:
+        """guest over plain TCP, to look into queues."""
+        return self.base.replace(broker_url=self.node.url(self.vhost))
+
+    def submit(self, who: str, site: str) -> str:
+        """A job submitted by ``who`` (a certificate's CN) to ``site``; its id."""
+        spec = JobSpec(command="true", id=uuid.uuid4().hex, site=site)
+        publish_to(self.as_(who), topology.Topology().submit_queue(), [encode(spec)])
+        wait_for(lambda: self.system.states([spec.id]), what=f"job {spec.id} accepted")
+        return spec.id
+
+
+@pytest.fixture
+def deployment(
+    tls_rabbitmq_node: TlsRabbitMQNode, services: tuple[str, str], tmp_path: Path
+) -> Iterator[Deployment]:
+    node = tls_rabbitmq_node
+    vhost = node.add_vhost().rsplit("/", 1)[1]
+    base = test_settings(node.url(vhost), services[1], tmp_path)
+    certs_dir = tmp_path / "certs"
+    broker_settings = node.settings_for(
+        base,
+        vhost,
+        node.certificate("service.broker", certs_dir),
+        production_role="user.prod",
+    )
+    system = System(broker_settings)
+    try:
+        site_a, site_b = system.new_site(), system.new_site()
+        node.provision(vhost, [site_a, site_b], ["alice", "bob", "prod"])
+        system.start_broker()
+        yield Deployment(node, vhost, system, site_a, site_b, base, certs_dir)
+    finally:
+        system.close()
+    assert not dead_letters(base.replace(broker_url=node.url(vhost)))
+
+
+def test_a_site_pilot_runs_its_sites_job_over_tls(deployment: Deployment) -> None:
+    # Given a pilot of site A logging in with its certificate over amqps://
+    d = deployment
+    d.system.start_pilot(d.site_a, settings=d.as_(f"pilot.{d.site_a}"))
+    # When alice submits a job to site A
+    job_id = d.submit("user.alice", d.site_a)
+    # Then the pilot runs it to the end, and the job is alice's
+    assert d.system.wait_final([job_id]) == {job_id: "finished"}
+    job = d.system.job(job_id)
+    assert job["owner"] == "user.alice"
+
+
+def test_a_pilot_cannot_read_another_sites_queue(deployment: Deployment) -> None:
+    # Given site A's pilot certificate
+    d = deployment
+    pilot_a = d.as_(f"pilot.{d.site_a}")
+    queue_b = topology.Topology().pilot_job_queue(d.site_b, "SCORE")
+    # When it tries to declare and read site B's job queue
+    with (
+        connect(pilot_a) as connection,
+        pytest.raises(BrokerRefused) as refused,
+        broker_errors(connection, "reading site B's queue"),
+    ):
+        queue_b.bind(connection.channel()).get()
+    # Then RabbitMQ refuses it
+    assert "ACCESS_REFUSED" in str(refused.value)
+
+
+def test_forged_claims_and_events_for_another_site_are_dead_lettered(
+    deployment: Deployment,
+) -> None:
+    # Given a site-B job, activated, and site A's pilot certificate
+    d = deployment
+    job_id = d.submit("user.alice", d.site_b)
+    pilot_a = d.as_(f"pilot.{d.site_a}")
+    # When site A's pilot claims it, and reports it running (with its own site's key)
+    claim = ClaimRequest(job_id, 1, "pilot-x", d.site_b, topology.pilot_address(d.site_a, "x"))
+    event = JobEvent(uuid.uuid4().hex, job_id, 1, "pilot-x", "running", 0.0)
+    publish(
+        pilot_a,
+        Outgoing(topology.CLAIMS_EXCHANGE, topology.CLAIMS_QUEUE, encode(claim)),
+        Outgoing(topology.EVENTS_EXCHANGE, f"{d.site_a}.running", encode(event)),
+    )
+    # Then both are dead-lettered, saying why
+    refused = wait_for(lambda: _reasons(d, 2), what="two dead letters")
+    why = f"pilot.{d.site_a} may {{}} jobs of site {d.site_a} only; this job is at site {d.site_b}"
+    assert sorted(refused) == sorted([why.format("claim"), why.format("report on")])
+    # And the job is untouched
+    assert d.system.states([job_id]) == {job_id: "activated"}
+    assert [t["to_state"] for t in d.system.job(job_id)["transitions"]] == [
+        "defined",
+        "assigned",
+        "activated",
+    ]
+
+
+def test_a_pilot_cannot_publish_events_with_another_sites_key(deployment: Deployment) -> None:
+    # Given site A's pilot certificate
+    d = deployment
+    event = JobEvent(uuid.uuid4().hex, "some-job", 1, "pilot-x", "running", 0.0)
+    # When it publishes an event routed as site B's
+    with pytest.raises((BrokerRefused, BrokerUnavailable)) as refused:
+        publish(
+            d.as_(f"pilot.{d.site_a}"),
+            Outgoing(topology.EVENTS_EXCHANGE, f"{d.site_b}.running", encode(event)),
+        )
+    # Then RabbitMQ refuses it (topic permissions)
+    assert "ACCESS_REFUSED" in str(refused.value)
+
+
+def test_a_user_cannot_kill_another_users_job_a_production_role_can(
+    deployment: Deployment,
+) -> None:
+    # Given alice's job, waiting at site B
+    d = deployment
+    job_id = d.submit("user.alice", d.site_b)
+    commands = topology.Topology().commands_queue()
+    # When bob asks to kill it
+    publish_to(d.as_("user.bob"), commands, [encode(JobCommand("kill", [job_id]))])
+    # Then the command is dead-lettered, saying why, and the job waits on
+    (reason,) = wait_for(lambda: _reasons(d, 1), what="a dead letter")
+    assert reason == (
+        f"kill of job {job_id} refused: user.bob does not own it (owned by user.alice) "
+        "and has no production role"
+    )
+    assert d.system.states([job_id]) == {job_id: "activated"}
+    # When the production manager asks
+    publish_to(d.as_("user.prod"), commands, [encode(JobCommand("kill", [job_id]))])
+    # Then the job is cancelled
+    assert d.system.wait_final([job_id]) == {job_id: JobState.CANCELLED.value}
+
+
+def test_certificates_of_another_ca_and_expired_ones_are_refused_at_the_handshake(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # Given a certificate from another CA, and an expired one from the node's CA
+    d = deployment
+    ca_key, ca_cert = certs.make_ca("someone else's CA")
+    stranger = certs.write(tmp_path, "stranger", *certs.issue(ca_key, ca_cert, "pilot.X"))
+    expired = d.node.certificate("pilot.Y", tmp_path / "old", days=1, age_days=10)
+    why = {
+        stranger: f"it refused tls_cert {stranger.cert}; check that a CA the broker trusts",
+        expired: f"tls_cert {expired.cert} expired on ",
+    }
+    for issued, problem in why.items():
+        # When a client connects with it
+        with pytest.raises(BrokerRefused) as refused:
+            connect(d.node.settings_for(d.base, d.vhost, issued)).release()
+        # Then the server ends the TLS handshake, and one line says what is wrong
+        message = str(refused.value)
+        where = d.node.tls_url(d.vhost)
+        assert message.startswith(f"the message broker at {where} ended the TLS handshake (")
+        assert problem in message and "\n" not in message
+
+
+def test_plain_amqp_to_the_tls_port_fails_clearly(deployment: Deployment) -> None:
+    # Given the TLS port, addressed with amqp://
+    d = deployment
+    plain = d.base.replace(broker_url=f"amqp://127.0.0.1:{d.node.tls_port}/{d.vhost}")
+    # When a client connects, Then it fails with a hint to use amqps://
+    with pytest.raises(BrokerUnavailable) as failed:
+        connect(plain, timeout_s=5).release()
+    assert "use amqps://" in str(failed.value)
+
+
+def _reasons(d: Deployment, count: int) -> list[str] | None:
+    """The reasons of dead letters taken so far, once there are ``count`` of them."""
+    d.dead_letters += [str(h[topology.REASON_HEADER]) for _, h in dead_letters(d.admin())]
+    return d.dead_letters if len(d.dead_letters) >= count else None
+
+
+def test_a_command_with_an_expired_certificate_fails_in_one_line(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # Given an expired certificate, and a job spec file
+    d = deployment
+    expired = d.node.certificate("user.alice", tmp_path / "old", days=1, age_days=10)
+    spec = tmp_path / "job.json"
+    spec.write_text(f'{{"command": "true", "site": "{d.site_a}"}}')
+    env = {
+        "PANDAMQ_BROKER_URL": d.node.tls_url(d.vhost),
+        "PANDAMQ_DATABASE_URL": d.base.database_url,
+        "PANDAMQ_TLS_CA": str(d.node.ca),
+        "PANDAMQ_TLS_CERT": str(expired.cert),
+        "PANDAMQ_TLS_KEY": str(expired.key),
+        "PANDAMQ_CONFIG": None,
+    }
+    # When alice submits with it
+    result = CliRunner(env=env).invoke(pandamq, ["submit", str(spec)])
+    # Then the command fails with one line that says her certificate expired
+    assert result.exit_code == 1
+    assert result.stderr.startswith("pandamq: error: the message broker at amqps://")
+    assert f"tls_cert {expired.cert} expired on " in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_provision_applies_users_and_permissions_with_rabbitmqctl(
+    tls_rabbitmq_node: TlsRabbitMQNode,
+) -> None:
+    # Given a TLS RabbitMQ node, When pandamq provisions a new vhost on it
+    vhost = f"pandamq-{uuid.uuid4().hex[:8]}"
+    args = ["--vhost", vhost, "--site", "SITE_P", "--user", "carol", "--node"]
+    result = CliRunner().invoke(
+        pandamq, ["rabbitmq", "provision", *args, tls_rabbitmq_node.name, "--apply"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"vhost {vhost}: 1 site(s), 1 submitter(s), 1 service(s)")
+    # Then the vhost has the three users with their permissions, and doing it again is fine
+    listed = tls_rabbitmq_node.ctl("list_permissions", "-p", vhost).stdout
+    assert {"service.broker", "user.carol", "pilot.SITE_P"} <= {
+        line.split("\t")[0] for line in listed.splitlines()
+    }
+    again = CliRunner().invoke(
+        pandamq, ["rabbitmq", "provision", *args, tls_rabbitmq_node.name, "--apply"]
+    )
+    assert again.exit_code == 0, again.output
+    tls_rabbitmq_node.ctl("delete_vhost", vhost)
