@@ -27,6 +27,7 @@ from broker.errors import ConfigError, PermanentError
 from broker.messaging.connection import broker_errors, connect, is_memory
 from broker.messaging.publisher import Outgoing, open_publisher
 from broker.protocol import JobSpec, encode
+from broker.security import identity
 from broker.settings import Settings
 from broker.store.engine import open_engine, transaction
 from broker.store.migrate import upgrade
@@ -160,7 +161,9 @@ def _submit(settings: Settings, specs: list[JobSpec], rate: float) -> None:
     queue = topology.Topology(settings.queue_type).submit_queue()
     chunk = max(1, int(rate * PACE_S))
     with connect(settings) as connection, broker_errors(connection, "submitting"):
-        publisher = open_publisher(connection, settings.publish_window, settings.confirm_timeout_s)
+        publisher = open_publisher(
+            connection, settings.publish_window, settings.confirm_timeout_s, identity.of(settings)
+        )
         start = time.monotonic()
         for n in range(0, len(specs), chunk):
             time.sleep(max(0.0, start + n / rate - time.monotonic()))

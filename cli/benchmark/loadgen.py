@@ -23,11 +23,15 @@ from broker.messaging.connection import broker_errors, connect
 from broker.messaging.publisher import Outgoing, Publisher, open_publisher
 from broker.protocol import ClaimReply, ClaimRequest, EventKind, JobDispatch, JobEvent, decode_body
 from broker.protocol import encode as encode_message
+from broker.security import identity
 from broker.settings import Settings
 
 #: Dispatches each job queue may hand the generator before it acks some.
 PREFETCH = 200
 DRAIN_S = 0.05
+#: Deliveries taken in one go, at most, before answering them.
+MAX_DRAIN = 1000
+NO_WAIT_S = 0.0005
 
 
 @dataclass
@@ -78,7 +82,10 @@ class VirtualPilots:
         hold_running = heartbeat_s > 0
         with connect(self._settings) as connection, broker_errors(connection, "load generation"):
             publisher = open_publisher(
-                connection, self._settings.publish_window, self._settings.confirm_timeout_s
+                connection,
+                self._settings.publish_window,
+                self._settings.confirm_timeout_s,
+                identity.of(self._settings),
             )
             self._consume(connection)
             while not stop.is_set() and self.stats.granted < jobs:
@@ -89,7 +96,7 @@ class VirtualPilots:
         return self.stats
 
     def _consume(self, connection: Connection) -> None:
-        queues = [self._topology.job_queue(s, r) for s in self._sites for r in ("SCORE",)]
+        queues = [self._topology.pilot_job_queue(s, "SCORE") for s in self._sites]
         jobs_channel = connection.channel()
         for queue in queues:
             Consumer(
@@ -99,15 +106,20 @@ class VirtualPilots:
                 prefetch_count=PREFETCH,
             ).consume()
         reply_channel = connection.channel()
-        reply_queue = self._topology.reply_queue(self.pilot_id)
-        topology.declare(reply_channel, [reply_queue])
+        tag = uuid.uuid4().hex[:8]
+        replies = [self._topology.reply_queue(self.pilot_id, s, tag) for s in self._sites]
+        topology.declare(reply_channel, replies)
         Consumer(
-            reply_channel, queues=[reply_queue], no_ack=True, on_message=self._replies.append
+            reply_channel, queues=replies, no_ack=True, on_message=self._replies.append
         ).consume()
 
     def _drain(self, connection: Connection) -> None:
+        """Wait up to ``DRAIN_S`` for a delivery, then take every one already there."""
+        wait = DRAIN_S
         with contextlib.suppress(TimeoutError):
-            connection.drain_events(timeout=DRAIN_S)
+            for _ in range(MAX_DRAIN):
+                connection.drain_events(timeout=wait)
+                wait = NO_WAIT_S
 
     def _claim(self, publisher: Publisher) -> None:
         # The consumers append to these very lists: empty them, never replace them.
@@ -135,7 +147,7 @@ class VirtualPilots:
             dispatch.attempt,
             self.pilot_id,
             dispatch.site,
-            reply_to=self.pilot_id,
+            reply_to=topology.pilot_address(dispatch.site, self.pilot_id),
             node=self._node,
         )
 

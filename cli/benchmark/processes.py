@@ -55,9 +55,9 @@ class Process:
 
 
 def environment(settings: Settings, work_dir: Path) -> dict[str, str]:
-    """The environment of a child: this run's broker, database and work directory."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PANDAMQ_")}
-    return env | {
+    """The environment of a child: this run's broker, database and work directory (other
+    ``PANDAMQ_*`` settings pass through, to tune the services under test)."""
+    return dict(os.environ) | {
         "PANDAMQ_BROKER_URL": settings.broker_url,
         "PANDAMQ_DATABASE_URL": settings.database_url,
         "PANDAMQ_QUEUE_TYPE": settings.queue_type,
