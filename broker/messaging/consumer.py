@@ -133,6 +133,7 @@ class BatchConsumer:
         deliveries, stream.buffer[:] = list(stream.buffer), []
         batch, refused = self._decode(stream, deliveries)
         if batch:
+            log.debug("batch of %d from %s", len(batch), stream.queue.name)
             _handle(stream.handler, batch)
             self._after_batch()
         failpoints.hit(f"after-commit:{stream.queue.name}")

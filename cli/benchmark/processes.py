@@ -62,7 +62,7 @@ def environment(settings: Settings, work_dir: Path) -> dict[str, str]:
         "PANDAMQ_DATABASE_URL": settings.database_url,
         "PANDAMQ_QUEUE_TYPE": settings.queue_type,
         "PANDAMQ_WORK_DIR": str(work_dir / "work"),
-        "PANDAMQ_LOG_LEVEL": "WARNING",
+        "PANDAMQ_LOG_LEVEL": os.environ.get("PANDAMQ_LOG_LEVEL", "WARNING"),
     }
 
 
