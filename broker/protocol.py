@@ -10,6 +10,7 @@ pilot imports this module.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import types
@@ -255,8 +256,7 @@ def decode(cls: type[M], data: Any) -> M:
     label = _label(cls)
     if not isinstance(data, dict):
         raise SpecError(f"{label}: expected a JSON object, got {_json_type(data)}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    hints, known = _shape(cls)
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise SpecError(f"{label}: unknown field(s) {', '.join(map(repr, unknown))}")
@@ -271,6 +271,12 @@ def decode(cls: type[M], data: Any) -> M:
     if check is not None:
         check()
     return message
+
+
+@functools.cache
+def _shape(cls: type[Any]) -> tuple[dict[str, Any], dict[str, dataclasses.Field[Any]]]:
+    """A message class's field types and fields, worked out once (it is costly per message)."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
 
 
 def _convert(label: str, name: str, hint: Any, value: Any) -> Any:

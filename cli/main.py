@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cli import (
+    bench,
     bundle,
     certs,
     control,
@@ -41,6 +42,7 @@ def pandamq(ctx: click.Context, config: str | None) -> None:
 
 
 for command in (
+    bench.bench,
     control.kill,
     control.retry,
     dead_letters.dead_letters,

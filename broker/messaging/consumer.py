@@ -10,6 +10,7 @@ messages the handler refuses, are dead-lettered with a reason header.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -50,23 +51,44 @@ class _Stream:
     queue: Queue
     message_type: type[Any]
     handler: Handler
+    #: Handled again after each other queue's batch: a pilot waits for its answer.
+    urgent: bool = False
     channel: Any = None
     buffer: list[Message] = field(default_factory=list)
+
+
+#: How long deliveries are gathered into batches after the first one arrives.
+GATHER_S = 0.005
+#: "Do not wait": a zero timeout would make the socket non-blocking, which py-amqp does not expect.
+NO_WAIT_S = 0.0005
 
 
 class BatchConsumer:
     """Consumes several queues; hands each queue's deliveries to its handler in batches."""
 
-    def __init__(self, connection: Connection, publisher: Publisher, batch_size: int) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        publisher: Publisher,
+        batch_size: int,
+        after_batch: Callable[[], object] = lambda: None,
+    ) -> None:
+        """``after_batch`` runs after each handled batch (the broker relays its outbox)."""
+        self._after_batch = after_batch
         self._connection = connection
         self._publisher = publisher
         self._batch_size = batch_size
         self._streams: list[_Stream] = []
         self._amqp = connection.transport.driver_type == "amqp"
 
-    def add(self, queue: Queue, message_type: type[T], handler: Handler) -> None:
-        """Consume ``queue``; decode bodies as ``message_type``; pass batches to ``handler``."""
-        stream = _Stream(queue, message_type, handler)
+    def add(
+        self, queue: Queue, message_type: type[T], handler: Handler, urgent: bool = False
+    ) -> None:
+        """Consume ``queue``; decode bodies as ``message_type``; pass batches to ``handler``.
+
+        An ``urgent`` queue (claims) is also served between the batches of the others.
+        """
+        stream = _Stream(queue, message_type, handler, urgent)
         stream.channel = self._connection.channel()
         stream.channel.basic_qos(0, self._batch_size, False)
         consumer = Consumer(stream.channel, queues=[queue], on_message=stream.buffer.append)
@@ -76,13 +98,29 @@ class BatchConsumer:
     def poll(self, timeout_s: float) -> int:
         """Wait up to ``timeout_s`` for deliveries, then handle every full or pending batch."""
         self._fill(timeout_s)
-        return sum(self._flush(s) for s in self._streams)
+        handled = 0
+        for stream in self._streams:
+            handled += self._flush(stream)
+            if not stream.urgent and any(s.urgent for s in self._streams):
+                handled += self._serve_urgent()
+        return handled
+
+    def _serve_urgent(self) -> int:
+        """Take what has arrived meanwhile, without waiting; handle the urgent queues' part."""
+        self._fill(NO_WAIT_S)
+        return sum(self._flush(s) for s in self._streams if s.urgent)
 
     def _fill(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for a first delivery, then gather what follows for at
+        most ``GATHER_S``: batches stay large under load, and nothing waits long for one."""
         wait = timeout_s
+        gather_until = None
         try:
             while not any(len(s.buffer) >= self._batch_size for s in self._streams):
                 self._connection.drain_events(timeout=wait)
+                gather_until = gather_until or time.monotonic() + GATHER_S
+                if time.monotonic() >= gather_until:
+                    return
                 wait = 0.001
         except TimeoutError:
             return
@@ -95,7 +133,9 @@ class BatchConsumer:
         deliveries, stream.buffer[:] = list(stream.buffer), []
         batch, refused = self._decode(stream, deliveries)
         if batch:
+            log.debug("batch of %d from %s", len(batch), stream.queue.name)
             _handle(stream.handler, batch)
+            self._after_batch()
         failpoints.hit(f"after-commit:{stream.queue.name}")
         refused += [(i.delivery, i.refused) for i in batch if i.refused]
         dead_letter(self._publisher, stream.queue.name, [(d.body, r) for d, r in refused])

@@ -11,7 +11,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, and_, bindparam, select, update
+from sqlalchemy import Connection, Engine, RowMapping, select, tuple_, update
 
 from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
@@ -86,8 +86,11 @@ class EventHandler:
 
 
 def _new_events(conn: Connection, batch: list[Incoming[JobEvent]]) -> list[Incoming[JobEvent]]:
-    """Drop events already applied (a redelivery) and repeats within the batch."""
-    ids = {i.message.event_id for i in batch}
+    """Drop events already applied (a redelivery) and repeats within the batch.
+
+    Heartbeats leave no history row to look for; one that comes again is harmless.
+    """
+    ids = {i.message.event_id for i in batch if i.message.kind != "heartbeat"}
     seen = {
         r.event_id
         for r in conn.execute(
@@ -202,16 +205,13 @@ def _heartbeats(
     if not beats:
         return
     outbox.put(conn, kill_commands(r for r in map(rows.get, beats) if r and r["kill_requested_at"]))
+    # One statement for the whole batch (an executemany here ran row by row).
     conn.execute(
         update(jobs)
         .where(
-            and_(
-                jobs.c.id == bindparam("b_id"),
-                jobs.c.attempt == bindparam("b_attempt"),
-                jobs.c.state.in_([S.STARTING.value, S.RUNNING.value]),
-            )
+            tuple_(jobs.c.id, jobs.c.attempt).in_([(e.job_id, e.attempt) for e in beats.values()]),
+            jobs.c.state.in_([S.STARTING.value, S.RUNNING.value]),
         )
-        .values(heartbeat_at=t),
-        [{"b_id": e.job_id, "b_attempt": e.attempt} for e in beats.values()],
+        .values(heartbeat_at=t)
     )
     heartbeats_recorded(rows[job_id]["site"] for job_id in beats if job_id in rows)

@@ -71,8 +71,8 @@ class BrokerService:
                 connection, s.publish_window, s.confirm_timeout_s, identity.of(s)
             )
             self._declare(connection)
-            consumer = self._consumer(connection, publisher)
             relay = OutboxRelay(self._engine, publisher, s.batch_size)
+            consumer = self._consumer(connection, publisher, relay)
             relay.relay()
             backoff.succeeded()
             log.info("broker service ready on %s", connection.as_uri())
@@ -104,8 +104,13 @@ class BrokerService:
             topology.declare(self._connection.default_channel, self._topology.site_queues(new))
             self._declared_sites |= new
 
-    def _consumer(self, connection: Connection, publisher: Publisher) -> BatchConsumer:
-        consumer = BatchConsumer(connection, publisher, self._settings.batch_size)
+    def _consumer(
+        self, connection: Connection, publisher: Publisher, relay: OutboxRelay
+    ) -> BatchConsumer:
+        # What a batch wrote to the outbox leaves at once, not after the other queues' batches.
+        consumer = BatchConsumer(
+            connection, publisher, self._settings.batch_size, after_batch=relay.relay
+        )
         consumer.add(
             self._topology.submit_queue(),
             JobSpec,
@@ -115,6 +120,7 @@ class BrokerService:
             self._topology.claims_queue(),
             ClaimRequest,
             ClaimHandler(self._engine, publisher, self._settings),
+            urgent=True,
         )
         consumer.add(
             self._topology.events_queue(), JobEvent, EventHandler(self._engine, self._settings)

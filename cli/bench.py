@@ -1,0 +1,88 @@
+"""``pandamq bench``: the lifecycle benchmark, with a progress bar, a table and
+a last line of JSON."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, cast
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from cli.benchmark.lifecycle import MODES, Mode, Plan, run
+from cli.context import connection_options, settings
+
+
+@click.command()
+@click.option("--mode", type=click.Choice(MODES), default="capacity", show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=20_000, show_default=True)
+@click.option("--brokers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--sites", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--pilots-per-site",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Real pilot processes per site (--mode full).",
+)
+@click.option(
+    "--heartbeat-seconds",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="How long the jobs heartbeat (--mode heartbeat).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Submissions per second (0: all at once, to saturate the broker).",
+)
+@click.option("--timeout", type=click.FloatRange(min=1), default=900.0, show_default=True)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the services' logs go (default: a new temporary directory).",
+)
+@connection_options
+@click.pass_context
+def bench(
+    ctx: click.Context,
+    mode: str,
+    jobs: int,
+    brokers: int,
+    sites: int,
+    pilots_per_site: int,
+    heartbeat_seconds: float,
+    rate: float,
+    timeout: float,
+    work_dir: Path | None,
+) -> None:
+    """Run N jobs through their whole life on RabbitMQ and the database; report the figures."""
+    s = settings(ctx)
+    plan = Plan(
+        cast(Mode, mode), jobs, brokers, sites, pilots_per_site, heartbeat_seconds, timeout, rate
+    )
+    where = work_dir or Path(tempfile.mkdtemp(prefix="pandamq-bench-"))
+    console = Console(stderr=True)
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(f"{mode}: jobs finished", total=jobs)
+        figures = run(s, plan, where, lambda done, total: progress.update(task, completed=done))
+    Console().print(_table(figures))
+    click.echo(json.dumps(figures, sort_keys=True))
+
+
+def _table(figures: dict[str, Any]) -> Table:
+    table = Table(title="pandamq lifecycle benchmark", header_style="bold")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in figures.items():
+        table.add_row(name, json.dumps(value) if isinstance(value, dict) else str(value))
+    return table

@@ -1,0 +1,1 @@
+"""The lifecycle benchmark (`pandamq bench`, `benchmarks/lifecycle.py`)."""

@@ -1,0 +1,273 @@
+"""The lifecycle benchmark: N jobs over a few sites through their whole life,
+every transition persisted, on RabbitMQ and the configured database.
+
+Modes:
+- ``capacity``: virtual pilots (``cli.benchmark.loadgen``) speak the pilot
+  protocol at the broker service without running payloads;
+- ``full``: real ``pandamq pilot`` processes run the payload ``true``;
+- ``heartbeat``: the jobs stay running and heartbeat as fast as they can for a
+  while, then finish: how many heartbeats a second the broker ingests.
+"""
+
+from __future__ import annotations
+
+import resource
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import Engine
+
+from broker import topology
+from broker.errors import ConfigError, PermanentError
+from broker.messaging.connection import broker_errors, connect, is_memory
+from broker.messaging.publisher import Outgoing, open_publisher
+from broker.protocol import JobSpec, encode
+from broker.security import identity
+from broker.settings import Settings
+from broker.store.engine import open_engine, transaction
+from broker.store.migrate import upgrade
+from broker.store.sites import add_site
+from cli.benchmark import measure, processes
+from cli.benchmark.loadgen import LoadStats, VirtualPilots
+from cli.submitter import publish_specs
+
+Mode = Literal["capacity", "full", "heartbeat"]
+MODES: tuple[Mode, ...] = ("capacity", "full", "heartbeat")
+#: PostgreSQL publishes its statistics counters about this often.
+STATS_DELAY_S = 1.5
+#: A paced submitter publishes this often.
+PACE_S = 0.1
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run."""
+
+    mode: Mode = "capacity"
+    jobs: int = 20_000
+    brokers: int = 1
+    sites: int = 4
+    pilots_per_site: int = 1
+    heartbeat_s: float = 30.0
+    timeout_s: float = 900.0
+    #: Submissions per second; 0 submits everything at once (saturation).
+    rate: float = 0.0
+
+
+Progress = Callable[[int, int], None]
+
+
+def run(settings: Settings, plan: Plan, work_dir: Path, on_progress: Progress) -> dict[str, Any]:
+    """Run the plan; its figures (see ``docs/performance.md``)."""
+    if is_memory(settings.broker_url):
+        raise ConfigError(
+            "the lifecycle benchmark runs its services as separate processes: "
+            "set PANDAMQ_BROKER_URL to a RabbitMQ (amqp://...) URL"
+        )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    engine = open_engine(settings.database_url)
+    upgrade(engine)
+    sites = _new_sites(engine, plan.sites)
+    env = processes.environment(settings, work_dir)
+    with transaction(engine) as conn:
+        db_before = measure.database_work(conn)
+    brokers = processes.start_brokers(
+        env, work_dir, plan.brokers, lambda: _submit_consumers(settings) >= plan.brokers, 60.0
+    )
+    try:
+        return _measure(
+            settings, plan, engine, sites, env, work_dir, brokers, db_before, on_progress
+        )
+    finally:
+        for broker in brokers:
+            broker.stop()
+        engine.dispose()
+
+
+def _new_sites(engine: Engine, count: int) -> list[str]:
+    """Sites of this run only, so runs never see each other's jobs."""
+    tag = uuid.uuid4().hex[:6].upper()
+    names = [f"BENCH-{tag}-{n + 1}" for n in range(count)]
+    with transaction(engine) as conn:
+        for name in names:
+            add_site(conn, name)
+    return names
+
+
+def _submit_consumers(settings: Settings) -> int:
+    """How many broker services consume submissions now."""
+    with connect(settings) as connection:
+        channel = connection.channel()
+        try:
+            return int(channel.queue_declare(topology.SUBMIT_QUEUE, passive=True).consumer_count)
+        except connection.channel_errors:
+            return 0
+
+
+def _measure(
+    settings: Settings,
+    plan: Plan,
+    engine: Engine,
+    sites: list[str],
+    env: dict[str, str],
+    work_dir: Path,
+    brokers: list[processes.Process],
+    db_before: measure.DatabaseWork | None,
+    on_progress: Progress,
+) -> dict[str, Any]:
+    stop = threading.Event()
+    pilots, load, thread = _start_pilots(settings, plan, sites, env, work_dir, stop)
+    specs = [
+        JobSpec("true", id=uuid.uuid4().hex, site=sites[n % len(sites)]) for n in range(plan.jobs)
+    ]
+    try:
+        started = time.time()
+        _submit(settings, specs, plan.rate)
+        submitted = time.time()
+        done = _wait_finished(engine, sites, plan, on_progress, pilots + brokers)
+        rss = {"broker": max(b.peak_rss_mb() for b in brokers)}
+        if pilots:
+            rss["pilot"] = max(p.peak_rss_mb() for p in pilots)
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(30)
+        for pilot in pilots:
+            pilot.stop()
+    rss["benchmark"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    time.sleep(STATS_DELAY_S)
+    with transaction(engine) as conn:
+        latencies = measure.dispatch_latencies(conn, sites)
+        db_after = measure.database_work(conn)
+    figures = _figures(plan, started, submitted, done, latencies, load.stats if load else None)
+    figures["peak_rss_mb"] = {k: round(v, 1) for k, v in rss.items()}
+    if db_before is not None and db_after is not None:
+        work = db_after - db_before
+        figures["sql_transactions_per_job"] = round(work.transactions / plan.jobs, 2)
+        figures["sql_rows_written_per_job"] = round(work.rows_written / plan.jobs, 2)
+    return figures
+
+
+def _submit(settings: Settings, specs: list[JobSpec], rate: float) -> None:
+    """Publish the submissions with confirms: all at once, or paced at ``rate`` a second."""
+    if rate <= 0:
+        publish_specs(settings, specs)
+        return
+    queue = topology.Topology(settings.queue_type).submit_queue()
+    chunk = max(1, int(rate * PACE_S))
+    with connect(settings) as connection, broker_errors(connection, "submitting"):
+        publisher = open_publisher(
+            connection, settings.publish_window, settings.confirm_timeout_s, identity.of(settings)
+        )
+        start = time.monotonic()
+        for n in range(0, len(specs), chunk):
+            time.sleep(max(0.0, start + n / rate - time.monotonic()))
+            publisher.publish(
+                Outgoing(queue.exchange.name, queue.routing_key, encode(s))
+                for s in specs[n : n + chunk]
+            )
+
+
+def _start_pilots(
+    settings: Settings,
+    plan: Plan,
+    sites: list[str],
+    env: dict[str, str],
+    work_dir: Path,
+    stop: threading.Event,
+) -> tuple[list[processes.Process], VirtualPilots | None, threading.Thread | None]:
+    """Real pilot processes (``full``) or the virtual pilots in a thread."""
+    if plan.mode == "full":
+        args = [["pilot", "--site", s] for s in sites for _ in range(plan.pilots_per_site)]
+        return (
+            [processes.start("pilot", a, env, work_dir, n) for n, a in enumerate(args)],
+            None,
+            None,
+        )
+    load = VirtualPilots(settings, sites)
+    heartbeat_s = plan.heartbeat_s if plan.mode == "heartbeat" else 0.0
+    thread = threading.Thread(
+        target=load.run, args=(stop, plan.jobs, heartbeat_s), name="virtual-pilots", daemon=True
+    )
+    thread.start()
+    return [], load, thread
+
+
+def _wait_finished(
+    engine: Engine,
+    sites: list[str],
+    plan: Plan,
+    on_progress: Progress,
+    children: list[processes.Process],
+) -> measure.Finished:
+    deadline = time.monotonic() + plan.timeout_s
+    while True:
+        with transaction(engine) as conn:
+            done = measure.finished(conn, sites)
+        on_progress(done.count, plan.jobs)
+        if done.count >= plan.jobs:
+            return done
+        dead = [c for c in children if c.popen.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            culprit = dead[0] if dead else children[0]
+            why = (
+                f"a {culprit.kind} process ended" if dead else f"not done after {plan.timeout_s} s"
+            )
+            raise PermanentError(
+                f"benchmark stopped: {why} with {done.count}/{plan.jobs} jobs finished; "
+                f"see {culprit.log_path}"
+            )
+        time.sleep(0.2)
+
+
+def _figures(
+    plan: Plan,
+    started: float,
+    submitted: float,
+    done: measure.Finished,
+    latencies: list[float],
+    stats: LoadStats | None,
+) -> dict[str, Any]:
+    assert done.last_at is not None
+    elapsed = max(done.last_at.timestamp() - started, 1e-9)
+    figures: dict[str, Any] = {
+        "mode": plan.mode,
+        "jobs": plan.jobs,
+        "brokers": plan.brokers,
+        "sites": plan.sites,
+        "elapsed_s": round(elapsed, 2),
+        "jobs_per_s": round(plan.jobs / elapsed, 1),
+        "submit_per_s": round(plan.jobs / max(submitted - started, 1e-9), 1),
+        "dispatch_p50_ms": round(measure.percentile(latencies, 50) * 1000, 1),
+        "dispatch_p99_ms": round(measure.percentile(latencies, 99) * 1000, 1),
+    }
+    if stats is not None:
+        figures |= _load_figures(plan, stats, elapsed, done)
+    return figures
+
+
+def _load_figures(
+    plan: Plan, stats: LoadStats, elapsed: float, done: measure.Finished
+) -> dict[str, Any]:
+    rtt = stats.claim_round_trips
+    figures: dict[str, Any] = {
+        "claim_rtt_p50_ms": round(measure.percentile(rtt, 50) * 1000, 1),
+        "claim_rtt_p99_ms": round(measure.percentile(rtt, 99) * 1000, 1),
+        "events_per_s": round(stats.events / elapsed, 1),
+        # One submission each, plus what the pilots' side consumed and published.
+        "messages_per_job": round((plan.jobs + stats.messages) / plan.jobs, 2),
+    }
+    if plan.mode == "heartbeat" and stats.heartbeats:
+        assert done.last_at is not None
+        # From the first heartbeat sent until the last job's end, which was
+        # published after every heartbeat, was persisted.
+        lag = time.monotonic() - time.time()
+        span = done.last_at.timestamp() + lag - stats.heartbeat_started
+        figures["heartbeats"] = stats.heartbeats
+        figures["heartbeats_per_s"] = round(stats.heartbeats / max(span, 1e-9), 1)
+    return figures
