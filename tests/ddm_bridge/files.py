@@ -13,7 +13,7 @@ from broker.store.clock import iso_times, now
 from broker.store.datasets import FileRecord
 from broker.store.engine import transaction
 from broker.store.schema import replicas, subscriptions
-from ddm_bridge.se import checksum, se_path
+from ddm_bridge.se import Checksum, checksum, copy_verified, se_path
 
 SCOPE = "data"
 
@@ -31,6 +31,19 @@ def put_file(
     with transaction(engine) as conn:
         datasets.register(conn, dataset, [(record, str(path))], site, now())
     return record
+
+
+def copy_by_hand(
+    settings: Settings, engine: Engine, record: FileRecord, source: str, destination: str
+) -> None:
+    """Copy a file from ``source``'s SE to ``destination``'s outside any subscription
+    (as an operator might), and register the replica."""
+    target = se_path(settings.ddm_root, destination, record.scope, record.name)
+    origin = se_path(settings.ddm_root, source, record.scope, record.name)
+    copy_verified(origin, target, Checksum(record.size, record.adler32))
+    with transaction(engine) as conn:
+        (file_id, _) = datasets.files_by_did(conn, [record.did])[record.did]
+        datasets.add_replicas(conn, destination, {file_id: str(target)}, now())
 
 
 def sites_with(engine: Engine, record: FileRecord) -> set[str]:
