@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from broker import topology
 from broker.brokerage.catalogue import ResourceSlot, SiteConfig
 from broker.error_codes import BrokerageError, ErrorFamily, TaskBufferError
 from broker.protocol import JobSpec, TaskSpec
@@ -22,8 +23,9 @@ from broker.store.schema import job_transitions, outbox
 from broker.store.sites import apply_catalogue, set_status
 from broker.store.tasks import get_task
 from cli.submitter import publish_task
-from ddm_bridge.se import checksum, se_path
-from tests.harness import System, wait_for
+from ddm_bridge.se import Checksum, checksum, se_path
+from tests.ddm_bridge.files import dataset_states
+from tests.harness import System, dead_letters, wait_for
 
 SCORE = ResourceSlot("SCORE", 1, 2000)
 MCORE = ResourceSlot("MCORE", 8, 16000)
@@ -130,8 +132,47 @@ def test_a_1000_file_task_becomes_100_jobs_whose_outputs_and_progress_add_up(
         0,
     )
     assert task["jobs_by_state"] == {"finished": 100}
+    # And the 100 outputs are in the task's output dataset, each with its size and adler32
+    # as stored on the site's SE, and the 100 logs in its log dataset
     with transaction(system.engine) as conn:
-        assert len(dataset_files(conn, f"{task_id}.output")) == 100
+        outputs = dataset_files(conn, f"{dataset}.out")
+        logs = dataset_files(conn, f"{dataset}.out.log")
+    assert sorted(o.name for o in outputs) == sorted(o for s in specs for o in s["output_files"])
+    for output in outputs:
+        stored = se_path(system.settings.ddm_root, site, output.scope, output.name)
+        assert checksum(stored) == Checksum(output.size, output.adler32)
+    assert len(logs) == 100
+    assert (task["output_dataset"], task["output_files"], task["log_dataset"]) == (
+        f"{dataset}.out",
+        100,
+        f"{dataset}.out.log",
+    )
+    # And both datasets are closed, every job of the task being final
+    system.start_bridge()
+    wait_for(
+        lambda: dataset_states(system.engine, f"{dataset}.out", f"{dataset}.out.log") == {"closed"},
+        what="the task's datasets closed",
+    )
+
+
+def test_a_task_whose_output_dataset_exists_is_refused(system: System) -> None:
+    # Given an input dataset, and another dataset a task will name as its output
+    (site,) = new_sites(system, {})
+    dataset, taken = new_dataset(system, 2), new_dataset(system, 1)
+    system.start_broker()
+    dead_letters(system.settings)
+    # When the task reaches the broker (published as any client could, unchecked)
+    task_id = submit_task(
+        system, command="true", input_dataset=dataset, output_dataset=taken, sites=[site]
+    )
+    # Then it is dead-lettered with the reason, no job is made, and the dataset is untouched
+    letters: list[tuple[bytes, dict[str, object]]] = []
+    wait_for(lambda: letters.extend(dead_letters(system.settings)) or letters, what="the letter")
+    ((_, headers),) = letters
+    assert f"dataset {taken!r} exists already" in str(headers[topology.REASON_HEADER])
+    with transaction(system.engine) as conn:
+        assert list_jobs(conn, task=task_id) == []
+        assert len(dataset_files(conn, taken)) == 1
 
 
 def test_brokerage_filters_status_release_and_memory(system: System) -> None:

@@ -56,6 +56,13 @@ def sites_with(engine: Engine, record: FileRecord) -> set[str]:
         return {r.site for r in conn.execute(stmt)}
 
 
+def dataset_states(engine: Engine, *names: str) -> set[str]:
+    """The states of the datasets ``names`` (``missing`` for one that does not exist)."""
+    with transaction(engine) as conn:
+        listed = {d["name"]: d["state"] for d in datasets.list_datasets(conn)}
+    return {listed.get(n, "missing") for n in names}
+
+
 def subscriptions_to(engine: Engine, site: str) -> list[dict[str, Any]]:
     """Every subscription to ``site``."""
     with transaction(engine) as conn:
