@@ -260,6 +260,64 @@ def test_activation_keeps_to_the_cap_and_higher_priority_is_claimed_first(capped
     assert max_activated(capped, ids) == 3
 
 
+@pytest.fixture
+def shared(settings: Settings) -> Iterator[System]:
+    """A system whose site queues hold 10 jobs, shared 30:70 by production and analysis."""
+    s = System(
+        settings.replace(
+            throttle_min_activated=10,
+            throttle_running_factor=1.0,
+            activity_shares="production=30,analysis=70",
+        )
+    )
+    yield s
+    s.close()
+
+
+def test_a_busy_site_releases_throttled_jobs_by_the_configured_shares(shared: System) -> None:
+    # Given 50 production and 50 analysis jobs of equal priority at a site whose queue holds 10
+    (site,) = new_sites(shared, {})
+    shared.start_broker()
+    specs = [
+        JobSpec(command="true", site=site, activity=activity)
+        for _ in range(50)
+        for activity in ("production", "analysis")
+    ]
+    ids = shared.submit(*specs)
+    activity = {job_id: spec.activity for job_id, spec in zip(ids, specs, strict=True)}
+    wait_for(
+        lambda: sorted(shared.states(ids).values()) == ["activated"] * 10 + ["throttled"] * 90,
+        what="10 activated and 90 throttled",
+    )
+    # When two pilots drain the queue
+    shared.start_pilot(site)
+    shared.start_pilot(site)
+    assert set(shared.wait_final(ids, timeout_s=90).values()) == {"finished"}
+    # Then the first 40 releases (both activities still waiting) follow the shares, 30:70,
+    # not the order of submission (50:50) nor the default shares (80:20)
+    released = [activity[j] for j in releases(shared, ids)]
+    assert len(released) == 90
+    analysis = released[:40].count("analysis") / 40
+    assert 0.6 <= analysis <= 0.8, released
+    # And the queue never held more than 10 activated jobs
+    assert max_activated(shared, ids) == 10
+
+
+def releases(system: System, ids: list[str]) -> list[str]:
+    """Job ids in the order they were released from ``throttled``."""
+    with transaction(system.engine) as conn:
+        rows = conn.execute(
+            select(job_transitions.c.job_id)
+            .where(
+                job_transitions.c.job_id.in_(ids),
+                job_transitions.c.from_state == "throttled",
+                job_transitions.c.to_state == "activated",
+            )
+            .order_by(job_transitions.c.id)
+        )
+        return [r.job_id for r in rows]
+
+
 def dispatches_waiting(system: System, ids: list[str]) -> bool:
     """True while the outbox still holds a dispatch of one of ``ids`` (not yet in its queue)."""
     with transaction(system.engine) as conn:
