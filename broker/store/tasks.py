@@ -47,12 +47,12 @@ def insert_task(conn: Connection, spec: TaskSpec, now: datetime) -> None:
 
 
 def task_specs(conn: Connection, task_ids: Iterable[str]) -> dict[str, TaskSpec]:
-    """The spec of each of ``task_ids`` that is a task."""
+    """The spec of each of ``task_ids`` that is a task with a spec."""
     wanted = set(task_ids)
     if not wanted:
         return {}
     rows = conn.execute(select(tasks.c.id, tasks.c.spec).where(tasks.c.id.in_(wanted)))
-    return {r.id: TaskSpec(**r.spec) for r in rows}
+    return {r.id: TaskSpec(**r.spec) for r in rows if r.spec}
 
 
 def list_tasks(conn: Connection, limit: int = 1000) -> list[dict[str, Any]]:
@@ -67,7 +67,8 @@ def get_task(conn: Connection, task_id: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no task {task_id!r}")
     task = _with_progress(conn, row)
-    task |= _outputs(conn, TaskSpec(**row["spec"]))
+    if row["spec"]:
+        task |= _outputs(conn, TaskSpec(**row["spec"]))
     task["spec"] = row["spec"]
     return task
 
