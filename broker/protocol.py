@@ -29,6 +29,9 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: A file's name within its scope (the part of a DID after ``scope:``).
 FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
+#: A task's log dataset is its output dataset's name with this suffix.
+LOG_DATASET_SUFFIX = ".log"
+
 #: A task's id: short enough that its jobs' ids (``<task id>-<6 digits>``) are names too.
 TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,55}$")
 
@@ -172,7 +175,9 @@ class TaskSpec:
     """A task: one command run over an input dataset, split into jobs at submission.
 
     In ``command``, ``{inputs}`` becomes the job's input file names and
-    ``{outputs}`` its output file names, each separated by spaces.
+    ``{outputs}`` its output file names, each separated by spaces. The jobs'
+    outputs are registered into ``output_dataset``, their log tarballs into
+    ``log_dataset``; both are made with the task and must not exist before.
     """
 
     QUEUE: ClassVar[str] = "pandamq.tasks"
@@ -205,11 +210,21 @@ class TaskSpec:
                 raise SpecError(
                     f"task spec: field {name!r} must be 1-255 letters, digits, '_', '.' or '-'"
                 )
+        if not FILE_NAME_PATTERN.match(self.log_dataset):
+            raise SpecError(
+                f"task spec: field 'output_dataset' must be at most "
+                f"{255 - len(LOG_DATASET_SUFFIX)} characters, to name its log dataset"
+            )
         _check_name("activity", self.activity, label="task spec")
         for n, site in enumerate(self.sites):
             _check_name(f"sites[{n}]", site, label="task spec")
         for name in ("files_per_job", "cores", "memory_mb", "walltime_s", "max_attempts"):
             _check_positive(name, getattr(self, name), label="task spec")
+
+    @property
+    def log_dataset(self) -> str:
+        """The dataset of the jobs' log tarballs: ``<output_dataset>.log`` (PanDA's habit)."""
+        return self.output_dataset + LOG_DATASET_SUFFIX
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from broker.store.engine import transaction
 from broker.store.jobs import known_tasks, states_of
 from broker.store.schema import datasets
 from broker.store.sites import known_sites
+from broker.store.tasks import taken_datasets
 
 
 def parse_specs(text: str, source: str) -> list[JobSpec]:
@@ -61,9 +62,11 @@ def parse_task(text: str, source: str) -> TaskSpec | None:
 
 
 def check_task(engine: Engine, task: TaskSpec) -> None:
-    """Refuse a task whose id is taken, whose input dataset is unknown or whose sites are not."""
+    """Refuse a task whose id is taken, whose input dataset is unknown, whose output or
+    log dataset exists already, or whose sites are not known."""
     with transaction(engine) as conn:
         taken = known_tasks(conn, [task.id])
+        outputs = taken_datasets(conn, task)
         files = dataset_files(conn, task.input_dataset)
         exists = conn.execute(
             select(datasets.c.name).where(datasets.c.name == task.input_dataset)
@@ -75,6 +78,8 @@ def check_task(engine: Engine, task: TaskSpec) -> None:
         raise NotFound(f"task spec: input dataset {task.input_dataset!r} does not exist")
     if not files:
         raise BadInput(f"task spec: input dataset {task.input_dataset!r} has no files")
+    if outputs:
+        raise BadInput(f"task spec: dataset {outputs[0]!r} exists already")
     unknown = sorted(set(task.sites) - set(sites))
     if unknown:
         raise UnknownSite(f"task spec: site(s) {', '.join(unknown)} not in the site catalogue")

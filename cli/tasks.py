@@ -51,7 +51,7 @@ def task(ctx: click.Context, task_id: str, as_json: bool) -> None:
         return
     console = Console(width=200)
     for key, value in record.items():
-        console.print(f"[bold]{key:>14}[/bold]  {value}", highlight=False)
+        console.print(f"[bold]{key:>20}[/bold]  {value}", highlight=False)
 
 
 def submit_task(

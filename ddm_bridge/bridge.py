@@ -37,6 +37,7 @@ class DDMBridge:
         self, settings: Settings, engine: Engine, backend: DDMBackend | None = None
     ) -> None:
         self._settings = settings
+        self._limits = Limits.of(settings)
         self._engine = engine
         self.backend: DDMBackend = backend or LocalDDM(settings, engine)
         #: Reports taken from the backend and not yet committed (kept across an outage).
@@ -77,7 +78,7 @@ class DDMBridge:
         """One pass; how many things changed (jobs, subscriptions, datasets)."""
         t = at or now()
         with transaction(self._engine) as conn:
-            activated, new = dispatch.subscribe_waiting(conn, t, Limits.of(self._settings))
+            activated, new = dispatch.subscribe_waiting(conn, t, self._limits)
             # also those the broker made (outputs shipped to their destination)
             requested = subscriptions.active(conn, subscriptions.REQUESTED)
         # (outside the transaction: a backend may use the database itself)
@@ -123,7 +124,7 @@ class DDMBridge:
             SUBSCRIPTIONS_ENDED.labels(state=report.state).inc()
             self._asked.discard((report.dataset, report.site))
         if moved and report.state == subscriptions.DONE:
-            callbacks.completed(conn, report.dataset, t, Limits.of(self._settings))
+            callbacks.completed(conn, report.dataset, t, self._limits)
         elif moved and report.state == subscriptions.FAILED:
             callbacks.failed(
                 conn,
@@ -132,6 +133,7 @@ class DDMBridge:
                 report.error or "the DDM gave no reason",
                 self._settings.memory_retry_factor,
                 t,
+                self._limits,
             )
 
     def _time_out(self, t: datetime) -> int:
@@ -151,6 +153,7 @@ class DDMBridge:
                         error,
                         self._settings.memory_retry_factor,
                         t,
+                        self._limits,
                     )
         for dataset, site in stalled:
             self.backend.cancel(dataset, site)

@@ -1,7 +1,8 @@
 """What a subscription's end does to its jobs: completion activates every job
 waiting on it for inputs (in bulk) and finishes every job whose outputs it
 shipped; failure or timeout fails them with a DDM error, and they are
-retried when the rules allow."""
+retried when the rules allow. Activations and retries keep to the sites' caps
+(``Limits.of(settings)``), like every other path that activates jobs."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ddm_bridge.dispatch import COMPLETE
 log = logging.getLogger(__name__)
 
 
-def completed(conn: Connection, dataset: str, now: datetime, limits: Limits | None = None) -> int:
+def completed(conn: Connection, dataset: str, now: datetime, limits: Limits) -> int:
     """Activate the jobs that waited on ``dataset`` and now have every input, and
     finish those whose outputs it shipped; how many moved. Activation keeps to
     the sites' ``limits``."""
@@ -31,7 +32,7 @@ def completed(conn: Connection, dataset: str, now: datetime, limits: Limits | No
     assigned = [(j, a) for j, a, state in waiting if state == JobState.ASSIGNED]
     missing = job_files.missing_inputs(conn, (job_id for job_id, _ in assigned))
     ready = [JobRef(job_id, attempt) for job_id, attempt in assigned if job_id not in missing]
-    activated = activate(conn, ready, now, f"{COMPLETE} ({dataset} complete)", limits)
+    activated = activate(conn, ready, now, limits, f"{COMPLETE} ({dataset} complete)")
     shipped = [
         Change(
             job_id,
@@ -55,8 +56,10 @@ def failed(
     error: str,
     memory_factor: float,
     now: datetime,
+    limits: Limits,
 ) -> int:
-    """Fail the jobs waiting on ``dataset`` with a DDM error, then retry them; how many failed."""
+    """Fail the jobs waiting on ``dataset`` with a DDM error, then retry them (activated
+    within the sites' ``limits``); how many failed."""
     waiting = job_files.jobs_waiting_on(conn, dataset)
     rows = load(conn, (job_id for job_id, _, _ in waiting), lock=True)
     text = f"subscription of {dataset} failed: {error}"
@@ -70,6 +73,6 @@ def failed(
     decided = [
         (rows[j], retries.decide(rows[j], failure, memory_factor)) for j in applied if j in rows
     ]
-    retries.retry(conn, decided, now)
+    retries.retry(conn, decided, now, limits)
     log.warning("%s: %d job(s) failed: %s", dataset, len(applied), error)
     return len(applied)

@@ -34,7 +34,7 @@ def dispatch_name(site: str) -> str:
 
 
 def subscribe_waiting(
-    conn: Connection, now: datetime, limits: Limits | None = None
+    conn: Connection, now: datetime, limits: Limits
 ) -> tuple[int, list[tuple[str, str]]]:
     """Link waiting jobs to dispatch datasets; (jobs activated within the sites' ``limits``,
     new (dataset, site) pairs)."""
@@ -43,7 +43,7 @@ def subscribe_waiting(
         return 0, []
     missing = job_files.missing_inputs(conn, (job_id for job_id, _, _ in waiting))
     ready = [JobRef(job_id, attempt) for job_id, attempt, _ in waiting if job_id not in missing]
-    activated = activate(conn, ready, now, COMPLETE, limits)
+    activated = activate(conn, ready, now, limits, COMPLETE)
     by_site: dict[str, list[str]] = defaultdict(list)
     for job_id, _, site in waiting:
         if job_id in missing:

@@ -1,6 +1,8 @@
 """Register what a job wrote, while it is ``holding``: outputs into its task's
-output dataset, the log tarball into its log dataset, with replicas at the
-job's site. Called by the broker's event handler in the event's transaction.
+``output_dataset``, the log tarball into the task's log dataset
+(``<output_dataset>.log``), with replicas at the job's site. A job of no task
+writes into ``<job id>.output`` and ``<job id>.log``. Called by the broker's
+event handler in the event's transaction.
 
 A finished job whose spec names an ``output_destination`` (another site) goes
 on to ``transferring``: its outputs form a dataset subscribed to that site,
@@ -19,19 +21,22 @@ from sqlalchemy import Connection, RowMapping
 
 from broker.error_codes import DDMError, ErrorFamily
 from broker.errors import BadInput
-from broker.protocol import FileInfo, JobEvent, JobSpec
+from broker.protocol import FileInfo, JobEvent, JobSpec, TaskSpec
 from broker.states import FINAL_STATES, JobState
 from broker.store import datasets, job_files, subscriptions
 from broker.store.datasets import FileRecord
 from broker.store.jobs import spec_of
+from broker.store.tasks import task_specs
 from ddm_bridge.se import se_path
 
 log = logging.getLogger(__name__)
 
 
-def dataset_name(spec: JobSpec, role: str) -> str:
+def dataset_name(spec: JobSpec, role: str, task: TaskSpec | None) -> str:
     """The output or log dataset of a job: its task's, or its own when it has no task."""
-    return f"{spec.task_id or spec.id}.{role}"
+    if task is None:
+        return f"{spec.task_id or spec.id}.{role}"
+    return task.output_dataset if role == "output" else task.log_dataset
 
 
 @dataclass(frozen=True)
@@ -47,13 +52,12 @@ def register(
 ) -> dict[str, AfterHolding]:
     """Register the files each final event reports; the finished jobs that do not finish now."""
     after: dict[str, AfterHolding] = {}
-    for event in events:
+    final = [e for e in events if e.kind in ("finished", "failed", "cancelled") and e.files]
+    final = [e for e in final if JobState(rows[e.job_id]["state"]) not in FINAL_STATES]
+    tasks = task_specs(conn, {t for e in final if (t := rows[e.job_id]["task_id"])})
+    for event in final:
         row = rows[event.job_id]
-        if event.kind not in ("finished", "failed", "cancelled") or not event.files:
-            continue
-        if JobState(row["state"]) in FINAL_STATES:
-            continue
-        problem = _register_job(conn, event, row, root, now)
+        problem = _register_job(conn, event, row, tasks.get(row["task_id"]), root, now)
         if problem is not None:
             log.warning("job %s: outputs not registered: %s", event.job_id, problem)
             after[event.job_id] = AfterHolding(JobState.FAILED, _refusal(event, problem))
@@ -92,7 +96,12 @@ def _ship(conn: Connection, event: JobEvent, row: RowMapping, now: datetime) -> 
 
 
 def _register_job(
-    conn: Connection, event: JobEvent, row: RowMapping, root: str, now: datetime
+    conn: Connection,
+    event: JobEvent,
+    row: RowMapping,
+    task: TaskSpec | None,
+    root: str,
+    now: datetime,
 ) -> str | None:
     spec = spec_of(row)
     try:
@@ -100,7 +109,10 @@ def _register_job(
             for role in ("output", "log"):
                 infos = [f for f in event.files if f.role == role]
                 if infos:
-                    _register_files(conn, spec, event.attempt, row["site"], infos, role, root, now)
+                    name = dataset_name(spec, role, task)
+                    _register_files(
+                        conn, spec, name, event.attempt, row["site"], infos, role, root, now
+                    )
     except BadInput as exc:
         return str(exc)
     return None
@@ -109,6 +121,7 @@ def _register_job(
 def _register_files(
     conn: Connection,
     spec: JobSpec,
+    name: str,
     attempt: int,
     site: str,
     infos: list[FileInfo],
@@ -118,7 +131,6 @@ def _register_files(
 ) -> None:
     records = [FileRecord(f.scope, f.name, f.guid, f.size, f.adler32) for f in infos]
     placed = [(r, str(se_path(root, site, r.scope, r.name))) for r in records]
-    name = dataset_name(spec, role)
     # A job retried by hand after its task's datasets were closed writes into
     # them again; they are closed again once it ends.
     datasets.reopen(conn, name, now)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from broker import topology
 from broker.brokerage.catalogue import ResourceSlot, SiteConfig
 from broker.error_codes import BrokerageError, ErrorFamily, TaskBufferError
 from broker.protocol import JobSpec, TaskSpec
@@ -22,8 +23,9 @@ from broker.store.schema import job_transitions, outbox
 from broker.store.sites import apply_catalogue, set_status
 from broker.store.tasks import get_task
 from cli.submitter import publish_task
-from ddm_bridge.se import checksum, se_path
-from tests.harness import System, wait_for
+from ddm_bridge.se import Checksum, checksum, se_path
+from tests.ddm_bridge.files import dataset_states
+from tests.harness import System, dead_letters, wait_for
 
 SCORE = ResourceSlot("SCORE", 1, 2000)
 MCORE = ResourceSlot("MCORE", 8, 16000)
@@ -130,8 +132,47 @@ def test_a_1000_file_task_becomes_100_jobs_whose_outputs_and_progress_add_up(
         0,
     )
     assert task["jobs_by_state"] == {"finished": 100}
+    # And the 100 outputs are in the task's output dataset, each with its size and adler32
+    # as stored on the site's SE, and the 100 logs in its log dataset
     with transaction(system.engine) as conn:
-        assert len(dataset_files(conn, f"{task_id}.output")) == 100
+        outputs = dataset_files(conn, f"{dataset}.out")
+        logs = dataset_files(conn, f"{dataset}.out.log")
+    assert sorted(o.name for o in outputs) == sorted(o for s in specs for o in s["output_files"])
+    for output in outputs:
+        stored = se_path(system.settings.ddm_root, site, output.scope, output.name)
+        assert checksum(stored) == Checksum(output.size, output.adler32)
+    assert len(logs) == 100
+    assert (task["output_dataset"], task["output_files"], task["log_dataset"]) == (
+        f"{dataset}.out",
+        100,
+        f"{dataset}.out.log",
+    )
+    # And both datasets are closed, every job of the task being final
+    system.start_bridge()
+    wait_for(
+        lambda: dataset_states(system.engine, f"{dataset}.out", f"{dataset}.out.log") == {"closed"},
+        what="the task's datasets closed",
+    )
+
+
+def test_a_task_whose_output_dataset_exists_is_refused(system: System) -> None:
+    # Given an input dataset, and another dataset a task will name as its output
+    (site,) = new_sites(system, {})
+    dataset, taken = new_dataset(system, 2), new_dataset(system, 1)
+    system.start_broker()
+    dead_letters(system.settings)
+    # When the task reaches the broker (published as any client could, unchecked)
+    task_id = submit_task(
+        system, command="true", input_dataset=dataset, output_dataset=taken, sites=[site]
+    )
+    # Then it is dead-lettered with the reason, no job is made, and the dataset is untouched
+    letters: list[tuple[bytes, dict[str, object]]] = []
+    wait_for(lambda: letters.extend(dead_letters(system.settings)) or letters, what="the letter")
+    ((_, headers),) = letters
+    assert f"dataset {taken!r} exists already" in str(headers[topology.REASON_HEADER])
+    with transaction(system.engine) as conn:
+        assert list_jobs(conn, task=task_id) == []
+        assert len(dataset_files(conn, taken)) == 1
 
 
 def test_brokerage_filters_status_release_and_memory(system: System) -> None:
@@ -217,6 +258,64 @@ def test_activation_keeps_to_the_cap_and_higher_priority_is_claimed_first(capped
     assert order[3:] == sorted(order[3:], reverse=True), order
     # And the queue never held more than 3 activated jobs
     assert max_activated(capped, ids) == 3
+
+
+@pytest.fixture
+def shared(settings: Settings) -> Iterator[System]:
+    """A system whose site queues hold 10 jobs, shared 30:70 by production and analysis."""
+    s = System(
+        settings.replace(
+            throttle_min_activated=10,
+            throttle_running_factor=1.0,
+            activity_shares="production=30,analysis=70",
+        )
+    )
+    yield s
+    s.close()
+
+
+def test_a_busy_site_releases_throttled_jobs_by_the_configured_shares(shared: System) -> None:
+    # Given 50 production and 50 analysis jobs of equal priority at a site whose queue holds 10
+    (site,) = new_sites(shared, {})
+    shared.start_broker()
+    specs = [
+        JobSpec(command="true", site=site, activity=activity)
+        for _ in range(50)
+        for activity in ("production", "analysis")
+    ]
+    ids = shared.submit(*specs)
+    activity = {job_id: spec.activity for job_id, spec in zip(ids, specs, strict=True)}
+    wait_for(
+        lambda: sorted(shared.states(ids).values()) == ["activated"] * 10 + ["throttled"] * 90,
+        what="10 activated and 90 throttled",
+    )
+    # When two pilots drain the queue
+    shared.start_pilot(site)
+    shared.start_pilot(site)
+    assert set(shared.wait_final(ids, timeout_s=90).values()) == {"finished"}
+    # Then the first 40 releases (both activities still waiting) follow the shares, 30:70,
+    # not the order of submission (50:50) nor the default shares (80:20)
+    released = [activity[j] for j in releases(shared, ids)]
+    assert len(released) == 90
+    analysis = released[:40].count("analysis") / 40
+    assert 0.6 <= analysis <= 0.8, released
+    # And the queue never held more than 10 activated jobs
+    assert max_activated(shared, ids) == 10
+
+
+def releases(system: System, ids: list[str]) -> list[str]:
+    """Job ids in the order they were released from ``throttled``."""
+    with transaction(system.engine) as conn:
+        rows = conn.execute(
+            select(job_transitions.c.job_id)
+            .where(
+                job_transitions.c.job_id.in_(ids),
+                job_transitions.c.from_state == "throttled",
+                job_transitions.c.to_state == "activated",
+            )
+            .order_by(job_transitions.c.id)
+        )
+        return [r.job_id for r in rows]
 
 
 def dispatches_waiting(system: System, ids: list[str]) -> bool:

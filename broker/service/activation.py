@@ -72,13 +72,14 @@ def activate(
     conn: Connection,
     refs: Iterable[JobRef],
     now: datetime,
+    limits: Limits,
     why: str = NOTHING_TO_WAIT_FOR,
-    limits: Limits | None = None,
 ) -> int:
     """``assigned → activated`` with a dispatch in the outbox, as far as each site's cap
-    allows; the others go to ``throttled``. How many were activated."""
+    (the deployment's ``limits``, ``Limits.of(settings)``) allows; the others go to
+    ``throttled``. How many were activated."""
     rows = _rows(conn, list(refs), S.ASSIGNED)
-    go, wait = throttle.split(conn, rows, limits or Limits())
+    go, wait = throttle.split(conn, rows, limits)
     held = [r for r in rows if r["id"] in wait]
     transitions.apply(
         conn,

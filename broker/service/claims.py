@@ -44,12 +44,10 @@ CLAIMED_BY_ANOTHER = "job was claimed by another pilot"
 class ClaimHandler:
     """Handles batches from ``pandamq.claims``: one transaction, then the replies."""
 
-    def __init__(
-        self, engine: Engine, publisher: Publisher, settings: Settings | None = None
-    ) -> None:
+    def __init__(self, engine: Engine, publisher: Publisher, settings: Settings) -> None:
         self._engine = engine
         self._publisher = publisher
-        self._limits = Limits.of(settings or Settings())
+        self._limits = Limits.of(settings)
 
     def __call__(self, batch: list[Incoming[ClaimRequest]]) -> None:
         """Grant or refuse each claim; reply to each pilot."""

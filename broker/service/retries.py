@@ -94,7 +94,7 @@ def retry(
     conn: Connection,
     decided: Iterable[tuple[RowMapping, Decision]],
     now: datetime,
-    limits: Limits | None = None,
+    limits: Limits,
 ) -> int:
     """Start the next attempt of each job decided for (activated within the sites'
     ``limits``); how many started."""

@@ -26,9 +26,7 @@ log = logging.getLogger(__name__)
 S = JobState
 
 
-def set_up(
-    conn: Connection, placements: list[Placement], now: datetime, limits: Limits | None = None
-) -> int:
+def set_up(conn: Connection, placements: list[Placement], now: datetime, limits: Limits) -> int:
     """Assign every placement; activate those with nothing to wait for (within the sites'
     ``limits``); how many activated."""
     assigned = assign(conn, placements, now)
@@ -41,8 +39,8 @@ def set_up(
     ready = [p for p in assigned if p.spec.id not in unknown and p.spec.id not in missing]
     at_site = [JobRef(p.spec.id, p.attempt) for p in ready if p.spec.input_files]
     no_inputs = [JobRef(p.spec.id, p.attempt) for p in ready if not p.spec.input_files]
-    return activate(conn, at_site, now, "all input files are at the site", limits) + activate(
-        conn, no_inputs, now, limits=limits
+    return activate(conn, at_site, now, limits, "all input files are at the site") + activate(
+        conn, no_inputs, now, limits
     )
 
 

@@ -2,9 +2,11 @@
 
 A task of N files with ``files_per_job`` = k becomes ceil(N / k) jobs, in
 the dataset's order; job n (from 1) is ``<task id>-<n, 6 digits>``, reads
-its k files and writes one output file ``<output dataset>._<n, 6 digits>``.
-The task and all its jobs are written in one transaction, so a redelivered
-task submission finds the task there and does nothing twice.
+its k files and writes one output file ``<output dataset>._<n, 6 digits>``,
+registered into the task's output dataset (its log into ``<output dataset>.log``).
+The task, its two datasets and all its jobs are written in one transaction,
+so a redelivered task submission finds the task there and does nothing twice;
+a task whose output or log dataset exists already is refused.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import shlex
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec, TaskSpec
@@ -25,7 +27,7 @@ from broker.store.clock import now
 from broker.store.datasets import FileRecord, dataset_files
 from broker.store.engine import transaction
 from broker.store.jobs import insert_defined, known_tasks
-from broker.store.tasks import insert_task
+from broker.store.tasks import insert_task, taken_datasets
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +91,7 @@ class TaskHandler:
                     continue
                 seen.add(task.id)
                 specs = split(task, dataset_files(conn, task.input_dataset))
-                if not specs:
-                    incoming.refuse(
-                        f"task {task.id}: input dataset {task.input_dataset!r} has no files"
-                    )
+                if not self._can_start(conn, incoming, specs):
                     continue
                 insert_task(conn, task, t)
                 insert_defined(
@@ -102,6 +101,19 @@ class TaskHandler:
                 sites |= settle(conn, placed, unplaced, Limits.of(self._settings), t)
                 log.info("task %s: %d job(s), %d found no site", task.id, len(specs), len(unplaced))
         self._site_queues_ready(sites)
+
+    @staticmethod
+    def _can_start(conn: Connection, incoming: Incoming[TaskSpec], specs: list[JobSpec]) -> bool:
+        """Refuse a task with no jobs, or whose output or log dataset exists already."""
+        task = incoming.message
+        if not specs:
+            incoming.refuse(f"task {task.id}: input dataset {task.input_dataset!r} has no files")
+            return False
+        taken = taken_datasets(conn, task)
+        if taken:
+            incoming.refuse(f"task {task.id}: dataset {taken[0]!r} exists already")
+            return False
+        return True
 
     @staticmethod
     def _valid(incoming: Incoming[TaskSpec]) -> bool:

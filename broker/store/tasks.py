@@ -1,26 +1,38 @@
-"""Tasks in SQL: create them, and read their progress for people."""
+"""Tasks in SQL: create them with their output and log datasets, and read their
+progress for people."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from broker.errors import NotFound
 from broker.protocol import TaskSpec
 from broker.states import FINAL_STATES, JobState
 from broker.store.clock import iso_times
-from broker.store.schema import jobs, tasks
+from broker.store.datasets import ensure_dataset
+from broker.store.schema import dataset_contents, datasets, jobs, tasks
 
 #: The columns of a task that people see.
 PUBLIC_FIELDS = ("id", "name", "status", "created_at")
 
 
+def taken_datasets(conn: Connection, spec: TaskSpec) -> list[str]:
+    """Which of the task's output and log datasets exist already (a task needs new ones)."""
+    wanted = [spec.output_dataset, spec.log_dataset]
+    found = {
+        r.name for r in conn.execute(select(datasets.c.name).where(datasets.c.name.in_(wanted)))
+    }
+    return [name for name in wanted if name in found]
+
+
 def insert_task(conn: Connection, spec: TaskSpec, now: datetime) -> None:
-    """Record a task as it is split into jobs."""
+    """Record a task as it is split into jobs, with its (open, empty) output and log datasets."""
     conn.execute(
         tasks.insert().values(
             id=spec.id,
@@ -30,6 +42,17 @@ def insert_task(conn: Connection, spec: TaskSpec, now: datetime) -> None:
             spec=dataclasses.asdict(spec),
         )
     )
+    ensure_dataset(conn, spec.output_dataset, "output", now, task_id=spec.id)
+    ensure_dataset(conn, spec.log_dataset, "log", now, task_id=spec.id)
+
+
+def task_specs(conn: Connection, task_ids: Iterable[str]) -> dict[str, TaskSpec]:
+    """The spec of each of ``task_ids`` that is a task with a spec."""
+    wanted = set(task_ids)
+    if not wanted:
+        return {}
+    rows = conn.execute(select(tasks.c.id, tasks.c.spec).where(tasks.c.id.in_(wanted)))
+    return {r.id: TaskSpec(**r.spec) for r in rows if r.spec}
 
 
 def list_tasks(conn: Connection, limit: int = 1000) -> list[dict[str, Any]]:
@@ -44,8 +67,26 @@ def get_task(conn: Connection, task_id: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no task {task_id!r}")
     task = _with_progress(conn, row)
+    if row["spec"]:
+        task |= _outputs(conn, TaskSpec(**row["spec"]))
     task["spec"] = row["spec"]
     return task
+
+
+def _outputs(conn: Connection, spec: TaskSpec) -> dict[str, Any]:
+    """The task's output dataset (its state and number of files) and its log dataset."""
+    state = conn.execute(
+        select(datasets.c.state).where(datasets.c.name == spec.output_dataset)
+    ).scalar()
+    count = conn.execute(
+        select(func.count()).where(dataset_contents.c.dataset == spec.output_dataset)
+    ).scalar()
+    return {
+        "output_dataset": spec.output_dataset,
+        "output_dataset_state": state,
+        "output_files": count or 0,
+        "log_dataset": spec.log_dataset,
+    }
 
 
 def _with_progress(conn: Connection, row: Any) -> dict[str, Any]:

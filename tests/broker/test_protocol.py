@@ -14,6 +14,7 @@ from broker.protocol import (
     JobDispatch,
     JobEvent,
     JobSpec,
+    TaskSpec,
     decode,
     decode_body,
     encode,
@@ -49,6 +50,14 @@ def test_bad_specs_are_refused_with_one_line(data: Any, says: str) -> None:
         decode(JobSpec, data)
     assert says in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_task_names_its_log_dataset_after_its_output_dataset() -> None:
+    task = {"command": "x", "input_dataset": "in"}
+    assert decode(TaskSpec, {**task, "output_dataset": "out"}).log_dataset == "out.log"
+    decode(TaskSpec, {**task, "output_dataset": "o" * 251})
+    with pytest.raises(SpecError, match="'output_dataset' must be at most 251 characters"):
+        decode(TaskSpec, {**task, "output_dataset": "o" * 252})
 
 
 def test_a_body_that_is_not_json_is_refused() -> None:

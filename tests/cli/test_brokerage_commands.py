@@ -82,6 +82,16 @@ def test_a_task_submitted_from_a_file_shows_its_progress(system: System, tmp_pat
     task_id = submitted.stdout.strip()
     shown = json.loads(cli(system, "task", task_id, "--json").stdout)
     assert (shown["status"], shown["jobs"], shown["files_done"]) == ("done", 3, 6)
+    assert (shown["output_dataset"], shown["output_files"]) == (f"{dataset}.out", 3)
+    text = cli(system, "task", task_id).stdout
+    assert f"output_dataset  {dataset}.out" in text and "output_files  3" in text
+    # And a task naming the same output dataset is refused in one line
+    spec.write_text(spec.read_text().replace("files_per_job: 2", "files_per_job: 3"))
+    again = cli(system, "submit", str(spec))
+    assert again.exit_code == 2
+    assert again.stderr.strip() == (
+        f"pandamq: error: task spec: dataset '{dataset}.out' exists already"
+    )
     listed = cli(system, "tasks")
     assert listed.exit_code == 0 and task_id in listed.stdout
     job = cli(system, "job", f"{task_id}-000001")

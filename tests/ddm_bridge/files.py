@@ -13,7 +13,7 @@ from broker.store.clock import iso_times, now
 from broker.store.datasets import FileRecord
 from broker.store.engine import transaction
 from broker.store.schema import replicas, subscriptions
-from ddm_bridge.se import checksum, se_path
+from ddm_bridge.se import Checksum, checksum, copy_verified, se_path
 
 SCOPE = "data"
 
@@ -33,6 +33,19 @@ def put_file(
     return record
 
 
+def copy_by_hand(
+    settings: Settings, engine: Engine, record: FileRecord, source: str, destination: str
+) -> None:
+    """Copy a file from ``source``'s SE to ``destination``'s outside any subscription
+    (as an operator might), and register the replica."""
+    target = se_path(settings.ddm_root, destination, record.scope, record.name)
+    origin = se_path(settings.ddm_root, source, record.scope, record.name)
+    copy_verified(origin, target, Checksum(record.size, record.adler32))
+    with transaction(engine) as conn:
+        (file_id, _) = datasets.files_by_did(conn, [record.did])[record.did]
+        datasets.add_replicas(conn, destination, {file_id: str(target)}, now())
+
+
 def sites_with(engine: Engine, record: FileRecord) -> set[str]:
     """Sites with an available replica of ``record``."""
     with transaction(engine) as conn:
@@ -41,6 +54,13 @@ def sites_with(engine: Engine, record: FileRecord) -> set[str]:
             replicas.c.file_id == file_id, replicas.c.state == datasets.AVAILABLE
         )
         return {r.site for r in conn.execute(stmt)}
+
+
+def dataset_states(engine: Engine, *names: str) -> set[str]:
+    """The states of the datasets ``names`` (``missing`` for one that does not exist)."""
+    with transaction(engine) as conn:
+        listed = {d["name"]: d["state"] for d in datasets.list_datasets(conn)}
+    return {listed.get(n, "missing") for n in names}
 
 
 def subscriptions_to(engine: Engine, site: str) -> list[dict[str, Any]]:

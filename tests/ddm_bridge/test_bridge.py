@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
+
+import pytest
 
 from broker.error_codes import DDMError, ErrorFamily
 from broker.protocol import JobSpec
+from broker.settings import Settings
 from broker.store.clock import now
 from ddm_bridge.backend import Report
 from ddm_bridge.bridge import DDMBridge
-from tests.ddm_bridge.files import put_file, subscriptions_to
+from tests.ddm_bridge.files import copy_by_hand, put_file, subscriptions_to
 from tests.harness import System, wait_for
 
 
@@ -104,3 +108,38 @@ def test_an_input_that_is_not_registered_fails_the_job(system: System) -> None:
         1,
     )
     assert "user:ghost" in job["diagnostic"]
+
+
+@pytest.fixture
+def capped(settings: Settings) -> Iterator[System]:
+    """A system whose site queues hold one activated job while none runs."""
+    s = System(settings.replace(throttle_min_activated=1))
+    yield s
+    s.close()
+
+
+def test_jobs_retried_after_a_failed_subscription_keep_to_the_sites_cap(capped: System) -> None:
+    # Given 3 jobs at B, whose queue holds 1, waiting for files from A on a stuck subscription
+    site_a, site_b = capped.new_site(), capped.new_site()
+    name = f"in.{uuid.uuid4().hex}"
+    files = [put_file(capped.settings, capped.engine, name, site_a, b"%d" % i) for i in range(3)]
+    capped.start_broker()
+    specs = [
+        JobSpec(command="true", site=site_b, input_files=[f.did], max_attempts=2) for f in files
+    ]
+    ids = capped.submit(*specs)
+    wait_for(lambda: list(capped.states(ids).values()) == ["assigned"] * 3, what="assigned")
+    bridge = DDMBridge(capped.settings, capped.engine, StuckDDM())
+    bridge.step()
+    # And the files reach B meanwhile by other means
+    for record in files:
+        copy_by_hand(capped.settings, capped.engine, record, site_a, site_b)
+    # When the subscription times out
+    bridge.step(at=now() + timedelta(seconds=capped.settings.subscription_timeout_s + 1))
+    # Then the second attempts, with every input at B, are activated only as far as the cap
+    states = capped.states(ids)
+    assert sorted(states.values()) == ["activated", "throttled", "throttled"], states
+    assert {capped.job(j)["attempt"] for j in ids} == {2}
+    # And a pilot at B runs them all as the queue drains
+    capped.start_pilot(site_b)
+    assert set(capped.wait_final(ids).values()) == {"finished"}

@@ -14,7 +14,7 @@ from broker.store.clock import now
 from broker.store.engine import transaction
 from ddm_bridge.backends.local import LocalDDM
 from ddm_bridge.se import Checksum, checksum, copy_verified, se_path
-from tests.ddm_bridge.files import put_file, sites_with, subscriptions_to
+from tests.ddm_bridge.files import dataset_states, put_file, sites_with, subscriptions_to
 from tests.harness import System, wait_for
 
 
@@ -57,7 +57,9 @@ def test_a_job_waits_for_its_input_then_runs_and_registers_its_output(system: Sy
     assert checksum(stored) == Checksum(output.size, output.adler32)
     assert log.name == f"{job_id}.1.log.tgz"
     # And both are closed once the job is final
-    wait_for(lambda: _states(system, f"{job_id}.output", f"{job_id}.log") == {"closed"})
+    wait_for(
+        lambda: dataset_states(system.engine, f"{job_id}.output", f"{job_id}.log") == {"closed"}
+    )
     # And the job lists each of its files with its dataset
     with transaction(system.engine) as conn:
         listed = {(f["role"], f["name"]): f["dataset"] for f in job_file_list(conn, job_id)}
@@ -168,12 +170,6 @@ def test_a_missing_output_fails_the_job_with_a_stage_out_code(system: System) ->
         assert [f.name for f in datasets.dataset_files(conn, f"{job_id}.log")] == [
             f"{job_id}.1.log.tgz"
         ]
-
-
-def _states(system: System, *names: str) -> set[str]:
-    with transaction(system.engine) as conn:
-        listed = {d["name"]: d["state"] for d in datasets.list_datasets(conn)}
-    return {listed.get(n, "missing") for n in names}
 
 
 def test_outputs_shipped_to_a_destination_keep_the_job_transferring_until_they_land(

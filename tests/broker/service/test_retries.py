@@ -11,6 +11,7 @@ from broker.error_codes import DispatcherError, ErrorFamily, PilotError, TaskBuf
 from broker.protocol import JobSpec
 from broker.service import retries
 from broker.service.retries import Failure, decide
+from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store.clock import now
 from broker.store.engine import transaction
@@ -69,9 +70,9 @@ def test_a_retry_starts_a_new_attempt_that_keeps_the_old_ones_history(engine: En
     # When it is retried
     decision = decide(failed, Failure(PILOT, PilotError.OUT_OF_MEMORY), 2.0)
     with transaction(engine) as conn:
-        assert retries.retry(conn, [(failed, decision)], now()) == 1
+        assert retries.retry(conn, [(failed, decision)], now(), Limits()) == 1
         # a second retry of the same failed attempt does nothing (compare-and-set)
-        assert retries.retry(conn, [(failed, decision)], now()) == 0
+        assert retries.retry(conn, [(failed, decision)], now(), Limits()) == 0
     # Then attempt 2 is activated with more memory, and attempt 1 is still failed
     with transaction(engine) as conn:
         job = get_job(conn, job_id)
