@@ -51,7 +51,8 @@ class _Stream:
     queue: Queue
     message_type: type[Any]
     handler: Handler
-    #: Handled again after each other queue's batch: a pilot waits for its answer.
+    #: Pilots' queues (events, claims): served again after each batch of the others,
+    #: because a pilot waits for its answer.
     urgent: bool = False
     channel: Any = None
     buffer: list[Message] = field(default_factory=list)
@@ -86,7 +87,9 @@ class BatchConsumer:
     ) -> None:
         """Consume ``queue``; decode bodies as ``message_type``; pass batches to ``handler``.
 
-        An ``urgent`` queue (claims) is also served between the batches of the others.
+        An ``urgent`` queue (pilots' events and claims) is also served between the batches of
+        the others, in the order added: add events before claims, so that a claim never
+        overtakes the end of the pilot's previous job.
         """
         stream = _Stream(queue, message_type, handler, urgent)
         stream.channel = self._connection.channel()

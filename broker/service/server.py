@@ -111,10 +111,12 @@ class BrokerService:
         consumer = BatchConsumer(
             connection, publisher, self._settings.batch_size, after_batch=relay.relay
         )
+        # Pilots first, events before claims: a site's queue is capped by its running jobs.
         consumer.add(
-            self._topology.submit_queue(),
-            JobSpec,
-            SubmissionHandler(self._engine, self.site_queues_ready, self._settings),
+            self._topology.events_queue(),
+            JobEvent,
+            EventHandler(self._engine, self._settings),
+            urgent=True,
         )
         consumer.add(
             self._topology.claims_queue(),
@@ -123,7 +125,9 @@ class BrokerService:
             urgent=True,
         )
         consumer.add(
-            self._topology.events_queue(), JobEvent, EventHandler(self._engine, self._settings)
+            self._topology.submit_queue(),
+            JobSpec,
+            SubmissionHandler(self._engine, self.site_queues_ready, self._settings),
         )
         consumer.add(
             self._topology.commands_queue(),

@@ -6,7 +6,8 @@ Modes:
   protocol at the broker service without running payloads;
 - ``full``: real ``pandamq pilot`` processes run the payload ``true``;
 - ``heartbeat``: the jobs stay running and heartbeat as fast as they can for a
-  while, then finish: how many heartbeats a second the broker ingests.
+  while, then finish: how many heartbeats a second the broker ingests;
+- ``bulk``: one task of N files split into N jobs, persisted and brokered.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ from broker.store.engine import open_engine, transaction
 from broker.store.migrate import upgrade
 from broker.store.sites import add_site
 from cli.benchmark import measure, processes
+from cli.benchmark.bulk import measure_bulk
 from cli.benchmark.loadgen import LoadStats, VirtualPilots
 from cli.submitter import publish_specs
 
-Mode = Literal["capacity", "full", "heartbeat"]
-MODES: tuple[Mode, ...] = ("capacity", "full", "heartbeat")
+Mode = Literal["capacity", "full", "heartbeat", "bulk"]
+MODES: tuple[Mode, ...] = ("capacity", "full", "heartbeat", "bulk")
 #: PostgreSQL publishes its statistics counters about this often.
 STATS_DELAY_S = 1.5
 #: A paced submitter publishes this often.
@@ -72,6 +74,7 @@ def run(settings: Settings, plan: Plan, work_dir: Path, on_progress: Progress) -
     work_dir.mkdir(parents=True, exist_ok=True)
     engine = open_engine(settings.database_url)
     upgrade(engine)
+    _vacuum(engine)
     sites = _new_sites(engine, plan.sites)
     env = processes.environment(settings, work_dir)
     with transaction(engine) as conn:
@@ -80,6 +83,8 @@ def run(settings: Settings, plan: Plan, work_dir: Path, on_progress: Progress) -
         env, work_dir, plan.brokers, lambda: _submit_consumers(settings) >= plan.brokers, 60.0
     )
     try:
+        if plan.mode == "bulk":
+            return measure_bulk(settings, engine, sites, plan.jobs, plan.timeout_s, on_progress)
         return _measure(
             settings, plan, engine, sites, env, work_dir, brokers, db_before, on_progress
         )
@@ -87,6 +92,14 @@ def run(settings: Settings, plan: Plan, work_dir: Path, on_progress: Progress) -
         for broker in brokers:
             broker.stop()
         engine.dispose()
+
+
+def _vacuum(engine: Engine) -> None:
+    """Start from the steady state autovacuum keeps: earlier runs' dead row versions
+    would otherwise slow every statement that reads the jobs of a state."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")
 
 
 def _new_sites(engine: Engine, count: int) -> list[str]:

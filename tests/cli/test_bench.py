@@ -1,0 +1,57 @@
+"""``pandamq bench``: the lifecycle benchmark runs end to end and reports what SQL says.
+
+A correctness test of the harness on a few jobs, not a measurement: the
+figures in docs/performance.md come from full runs on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli.processes import Pandamq
+
+pytestmark = pytest.mark.services
+
+
+def test_capacity_mode_takes_every_job_through_its_life_and_reports_json(
+    services: tuple[str, str], tmp_path: Path
+) -> None:
+    # Given RabbitMQ and PostgreSQL
+    pandamq = Pandamq(*services, tmp_path)
+    # When 40 jobs go through their life, claimed and reported by virtual pilots
+    result = pandamq.run(
+        "bench",
+        "--jobs",
+        "40",
+        "--sites",
+        "2",
+        "--work-dir",
+        str(tmp_path / "bench"),
+        timeout_s=120,
+    )
+    # Then the last line is JSON whose figures add up
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["mode"] == "capacity"
+    assert figures["jobs"] == 40
+    assert figures["jobs_per_s"] > 0
+    assert 0 <= figures["dispatch_p50_ms"] <= figures["dispatch_p99_ms"]
+    # One submission, dispatch, claim, reply and three events per job, nothing more
+    assert figures["messages_per_job"] == 7.0
+    assert figures["peak_rss_mb"]["broker"] > 0
+    assert figures["sql_transactions_per_job"] > 0
+    # And a readable table came before it
+    assert "pandamq lifecycle benchmark" in result.stdout
+
+
+def test_the_benchmark_refuses_the_in_process_transport(tmp_path: Path) -> None:
+    # Given the embedded defaults, where no other process can reach the queues
+    pandamq = Pandamq("memory://", f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    # When the benchmark is asked to run there
+    result = pandamq.run("bench", "--jobs", "5", check=False)
+    # Then it says so in one line and exits 2
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "set PANDAMQ_BROKER_URL to a RabbitMQ" in result.stderr
