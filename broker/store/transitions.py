@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Table, bindparam, insert, tuple_, update
 from broker.metrics import ILLEGAL_TRANSITIONS
 from broker.observability.pipeline import transitions_applied
 from broker.states import JobState, can_transition, is_final
+from broker.store.datasets import chunks
 from broker.store.schema import job_attempts, job_transitions, jobs
 
 log = logging.getLogger(__name__)
@@ -84,17 +85,24 @@ def _grouped(changes: list[Change]) -> dict[tuple[JobState, JobState], list[Chan
     return groups
 
 
+#: Jobs per compare-and-set statement.
+CAS_CHUNK = 5000
+
+
 def _compare_and_set(
     conn: Connection, frm: JobState, to: JobState, group: list[Change], now: datetime
 ) -> list[Change]:
-    keys = [(c.job_id, c.attempt) for c in group]
-    stmt = (
-        update(jobs)
-        .where(tuple_(jobs.c.id, jobs.c.attempt).in_(keys), jobs.c.state == frm.value)
-        .values(state=to.value, modified_at=now)
-        .returning(jobs.c.id)
-    )
-    won = {row.id for row in conn.execute(stmt)}
+    won: set[str] = set()
+    # In slices: a task's jobs move together, and PostgreSQL takes at most 65,535
+    # parameters in one statement.
+    for part in chunks([(c.job_id, c.attempt) for c in group], CAS_CHUNK):
+        stmt = (
+            update(jobs)
+            .where(tuple_(jobs.c.id, jobs.c.attempt).in_(part), jobs.c.state == frm.value)
+            .values(state=to.value, modified_at=now)
+            .returning(jobs.c.id)
+        )
+        won |= {row.id for row in conn.execute(stmt)}
     applied = [c for c in group if c.job_id in won]
     _set_values(conn, jobs, [c for c in applied if c.values])
     _set_values(conn, job_attempts, [c for c in applied if c.values])

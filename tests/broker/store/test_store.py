@@ -61,6 +61,22 @@ def test_a_chain_of_changes_is_applied_in_order_with_history(engine: Engine) -> 
     assert job["attempts"][0]["state"] == "activated"
 
 
+def test_a_task_sized_group_of_changes_is_applied_in_one_call(engine: Engine) -> None:
+    # Given 40,000 defined jobs, as one task's split makes them: more (id, attempt)
+    # pairs than one statement may carry as parameters (65,535 on PostgreSQL)
+    ids = [f"bulk-{n:05d}" for n in range(40_000)]
+    with transaction(engine) as conn:
+        insert_defined(conn, [JobSpec(command="true", id=i) for i in ids], now())
+    # When they are all assigned in one call
+    changes = [Change(i, 1, S.DEFINED, S.ASSIGNED) for i in ids]
+    with transaction(engine) as conn:
+        applied = transitions.apply(conn, changes, now())
+    # Then every one moved
+    assert len(applied) == len(ids)
+    with transaction(engine) as conn:
+        assert get_job(conn, ids[-1])["state"] == "assigned"
+
+
 def test_an_illegal_change_is_refused_counted_and_not_applied(engine: Engine) -> None:
     new_job(engine, "illegal-1")
     before = ILLEGAL_TRANSITIONS.labels(from_state="defined", to_state="running")._value.get()
