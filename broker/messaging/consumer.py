@@ -103,13 +103,17 @@ class BatchConsumer:
         self._fill(timeout_s)
         handled = 0
         for stream in self._streams:
-            handled += self._flush(stream)
-            if not stream.urgent and any(s.urgent for s in self._streams):
+            flushed = self._flush(stream)
+            handled += flushed
+            # Only a batch that took time can have kept pilots waiting.
+            if flushed and not stream.urgent:
                 handled += self._serve_urgent()
         return handled
 
     def _serve_urgent(self) -> int:
         """Take what has arrived meanwhile, without waiting; handle the urgent queues' part."""
+        if not any(s.urgent for s in self._streams):
+            return 0
         self._fill(NO_WAIT_S)
         return sum(self._flush(s) for s in self._streams if s.urgent)
 
