@@ -82,7 +82,18 @@ class Run:
                 pids = {int(r.pilot_id.split("-")[-2]) for r in running}
         finally:
             engine.dispose()
-        return next((s for s in self.pilots if s.popen.pid in pids), None)
+        # SQL may still say running after a 0.1 s payload ended: the pilot must have its
+        # payload process right now, or killing it fails no attempt.
+        return next((s for s in self.pilots if s.popen.pid in pids and _has_child(s)), None)
+
+
+def _has_child(service: Service) -> bool:
+    """Whether the process has a child process (a pilot: its payload) at this moment."""
+    pid = service.popen.pid
+    try:
+        return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    except OSError:
+        return False
 
 
 def test_every_job_finishes_once_through_kills_and_restarts(
