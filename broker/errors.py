@@ -57,6 +57,11 @@ class SchemaMissing(PermanentError):
     """The database has no pandamq schema, or an old one."""
 
 
+class StatementFailed(PermanentError):
+    """The database is up but failed a statement for the statement's own sake (too many
+    parameters, a missing table): running it again cannot help."""
+
+
 class IllegalTransition(PermanentError):
     """A job state change that the state machine does not allow."""
 

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
-from broker.errors import ConfigError, DatabaseUnavailable, SchemaMissing
+from broker.errors import ConfigError, DatabaseUnavailable, SchemaMissing, StatementFailed
 
 SQLITE_BUSY_TIMEOUT_S = 30
 
@@ -62,15 +62,45 @@ def _sqlite_engine(database_url: str, path: str | None) -> Engine:
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
-    """``engine.begin()``, with a lost or unreachable database turned into ours."""
+    """``engine.begin()``, with a lost or unreachable database turned into
+    ``DatabaseUnavailable`` (wait and retry) and a statement the database refuses
+    while it answers into ``StatementFailed`` (retrying cannot help)."""
     try:
         with engine.begin() as conn:
             yield conn
     except DBAPIError as exc:
         # A lost connection may surface as another DBAPI error; SQLAlchemy
-        # marks it invalidated. Anything else is the statement's own fault.
+        # marks it invalidated. Other errors, but for OperationalError, are
+        # the statement's own (integrity, data), and go up as they are.
         if not isinstance(exc, OperationalError) and not exc.connection_invalidated:
             raise
-        raise DatabaseUnavailable(
-            f"database {engine.url.render_as_string()} failed: {exc.orig}"
-        ) from exc
+        where = engine.url.render_as_string()
+        if not exc.connection_invalidated and not _transient(exc) and _answers(engine):
+            raise StatementFailed(f"database {where} failed a statement: {exc.orig}") from exc
+        raise DatabaseUnavailable(f"database {where} failed: {exc.orig}") from exc
+
+
+#: SQLSTATE classes of errors that pass: connection lost, serialization failure or
+#: deadlock, out of resources, shutdown or cancel by an operator, system errors.
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58", "XX")
+#: SQLite's words for a database that is busy or unreachable for now.
+TRANSIENT_SQLITE_WORDS = ("locked", "busy", "disk i/o", "unable to open")
+
+
+def _transient(exc: DBAPIError) -> bool:
+    """Whether an OperationalError may pass by itself (rather than be the statement's)."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate:
+        return str(sqlstate)[:2] in TRANSIENT_SQLSTATE_CLASSES
+    text = str(exc.orig).lower()
+    return any(word in text for word in TRANSIENT_SQLITE_WORDS)
+
+
+def _answers(engine: Engine) -> bool:
+    """Whether the database answers a trivial query on a new connection now."""
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except DBAPIError:
+        return False
+    return True
