@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, and_, select, tuple_
+from sqlalchemy import Connection, and_, select
 
 from broker.metrics import (
     DISPATCH_LATENCY,
@@ -24,6 +24,8 @@ from broker.metrics import (
 )
 from broker.states import JobState
 from broker.store.clock import as_utc
+from broker.store.datasets import chunks
+from broker.store.keys import keys_in
 from broker.store.schema import job_attempts, job_transitions, jobs
 
 if TYPE_CHECKING:
@@ -72,15 +74,17 @@ def _attempts(
     conn: Connection, applied: Sequence[Change]
 ) -> dict[str, tuple[str, datetime | None, datetime | None]]:
     """Site, attempt creation and start of each changed job's current attempt."""
-    stmt = (
-        select(jobs.c.id, jobs.c.site, job_attempts.c.created_at, job_attempts.c.started_at)
-        .join(
-            job_attempts,
-            and_(job_attempts.c.job_id == jobs.c.id, job_attempts.c.attempt == jobs.c.attempt),
-        )
-        .where(jobs.c.id.in_({c.job_id for c in applied}))
+    stmt = select(
+        jobs.c.id, jobs.c.site, job_attempts.c.created_at, job_attempts.c.started_at
+    ).join(
+        job_attempts,
+        and_(job_attempts.c.job_id == jobs.c.id, job_attempts.c.attempt == jobs.c.attempt),
     )
-    return {r.id: (r.site or NO_SITE, r.created_at, r.started_at) for r in conn.execute(stmt)}
+    found: dict[str, tuple[str, datetime | None, datetime | None]] = {}
+    for part in chunks(list({c.job_id for c in applied})):
+        rows = conn.execute(stmt.where(jobs.c.id.in_(part)))
+        found |= {r.id: (r.site or NO_SITE, r.created_at, r.started_at) for r in rows}
+    return found
 
 
 def _activated_at(conn: Connection, claimed: Sequence[Change]) -> dict[str, datetime]:
@@ -88,8 +92,10 @@ def _activated_at(conn: Connection, claimed: Sequence[Change]) -> dict[str, date
     if not claimed:
         return {}
     stmt = select(job_transitions.c.job_id, job_transitions.c.at).where(
-        tuple_(job_transitions.c.job_id, job_transitions.c.attempt).in_(
-            [(c.job_id, c.attempt) for c in claimed]
+        keys_in(
+            job_transitions.c.job_id,
+            job_transitions.c.attempt,
+            ((c.job_id, c.attempt) for c in claimed),
         ),
         job_transitions.c.to_state == JobState.ACTIVATED.value,
     )

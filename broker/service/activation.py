@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, select, tuple_
+from sqlalchemy import Connection, RowMapping, select
 
 from broker import topology
 from broker.messaging.publisher import Outgoing
@@ -23,6 +23,7 @@ from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store import outbox, transitions
 from broker.store.datasets import chunks
+from broker.store.keys import keys_in
 from broker.store.schema import jobs
 from broker.store.transitions import Change
 
@@ -116,7 +117,7 @@ def _rows(conn: Connection, refs: list[JobRef], state: JobState) -> list[RowMapp
     rows: list[RowMapping] = []
     for part in chunks(refs):
         stmt = select(*throttle.COLUMNS).where(
-            tuple_(jobs.c.id, jobs.c.attempt).in_([(r.job_id, r.attempt) for r in part]),
+            keys_in(jobs.c.id, jobs.c.attempt, ((r.job_id, r.attempt) for r in part)),
             jobs.c.state == state.value,
         )
         rows += conn.execute(stmt).mappings()

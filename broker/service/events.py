@@ -11,7 +11,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, select, tuple_, update
+from sqlalchemy import Connection, Engine, RowMapping, select, update
 
 from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
@@ -27,6 +27,7 @@ from broker.store import outbox, transitions
 from broker.store.clock import now
 from broker.store.engine import transaction
 from broker.store.jobs import load
+from broker.store.keys import keys_in
 from broker.store.schema import job_transitions, jobs
 from broker.store.transitions import Change
 from ddm_bridge import outputs
@@ -209,7 +210,7 @@ def _heartbeats(
     conn.execute(
         update(jobs)
         .where(
-            tuple_(jobs.c.id, jobs.c.attempt).in_([(e.job_id, e.attempt) for e in beats.values()]),
+            keys_in(jobs.c.id, jobs.c.attempt, ((e.job_id, e.attempt) for e in beats.values())),
             jobs.c.state.in_([S.STARTING.value, S.RUNNING.value]),
         )
         .values(heartbeat_at=t)

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, RowMapping, bindparam, insert, tuple_, update
+from sqlalchemy import Connection, RowMapping, bindparam, insert, update
 
 from broker.error_codes import ErrorFamily, PilotError, TaskBufferError
 from broker.observability.logs import job_context
@@ -26,6 +26,7 @@ from broker.service.setup import set_up
 from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store.jobs import spec_of
+from broker.store.keys import keys_in
 from broker.store.schema import job_attempts, job_transitions, jobs
 from broker.topology import resource_type
 
@@ -149,7 +150,7 @@ def new_attempts(
     }
     stmt = (
         update(jobs)
-        .where(tuple_(jobs.c.id, jobs.c.attempt).in_(keys), jobs.c.state == ended.value)
+        .where(keys_in(jobs.c.id, jobs.c.attempt, keys), jobs.c.state == ended.value)
         .values(attempt=jobs.c.attempt + 1, state=JobState.DEFINED.value, modified_at=now, **reset)
         .returning(jobs.c.id)
     )

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, insert, tuple_, update
+from sqlalchemy import Connection, Table, bindparam, insert, update
 
 from broker.metrics import ILLEGAL_TRANSITIONS
 from broker.observability.pipeline import transitions_applied
 from broker.states import JobState, can_transition, is_final
 from broker.store.datasets import chunks
+from broker.store.keys import keys_in
 from broker.store.schema import job_attempts, job_transitions, jobs
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def _compare_and_set(
     for part in chunks([(c.job_id, c.attempt) for c in group], CAS_CHUNK):
         stmt = (
             update(jobs)
-            .where(tuple_(jobs.c.id, jobs.c.attempt).in_(part), jobs.c.state == frm.value)
+            .where(keys_in(jobs.c.id, jobs.c.attempt, part), jobs.c.state == frm.value)
             .values(state=to.value, modified_at=now)
             .returning(jobs.c.id)
         )

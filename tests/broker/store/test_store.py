@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, select
 
-from broker.errors import SchemaMissing
+from broker.errors import SchemaMissing, StatementFailed
 from broker.messaging.publisher import Outgoing
 from broker.metrics import ILLEGAL_TRANSITIONS
 from broker.protocol import JobSpec
@@ -20,7 +20,7 @@ from broker.store.clock import now
 from broker.store.engine import open_engine, transaction
 from broker.store.jobs import get_job, insert_defined
 from broker.store.migrate import current_revision, head_revision, require_current, upgrade
-from broker.store.schema import job_transitions, metadata
+from broker.store.schema import job_transitions, jobs, metadata
 from broker.store.transitions import Change
 
 S = JobState
@@ -62,9 +62,9 @@ def test_a_chain_of_changes_is_applied_in_order_with_history(engine: Engine) -> 
 
 
 def test_a_task_sized_group_of_changes_is_applied_in_one_call(engine: Engine) -> None:
-    # Given 40,000 defined jobs, as one task's split makes them: more (id, attempt)
-    # pairs than one statement may carry as parameters (65,535 on PostgreSQL)
-    ids = [f"bulk-{n:05d}" for n in range(40_000)]
+    # Given 70,000 defined jobs, as one task's split makes them: more jobs than one
+    # statement may carry as parameters (65,535 on PostgreSQL)
+    ids = [f"bulk-{n:05d}" for n in range(70_000)]
     with transaction(engine) as conn:
         insert_defined(conn, [JobSpec(command="true", id=i) for i in ids], now())
     # When they are all assigned in one call
@@ -75,6 +75,17 @@ def test_a_task_sized_group_of_changes_is_applied_in_one_call(engine: Engine) ->
     assert len(applied) == len(ids)
     with transaction(engine) as conn:
         assert get_job(conn, ids[-1])["state"] == "assigned"
+
+
+def test_a_statement_the_database_refuses_is_its_own_fault_not_an_outage(
+    engine: Engine,
+) -> None:
+    # Given a database that is up, When a statement carries more parameters than it takes
+    ids = [f"none-{n}" for n in range(300_000)]
+    # Then the error says the statement failed (retrying it cannot help), not that
+    # the database is unavailable (which would retry it for ever)
+    with pytest.raises(StatementFailed, match="failed a statement"), transaction(engine) as conn:
+        conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids))).all()
 
 
 def test_an_illegal_change_is_refused_counted_and_not_applied(engine: Engine) -> None:
