@@ -9,7 +9,8 @@ change instead of all landing on the site that was best at the start.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,7 +24,7 @@ from broker.service.setup import set_up
 from broker.service.throttle import RUNNING, Limits
 from broker.states import JobState
 from broker.store import transitions
-from broker.store.datasets import presence
+from broker.store.datasets import replica_sites
 from broker.store.schema import jobs
 from broker.store.sites import site_configs
 from broker.store.transitions import Change
@@ -34,14 +35,6 @@ S = JobState
 
 #: Jobs at a site that no pilot has taken yet.
 QUEUED = (S.DEFINED, S.ASSIGNED, S.THROTTLED, S.ACTIVATED)
-
-#: Fraction of a job's input files present at each site (data locality).
-Locality = Callable[[Connection, list[str]], Mapping[str, float]]
-
-
-def data_locality(conn: Connection, files: list[str]) -> Mapping[str, float]:
-    """The fraction of ``files`` (DIDs) with an available replica at each site."""
-    return {site: n / len(files) for site, n in presence(conn, files).items()}
 
 
 def site_loads(conn: Connection) -> dict[str, Load]:
@@ -67,18 +60,36 @@ class Brokerage:
 
     conn: Connection
     data_weight: float
-    locality: Locality = data_locality
 
     def __post_init__(self) -> None:
         self._catalogue = site_configs(self.conn)
         self._loads = site_loads(self.conn)
+        self._replicas: dict[str, set[str]] = {}
+        self._looked_up: set[str] = set()
+
+    def _look_up(self, specs: Iterable[JobSpec]) -> None:
+        """Where the input files of ``specs`` have replicas, in one query per slice of
+        files rather than one per job."""
+        dids = {d for s in specs for d in s.input_files} - self._looked_up
+        if dids:
+            self._replicas |= replica_sites(self.conn, dids)
+            self._looked_up |= dids
+
+    def locality(self, files: list[str]) -> dict[str, float]:
+        """The fraction of ``files`` (DIDs) with an available replica at each site."""
+        counts: dict[str, int] = defaultdict(int)
+        for did in files:
+            for site in self._replicas.get(did, ()):
+                counts[site] += 1
+        return {site: n / len(files) for site, n in counts.items()}
 
     def decide(self, spec: JobSpec, exclude: Iterable[str] = ()) -> Decision:
         """Where ``spec`` goes; the chosen site counts one more queued job afterwards."""
         needs = Needs.of(spec)
         left_out = set(exclude)
         sites = [s for s in needs.candidates(self._catalogue) if s.name not in left_out]
-        data = self.locality(self.conn, spec.input_files) if spec.input_files else {}
+        self._look_up([spec])
+        data = self.locality(spec.input_files) if spec.input_files else {}
         decision = choose(needs, sites, self._loads, data, self.data_weight)
         if decision.site is not None:
             self._loads.setdefault(decision.site, Load()).queued += 1
@@ -89,7 +100,9 @@ class Brokerage:
     ) -> tuple[list[Placement], list[Unplaced]]:
         """Decide a site for each job, highest priority first; (placed, unplaced)."""
         placed, unplaced = [], []
-        for spec in sorted(specs, key=lambda s: -s.priority):
+        ordered = sorted(specs, key=lambda s: -s.priority)
+        self._look_up(ordered)
+        for spec in ordered:
             decision = self.decide(spec)
             if decision.site is None:
                 unplaced.append(Unplaced(spec, attempt, decision))

@@ -18,7 +18,8 @@ from broker.service.activation import JobRef, Placement, activate, assign
 from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store import transitions
-from broker.store.job_files import link_inputs, missing_inputs
+from broker.store.datasets import replica_sites
+from broker.store.job_files import link_inputs
 from broker.store.transitions import Change
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def set_up(conn: Connection, placements: list[Placement], now: datetime, limits:
     with_inputs = [p for p in assigned if p.spec.input_files]
     unknown = link_inputs(conn, [(p.spec.id, p.attempt, p.spec.input_files) for p in with_inputs])
     _fail_unknown(conn, [p for p in with_inputs if p.spec.id in unknown], unknown, now)
-    missing = missing_inputs(conn, (p.spec.id for p in with_inputs if p.spec.id not in unknown))
+    missing = _missing_at_site(conn, [p for p in with_inputs if p.spec.id not in unknown])
     if missing:
         log.info("%d job(s) wait in assigned for input files to reach their site", len(missing))
     ready = [p for p in assigned if p.spec.id not in unknown and p.spec.id not in missing]
@@ -42,6 +43,20 @@ def set_up(conn: Connection, placements: list[Placement], now: datetime, limits:
     return activate(conn, at_site, now, limits, "all input files are at the site") + activate(
         conn, no_inputs, now, limits
     )
+
+
+def _missing_at_site(conn: Connection, placements: list[Placement]) -> set[str]:
+    """The jobs with an input file that has no available replica at their site.
+
+    Worked out from the files' replicas, not by joining the job's links just
+    written: a task's new links are not in the planner's statistics yet.
+    """
+    where = replica_sites(conn, {d for p in placements for d in p.spec.input_files})
+    return {
+        p.spec.id
+        for p in placements
+        if any(p.site not in where.get(d, ()) for d in p.spec.input_files)
+    }
 
 
 def _fail_unknown(

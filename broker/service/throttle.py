@@ -10,7 +10,7 @@ activity the highest priority, then the oldest.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -108,14 +108,14 @@ def room(use: SiteUse, limits: Limits) -> int:
 
 def fair_order(rows: Sequence[RowMapping], use: SiteUse, limits: Limits) -> list[RowMapping]:
     """``rows`` (one site's) in the order they should be activated."""
-    queues: dict[str, list[RowMapping]] = defaultdict(list)
+    queues: dict[str, deque[RowMapping]] = defaultdict(deque)
     for row in sorted(rows, key=lambda r: (-r["priority"], r["id"])):
         queues[row["activity"] or DEFAULT_ACTIVITY].append(row)
     taken = dict(use.by_activity)
     ordered: list[RowMapping] = []
     while queues:
         activity = min(queues, key=lambda a: (_usage(a, taken, limits), -queues[a][0]["priority"]))
-        ordered.append(queues[activity].pop(0))
+        ordered.append(queues[activity].popleft())
         taken[activity] = taken.get(activity, 0) + 1
         if not queues[activity]:
             del queues[activity]

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, func, insert, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, func, insert, select, update
 
 from broker.errors import BadInput, NotFound
 from broker.protocol import split_did
 from broker.store.clock import iso_times
+from broker.store.keys import keys_in
 from broker.store.schema import dataset_contents, datasets, files, replicas
 
 DATASET_KINDS = ("input", "dispatch", "output", "log")
@@ -44,6 +45,11 @@ class FileRecord:
     def did(self) -> str:
         """``scope:name``."""
         return f"{self.scope}:{self.name}"
+
+
+def _dids_in(keys: Iterable[tuple[str, str]]) -> ColumnElement[bool]:
+    """Files whose (scope, name) is one of ``keys``."""
+    return keys_in(files.c.name, files.c.scope, ((name, scope) for scope, name in keys))
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -96,7 +102,7 @@ def _file_ids(conn: Connection, records: Sequence[FileRecord]) -> dict[tuple[str
     wanted = {(r.scope, r.name): r for r in records}
     ids: dict[tuple[str, str], int] = {}
     for part in chunks(list(wanted)):
-        stmt = select(files).where(tuple_(files.c.scope, files.c.name).in_(part))
+        stmt = select(files).where(_dids_in(part))
         for row in conn.execute(stmt):
             given = wanted[(row.scope, row.name)]
             if (row.size, row.adler32) != (given.size, given.adler32):
@@ -213,25 +219,35 @@ def files_by_did(conn: Connection, dids: Iterable[str]) -> dict[str, tuple[int, 
     keys = list({split_did(d) for d in dids})
     found: dict[str, tuple[int, FileRecord]] = {}
     for part in chunks(keys):
-        stmt = select(files).where(tuple_(files.c.scope, files.c.name).in_(part))
+        stmt = select(files).where(_dids_in(part))
         for row in conn.execute(stmt).mappings():
             record = _record(row)
             found[record.did] = (row["id"], record)
     return found
 
 
+def replica_sites(conn: Connection, dids: Iterable[str]) -> dict[str, set[str]]:
+    """For a set of files (DIDs), the sites where each has an available replica;
+    files with none (or not registered) are left out."""
+    keys = list({split_did(d) for d in dids})
+    found: dict[str, set[str]] = defaultdict(set)
+    for part in chunks(keys):
+        stmt = (
+            select(files.c.scope, files.c.name, replicas.c.site)
+            .join(replicas, replicas.c.file_id == files.c.id)
+            .where(_dids_in(part), replicas.c.state == AVAILABLE)
+        )
+        for scope, name, site in conn.execute(stmt):
+            found[f"{scope}:{name}"].add(site)
+    return dict(found)
+
+
 def presence(conn: Connection, dids: Iterable[str]) -> dict[str, int]:
     """For a set of files (DIDs), how many of them have an available replica at each site."""
-    ids = [fid for fid, _ in files_by_did(conn, dids).values()]
     counts: dict[str, int] = defaultdict(int)
-    for part in chunks(ids):
-        stmt = (
-            select(replicas.c.site, func.count())
-            .where(replicas.c.file_id.in_(part), replicas.c.state == AVAILABLE)
-            .group_by(replicas.c.site)
-        )
-        for site, n in conn.execute(stmt):
-            counts[site] += n
+    for sites in replica_sites(conn, dids).values():
+        for site in sites:
+            counts[site] += 1
     return dict(counts)
 
 
