@@ -58,6 +58,13 @@ def test_metrics_follow_jobs_and_agree_with_sql(system: System, scrape: str) -> 
     )
     # Then they wait activated, in the queue of their site and resource type
     wait_for(lambda: set(system.states(ids).values()) == {"activated"}, what="activation")
+    # (the dispatches reach RabbitMQ just after the commit that activated the jobs)
+    wait_for(
+        lambda: (
+            value(samples(scrape), "pandamq_queue_depth", site=site, resource_type="SCORE") == 3
+        ),
+        what="dispatches in the site's queue",
+    )
     queued = samples(scrape)
     assert value(queued, "pandamq_jobs", site=site, state="activated") == 3
     assert value(queued, "pandamq_queue_depth", site=site, resource_type="SCORE") == 3
