@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, insert, update
+from sqlalchemy import Connection, Table, insert, update
 
 from broker.metrics import ILLEGAL_TRANSITIONS
 from broker.observability.pipeline import transitions_applied
 from broker.states import JobState, can_transition, is_final
+from broker.store.bulk import update_each
 from broker.store.datasets import chunks
 from broker.store.keys import keys_in
 from broker.store.schema import job_attempts, job_transitions, jobs
@@ -117,28 +118,18 @@ def _set_values(conn: Connection, table: Table, changes: list[Change]) -> None:
         columns = tuple(sorted(k for k in change.values if k in table.c))
         if columns:
             by_columns[columns].append(change)
+    keys = _keys(table)
     for columns, group in by_columns.items():
-        stmt = (
-            update(table).where(*_row_of(table)).values({c: bindparam(f"b_{c}") for c in columns})
-        )
-        params = [
-            {
-                "b_id": ch.job_id,
-                "b_attempt": ch.attempt,
-                **{f"b_{c}": ch.values[c] for c in columns},
-            }
+        rows = [
+            {keys[0]: ch.job_id, keys[1]: ch.attempt, **{c: ch.values[c] for c in columns}}
             for ch in group
         ]
-        conn.execute(stmt, params)
+        update_each(conn, table, keys, rows)
 
 
-def _row_of(table: Table) -> list[Any]:
-    if table is jobs:
-        return [jobs.c.id == bindparam("b_id"), jobs.c.attempt == bindparam("b_attempt")]
-    return [
-        job_attempts.c.job_id == bindparam("b_id"),
-        job_attempts.c.attempt == bindparam("b_attempt"),
-    ]
+def _keys(table: Table) -> tuple[str, str]:
+    """The columns naming a job attempt's row in ``table``."""
+    return ("id", "attempt") if table is jobs else ("job_id", "attempt")
 
 
 def _record(conn: Connection, applied: list[Change], now: datetime) -> None:
@@ -159,16 +150,16 @@ def _record(conn: Connection, applied: list[Change], now: datetime) -> None:
             for c in applied
         ],
     )
-    conn.execute(
-        update(job_attempts)
-        .where(*_row_of(job_attempts))
-        .values(state=bindparam("b_state"), ended_at=bindparam("b_ended")),
+    update_each(
+        conn,
+        job_attempts,
+        _keys(job_attempts),
         [
             {
-                "b_id": c.job_id,
-                "b_attempt": c.attempt,
-                "b_state": c.to_state.value,
-                "b_ended": now if is_final(c.to_state) else None,
+                "job_id": c.job_id,
+                "attempt": c.attempt,
+                "state": c.to_state.value,
+                "ended_at": now if is_final(c.to_state) else None,
             }
             for c in applied
         ],

@@ -16,6 +16,7 @@ from broker.metrics import ILLEGAL_TRANSITIONS
 from broker.protocol import JobSpec
 from broker.states import JobState
 from broker.store import outbox, transitions
+from broker.store.bulk import update_each
 from broker.store.clock import now
 from broker.store.engine import open_engine, transaction
 from broker.store.jobs import get_job, insert_defined
@@ -177,3 +178,25 @@ def test_the_migrations_build_exactly_the_schema_the_code_defines(engine: Engine
     with engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
     assert differences == []
+
+
+def test_update_each_sets_every_row_its_own_values_the_later_winning(engine: Engine) -> None:
+    # Given three jobs
+    for job_id in ("each-1", "each-2", "each-3"):
+        new_job(engine, job_id)
+    # When each gets its own values in one call, each-2 twice, and each-3 nothing
+    rows = [
+        {"id": "each-1", "attempt": 1, "site": None, "brokerage": {"why": "one"}, "priority": 7},
+        {"id": "each-2", "attempt": 1, "site": None, "brokerage": None, "priority": 1},
+        {"id": "each-2", "attempt": 1, "site": None, "brokerage": {"n": [2]}, "priority": 2},
+    ]
+    with transaction(engine) as conn:
+        update_each(conn, jobs, ("id", "attempt"), rows)
+    # Then each row has its own values (JSON included), the later of the two for each-2
+    with transaction(engine) as conn:
+        found = {
+            r.id: (r.brokerage, r.priority)
+            for r in conn.execute(select(jobs.c.id, jobs.c.brokerage, jobs.c.priority))
+            if r.id.startswith("each-")
+        }
+    assert found == {"each-1": ({"why": "one"}, 7), "each-2": ({"n": [2]}, 2), "each-3": (None, 0)}

@@ -1,0 +1,58 @@
+"""Update many rows, each with values of its own, in one statement.
+
+An ``executemany`` of ``UPDATE … WHERE key = :key`` runs one statement per row:
+on PostgreSQL that costs a round of parsing, planning and executing for each.
+``update_each`` sends the rows as one array per column instead and updates
+them with a single ``UPDATE … FROM unnest(…)`` (SQLite, in process, keeps the
+``executemany``, which costs it little).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import JSON, Connection, Table, bindparam, text, update
+
+
+def update_each(
+    conn: Connection, table: Table, keys: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """Set, in the row of ``table`` each of ``rows`` names by its ``keys`` columns, the
+    other columns it carries. All ``rows`` carry the same columns; when two name the
+    same row, the later one wins."""
+    if not rows:
+        return
+    latest = {tuple(r[k] for k in keys): r for r in rows}
+    columns = [c for c in rows[0] if c not in keys]
+    if conn.dialect.name != "postgresql":
+        stmt = (
+            update(table)
+            .where(*(table.c[k] == bindparam(f"b_{k}") for k in keys))
+            .values({c: bindparam(f"b_{c}") for c in columns})
+        )
+        conn.execute(stmt, [{f"b_{k}": v for k, v in r.items()} for r in latest.values()])
+        return
+    names = [*keys, *columns]
+    unnested = ", ".join(_unnest(conn, table, n) for n in names)
+    sql = (
+        f"UPDATE {table.name} AS t SET {', '.join(f'{c} = v.{c}' for c in columns)} "
+        f"FROM (SELECT {unnested}) AS v "
+        f"WHERE {' AND '.join(f't.{k} = v.{k}' for k in keys)}"
+    )
+    params = {n: [_value(table, n, r[n]) for r in latest.values()] for n in names}
+    conn.execute(text(sql), params)
+
+
+def _unnest(conn: Connection, table: Table, name: str) -> str:
+    column = table.c[name]
+    if isinstance(column.type, JSON):
+        return f"CAST(unnest(CAST(:{name} AS TEXT[])) AS JSON) AS {name}"
+    return f"unnest(CAST(:{name} AS {column.type.compile(dialect=conn.dialect)}[])) AS {name}"
+
+
+def _value(table: Table, name: str, value: Any) -> Any:
+    if value is not None and isinstance(table.c[name].type, JSON):
+        return json.dumps(value)
+    return value
