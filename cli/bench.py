@@ -43,6 +43,20 @@ from cli.context import connection_options, settings
     show_default=True,
     help="Submissions per second (0: all at once, to saturate the broker).",
 )
+@click.option(
+    "--old-jobs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Finished jobs (with their history) put in the database first (PostgreSQL).",
+)
+@click.option(
+    "--idle-seconds",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="How long the CPU of idle processes is measured (--mode idle).",
+)
 @click.option("--timeout", type=click.FloatRange(min=1), default=900.0, show_default=True)
 @click.option(
     "--work-dir",
@@ -61,19 +75,31 @@ def bench(
     pilots_per_site: int,
     heartbeat_seconds: float,
     rate: float,
+    old_jobs: int,
+    idle_seconds: float,
     timeout: float,
     work_dir: Path | None,
 ) -> None:
     """Run N jobs through their whole life on RabbitMQ and the database; report the figures."""
     s = settings(ctx)
     plan = Plan(
-        cast(Mode, mode), jobs, brokers, sites, pilots_per_site, heartbeat_seconds, timeout, rate
+        cast(Mode, mode),
+        jobs,
+        brokers,
+        sites,
+        pilots_per_site,
+        heartbeat_seconds,
+        timeout,
+        rate,
+        old_jobs,
+        idle_seconds,
     )
     where = work_dir or Path(tempfile.mkdtemp(prefix="pandamq-bench-"))
     console = Console(stderr=True)
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(f"{mode}: jobs finished", total=jobs)
+        what, total = ("seconds", int(idle_seconds)) if mode == "idle" else ("jobs finished", jobs)
+        task = progress.add_task(f"{mode}: {what}", total=total)
         figures = run(s, plan, where, lambda done, total: progress.update(task, completed=done))
     Console().print(_table(figures))
     click.echo(json.dumps(figures, sort_keys=True))

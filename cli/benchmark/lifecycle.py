@@ -7,7 +7,12 @@ Modes:
 - ``full``: real ``pandamq pilot`` processes run the payload ``true``;
 - ``heartbeat``: the jobs stay running and heartbeat as fast as they can for a
   while, then finish: how many heartbeats a second the broker ingests;
-- ``bulk``: one task of N files split into N jobs, persisted and brokered.
+- ``bulk``: one task of N files split into N jobs, persisted and brokered;
+- ``idle``: the services and a pilot per site with nothing to do, and the CPU
+  each uses.
+
+``old_jobs`` first fills the database with that many finished jobs (and their
+history), to show that what a run costs does not grow with the tables.
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ from broker.store.migrate import upgrade
 from broker.store.sites import add_site
 from cli.benchmark import measure, processes
 from cli.benchmark.bulk import measure_bulk
+from cli.benchmark.idle import measure_idle
 from cli.benchmark.loadgen import LoadStats, VirtualPilots
+from cli.benchmark.seed import seed_old_jobs
 from cli.submitter import publish_specs
 
-Mode = Literal["capacity", "full", "heartbeat", "bulk"]
-MODES: tuple[Mode, ...] = ("capacity", "full", "heartbeat", "bulk")
+Mode = Literal["capacity", "full", "heartbeat", "bulk", "idle"]
+MODES: tuple[Mode, ...] = ("capacity", "full", "heartbeat", "bulk", "idle")
 #: PostgreSQL publishes its statistics counters about this often.
 STATS_DELAY_S = 1.5
 #: A paced submitter publishes this often.
@@ -59,6 +66,10 @@ class Plan:
     timeout_s: float = 900.0
     #: Submissions per second; 0 submits everything at once (saturation).
     rate: float = 0.0
+    #: Finished jobs put in the database before the run.
+    old_jobs: int = 0
+    #: How long the idle mode measures.
+    idle_s: float = 60.0
 
 
 Progress = Callable[[int, int], None]
@@ -74,8 +85,10 @@ def run(settings: Settings, plan: Plan, work_dir: Path, on_progress: Progress) -
     work_dir.mkdir(parents=True, exist_ok=True)
     engine = open_engine(settings.database_url)
     upgrade(engine)
-    _vacuum(engine)
     sites = _new_sites(engine, plan.sites)
+    if plan.old_jobs:
+        seed_old_jobs(engine, plan.old_jobs, uuid.uuid4().hex[:6].upper())
+    _vacuum(engine)
     env = processes.environment(settings, work_dir)
     with transaction(engine) as conn:
         db_before = measure.database_work(conn)
@@ -84,10 +97,16 @@ def run(settings: Settings, plan: Plan, work_dir: Path, on_progress: Progress) -
     )
     try:
         if plan.mode == "bulk":
-            return measure_bulk(settings, engine, sites, plan.jobs, plan.timeout_s, on_progress)
-        return _measure(
-            settings, plan, engine, sites, env, work_dir, brokers, db_before, on_progress
-        )
+            figures = measure_bulk(settings, engine, sites, plan.jobs, plan.timeout_s, on_progress)
+        elif plan.mode == "idle":
+            figures = measure_idle(env, work_dir, brokers, sites, plan.idle_s, on_progress)
+        else:
+            figures = _measure(
+                settings, plan, engine, sites, env, work_dir, brokers, db_before, on_progress
+            )
+        with transaction(engine) as conn:
+            figures["job_rows"] = measure.job_rows(conn)
+        return figures
     finally:
         for broker in brokers:
             broker.stop()

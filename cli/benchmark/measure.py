@@ -33,6 +33,11 @@ def finished(conn: Connection, sites: Sequence[str]) -> Finished:
     return Finished(row[0], row[1])
 
 
+def job_rows(conn: Connection) -> int:
+    """How many job rows the database holds."""
+    return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())
+
+
 def dispatch_latencies(conn: Connection, sites: Sequence[str]) -> list[float]:
     """Seconds from ``activated`` to ``sent`` (claimed) for each attempt at the sites."""
     activated = aliased(job_transitions)

@@ -39,6 +39,15 @@ class Process:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu_seconds(self) -> float:
+        """CPU time it has used so far (user and system), in seconds; 0 once it has ended."""
+        try:
+            fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        # utime and stime: fields 14 and 15 of stat(5), counted after the command's ")".
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log(self) -> str:
         """What it has logged."""
         return self.log_path.read_text(errors="replace")
@@ -52,6 +61,14 @@ class Process:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             return self.popen.wait()
+
+
+def ended(process: Process) -> PermanentError:
+    """The error for a process of the benchmark that ended on its own."""
+    return PermanentError(
+        f"a {process.kind} process ended (exit {process.popen.poll()}); "
+        f"the end of its log ({process.log_path}):\n{process.log()[-2000:]}"
+    )
 
 
 def environment(settings: Settings, work_dir: Path) -> dict[str, str]:

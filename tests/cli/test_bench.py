@@ -55,3 +55,35 @@ def test_the_benchmark_refuses_the_in_process_transport(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "set PANDAMQ_BROKER_URL to a RabbitMQ" in result.stderr
+
+
+def test_old_jobs_are_in_the_database_before_the_run(
+    services: tuple[str, str], tmp_path: Path
+) -> None:
+    # Given RabbitMQ and PostgreSQL
+    pandamq = Pandamq(*services, tmp_path)
+    # When a run of 10 jobs starts with 300 old finished jobs put in first
+    result = pandamq.run(
+        "bench", "--jobs", "10", "--sites", "1", "--old-jobs", "300", timeout_s=120
+    )
+    # Then the database held them beside the run's own jobs
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["jobs_per_s"] > 0
+    assert figures["job_rows"] >= 310
+
+
+def test_idle_mode_reports_the_cpu_of_every_kind_of_process(
+    services: tuple[str, str], tmp_path: Path
+) -> None:
+    # Given RabbitMQ and PostgreSQL
+    pandamq = Pandamq(*services, tmp_path)
+    # When the services and a pilot per site sit idle for 2 s
+    result = pandamq.run(
+        "bench", "--mode", "idle", "--sites", "2", "--idle-seconds", "2", timeout_s=120
+    )
+    # Then the CPU each kind used is reported, as a share of one core
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["mode"] == "idle"
+    cpu = figures["idle_cpu_percent"]
+    assert set(cpu) == {"broker", "ddm", "monitor", "pilot"}
+    assert all(0 <= v <= 200 for v in cpu.values())
