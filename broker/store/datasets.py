@@ -242,15 +242,6 @@ def replica_sites(conn: Connection, dids: Iterable[str]) -> dict[str, set[str]]:
     return dict(found)
 
 
-def presence(conn: Connection, dids: Iterable[str]) -> dict[str, int]:
-    """For a set of files (DIDs), how many of them have an available replica at each site."""
-    counts: dict[str, int] = defaultdict(int)
-    for sites in replica_sites(conn, dids).values():
-        for site in sites:
-            counts[site] += 1
-    return dict(counts)
-
-
 def replicas_at(conn: Connection, site: str, file_ids: Sequence[int]) -> dict[int, str]:
     """Path of each of ``file_ids`` that has an available replica at ``site``."""
     paths: dict[int, str] = {}

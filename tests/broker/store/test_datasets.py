@@ -13,8 +13,8 @@ from broker.store.datasets import (
     FileRecord,
     dataset_files,
     list_datasets,
-    presence,
     register,
+    replica_sites,
 )
 from broker.store.engine import transaction
 from broker.store.sites import add_site
@@ -46,7 +46,7 @@ def test_files_are_listed_in_the_order_they_were_registered(engine: Engine) -> N
     assert [(d["kind"], d["state"], d["files"]) for d in summary] == [("input", "open", 5)]
 
 
-def test_presence_counts_the_files_each_site_has(engine: Engine) -> None:
+def test_replica_sites_names_the_sites_each_file_is_at(engine: Engine) -> None:
     # Given 4 files at site A, 2 of them also at site B
     files = new_files(4)
     with transaction(engine) as conn:
@@ -56,9 +56,10 @@ def test_presence_counts_the_files_each_site_has(engine: Engine) -> None:
         register(conn, f"b.{uuid.uuid4().hex}", [(f, "/b") for f in files[:2]], "DS_SITE_B", now())
     # When brokerage asks where 3 of them (and an unknown file) are
     with transaction(engine) as conn:
-        counts = presence(conn, [f.did for f in files[1:]] + ["user:nowhere"])
-    # Then each site counts only the files it has
-    assert counts == {"DS_SITE_A": 3, "DS_SITE_B": 1}
+        where = replica_sites(conn, [f.did for f in files[1:]] + ["user:nowhere"])
+    # Then each file names the sites that have it, and the unknown file is left out
+    both, a_only = {"DS_SITE_A", "DS_SITE_B"}, {"DS_SITE_A"}
+    assert where == {files[1].did: both, files[2].did: a_only, files[3].did: a_only}
 
 
 def test_a_known_file_with_another_checksum_is_refused(engine: Engine) -> None:
