@@ -13,6 +13,7 @@ from sqlalchemy import select
 from broker import topology
 from broker.brokerage.catalogue import ResourceSlot, SiteConfig
 from broker.error_codes import BrokerageError, ErrorFamily, TaskBufferError
+from broker.messaging.connection import connect
 from broker.protocol import JobSpec, TaskSpec
 from broker.settings import Settings
 from broker.store.clock import now
@@ -325,6 +326,13 @@ def dispatches_waiting(system: System, ids: list[str]) -> bool:
     return any(job_id in body for job_id in ids for body in bodies)
 
 
+def queued(system: System, site: str, resource_type: str) -> int:
+    """Messages ready in a site's job queue of one resource type."""
+    with connect(system.settings) as connection:
+        name = topology.job_queue_name(site, resource_type)
+        return int(connection.default_channel.queue_declare(name, passive=True).message_count)
+
+
 def max_activated(system: System, ids: list[str]) -> int:
     with transaction(system.engine) as conn:
         rows = conn.execute(
@@ -399,6 +407,7 @@ def test_a_pilot_takes_the_largest_jobs_it_fits_first(system: System) -> None:
     mcore = system.submit(*[JobSpec(command="true", site=site, cores=8) for _ in range(2)])
     wait_for(lambda: set(system.states(score + mcore).values()) == {"activated"}, what="jobs")
     wait_for(lambda: not dispatches_waiting(system, mcore), what="dispatches in the queues")
+    wait_for(lambda: queued(system, site, "MCORE") == 2, what="MCORE dispatches in their queue")
     # When an 8-core pilot takes them
     system.start_pilot(site, cores=8, memory_mb=16000)
     system.wait_final(score + mcore)
