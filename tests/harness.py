@@ -81,7 +81,10 @@ class System:
 
     def new_site(self) -> str:
         """A site with a name no other test uses, so its queues are this test's own."""
-        name = f"SITE_{uuid.uuid4().hex[:8].upper()}"
+        return self.add_site(f"SITE_{uuid.uuid4().hex[:8].upper()}")
+
+    def add_site(self, name: str) -> str:
+        """The site ``name``, added unless it is there already."""
         with transaction(self.engine) as conn:
             add_site(conn, name)
         return name

@@ -59,12 +59,33 @@ class Deployment:
         return spec.id
 
 
+@dataclass(frozen=True)
+class Provisioned:
+    """A vhost on the TLS node with two sites' pilots, three users and the broker service."""
+
+    vhost: str
+    site_a: str
+    site_b: str
+
+
+@pytest.fixture(scope="module")
+def provisioned(tls_rabbitmq_node: TlsRabbitMQNode) -> Provisioned:
+    """Provisioned once for the module: ``rabbitmqctl`` runs 25 commands, ~0.5 s each here."""
+    vhost = tls_rabbitmq_node.add_vhost().rsplit("/", 1)[1]
+    site_a, site_b = (f"SITE_{uuid.uuid4().hex[:8].upper()}" for _ in range(2))
+    tls_rabbitmq_node.provision(vhost, [site_a, site_b], ["alice", "bob", "prod"])
+    return Provisioned(vhost, site_a, site_b)
+
+
 @pytest.fixture
 def deployment(
-    tls_rabbitmq_node: TlsRabbitMQNode, services: tuple[str, str], tmp_path: Path
+    tls_rabbitmq_node: TlsRabbitMQNode,
+    provisioned: Provisioned,
+    services: tuple[str, str],
+    tmp_path: Path,
 ) -> Iterator[Deployment]:
-    node = tls_rabbitmq_node
-    vhost = node.add_vhost().rsplit("/", 1)[1]
+    """A broker service of the test's own on the provisioned vhost."""
+    node, vhost = tls_rabbitmq_node, provisioned.vhost
     base = test_settings(node.url(vhost), services[1], tmp_path)
     certs_dir = tmp_path / "certs"
     broker_settings = node.settings_for(
@@ -75,10 +96,12 @@ def deployment(
     )
     system = System(broker_settings)
     try:
-        site_a, site_b = system.new_site(), system.new_site()
-        node.provision(vhost, [site_a, site_b], ["alice", "bob", "prod"])
+        for site in (provisioned.site_a, provisioned.site_b):
+            system.add_site(site)
         system.start_broker()
-        yield Deployment(node, vhost, system, site_a, site_b, base, certs_dir)
+        yield Deployment(
+            node, vhost, system, provisioned.site_a, provisioned.site_b, base, certs_dir
+        )
     finally:
         system.close()
     assert not dead_letters(base.replace(broker_url=node.url(vhost)))
