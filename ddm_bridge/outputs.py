@@ -21,7 +21,7 @@ from sqlalchemy import Connection, RowMapping
 
 from broker.error_codes import DDMError, ErrorFamily
 from broker.errors import BadInput
-from broker.protocol import FileInfo, JobEvent, JobSpec, TaskSpec
+from broker.protocol import JobEvent, JobSpec, TaskSpec
 from broker.states import FINAL_STATES, JobState
 from broker.store import datasets, job_files, subscriptions
 from broker.store.datasets import FileRecord
@@ -54,18 +54,57 @@ def register(
     after: dict[str, AfterHolding] = {}
     final = [e for e in events if e.kind in ("finished", "failed", "cancelled") and e.files]
     final = [e for e in final if JobState(rows[e.job_id]["state"]) not in FINAL_STATES]
+    if not final:
+        return after
     tasks = task_specs(conn, {t for e in final if (t := rows[e.job_id]["task_id"])})
+    problems = _register_all(conn, final, rows, tasks, root, now)
     for event in final:
-        row = rows[event.job_id]
-        problem = _register_job(conn, event, row, tasks.get(row["task_id"]), root, now)
+        problem = problems.get(event.job_id)
         if problem is not None:
             log.warning("job %s: outputs not registered: %s", event.job_id, problem)
             after[event.job_id] = AfterHolding(JobState.FAILED, _refusal(event, problem))
-        elif event.kind == "finished" and _ship(conn, event, row, now):
+        elif event.kind == "finished" and _ship(conn, event, rows[event.job_id], now):
             after[event.job_id] = AfterHolding(
                 JobState.TRANSFERRING, {"exit_code": event.exit_code}
             )
     return after
+
+
+def _register_all(
+    conn: Connection,
+    events: list[JobEvent],
+    rows: dict[str, RowMapping],
+    tasks: dict[str, TaskSpec],
+    root: str,
+    now: datetime,
+) -> dict[str, str]:
+    """Register the files of all ``events`` together; if that is refused, job by job, so
+    that only the jobs whose files are refused fail. Why each refused job was refused."""
+    whole = _why(conn, events, rows, tasks, root, now)
+    if not whole:
+        return {}
+    if len(events) == 1:
+        return {events[0].job_id: whole}
+    return {
+        e.job_id: problem for e in events if (problem := _why(conn, [e], rows, tasks, root, now))
+    }
+
+
+def _why(
+    conn: Connection,
+    events: list[JobEvent],
+    rows: dict[str, RowMapping],
+    tasks: dict[str, TaskSpec],
+    root: str,
+    now: datetime,
+) -> str:
+    """Register the files of ``events``; what refused them, or "" if nothing did."""
+    try:
+        with conn.begin_nested():
+            _register(conn, events, rows, tasks, root, now)
+    except BadInput as exc:
+        return str(exc)
+    return ""
 
 
 def _refusal(event: JobEvent, problem: str) -> dict[str, Any]:
@@ -95,45 +134,42 @@ def _ship(conn: Connection, event: JobEvent, row: RowMapping, now: datetime) -> 
     return True
 
 
-def _register_job(
+def _register(
     conn: Connection,
-    event: JobEvent,
-    row: RowMapping,
-    task: TaskSpec | None,
-    root: str,
-    now: datetime,
-) -> str | None:
-    spec = spec_of(row)
-    try:
-        with conn.begin_nested():
-            for role in ("output", "log"):
-                infos = [f for f in event.files if f.role == role]
-                if infos:
-                    name = dataset_name(spec, role, task)
-                    _register_files(
-                        conn, spec, name, event.attempt, row["site"], infos, role, root, now
-                    )
-    except BadInput as exc:
-        return str(exc)
-    return None
-
-
-def _register_files(
-    conn: Connection,
-    spec: JobSpec,
-    name: str,
-    attempt: int,
-    site: str,
-    infos: list[FileInfo],
-    role: str,
+    events: list[JobEvent],
+    rows: dict[str, RowMapping],
+    tasks: dict[str, TaskSpec],
     root: str,
     now: datetime,
 ) -> None:
-    records = [FileRecord(f.scope, f.name, f.guid, f.size, f.adler32) for f in infos]
-    placed = [(r, str(se_path(root, site, r.scope, r.name))) for r in records]
+    placements: list[datasets.Placement] = []
+    produced: list[tuple[str, int, dict[str, str]]] = []
+    for event in events:
+        row = rows[event.job_id]
+        spec = spec_of(row)
+        task = tasks.get(row["task_id"])
+        for role in ("output", "log"):
+            records = [
+                FileRecord(f.scope, f.name, f.guid, f.size, f.adler32)
+                for f in event.files
+                if f.role == role
+            ]
+            if records:
+                placed = [(r, str(se_path(root, row["site"], r.scope, r.name))) for r in records]
+                name = dataset_name(spec, role, task)
+                placements.append(datasets.Placement(name, placed, row["site"], role, spec.task_id))
+        produced.append(
+            (spec.id, event.attempt, {f"{f.scope}:{f.name}": f.role for f in event.files})
+        )
     # A job retried by hand after its task's datasets were closed writes into
     # them again; they are closed again once it ends.
-    datasets.reopen(conn, name, now)
-    datasets.register(conn, name, placed, site, now, kind=role, task_id=spec.task_id)
-    ids = datasets.files_by_did(conn, (r.did for r in records))
-    job_files.link_outputs(conn, spec.id, attempt, {ids[r.did][0]: role for r in records})
+    datasets.reopen(conn, (p.dataset for p in placements), now)
+    datasets.register_all(conn, placements, now)
+    ids = datasets.files_by_did(conn, (did for _, _, files in produced for did in files))
+    job_files.link_outputs(
+        conn,
+        [
+            (job_id, attempt, {ids[d][0]: role for d, role in files.items()})
+            for job_id, attempt, files in produced
+        ],
+    )

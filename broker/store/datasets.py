@@ -9,7 +9,7 @@ storage element (SE), ``available`` once it is there and verified.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -58,6 +58,18 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Files put into one dataset, each with a replica at its path on ``site``'s SE
+    (without a site the files are only catalogued)."""
+
+    dataset: str
+    placed: Sequence[tuple[FileRecord, str]]
+    site: str | None = None
+    kind: str = "input"
+    task_id: str | None = None
+
+
 def ensure_dataset(
     conn: Connection,
     name: str,
@@ -67,39 +79,64 @@ def ensure_dataset(
     site: str | None = None,
 ) -> None:
     """Create an open dataset unless it exists; a dataset keeps the kind it was made with."""
-    if kind not in DATASET_KINDS:
-        raise BadInput(f"dataset kind must be one of {', '.join(DATASET_KINDS)}, got {kind!r}")
-    found = conn.execute(select(datasets.c.kind).where(datasets.c.name == name)).first()
-    if found is None:
-        conn.execute(
-            insert(datasets).values(
-                name=name,
-                kind=kind,
-                state=OPEN,
-                task_id=task_id,
-                site=site,
-                created_at=now,
-                modified_at=now,
-            )
-        )
-    elif found.kind != kind:
-        raise BadInput(f"dataset {name!r} is a {found.kind} dataset, not {kind}")
+    ensure_datasets(conn, {name: (kind, task_id, site)}, now)
+
+
+def ensure_datasets(
+    conn: Connection, wanted: dict[str, tuple[str, str | None, str | None]], now: datetime
+) -> None:
+    """:func:`ensure_dataset` for several datasets, name → (kind, task id, site)."""
+    for kind, _, _ in wanted.values():
+        if kind not in DATASET_KINDS:
+            raise BadInput(f"dataset kind must be one of {', '.join(DATASET_KINDS)}, got {kind!r}")
+    found: dict[str, str] = {}
+    for part in chunks(list(wanted)):
+        stmt = select(datasets.c.name, datasets.c.kind).where(datasets.c.name.in_(part))
+        found |= {r.name: r.kind for r in conn.execute(stmt)}
+    for name, kind in found.items():
+        if kind != wanted[name][0]:
+            raise BadInput(f"dataset {name!r} is a {kind} dataset, not {wanted[name][0]}")
+    new = [
+        {
+            "name": name,
+            "kind": kind,
+            "state": OPEN,
+            "task_id": task_id,
+            "site": site,
+            "created_at": now,
+            "modified_at": now,
+        }
+        for name, (kind, task_id, site) in wanted.items()
+        if name not in found
+    ]
+    if new:
+        conn.execute(insert(datasets), new)
 
 
 def upsert_files(
     conn: Connection, records: Sequence[FileRecord], now: datetime
 ) -> dict[tuple[str, str], int]:
-    """The id of each file, registering the new ones; a known DID must match its checksum."""
-    ids = _file_ids(conn, records)
-    new = {(r.scope, r.name): r for r in records if (r.scope, r.name) not in ids}
+    """The id of each file, registering the new ones; a known DID must match its checksum,
+    and a DID given twice must come with one checksum."""
+    wanted: dict[tuple[str, str], FileRecord] = {}
+    for r in records:
+        given = wanted.setdefault((r.scope, r.name), r)
+        if (given.size, given.adler32) != (r.size, r.adler32):
+            raise BadInput(
+                f"file {r.did} is given with size {given.size} and adler32 {given.adler32} "
+                f"and with size {r.size} and adler32 {r.adler32}"
+            )
+    ids = _file_ids(conn, wanted)
+    new = [r for key, r in wanted.items() if key not in ids]
     if new:
-        conn.execute(insert(files), [{**r.__dict__, "created_at": now} for r in new.values()])
-        ids |= _file_ids(conn, list(new.values()))
+        conn.execute(insert(files), [{**r.__dict__, "created_at": now} for r in new])
+        ids |= _file_ids(conn, {(r.scope, r.name): r for r in new})
     return ids
 
 
-def _file_ids(conn: Connection, records: Sequence[FileRecord]) -> dict[tuple[str, str], int]:
-    wanted = {(r.scope, r.name): r for r in records}
+def _file_ids(
+    conn: Connection, wanted: dict[tuple[str, str], FileRecord]
+) -> dict[tuple[str, str], int]:
     ids: dict[tuple[str, str], int] = {}
     for part in chunks(list(wanted)):
         stmt = select(files).where(_dids_in(part))
@@ -116,37 +153,63 @@ def _file_ids(conn: Connection, records: Sequence[FileRecord]) -> dict[tuple[str
 
 def add_to_dataset(conn: Connection, dataset: str, file_ids: Sequence[int], now: datetime) -> int:
     """Append files to an open dataset (those already in it are skipped); how many added."""
-    found = conn.execute(select(datasets.c.state).where(datasets.c.name == dataset)).first()
-    if found is None:
-        raise NotFound(f"no dataset {dataset!r}")
-    if found.state != OPEN:
-        raise BadInput(f"dataset {dataset!r} is {found.state}: no files can be added")
-    present = _contents_ids(conn, dataset, file_ids)
-    new = list(dict.fromkeys(i for i in file_ids if i not in present))
+    return add_to_datasets(conn, {dataset: file_ids}, now)[dataset]
+
+
+def add_to_datasets(
+    conn: Connection, wanted: Mapping[str, Sequence[int]], now: datetime
+) -> dict[str, int]:
+    """:func:`add_to_dataset` for several datasets; how many files each gained."""
+    state: dict[str, str] = {}
+    for part in chunks(list(wanted)):
+        stmt = select(datasets.c.name, datasets.c.state).where(datasets.c.name.in_(part))
+        state |= {r.name: r.state for r in conn.execute(stmt)}
+    for name in wanted:
+        if name not in state:
+            raise NotFound(f"no dataset {name!r}")
+        if state[name] != OPEN:
+            raise BadInput(f"dataset {name!r} is {state[name]}: no files can be added")
+    present = _contents(conn, [(i, name) for name, ids in wanted.items() for i in ids])
+    new = {
+        name: fresh
+        for name, ids in wanted.items()
+        if (fresh := list(dict.fromkeys(i for i in ids if (i, name) not in present)))
+    }
     if new:
-        last = select(func.max(dataset_contents.c.position)).where(
-            dataset_contents.c.dataset == dataset
-        )
-        start = (conn.execute(last).scalar() or 0) + 1
+        last: dict[str, int] = {}
+        for part in chunks(list(new)):
+            stmt = (
+                select(dataset_contents.c.dataset, func.max(dataset_contents.c.position))
+                .where(dataset_contents.c.dataset.in_(part))
+                .group_by(dataset_contents.c.dataset)
+            )
+            last |= {name: top for name, top in conn.execute(stmt)}
         conn.execute(
             insert(dataset_contents),
             [
-                {"dataset": dataset, "file_id": fid, "position": start + n, "added_at": now}
-                for n, fid in enumerate(new)
+                {
+                    "dataset": name,
+                    "file_id": fid,
+                    "position": last.get(name, 0) + n,
+                    "added_at": now,
+                }
+                for name, ids in new.items()
+                for n, fid in enumerate(ids, start=1)
             ],
         )
-        conn.execute(update(datasets).where(datasets.c.name == dataset).values(modified_at=now))
-    return len(new)
+        for part in chunks(list(new)):
+            conn.execute(update(datasets).where(datasets.c.name.in_(part)).values(modified_at=now))
+    return {name: len(new.get(name, ())) for name in wanted}
 
 
-def _contents_ids(conn: Connection, dataset: str, file_ids: Sequence[int]) -> set[int]:
-    """Which of ``file_ids`` are in ``dataset`` already."""
-    present: set[int] = set()
-    for part in chunks(list(file_ids)):
-        stmt = select(dataset_contents.c.file_id).where(
-            dataset_contents.c.dataset == dataset, dataset_contents.c.file_id.in_(part)
+def _contents(conn: Connection, keys: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Which (file id, dataset) pairs of ``keys`` are dataset contents already."""
+    present: set[tuple[int, str]] = set()
+    for part in chunks(keys):
+        stmt = select(dataset_contents.c.file_id, dataset_contents.c.dataset).where(
+            keys_in(dataset_contents.c.file_id, dataset_contents.c.dataset, part)
         )
-        present |= {r.file_id for r in conn.execute(stmt)}
+        present |= {(r.file_id, r.dataset) for r in conn.execute(stmt)}
     return present
 
 
@@ -191,11 +254,30 @@ def register(
     ``placed`` is (file, path) pairs; without a site the files are only
     catalogued. Returns how many files were new to the dataset.
     """
-    ensure_dataset(conn, dataset, kind, now, task_id=task_id)
-    ids = upsert_files(conn, [f for f, _ in placed], now)
-    added = add_to_dataset(conn, dataset, [ids[(f.scope, f.name)] for f, _ in placed], now)
-    if site is not None:
-        add_replicas(conn, site, {ids[(f.scope, f.name)]: path for f, path in placed}, now)
+    return register_all(conn, [Placement(dataset, placed, site, kind, task_id)], now)[dataset]
+
+
+def register_all(
+    conn: Connection, placements: Sequence[Placement], now: datetime
+) -> dict[str, int]:
+    """:func:`register` for several placements in a few statements; how many files were
+    new to each dataset."""
+    kinds: dict[str, tuple[str, str | None, str | None]] = {}
+    for p in placements:
+        kind, _, _ = kinds.setdefault(p.dataset, (p.kind, p.task_id, None))
+        if kind != p.kind:
+            raise BadInput(f"dataset {p.dataset!r} is given as a {kind} and a {p.kind} dataset")
+    ensure_datasets(conn, kinds, now)
+    ids = upsert_files(conn, [f for p in placements for f, _ in p.placed], now)
+    members: dict[str, list[int]] = defaultdict(list)
+    paths: dict[str, dict[int, str]] = defaultdict(dict)
+    for p in placements:
+        members[p.dataset] += [ids[(f.scope, f.name)] for f, _ in p.placed]
+        if p.site is not None:
+            paths[p.site] |= {ids[(f.scope, f.name)]: path for f, path in p.placed}
+    added = add_to_datasets(conn, members, now)
+    for site, at in paths.items():
+        add_replicas(conn, site, at, now)
     return added
 
 
@@ -296,13 +378,14 @@ def close(conn: Connection, dataset: str, now: datetime) -> bool:
     return conn.execute(stmt).first() is not None
 
 
-def reopen(conn: Connection, dataset: str, now: datetime) -> None:
-    """Open a closed dataset again (nothing happens to an open or unknown one)."""
-    conn.execute(
-        update(datasets)
-        .where(datasets.c.name == dataset, datasets.c.state == CLOSED)
-        .values(state=OPEN, closed_at=None, modified_at=now)
-    )
+def reopen(conn: Connection, names: Iterable[str], now: datetime) -> None:
+    """Open closed datasets again (nothing happens to an open or unknown one)."""
+    for part in chunks(list(set(names))):
+        conn.execute(
+            update(datasets)
+            .where(datasets.c.name.in_(part), datasets.c.state == CLOSED)
+            .values(state=OPEN, closed_at=None, modified_at=now)
+        )
 
 
 def describe(conn: Connection, name: str) -> dict[str, Any]:

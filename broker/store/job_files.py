@@ -137,16 +137,18 @@ def input_infos(conn: Connection, job_ids: Iterable[str]) -> dict[str, list[File
     return dict(found)
 
 
-def link_outputs(conn: Connection, job_id: str, attempt: int, produced: dict[int, str]) -> None:
-    """Record the files (id → role) an attempt wrote; repeating it changes nothing."""
-    present = {
-        r.file_id
-        for r in conn.execute(select(job_files.c.file_id).where(job_files.c.job_id == job_id))
-    }
+def link_outputs(conn: Connection, produced: Sequence[tuple[str, int, dict[int, str]]]) -> None:
+    """Record the files (id → role) job attempts wrote, (job id, attempt, files); repeating
+    it changes nothing."""
+    present: set[tuple[str, int]] = set()
+    for part in chunks(list({job_id for job_id, _, _ in produced})):
+        stmt = select(job_files.c.job_id, job_files.c.file_id).where(job_files.c.job_id.in_(part))
+        present |= {(r.job_id, r.file_id) for r in conn.execute(stmt)}
     rows = [
         {"job_id": job_id, "file_id": fid, "role": role, "attempt": attempt}
-        for fid, role in produced.items()
-        if fid not in present
+        for job_id, attempt, files in produced
+        for fid, role in files.items()
+        if (job_id, fid) not in present
     ]
     if rows:
         conn.execute(insert(job_files), rows)

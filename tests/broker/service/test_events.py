@@ -9,17 +9,20 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from broker.error_codes import DDMError, ErrorFamily
 from broker.messaging.consumer import Incoming
 from broker.metrics import ILLEGAL_TRANSITIONS
-from broker.protocol import JobEvent, JobSpec
+from broker.protocol import FileInfo, JobEvent, JobSpec
 from broker.service.events import EventHandler
 from broker.settings import Settings
 from broker.states import JobState
-from broker.store import transitions
+from broker.store import datasets, transitions
 from broker.store.clock import now
+from broker.store.datasets import FileRecord
 from broker.store.engine import open_engine, transaction
 from broker.store.jobs import get_job, insert_defined, states_of
 from broker.store.transitions import Change
+from tests.broker.service.jobs import SITE, jobs_in
 from tests.harness import wait_for
 
 S = JobState
@@ -119,3 +122,41 @@ def waiting_on_locks(engine: Engine) -> int:
             "WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
         return int(conn.exec_driver_sql(query).scalar_one())
+
+
+def test_a_refused_output_fails_its_job_only_and_the_batch_registers_the_rest(
+    engine: Engine,
+) -> None:
+    # Given three running jobs, and a file registered with other content under the
+    # name the second job's log will have
+    ids = jobs_in(engine, S.RUNNING, 3)
+    logs = [FileInfo("user", f"{i}.log.tgz", uuid.uuid4().hex, 10, "0000000a", "log") for i in ids]
+    taken = FileRecord("user", logs[1].name, uuid.uuid4().hex, 99, "00000063")
+    with transaction(engine) as conn:
+        datasets.register(conn, f"taken.{uuid.uuid4().hex}", [(taken, "/x")], None, now())
+    # When one batch reports all three finished, each with its log
+    EventHandler(engine, Settings())(
+        [
+            Incoming(
+                JobEvent(uuid.uuid4().hex, i, 1, PILOT, "finished", 0.0, 0, files=[f]),
+                None,
+                user_id="guest",
+            )
+            for i, f in zip(ids, logs, strict=True)
+        ]
+    )
+    # Then the second fails with the registration code, the others finish, and
+    # each of their logs is in its job's log dataset with a replica at the site
+    with transaction(engine) as conn:
+        ends = ["finished", "failed", "finished"]
+        assert states_of(conn, ids) == dict(zip(ids, ends, strict=True))
+        refused = get_job(conn, ids[1])
+        assert (refused["error_family"], refused["error_code"]) == (
+            ErrorFamily.DDM.value,
+            DDMError.OUTPUT_REGISTRATION,
+        )
+        assert "adler32" in refused["diagnostic"]
+        for i, f in ((ids[0], logs[0]), (ids[2], logs[2])):
+            assert [r.name for r in datasets.dataset_files(conn, f"{i}.log")] == [f.name]
+            assert datasets.replica_sites(conn, [f"user:{f.name}"]) == {f"user:{f.name}": {SITE}}
+        assert f"{ids[1]}.log" not in {d["name"] for d in datasets.list_datasets(conn)}

@@ -11,9 +11,11 @@ from broker.errors import BadInput
 from broker.store.clock import now
 from broker.store.datasets import (
     FileRecord,
+    Placement,
     dataset_files,
     list_datasets,
     register,
+    register_all,
     replica_sites,
 )
 from broker.store.engine import transaction
@@ -71,3 +73,42 @@ def test_a_known_file_with_another_checksum_is_refused(engine: Engine) -> None:
     other = FileRecord(f.scope, f.name, f.guid, f.size, "ffffffff")
     with pytest.raises(BadInput, match="adler32"), transaction(engine) as conn:
         register(conn, f"d.{uuid.uuid4().hex}", [(other, "/x")], None, now())
+
+
+def test_placements_registered_together_land_in_their_datasets_and_sites(engine: Engine) -> None:
+    # Given files for two datasets at two sites, one dataset given twice, one file twice
+    files = new_files(5)
+    out, log = f"out.{uuid.uuid4().hex}", f"log.{uuid.uuid4().hex}"
+    placements = [
+        Placement(out, [(f, f"/a/{f.name}") for f in files[:2]], "DS_SITE_A", "output"),
+        Placement(out, [(f, f"/b/{f.name}") for f in files[2:4]], "DS_SITE_B", "output"),
+        Placement(log, [(f, f"/b/{f.name}") for f in files[3:]], "DS_SITE_B", "log"),
+    ]
+    with transaction(engine) as conn:
+        for site in ("DS_SITE_A", "DS_SITE_B"):
+            add_site(conn, site)
+        added = register_all(conn, placements, now())
+    # Then each dataset holds its files in order, each at the site it was placed at
+    with transaction(engine) as conn:
+        assert (dataset_files(conn, out), dataset_files(conn, log)) == (files[:4], files[3:])
+        where = replica_sites(conn, [f.did for f in files])
+        kinds = {d["name"]: d["kind"] for d in list_datasets(conn) if d["name"] in (out, log)}
+    assert added == {out: 4, log: 2}
+    assert kinds == {out: "output", log: "log"}
+    a, b = {"DS_SITE_A"}, {"DS_SITE_B"}
+    assert where == {f.did: (a if i < 2 else b) for i, f in enumerate(files)}
+
+
+def test_one_file_given_with_two_checksums_refuses_the_whole_registration(
+    engine: Engine,
+) -> None:
+    # Given two placements naming the same DID with different checksums
+    (f,) = new_files(1)
+    other = FileRecord(f.scope, f.name, f.guid, f.size, "ffffffff")
+    name = f"e.{uuid.uuid4().hex}"
+    placements = [Placement(name, [(f, "/x")]), Placement(name, [(other, "/x")])]
+    # When they are registered together, Then both checksums are named and nothing is kept
+    with pytest.raises(BadInput, match="ffffffff"), transaction(engine) as conn:
+        register_all(conn, placements, now())
+    with transaction(engine) as conn:
+        assert name not in {d["name"] for d in list_datasets(conn)}
