@@ -109,7 +109,7 @@ class BrokerService:
     ) -> BatchConsumer:
         # What a batch wrote to the outbox leaves at once, not after the other queues' batches.
         consumer = BatchConsumer(
-            connection, publisher, self._settings.batch_size, after_batch=relay.relay
+            connection, publisher, self._settings.batch_size, after_batch=relay.relay_own
         )
         # Pilots first, events before claims: a site's queue is capped by its running jobs.
         consumer.add(
@@ -154,6 +154,9 @@ class BrokerService:
                 self._declare_sites()
                 handled += rebrokerage.check()
                 last_rebrokerage = time.monotonic()
-            if handled or time.monotonic() - last_sweep > OUTBOX_SWEEP_S:
+            # Another process's outbox rows (the DDM bridge's) go out within a sweep.
+            if time.monotonic() - last_sweep > OUTBOX_SWEEP_S:
                 relay.relay()
                 last_sweep = time.monotonic()
+            elif handled:
+                relay.relay_own()

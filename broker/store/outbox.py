@@ -12,6 +12,20 @@ from broker.store.clock import now
 from broker.store.schema import outbox
 
 
+class _Writes:
+    """How many times this process has written rows to the outbox (committed or not)."""
+
+    count = 0
+
+
+_writes = _Writes()
+
+
+def last_put() -> int:
+    """A number that grows each time this process writes to the outbox."""
+    return _writes.count
+
+
 def put(conn: Connection, messages: Iterable[Outgoing]) -> None:
     """Queue messages for the relay, inside the caller's transaction."""
     rows = [
@@ -26,6 +40,7 @@ def put(conn: Connection, messages: Iterable[Outgoing]) -> None:
     ]
     if rows:
         conn.execute(insert(outbox), rows)
+        _writes.count += 1
 
 
 def take(conn: Connection, limit: int) -> list[tuple[int, Outgoing]]:
