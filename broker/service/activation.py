@@ -98,8 +98,8 @@ def release(conn: Connection, now: datetime, limits: Limits, site_names: Iterabl
 
     Only the named sites, or every site with throttled jobs when none is named.
     """
-    rows = throttle.next_throttled(conn, limits, site_names)
-    go, _ = throttle.split(conn, rows, limits)
+    rows, use = throttle.next_throttled(conn, limits, site_names)
+    go, _ = throttle.split(conn, rows, limits, use)
     return _activate(conn, go, S.THROTTLED, "the site's queue has room", now)
 
 

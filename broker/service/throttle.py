@@ -129,14 +129,22 @@ def _usage(activity: str, taken: Mapping[str, int], limits: Limits) -> float:
 
 
 def split(
-    conn: Connection, rows: Sequence[RowMapping], limits: Limits
+    conn: Connection,
+    rows: Sequence[RowMapping],
+    limits: Limits,
+    use: Mapping[str, SiteUse] | None = None,
 ) -> tuple[list[RowMapping], dict[str, str]]:
-    """The rows to activate now, and why each other one waits (by job id)."""
+    """The rows to activate now, and why each other one waits (by job id).
+
+    ``use`` is what :func:`next_throttled` counted with the sites locked; without
+    it the sites are locked and counted here.
+    """
     by_site: dict[str, list[RowMapping]] = defaultdict(list)
     for row in rows:
         by_site[row["site"]].append(row)
-    lock_sites(conn, by_site)
-    use = site_use(conn, by_site)
+    if use is None:
+        lock_sites(conn, by_site)
+        use = site_use(conn, by_site)
     go: list[RowMapping] = []
     wait: dict[str, str] = {}
     for site, group in by_site.items():
@@ -152,14 +160,18 @@ def split(
 
 def next_throttled(
     conn: Connection, limits: Limits, site_names: Iterable[str] = ()
-) -> list[RowMapping]:
+) -> tuple[list[RowMapping], dict[str, SiteUse]]:
     """The throttled jobs that could be activated now: for each site with room, as many
-    of each activity's first ones (priority, then age) as there is room."""
+    of each activity's first ones (priority, then age) as there is room; and what
+    each of those sites holds, counted with the sites locked (for :func:`split`)."""
     stmt = select(jobs.c.site, jobs.c.activity).where(jobs.c.state == S.THROTTLED).distinct()
     wanted = set(site_names)
     if wanted:
         stmt = stmt.where(jobs.c.site.in_(wanted))
     pairs = list(conn.execute(stmt))
+    # Locked before the jobs are picked, so a second broker process picks after
+    # the first has activated its own, not the same jobs.
+    lock_sites(conn, {site for site, _ in pairs})
     use = site_use(conn, {site for site, _ in pairs})
     rows: list[RowMapping] = []
     for site, activity in pairs:
@@ -175,4 +187,4 @@ def next_throttled(
                 .order_by(jobs.c.priority.desc(), jobs.c.id)
                 .limit(n)
             ).mappings()
-    return rows
+    return rows, use
