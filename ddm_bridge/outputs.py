@@ -57,7 +57,7 @@ def register(
     if not final:
         return after
     tasks = task_specs(conn, {t for e in final if (t := rows[e.job_id]["task_id"])})
-    problems = _register_all(conn, final, rows, tasks, root, now)
+    problems = _Registration(conn, rows, tasks, root, now).refusals(final)
     for event in final:
         problem = problems.get(event.job_id)
         if problem is not None:
@@ -68,43 +68,6 @@ def register(
                 JobState.TRANSFERRING, {"exit_code": event.exit_code}
             )
     return after
-
-
-def _register_all(
-    conn: Connection,
-    events: list[JobEvent],
-    rows: dict[str, RowMapping],
-    tasks: dict[str, TaskSpec],
-    root: str,
-    now: datetime,
-) -> dict[str, str]:
-    """Register the files of all ``events`` together; if that is refused, job by job, so
-    that only the jobs whose files are refused fail. Why each refused job was refused."""
-    whole = _why(conn, events, rows, tasks, root, now)
-    if not whole:
-        return {}
-    if len(events) == 1:
-        return {events[0].job_id: whole}
-    return {
-        e.job_id: problem for e in events if (problem := _why(conn, [e], rows, tasks, root, now))
-    }
-
-
-def _why(
-    conn: Connection,
-    events: list[JobEvent],
-    rows: dict[str, RowMapping],
-    tasks: dict[str, TaskSpec],
-    root: str,
-    now: datetime,
-) -> str:
-    """Register the files of ``events``; what refused them, or "" if nothing did."""
-    try:
-        with conn.begin_nested():
-            _register(conn, events, rows, tasks, root, now)
-    except BadInput as exc:
-        return str(exc)
-    return ""
 
 
 def _refusal(event: JobEvent, problem: str) -> dict[str, Any]:
@@ -134,42 +97,68 @@ def _ship(conn: Connection, event: JobEvent, row: RowMapping, now: datetime) -> 
     return True
 
 
-def _register(
-    conn: Connection,
-    events: list[JobEvent],
-    rows: dict[str, RowMapping],
-    tasks: dict[str, TaskSpec],
-    root: str,
-    now: datetime,
-) -> None:
-    placements: list[datasets.Placement] = []
-    produced: list[tuple[str, int, dict[str, str]]] = []
-    for event in events:
-        row = rows[event.job_id]
-        spec = spec_of(row)
-        task = tasks.get(row["task_id"])
-        for role in ("output", "log"):
-            records = [
-                FileRecord(f.scope, f.name, f.guid, f.size, f.adler32)
-                for f in event.files
-                if f.role == role
-            ]
-            if records:
-                placed = [(r, str(se_path(root, row["site"], r.scope, r.name))) for r in records]
-                name = dataset_name(spec, role, task)
-                placements.append(datasets.Placement(name, placed, row["site"], role, spec.task_id))
-        produced.append(
-            (spec.id, event.attempt, {f"{f.scope}:{f.name}": f.role for f in event.files})
+@dataclass(frozen=True)
+class _Registration:
+    """Registers the files of a batch's final events, in the event handler's transaction."""
+
+    conn: Connection
+    rows: dict[str, RowMapping]
+    tasks: dict[str, TaskSpec]
+    root: str
+    now: datetime
+
+    def refusals(self, events: list[JobEvent]) -> dict[str, str]:
+        """Register the files of all ``events`` together; if that is refused, job by job,
+        so that only the jobs whose files are refused fail. Why each of those was refused."""
+        whole = self._refusal(events)
+        if not whole:
+            return {}
+        if len(events) == 1:
+            return {events[0].job_id: whole}
+        return {e.job_id: problem for e in events if (problem := self._refusal([e]))}
+
+    def _refusal(self, events: list[JobEvent]) -> str:
+        """Register the files of ``events``; what refused them, or "" if nothing did."""
+        try:
+            with self.conn.begin_nested():
+                self._register(events)
+        except BadInput as exc:
+            return str(exc) or "refused"
+        return ""
+
+    def _register(self, events: list[JobEvent]) -> None:
+        placements: list[datasets.Placement] = []
+        produced: list[tuple[str, int, dict[str, str]]] = []
+        for event in events:
+            row = self.rows[event.job_id]
+            spec = spec_of(row)
+            task = self.tasks.get(row["task_id"])
+            for role in ("output", "log"):
+                records = [
+                    FileRecord(f.scope, f.name, f.guid, f.size, f.adler32)
+                    for f in event.files
+                    if f.role == role
+                ]
+                placed = [
+                    (r, str(se_path(self.root, row["site"], r.scope, r.name))) for r in records
+                ]
+                if placed:
+                    name = dataset_name(spec, role, task)
+                    placements.append(
+                        datasets.Placement(name, placed, row["site"], role, spec.task_id)
+                    )
+            produced.append(
+                (spec.id, event.attempt, {f"{f.scope}:{f.name}": f.role for f in event.files})
+            )
+        # A job retried by hand after its task's datasets were closed writes into
+        # them again; they are closed again once it ends.
+        datasets.reopen(self.conn, (p.dataset for p in placements), self.now)
+        datasets.register_all(self.conn, placements, self.now)
+        ids = datasets.files_by_did(self.conn, (d for _, _, files in produced for d in files))
+        job_files.link_outputs(
+            self.conn,
+            [
+                (job_id, attempt, {ids[d][0]: role for d, role in files.items()})
+                for job_id, attempt, files in produced
+            ],
         )
-    # A job retried by hand after its task's datasets were closed writes into
-    # them again; they are closed again once it ends.
-    datasets.reopen(conn, (p.dataset for p in placements), now)
-    datasets.register_all(conn, placements, now)
-    ids = datasets.files_by_did(conn, (did for _, _, files in produced for did in files))
-    job_files.link_outputs(
-        conn,
-        [
-            (job_id, attempt, {ids[d][0]: role for d, role in files.items()})
-            for job_id, attempt, files in produced
-        ],
-    )
