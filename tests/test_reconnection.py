@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from amqp.exceptions import NotFound
 from kombu import Queue
 from sqlalchemy import func, select
 
@@ -53,9 +54,13 @@ def processes(restartable_services: tuple[str, str], tmp_path: Path) -> Iterator
 
 
 def queue_depth(broker_url: str, name: str) -> int:
-    """Messages ready in a queue."""
+    """Messages ready in a queue; 0 while no process has declared it yet (the broker
+    service declares a site's queues once it is up, which may come after the first look)."""
     with connect(Settings(broker_url=broker_url)) as connection:
-        _, ready, _ = Queue(name).bind(connection.default_channel).queue_declare(passive=True)
+        try:
+            _, ready, _ = Queue(name).bind(connection.default_channel).queue_declare(passive=True)
+        except NotFound:
+            return 0
         return int(ready)
 
 
