@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from amqp.exceptions import NotFound
 from sqlalchemy import Engine
 
 from broker import topology
@@ -43,6 +44,16 @@ def publish(settings: Settings, *messages: Outgoing) -> None:
     """Publish raw messages with confirms, as any client could."""
     with connect(settings) as connection:
         open_publisher(connection, 10, 10, identity.of(settings)).publish(messages)
+
+
+def queue_depth(settings: Settings, name: str) -> int:
+    """Messages ready in a queue; 0 while no process has declared it yet (the broker
+    service declares a site's queues once it is up, which may come after a first look)."""
+    with connect(settings) as connection:
+        try:
+            return int(connection.default_channel.queue_declare(name, passive=True).message_count)
+        except NotFound:
+            return 0
 
 
 def dead_letters(settings: Settings) -> list[tuple[bytes, dict[str, object]]]:

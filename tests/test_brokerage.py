@@ -13,7 +13,6 @@ from sqlalchemy import select
 from broker import topology
 from broker.brokerage.catalogue import ResourceSlot, SiteConfig
 from broker.error_codes import BrokerageError, ErrorFamily, TaskBufferError
-from broker.messaging.connection import connect
 from broker.protocol import JobSpec, TaskSpec
 from broker.settings import Settings
 from broker.store.clock import now
@@ -26,7 +25,7 @@ from broker.store.tasks import get_task
 from cli.submitter import publish_task
 from ddm_bridge.se import Checksum, checksum, se_path
 from tests.ddm_bridge.files import dataset_states
-from tests.harness import System, dead_letters, wait_for
+from tests.harness import System, dead_letters, queue_depth, wait_for
 
 SCORE = ResourceSlot("SCORE", 1, 2000)
 MCORE = ResourceSlot("MCORE", 8, 16000)
@@ -326,13 +325,6 @@ def dispatches_waiting(system: System, ids: list[str]) -> bool:
     return any(job_id in body for job_id in ids for body in bodies)
 
 
-def queued(system: System, site: str, resource_type: str) -> int:
-    """Messages ready in a site's job queue of one resource type."""
-    with connect(system.settings) as connection:
-        name = topology.job_queue_name(site, resource_type)
-        return int(connection.default_channel.queue_declare(name, passive=True).message_count)
-
-
 def max_activated(system: System, ids: list[str]) -> int:
     with transaction(system.engine) as conn:
         rows = conn.execute(
@@ -407,7 +399,11 @@ def test_a_pilot_takes_the_largest_jobs_it_fits_first(system: System) -> None:
     mcore = system.submit(*[JobSpec(command="true", site=site, cores=8) for _ in range(2)])
     wait_for(lambda: set(system.states(score + mcore).values()) == {"activated"}, what="jobs")
     wait_for(lambda: not dispatches_waiting(system, mcore), what="dispatches in the queues")
-    wait_for(lambda: queued(system, site, "MCORE") == 2, what="MCORE dispatches in their queue")
+    mcore_queue = topology.job_queue_name(site, "MCORE")
+    wait_for(
+        lambda: queue_depth(system.settings, mcore_queue) == 2,
+        what="MCORE dispatches in their queue",
+    )
     # When an 8-core pilot takes them
     system.start_pilot(site, cores=8, memory_mb=16000)
     system.wait_final(score + mcore)

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from amqp.exceptions import NotFound
 from kombu import Queue
 from sqlalchemy import func, select
 
@@ -20,6 +19,7 @@ from broker.messaging.connection import connect
 from broker.protocol import JobSpec
 from broker.settings import Settings
 from broker.store.schema import jobs
+from tests import harness
 from tests.cli.processes import LIFE, Pandamq, pandamq_processes
 from tests.conftest import test_settings
 from tests.harness import System, wait_for
@@ -54,14 +54,8 @@ def processes(restartable_services: tuple[str, str], tmp_path: Path) -> Iterator
 
 
 def queue_depth(broker_url: str, name: str) -> int:
-    """Messages ready in a queue; 0 while no process has declared it yet (the broker
-    service declares a site's queues once it is up, which may come after the first look)."""
-    with connect(Settings(broker_url=broker_url)) as connection:
-        try:
-            _, ready, _ = Queue(name).bind(connection.default_channel).queue_declare(passive=True)
-        except NotFound:
-            return 0
-        return int(ready)
+    """Messages ready in a queue of the test's vhost (0 while not declared yet)."""
+    return harness.queue_depth(Settings(broker_url=broker_url), name)
 
 
 def history(system: System, job_id: str) -> list[str]:
