@@ -169,10 +169,11 @@ def next_throttled(
     if wanted:
         stmt = stmt.where(jobs.c.site.in_(wanted))
     pairs = list(conn.execute(stmt))
+    with_throttled = {site for site, _ in pairs}
     # Locked before the jobs are picked, so a second broker process picks after
     # the first has activated its own, not the same jobs.
-    lock_sites(conn, {site for site, _ in pairs})
-    use = site_use(conn, {site for site, _ in pairs})
+    lock_sites(conn, with_throttled)
+    use = site_use(conn, with_throttled)
     rows: list[RowMapping] = []
     for site, activity in pairs:
         n = room(use[site], limits)
