@@ -35,8 +35,14 @@ def measure_bulk(
     them, and time its split, persistence and brokerage."""
     tag = uuid.uuid4().hex[:8]
     dataset = _input_dataset(engine, sites, files, tag)
+    # Brokered over this run's sites only: earlier runs' sites stay in the catalogue.
     task = TaskSpec(
-        "true {inputs}", dataset, f"bench.{tag}.out", id=f"bench-{tag}", files_per_job=1
+        "true {inputs}",
+        dataset,
+        f"bench.{tag}.out",
+        id=f"bench-{tag}",
+        files_per_job=1,
+        sites=sites,
     )
     started = time.monotonic()
     publish_task(settings, task)
