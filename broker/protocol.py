@@ -254,7 +254,13 @@ M = TypeVar("M", bound="DataclassInstance")
 
 def encode(message: Any) -> bytes:
     """The JSON body of a message."""
-    return json.dumps(dataclasses.asdict(message), separators=(",", ":")).encode()
+    return json.dumps(message, default=fields_of, separators=(",", ":")).encode()
+
+
+def fields_of(message: Any) -> dict[str, Any]:
+    """A message's fields by name, sharing its values, for JSON to write at once
+    (``dataclasses.asdict`` copies every value first: seconds on a 100,000-job task)."""
+    return {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
 
 
 def decode_body(cls: type[M], body: bytes | str) -> M:

@@ -3,7 +3,8 @@
 ``transitions.apply`` calls :func:`transitions_applied` once per batch, inside
 the batch's transaction, so every handler (claims, events, watchdog, kills,
 activation) is observed the same way. It costs one SELECT per batch (two when
-the batch has claims), never one per job.
+the batch has claims), never one per job. New jobs, inserted in the state
+their first moves leave them in, are counted by :func:`new_jobs_stored`.
 """
 
 from __future__ import annotations
@@ -43,15 +44,27 @@ def transitions_applied(conn: Connection, applied: Sequence[Change], now: dateti
     activated_at = _activated_at(conn, [c for c in applied if c.to_state == JobState.SENT])
     for change in applied:
         site, created_at, started_at = attempts.get(change.job_id, (NO_SITE, None, None))
-        TRANSITIONS.labels(site, change.from_state, change.to_state).inc()
-        if change.to_state == JobState.FAILED:
-            _count_error(site, change)
-        elif change.to_state == JobState.SENT and change.job_id in activated_at:
+        _count(site, change)
+        if change.to_state == JobState.SENT and change.job_id in activated_at:
             DISPATCH_LATENCY.labels(site).observe(_seconds(activated_at[change.job_id], now))
         elif change.to_state == JobState.RUNNING and created_at is not None:
             QUEUE_WAIT.labels(site).observe(_seconds(created_at, now))
         elif change.to_state == JobState.HOLDING and started_at is not None:
             PAYLOAD_DURATION.labels(site).observe(_seconds(started_at, now))
+
+
+def new_jobs_stored(moves: Iterable[tuple[str | None, Change]]) -> None:
+    """Count the moves of new jobs written once in the state they reached, by the site
+    each job got (``insert_new`` calls this: nothing to read back, the site is known)."""
+    for site, change in moves:
+        _count(site or NO_SITE, change)
+
+
+def _count(site: str, change: Change) -> None:
+    """Count one transition, and the error of one that fails a job."""
+    TRANSITIONS.labels(site, change.from_state, change.to_state).inc()
+    if change.to_state == JobState.FAILED:
+        _count_error(site, change)
 
 
 def heartbeats_recorded(sites: Iterable[str | None]) -> None:

@@ -8,18 +8,18 @@ transaction. Used for new jobs, retries and completed subscriptions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import Connection, select
 
 from broker import topology
 from broker.messaging.publisher import Outgoing
 from broker.protocol import JobDispatch, JobSpec, encode
 from broker.service import throttle
-from broker.service.throttle import Limits
+from broker.service.throttle import Limits, Row
 from broker.states import JobState
 from broker.store import outbox, transitions
 from broker.store.datasets import chunks
@@ -103,18 +103,16 @@ def release(conn: Connection, now: datetime, limits: Limits, site_names: Iterabl
     return _activate(conn, go, S.THROTTLED, "the site's queue has room", now)
 
 
-def _activate(
-    conn: Connection, rows: list[RowMapping], frm: JobState, why: str, now: datetime
-) -> int:
+def _activate(conn: Connection, rows: Sequence[Row], frm: JobState, why: str, now: datetime) -> int:
     changes = [Change(r["id"], r["attempt"], frm, S.ACTIVATED, reason=why) for r in rows]
     activated = {c.job_id for c in transitions.apply(conn, changes, now)}
     outbox.put(conn, [dispatch(r) for r in rows if r["id"] in activated])
     return len(activated)
 
 
-def _rows(conn: Connection, refs: list[JobRef], state: JobState) -> list[RowMapping]:
+def _rows(conn: Connection, refs: list[JobRef], state: JobState) -> list[Row]:
     """The rows of ``refs`` still at that attempt and in ``state``."""
-    rows: list[RowMapping] = []
+    rows: list[Row] = []
     for part in chunks(refs):
         stmt = select(*throttle.COLUMNS).where(
             keys_in(jobs.c.id, jobs.c.attempt, ((r.job_id, r.attempt) for r in part)),
@@ -124,7 +122,7 @@ def _rows(conn: Connection, refs: list[JobRef], state: JobState) -> list[RowMapp
     return rows
 
 
-def dispatch(row: RowMapping) -> Outgoing:
+def dispatch(row: Row) -> Outgoing:
     """The message that puts an activated job in its site's queue."""
     site, rtype = row["site"], row["resource_type"]
     body = encode(JobDispatch(row["id"], row["attempt"], site, rtype, row["priority"]))

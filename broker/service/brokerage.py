@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, func, select
 
@@ -24,7 +25,7 @@ from broker.service.setup import set_up
 from broker.service.throttle import RUNNING, Limits
 from broker.states import JobState
 from broker.store import transitions
-from broker.store.datasets import replica_sites
+from broker.store.datasets import file_replicas
 from broker.store.schema import jobs
 from broker.store.sites import site_configs
 from broker.store.transitions import Change
@@ -64,7 +65,7 @@ class Brokerage:
     def __post_init__(self) -> None:
         self._catalogue = site_configs(self.conn)
         self._loads = site_loads(self.conn)
-        self._replicas: dict[str, set[str]] = {}
+        self._files: dict[str, tuple[int, set[str]]] = {}
         self._looked_up: set[str] = set()
 
     def _look_up(self, specs: Iterable[JobSpec]) -> None:
@@ -72,14 +73,22 @@ class Brokerage:
         files rather than one per job."""
         dids = {d for s in specs for d in s.input_files} - self._looked_up
         if dids:
-            self._replicas |= replica_sites(self.conn, dids)
+            self._files |= file_replicas(self.conn, dids)
             self._looked_up |= dids
+
+    def replica_sites(self, did: str) -> set[str]:
+        """The sites with an available replica of a file (DID) looked up for placing jobs."""
+        return self._files[did][1] if did in self._files else set()
+
+    def file_ids(self) -> dict[str, int]:
+        """The id of each registered file (DID) looked up for placing jobs."""
+        return {did: file_id for did, (file_id, _) in self._files.items()}
 
     def locality(self, files: list[str]) -> dict[str, float]:
         """The fraction of ``files`` (DIDs) with an available replica at each site."""
         counts: dict[str, int] = defaultdict(int)
         for did in files:
-            for site in self._replicas.get(did, ()):
+            for site in self.replica_sites(did):
                 counts[site] += 1
         return {site: n / len(files) for site, n in counts.items()}
 
@@ -121,29 +130,31 @@ class Unplaced:
     attempt: int
     decision: Decision
 
+    def failure(self) -> dict[str, Any]:
+        """The columns set as it fails: the brokerage error, and brokerage's reasons."""
+        return {
+            "error_family": ErrorFamily.BROKERAGE.value,
+            "error_code": int(BrokerageError.NO_SITE),
+            "diagnostic": self.decision.why,
+            "brokerage": self.decision.record(),
+        }
+
 
 def fail_unplaced(conn: Connection, unplaced: Iterable[Unplaced], now: datetime) -> int:
     """``defined → failed`` with the brokerage error and its reasons; how many."""
     changes = [
-        Change(
-            u.spec.id,
-            u.attempt,
-            S.DEFINED,
-            S.FAILED,
-            reason=u.decision.why,
-            values={
-                "error_family": ErrorFamily.BROKERAGE.value,
-                "error_code": int(BrokerageError.NO_SITE),
-                "diagnostic": u.decision.why,
-                "brokerage": u.decision.record(),
-            },
-        )
+        Change(u.spec.id, u.attempt, S.DEFINED, S.FAILED, reason=u.decision.why, values=u.failure())
         for u in unplaced
     ]
     applied = transitions.apply(conn, changes, now)
     for change in applied:
-        log.warning("job %s failed brokerage: %s", change.job_id, change.reason)
+        failed_brokerage(change.job_id, change.reason)
     return len(applied)
+
+
+def failed_brokerage(job_id: str, why: str | None) -> None:
+    """Log a job that no site fits."""
+    log.warning("job %s failed brokerage: %s", job_id, why)
 
 
 def settle(

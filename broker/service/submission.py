@@ -1,6 +1,7 @@
-"""Persist submissions (``defined``), broker them to a site (``assigned``) and,
-having no input data to wait for, activate them through the outbox. A job
-that no site fits is kept, failed with a brokerage error that says why."""
+"""Persist submissions, brokered to a site (``assigned``) and, having no input
+data to wait for, activated through the outbox (each job written once, in the
+state it reaches: ``broker.service.intake``). A job that no site fits is kept,
+failed with a brokerage error that says why."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from sqlalchemy import Connection, Engine
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec
 from broker.security import senders
-from broker.service.activation import Placement
-from broker.service.brokerage import Brokerage, Unplaced, settle
+from broker.service.brokerage import Brokerage
+from broker.service.intake import store_jobs
 from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.engine import transaction
-from broker.store.jobs import existing_ids, insert_defined, known_tasks
+from broker.store.jobs import existing_ids, known_tasks
 from broker.store.sites import known_sites
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,11 @@ class SubmissionHandler:
         t = now()
         with transaction(self._engine) as conn:
             fresh = self._fresh(conn, batch)
-            placed, unplaced = self._place(conn, fresh)
             owners = {i.message.id: i.user_id for i in fresh}
-            specs = [p.spec for p in placed] + [u.spec for u in unplaced]
-            insert_defined(conn, specs, t, owners)
-            sites = settle(conn, placed, unplaced, Limits.of(self._settings), t)
-        self._site_queues_ready(sites)
+            brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
+            limits = Limits.of(self._settings)
+            placed, _ = store_jobs(conn, brokerage, self._valid(conn, fresh), owners, t, limits)
+        self._site_queues_ready({p.site for p in placed})
         if placed:
             log.info("accepted %d job(s)", len(placed))
 
@@ -65,13 +65,11 @@ class SubmissionHandler:
             fresh.setdefault(incoming.message.id, incoming)
         return [i for job_id, i in fresh.items() if job_id not in seen]
 
-    def _place(
-        self, conn: Connection, fresh: list[Incoming[JobSpec]]
-    ) -> tuple[list[Placement], list[Unplaced]]:
-        """Where each new job goes; refuse those naming what does not exist."""
+    @staticmethod
+    def _valid(conn: Connection, fresh: list[Incoming[JobSpec]]) -> list[JobSpec]:
+        """The new jobs that can be brokered; refuse those naming what does not exist."""
         statuses = known_sites(conn, {i.message.site for i in fresh if i.message.site})
         tasks = known_tasks(conn, {i.message.task_id for i in fresh if i.message.task_id})
-        brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
         valid = []
         for incoming in fresh:
             refusal = _refusal(incoming.message, statuses, tasks)
@@ -80,7 +78,7 @@ class SubmissionHandler:
             else:
                 incoming.refuse(refusal)
                 log.warning("refused job %s: %s", incoming.message.id, refusal)
-        return brokerage.place(valid)
+        return valid
 
 
 def _refusal(spec: JobSpec, statuses: dict[str, str], tasks: set[str]) -> str | None:

@@ -4,7 +4,8 @@ A task of N files with ``files_per_job`` = k becomes ceil(N / k) jobs, in
 the dataset's order; job n (from 1) is ``<task id>-<n, 6 digits>``, reads
 its k files and writes one output file ``<output dataset>._<n, 6 digits>``,
 registered into the task's output dataset (its log into ``<output dataset>.log``).
-The task, its two datasets and all its jobs are written in one transaction,
+The task, its two datasets and all its jobs (each once, in the state brokerage
+and throttling leave it in) are written in one transaction,
 so a redelivered task submission finds the task there and does nothing twice;
 a task whose output or log dataset exists already is refused.
 """
@@ -20,13 +21,14 @@ from sqlalchemy import Connection, Engine
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec, TaskSpec
 from broker.security import senders
-from broker.service.brokerage import Brokerage, settle
+from broker.service.brokerage import Brokerage
+from broker.service.intake import store_jobs
 from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.datasets import FileRecord, dataset_files
 from broker.store.engine import transaction
-from broker.store.jobs import insert_defined, known_tasks
+from broker.store.jobs import known_tasks
 from broker.store.tasks import insert_task, taken_datasets
 
 log = logging.getLogger(__name__)
@@ -94,11 +96,11 @@ class TaskHandler:
                 if not self._can_start(conn, incoming, specs):
                     continue
                 insert_task(conn, task, t)
-                insert_defined(
-                    conn, specs, t, dict.fromkeys((s.id for s in specs), incoming.user_id)
+                owners = dict.fromkeys((s.id for s in specs), incoming.user_id)
+                placed, unplaced = store_jobs(
+                    conn, brokerage, specs, owners, t, Limits.of(self._settings)
                 )
-                placed, unplaced = brokerage.place(specs)
-                sites |= settle(conn, placed, unplaced, Limits.of(self._settings), t)
+                sites |= {p.site for p in placed}
                 log.info("task %s: %d job(s), %d found no site", task.id, len(specs), len(unplaced))
         self._site_queues_ready(sites)
 

@@ -13,6 +13,7 @@ import math
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, select
 
@@ -33,6 +34,9 @@ COLUMNS = (
     jobs.c.priority,
     jobs.c.activity,
 )
+#: A job as activation and throttling read it, the values of ``COLUMNS`` by name: read
+#: from SQL, or a new job's before it is written (``broker.service.intake``).
+Row = RowMapping | Mapping[str, Any]
 #: Activity of jobs that name none (and of rows written before activities).
 DEFAULT_ACTIVITY = "production"
 
@@ -106,13 +110,13 @@ def room(use: SiteUse, limits: Limits) -> int:
     return max(0, limits.cap(use.running) - use.activated)
 
 
-def fair_order(rows: Sequence[RowMapping], use: SiteUse, limits: Limits) -> list[RowMapping]:
+def fair_order(rows: Sequence[Row], use: SiteUse, limits: Limits) -> list[Row]:
     """``rows`` (one site's) in the order they should be activated."""
-    queues: dict[str, deque[RowMapping]] = defaultdict(deque)
+    queues: dict[str, deque[Row]] = defaultdict(deque)
     for row in sorted(rows, key=lambda r: (-r["priority"], r["id"])):
         queues[row["activity"] or DEFAULT_ACTIVITY].append(row)
     taken = dict(use.by_activity)
-    ordered: list[RowMapping] = []
+    ordered: list[Row] = []
     while queues:
         activity = min(queues, key=lambda a: (_usage(a, taken, limits), -queues[a][0]["priority"]))
         ordered.append(queues[activity].popleft())
@@ -130,22 +134,22 @@ def _usage(activity: str, taken: Mapping[str, int], limits: Limits) -> float:
 
 def split(
     conn: Connection,
-    rows: Sequence[RowMapping],
+    rows: Sequence[Row],
     limits: Limits,
     use: Mapping[str, SiteUse] | None = None,
-) -> tuple[list[RowMapping], dict[str, str]]:
+) -> tuple[list[Row], dict[str, str]]:
     """The rows to activate now, and why each other one waits (by job id).
 
     ``use`` is what :func:`next_throttled` counted with the sites locked; without
     it the sites are locked and counted here.
     """
-    by_site: dict[str, list[RowMapping]] = defaultdict(list)
+    by_site: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         by_site[row["site"]].append(row)
     if use is None:
         lock_sites(conn, by_site)
         use = site_use(conn, by_site)
-    go: list[RowMapping] = []
+    go: list[Row] = []
     wait: dict[str, str] = {}
     for site, group in by_site.items():
         u = use[site]
@@ -160,7 +164,7 @@ def split(
 
 def next_throttled(
     conn: Connection, limits: Limits, site_names: Iterable[str] = ()
-) -> tuple[list[RowMapping], dict[str, SiteUse]]:
+) -> tuple[list[Row], dict[str, SiteUse]]:
     """The throttled jobs that could be activated now: for each site with room, as many
     of each activity's first ones (priority, then age) as there is room; and what
     each of those sites holds, counted with the sites locked (for :func:`split`)."""
@@ -174,7 +178,7 @@ def next_throttled(
     # the first has activated its own, not the same jobs.
     lock_sites(conn, with_throttled)
     use = site_use(conn, with_throttled)
-    rows: list[RowMapping] = []
+    rows: list[Row] = []
     for site, activity in pairs:
         n = room(use[site], limits)
         if n:

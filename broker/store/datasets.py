@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, select, update
 
 from broker.errors import BadInput, NotFound
 from broker.protocol import split_did
@@ -311,17 +311,26 @@ def files_by_did(conn: Connection, dids: Iterable[str]) -> dict[str, tuple[int, 
 def replica_sites(conn: Connection, dids: Iterable[str]) -> dict[str, set[str]]:
     """For a set of files (DIDs), the sites where each has an available replica;
     files with none (or not registered) are left out."""
+    return {did: sites for did, (_, sites) in file_replicas(conn, dids).items() if sites}
+
+
+def file_replicas(conn: Connection, dids: Iterable[str]) -> dict[str, tuple[int, set[str]]]:
+    """For a set of files (DIDs), the id of each registered one and the sites where it
+    has an available replica (none: an empty set)."""
     keys = list({split_did(d) for d in dids})
-    found: dict[str, set[str]] = defaultdict(set)
+    found: dict[str, tuple[int, set[str]]] = {}
+    available = and_(replicas.c.file_id == files.c.id, replicas.c.state == AVAILABLE)
     for part in chunks(keys):
         stmt = (
-            select(files.c.scope, files.c.name, replicas.c.site)
-            .join(replicas, replicas.c.file_id == files.c.id)
-            .where(_dids_in(part), replicas.c.state == AVAILABLE)
+            select(files.c.id, files.c.scope, files.c.name, replicas.c.site)
+            .outerjoin(replicas, available)
+            .where(_dids_in(part))
         )
-        for scope, name, site in conn.execute(stmt):
-            found[f"{scope}:{name}"].add(site)
-    return dict(found)
+        for file_id, scope, name, site in conn.execute(stmt):
+            _, sites = found.setdefault(f"{scope}:{name}", (file_id, set()))
+            if site is not None:
+                sites.add(site)
+    return found
 
 
 def replicas_at(conn: Connection, site: str, file_ids: Sequence[int]) -> dict[int, str]:

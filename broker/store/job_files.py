@@ -4,12 +4,13 @@ missing at its site, which dispatch dataset brings each, and what it wrote."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
 
 from broker.protocol import FileInfo
 from broker.states import JobState
+from broker.store.bulk import insert_each
 from broker.store.datasets import AVAILABLE, chunks, files_by_did
 from broker.store.schema import files, job_files, jobs, replicas
 
@@ -28,16 +29,25 @@ def link_inputs(
         conn.execute(
             delete(job_files).where(job_files.c.job_id.in_(part), job_files.c.role == INPUT)
         )
+    add_inputs(conn, wanted, {did: file_id for did, (file_id, _) in known.items()})
+    unknown = {job_id: [d for d in dids if d not in known] for job_id, _, dids in wanted}
+    return {job_id: dids for job_id, dids in unknown.items() if dids}
+
+
+def add_inputs(
+    conn: Connection,
+    wanted: Sequence[tuple[str, int, list[str]]],
+    known: Mapping[str, int],
+) -> None:
+    """Link job attempts (id, attempt, DIDs) to those of their input files that are
+    ``known`` (file ids by DID), next to any links they have."""
     rows = [
-        {"job_id": job_id, "file_id": known[d][0], "role": INPUT, "attempt": attempt}
+        {"job_id": job_id, "file_id": known[d], "role": INPUT, "attempt": attempt}
         for job_id, attempt, dids in wanted
         for d in dict.fromkeys(dids)
         if d in known
     ]
-    if rows:
-        conn.execute(insert(job_files), rows)
-    unknown = {job_id: [d for d in dids if d not in known] for job_id, _, dids in wanted}
-    return {job_id: dids for job_id, dids in unknown.items() if dids}
+    insert_each(conn, job_files, rows)
 
 
 def missing_inputs(conn: Connection, job_ids: Iterable[str]) -> dict[str, list[int]]:

@@ -3,18 +3,47 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, func, insert, select
+from sqlalchemy import Connection, RowMapping, Table, func, select
 
 from broker.errors import NotFound
-from broker.protocol import JobSpec
-from broker.states import JobState
+from broker.observability.pipeline import new_jobs_stored
+from broker.protocol import JobSpec, fields_of
+from broker.states import JobState, is_final
+from broker.store import transitions
+from broker.store.bulk import insert_each
 from broker.store.clock import iso_times
 from broker.store.schema import job_attempts, job_transitions, jobs, tasks
+from broker.store.transitions import Change
 from broker.topology import resource_type
+
+
+@dataclasses.dataclass
+class NewJob:
+    """A job to insert with its first attempt: its spec, its owner, and the moves it
+    made from ``defined`` before it was first written (none: it is inserted ``defined``)."""
+
+    spec: JobSpec
+    owner: str | None = None
+    moves: list[Change] = dataclasses.field(default_factory=list)
+
+    @property
+    def state(self) -> JobState:
+        """The state its moves leave it in."""
+        return self.moves[-1].to_state if self.moves else JobState.DEFINED
+
+    def move(self, to: JobState, reason: str, values: Mapping[str, Any] | None = None) -> None:
+        """One more move of its first attempt, from the state it is in."""
+        move = Change(self.spec.id, 1, self.state, to, reason=reason, values=values or {})
+        self.moves.append(move)
+
+    def values(self) -> dict[str, Any]:
+        """The columns its moves set: a site, the brokerage record, an error."""
+        return {k: v for move in self.moves for k, v in move.values.items()}
 
 
 def insert_defined(
@@ -24,45 +53,79 @@ def insert_defined(
     owners: Mapping[str, str | None] | None = None,
 ) -> None:
     """Create jobs in state ``defined`` with their first attempt and history row."""
-    if not specs:
-        return
     owner = owners or {}
-    conn.execute(insert(jobs), [_job_row(s, now) | {"owner": owner.get(s.id)} for s in specs])
-    conn.execute(
-        insert(job_attempts),
-        [{"job_id": s.id, "attempt": 1, "state": "defined", "created_at": now} for s in specs],
-    )
-    conn.execute(
-        insert(job_transitions),
-        [
-            {
-                "job_id": s.id,
-                "attempt": 1,
-                "from_state": None,
-                "to_state": "defined",
-                "at": now,
-                "reason": "submitted",
-            }
-            for s in specs
-        ],
-    )
+    insert_new(conn, [NewJob(s, owner.get(s.id)) for s in specs], now)
 
 
-def _job_row(spec: JobSpec, now: datetime) -> dict[str, Any]:
+def insert_new(conn: Connection, new: Sequence[NewJob], now: datetime) -> None:
+    """Insert jobs in the state their moves leave them in, each written once, with its
+    first attempt and its history: ``defined`` (submitted), then one row per move."""
+    if not new:
+        return
+    values = [n.values() for n in new]
+    written = list(zip(new, values, strict=True))
+    _insert(conn, jobs, [_job_row(n, now) | _state_row(jobs, n, v, now) for n, v in written])
+    _insert(conn, job_attempts, [_attempt_row(n, v, now) for n, v in written])
+    moves = [move for n in new for move in n.moves]
+    history = [_submitted(n.spec, now) for n in new] + transitions.history(moves, now)
+    insert_each(conn, job_transitions, history)
+    new_jobs_stored([(v.get("site"), move) for n, v in written for move in n.moves])
+
+
+def _state_row(
+    table: Table, new: NewJob, values: Mapping[str, Any], now: datetime
+) -> dict[str, Any]:
+    """The state of a new job's row in ``table`` (``jobs`` or ``job_attempts``), and
+    the columns of that table its moves set (``values``)."""
+    row = {"state": new.state.value} | {k: v for k, v in values.items() if k in table.c}
+    if table is job_attempts:
+        row["ended_at"] = now if is_final(new.state) else None
+    return row
+
+
+def _attempt_row(new: NewJob, values: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    first = {"job_id": new.spec.id, "attempt": 1, "created_at": now}
+    return first | _state_row(job_attempts, new, values, now)
+
+
+def _submitted(spec: JobSpec, now: datetime) -> dict[str, Any]:
+    """A new job's first history row."""
+    return {
+        "job_id": spec.id,
+        "attempt": 1,
+        "from_state": None,
+        "to_state": JobState.DEFINED.value,
+        "at": now,
+        "event_id": None,
+        "reason": "submitted",
+    }
+
+
+def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``, one statement for each set of columns they give."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_columns[tuple(sorted(row))].append(row)
+    for group in by_columns.values():
+        insert_each(conn, table, group)
+
+
+def _job_row(new: NewJob, now: datetime) -> dict[str, Any]:
+    spec = new.spec
     return {
         "id": spec.id,
         "task_id": spec.task_id,
         "name": spec.name,
         "site": None,
         "resource_type": resource_type(spec.cores, spec.memory_mb),
-        "state": JobState.DEFINED.value,
         "attempt": 1,
         "priority": spec.priority,
         "max_attempts": spec.max_attempts,
-        "spec": dataclasses.asdict(spec),
+        "spec": fields_of(spec),
         "activity": spec.activity,
         "created_at": now,
         "modified_at": now,
+        "owner": new.owner,
     }
 
 

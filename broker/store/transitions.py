@@ -132,24 +132,26 @@ def _keys(table: Table) -> tuple[str, str]:
     return ("id", "attempt") if table is jobs else ("job_id", "attempt")
 
 
+def history(changes: Iterable[Change], now: datetime) -> list[dict[str, Any]]:
+    """The ``job_transitions`` rows that record ``changes``."""
+    return [
+        {
+            "job_id": c.job_id,
+            "attempt": c.attempt,
+            "from_state": c.from_state.value,
+            "to_state": c.to_state.value,
+            "at": now,
+            "event_id": c.event_id,
+            "reason": c.reason,
+        }
+        for c in changes
+    ]
+
+
 def _record(conn: Connection, applied: list[Change], now: datetime) -> None:
     if not applied:
         return
-    conn.execute(
-        insert(job_transitions),
-        [
-            {
-                "job_id": c.job_id,
-                "attempt": c.attempt,
-                "from_state": c.from_state.value,
-                "to_state": c.to_state.value,
-                "at": now,
-                "event_id": c.event_id,
-                "reason": c.reason,
-            }
-            for c in applied
-        ],
-    )
+    conn.execute(insert(job_transitions), history(applied, now))
     update_each(
         conn,
         job_attempts,
