@@ -38,16 +38,18 @@ S = JobState
 QUEUED = (S.DEFINED, S.ASSIGNED, S.THROTTLED, S.ACTIVATED)
 
 
-def site_loads(conn: Connection) -> dict[str, Load]:
-    """Queued and running jobs of every site that has any."""
+def site_loads(conn: Connection, names: Iterable[str]) -> dict[str, Load]:
+    """Queued and running jobs of each of the sites ``names``."""
+    loads = {name: Load() for name in names}
+    if not loads:
+        return loads
     stmt = (
         select(jobs.c.site, jobs.c.state, func.count())
-        .where(jobs.c.site.is_not(None), jobs.c.state.in_([*QUEUED, *RUNNING]))
+        .where(jobs.c.site.in_(list(loads)), jobs.c.state.in_([*QUEUED, *RUNNING]))
         .group_by(jobs.c.site, jobs.c.state)
     )
-    loads: dict[str, Load] = {}
     for site, state, n in conn.execute(stmt):
-        load = loads.setdefault(site, Load())
+        load = loads[site]
         if state in RUNNING:
             load.running += n
         else:
@@ -64,7 +66,9 @@ class Brokerage:
 
     def __post_init__(self) -> None:
         self._catalogue = site_configs(self.conn)
-        self._loads = site_loads(self.conn)
+        # Counted for the sites a job may go to, when one first may: a backlog at
+        # other sites costs nothing (a submission batch names its sites).
+        self._loads: dict[str, Load] = {}
         self._files: dict[str, tuple[int, set[str]]] = {}
         self._looked_up: set[str] = set()
 
@@ -75,6 +79,12 @@ class Brokerage:
         if dids:
             self._files |= file_replicas(self.conn, dids)
             self._looked_up |= dids
+
+    def _count(self, names: Iterable[str]) -> None:
+        """Count the load of those of ``names`` not counted yet."""
+        new = set(names) - self._loads.keys()
+        if new:
+            self._loads |= site_loads(self.conn, new)
 
     def replica_sites(self, did: str) -> set[str]:
         """The sites with an available replica of a file (DID) looked up for placing jobs."""
@@ -97,6 +107,7 @@ class Brokerage:
         needs = Needs.of(spec)
         left_out = set(exclude)
         sites = [s for s in needs.candidates(self._catalogue) if s.name not in left_out]
+        self._count([s.name for s in sites])
         self._look_up([spec])
         data = self.locality(spec.input_files) if spec.input_files else {}
         decision = choose(needs, sites, self._loads, data, self.data_weight)
@@ -111,6 +122,9 @@ class Brokerage:
         placed, unplaced = [], []
         ordered = sorted(specs, key=lambda s: -s.priority)
         self._look_up(ordered)
+        # Every site any of them may go to, counted at once rather than job by job.
+        asked = {Needs(site=spec.site, sites=tuple(spec.sites)) for spec in ordered}
+        self._count(c.name for needs in asked for c in needs.candidates(self._catalogue))
         for spec in ordered:
             decision = self.decide(spec)
             if decision.site is None:
