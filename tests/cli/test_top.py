@@ -13,10 +13,12 @@ from tests.broker.monitor.seed import failed_job, new_site
 
 
 def test_top_draws_sites_by_state_with_error_rate_and_failures(engine: Engine) -> None:
-    # Given a site with two jobs that failed just now (the latest in a shared database)
+    # Given a site with two jobs that failed last in a shared database: two hours
+    # ahead, after those the DDM bridge's timeout test fails an hour ahead
+    ahead = -timedelta(hours=2)
     with transaction(engine) as conn:
         site = new_site(conn)
-        job_id, _ = (failed_job(conn, site, 1305, "disk full", 1, ago=timedelta(0)) for _ in "ab")
+        job_id, _ = (failed_job(conn, site, 1305, "disk full", 1, ago=ahead) for _ in "ab")
     env = {"PANDAMQ_DATABASE_URL": engine.url.render_as_string(False), "PANDAMQ_CONFIG": None}
     # When one frame is drawn
     result = CliRunner(env=env).invoke(pandamq, ["top", "--once"])
