@@ -41,6 +41,10 @@ class DatabaseUnavailable(RecoverableError):
     """The SQL database cannot be reached."""
 
 
+class NoAnswer(RecoverableError):
+    """The broker service did not answer a request in time (not running, or busy)."""
+
+
 class PublishFailed(RecoverableError):
     """The message broker refused (nacked or returned) a publish, or did not confirm it."""
 

@@ -51,6 +51,12 @@ FILE_COPY_DURATION = Histogram(
     ["result"],
     buckets=DURATION_BUCKETS,
 )
+REQUESTS = Counter(
+    "pandamq_requests_total",
+    "Submitters' requests answered, by queue and outcome (answered, bad_input, not_found, "
+    "not_allowed).",
+    ["queue", "outcome"],
+)
 REFUSED_SENDERS = Counter(
     "pandamq_refused_senders_total",
     "Messages refused because their sender (user_id) may not do what they ask.",

@@ -301,6 +301,8 @@ def _shape(cls: type[Any]) -> tuple[dict[str, Any], dict[str, dataclasses.Field[
 
 
 def _convert(label: str, name: str, hint: Any, value: Any) -> Any:
+    if hint is Any:
+        return value
     converter = _CONVERTERS.get(get_origin(hint))
     if converter is not None:
         return converter(label, name, hint, value)
@@ -330,10 +332,12 @@ def _convert_list(label: str, name: str, hint: Any, value: Any) -> list[Any]:
     return [_convert(label, f"{name}[{n}]", item, v) for n, v in enumerate(value)]
 
 
-def _convert_str_dict(label: str, name: str, hint: Any, value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise SpecError(f"{label}: field {name!r} must be an object of strings")
-    return dict(value)
+def _convert_dict(label: str, name: str, hint: Any, value: Any) -> dict[str, Any]:
+    """An object whose values all have the hint's value type (strings, integers)."""
+    _, item = get_args(hint)
+    if not isinstance(value, dict):
+        raise SpecError(f"{label}: field {name!r} must be an object, got {_json_type(value)}")
+    return {str(k): _convert(label, f"{name}.{k}", item, v) for k, v in value.items()}
 
 
 _CONVERTERS: dict[Any, Callable[[str, str, Any, Any], Any]] = {
@@ -341,7 +345,7 @@ _CONVERTERS: dict[Any, Callable[[str, str, Any, Any], Any]] = {
     typing.Union: _convert_optional,
     Literal: _convert_literal,
     list: _convert_list,
-    dict: _convert_str_dict,
+    dict: _convert_dict,
 }
 
 

@@ -38,6 +38,8 @@ class Settings:
     queue_type: str = "classic"
     heartbeat_interval_s: float = 1800.0
     claim_timeout_s: float = 30.0
+    #: How long a submitter waits for the broker service's answer to a request.
+    request_timeout_s: float = 30.0
     batch_size: int = 500
     publish_window: int = 1000
     confirm_timeout_s: float = 30.0

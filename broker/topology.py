@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kombu import Exchange, Queue
+from kombu import Exchange, Queue, binding
 
 SUBMIT_EXCHANGE = "pandamq.submit"
 SUBMIT_QUEUE = "pandamq.submit"
@@ -24,8 +24,20 @@ COMMANDS_EXCHANGE = "pandamq.commands"
 COMMANDS_QUEUE = "pandamq.commands"
 TASKS_EXCHANGE = "pandamq.tasks"
 TASKS_QUEUE = "pandamq.tasks"
+QUERIES_EXCHANGE = "pandamq.queries"
+QUERIES_QUEUE = "pandamq.queries"
+ENDINGS_EXCHANGE = "pandamq.endings"
 DEAD_LETTER_EXCHANGE = "pandamq.dlx"
 DEAD_LETTER_QUEUE = "pandamq.dead"
+
+#: RabbitMQ's pseudo-queue for answers without a queue of the asker's own (direct reply-to).
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+#: A query nobody took within this time is dropped: its asker has given up.
+QUERY_TTL_MS = 60_000
+#: The owner word of a job that has no recorded owner, in endings' routing keys.
+NO_OWNER = "-"
+#: The task word of a job outside any task, in endings' routing keys.
+NO_TASK = "-"
 
 #: Header on a dead-lettered message that says why it was refused.
 REASON_HEADER = "x-pandamq-reason"
@@ -92,6 +104,25 @@ def control_routing_key(site: str, pilot_id: str) -> str:
     return pilot_address(site, pilot_id)
 
 
+def job_ending_key(owner: str | None, task_id: str | None, job_id: str) -> str:
+    """Routing key of a job's ending: ``<owner>.<task id or ->.<job id>``.
+
+    It starts with the owner, so RabbitMQ's topic permissions (read pattern
+    ``^{username}\\.``) let a person bind only to their own jobs' endings.
+    """
+    return f"{owner or NO_OWNER}.{task_id or NO_TASK}.{job_id}"
+
+
+def task_ending_key(owner: str | None, task_id: str) -> str:
+    """Routing key of a task's ending: ``<owner>.<task id>``."""
+    return f"{owner or NO_OWNER}.{task_id}"
+
+
+def follow_queue_name(owner: str, tag: str) -> str:
+    """A follower's private queue of endings: ``pandamq.follow.<owner>.<tag>``."""
+    return f"pandamq.follow.{owner}.{tag}"
+
+
 def event_routing_key(site: str, kind: str) -> str:
     """Routing key on the events exchange: ``<site>.<kind>``."""
     return f"{site}.{kind}"
@@ -130,6 +161,33 @@ class Topology:
     def tasks_queue(self) -> Queue:
         """Where task submissions wait for the broker service."""
         return self._durable(TASKS_QUEUE, Exchange(TASKS_EXCHANGE, "direct"), TASKS_QUEUE)
+
+    def queries_queue(self) -> Queue:
+        """Where submitters' queries wait for the broker service; non-persistent, and
+        dropped after ``QUERY_TTL_MS`` (their asker is gone by then)."""
+        return Queue(
+            QUERIES_QUEUE,
+            Exchange(QUERIES_EXCHANGE, "direct"),
+            routing_key=QUERIES_QUEUE,
+            durable=True,
+            queue_arguments={"x-queue-type": self.queue_type, "x-message-ttl": QUERY_TTL_MS},
+        )
+
+    def follow_queue(self, owner: str, tag: str, keys: Iterable[str]) -> Queue:
+        """A follower's private queue, bound to the endings it follows."""
+        exchange = self.endings_exchange()
+        return Queue(
+            follow_queue_name(owner, tag),
+            exchange,
+            bindings=[binding(exchange, key) for key in keys],
+            exclusive=True,
+            auto_delete=True,
+            durable=False,
+        )
+
+    def endings_exchange(self) -> Exchange:
+        """Jobs and tasks that ended, routed ``<owner>.<task>.<job>`` and ``<owner>.<task>``."""
+        return Exchange(ENDINGS_EXCHANGE, "topic", durable=True)
 
     def events_queue(self) -> Queue:
         """Where pilots' job events wait for the broker service."""
@@ -205,6 +263,7 @@ class Topology:
             self.commands_queue(),
             self.dead_letter_queue(),
             self.tasks_queue(),
+            self.queries_queue(),
         ]
 
     def site_queues(self, sites: Iterable[str]) -> list[Queue]:

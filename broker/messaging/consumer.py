@@ -19,6 +19,7 @@ from kombu import Connection, Consumer, Message, Queue
 
 from broker import failpoints
 from broker.errors import BrokerUnavailable, RecoverableError, SpecError
+from broker.messaging import answers
 from broker.messaging.dead_letters import dead_letter
 from broker.messaging.publisher import Publisher
 from broker.protocol import decode_body
@@ -30,17 +31,33 @@ T = TypeVar("T")
 
 @dataclass
 class Incoming(Generic[T]):
-    """A decoded delivery; a handler calls ``refuse`` to dead-letter it."""
+    """A decoded delivery; a handler calls ``refuse`` to turn it down, ``answer`` to reply.
+
+    A refused request (a message with ``reply_to``) is answered with the reason;
+    any other refused message is dead-lettered with it.
+    """
 
     message: T
     delivery: Message
     refused: str | None = field(default=None)
     #: The sender's user, as RabbitMQ validated it (``user_id``); None if the message has none.
     user_id: str | None = field(default=None)
+    refused_as: answers.ErrorKind = field(default="bad_input")
+    answer: answers.Reply | None = field(default=None)
 
-    def refuse(self, reason: str) -> None:
-        """Dead-letter this message after the batch, with ``reason``."""
+    def refuse(self, reason: str, kind: answers.ErrorKind = "bad_input") -> None:
+        """Turn this message down after the batch, with ``reason``."""
         self.refused = reason
+        self.refused_as = kind
+
+    def reply(self, data: object = None, cursor: str = "") -> None:
+        """Answer the request (if it asked for an answer) once the batch is committed."""
+        self.answer = answers.Reply(data, cursor)
+
+    @property
+    def reply_to(self) -> str | None:
+        """Where the sender waits for an answer; None for a message that asks for none."""
+        return answers.reply_address(self.delivery)
 
 
 Handler = Callable[[list[Incoming[Any]]], None]
@@ -54,6 +71,8 @@ class _Stream:
     #: Pilots' queues (events, claims): served again after each batch of the others,
     #: because a pilot waits for its answer.
     urgent: bool = False
+    #: Bodies longer than this are refused unread (None: no limit).
+    max_bytes: int | None = None
     channel: Any = None
     buffer: list[Message] = field(default_factory=list)
 
@@ -83,7 +102,12 @@ class BatchConsumer:
         self._amqp = connection.transport.driver_type == "amqp"
 
     def add(
-        self, queue: Queue, message_type: type[T], handler: Handler, urgent: bool = False
+        self,
+        queue: Queue,
+        message_type: type[T],
+        handler: Handler,
+        urgent: bool = False,
+        max_bytes: int | None = None,
     ) -> None:
         """Consume ``queue``; decode bodies as ``message_type``; pass batches to ``handler``.
 
@@ -91,7 +115,7 @@ class BatchConsumer:
         the others, in the order added: add events before claims, so that a claim never
         overtakes the end of the pilot's previous job.
         """
-        stream = _Stream(queue, message_type, handler, urgent)
+        stream = _Stream(queue, message_type, handler, urgent, max_bytes)
         stream.channel = self._connection.channel()
         stream.channel.basic_qos(0, self._batch_size, False)
         consumer = Consumer(stream.channel, queues=[queue], on_message=stream.buffer.append)
@@ -144,7 +168,10 @@ class BatchConsumer:
             _handle(stream.handler, batch)
             self._after_batch()
         failpoints.hit(f"after-commit:{stream.queue.name}")
-        refused += [(i.delivery, i.refused) for i in batch if i.refused]
+        requests = [i for i in batch if i.reply_to]
+        refused += [(i.delivery, i.refused) for i in batch if i.refused and not i.reply_to]
+        answers.send(self._publisher, stream.queue.name, requests, refused)
+        refused = [(d, r) for d, r in refused if not answers.reply_address(d)]
         dead_letter(self._publisher, stream.queue.name, [(d.body, r) for d, r in refused])
         self._ack(deliveries)
         return len(deliveries)
@@ -156,6 +183,7 @@ class BatchConsumer:
         refused: list[tuple[Message, str]] = []
         for delivery in deliveries:
             try:
+                answers.check_size(stream.max_bytes, delivery.body)
                 message = decode_body(stream.message_type, delivery.body)
                 user_id = delivery.properties.get("user_id")
                 batch.append(Incoming(message, delivery, user_id=user_id))

@@ -32,6 +32,8 @@ class Outgoing:
     persistent: bool = True
     #: Unroutable messages fail the publish; off for replies to pilots that may be gone.
     mandatory: bool = True
+    #: The request an answer belongs to (AMQP ``correlation_id``).
+    correlation_id: str | None = None
 
 
 class Publisher(Protocol):
@@ -76,6 +78,7 @@ class DirectPublisher:
                 headers=m.headers or {},
                 delivery_mode=2 if m.persistent else 1,
                 user_id=self._user_id,
+                **_correlation(m),
             )
             count += 1
         return count
@@ -126,6 +129,7 @@ class ConfirmingPublisher:
             delivery_mode=2 if m.persistent else 1,
             application_headers=m.headers or {},
             user_id=self._user_id,
+            **_correlation(m),
         )
         self._channel.basic_publish(
             message, exchange=m.exchange, routing_key=m.routing_key, mandatory=m.mandatory
@@ -161,3 +165,7 @@ class ConfirmingPublisher:
 
     def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
         self._failures.append(f"no queue for exchange {exchange!r} routing key {routing_key!r}")
+
+
+def _correlation(m: Outgoing) -> dict[str, str]:
+    return {} if m.correlation_id is None else {"correlation_id": m.correlation_id}

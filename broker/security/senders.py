@@ -40,7 +40,7 @@ def check(incoming: Incoming[Any], kind: str, why: str | None) -> bool:
     """True if ``why`` is None; else refuse the message for that reason and count it."""
     if why is None:
         return True
-    incoming.refuse(why)
+    incoming.refuse(why, "not_allowed")
     REFUSED_SENDERS.labels(kind=kind).inc()
     return False
 
@@ -74,3 +74,18 @@ def manage_refusal(
         if why is not None:
             return f"{command} of job {row['id']} refused: {why}"
     return None
+
+
+def api_refusal(user_id: str | None) -> str | None:
+    """Why ``user_id`` may not use the submitter's API at all: pilots see nothing of it."""
+    if user_id is None:
+        return NO_USER_ID
+    if identity.site_of(user_id) is not None:
+        return f"{user_id} is a pilot's identity; pilots may not use the submitter's API"
+    return None
+
+
+def read_refusal(settings: Settings, user_id: str, owner: str | None, what: str) -> str | None:
+    """Why ``user_id`` may not see ``what`` (a job, a task) owned by ``owner``; None if it may."""
+    why = identity.may_manage(settings, user_id, owner)
+    return None if why is None else f"reading {what} refused: {why}"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from sqlalchemy import Connection, Engine, RowMapping, select
 
+from broker.api import CommandOutcome
 from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobCommand
@@ -18,6 +20,7 @@ from broker.store.clock import now
 from broker.store.engine import transaction
 from broker.store.jobs import load
 from broker.store.schema import jobs
+from broker.store.tasks import reopen
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +35,50 @@ class CommandHandler:
         self._limits = Limits.of(settings)
 
     def __call__(self, batch: list[Incoming[JobCommand]]) -> None:
-        """Carry out each command in order."""
+        """Carry out each command in order; answer each with what it changed."""
         t = now()
         with transaction(self._engine) as conn:
             for incoming in batch:
+                rows = self._allowed(conn, incoming)
+                if rows is None:
+                    continue
                 command = incoming.message
-                rows = _targets(conn, command)
-                if not rows:
-                    incoming.refuse(f"{command.command}: no such job or task")
-                    continue
-                why = senders.manage_refusal(
-                    self._settings, incoming.user_id, command.command, rows
-                )
-                if not senders.check(incoming, command.command, why):
-                    continue
                 if command.command == "kill":
                     outcome = kills.kill(conn, rows, command.reason, t)
                     log.info("kill of %d job(s): %s", len(rows), outcome)
+                    changed = kills.changed(outcome)
                 else:
-                    started = retries.retry(conn, self._decide(rows), t, self._limits)
-                    log.info("retry by hand: %d of %d job(s) started again", started, len(rows))
+                    outcome, changed = self._retry(conn, rows, t)
+                incoming.reply(_outcome(command.command, rows, changed, outcome))
+
+    def _allowed(self, conn: Connection, incoming: Incoming[JobCommand]) -> list[RowMapping] | None:
+        """The jobs the command names, if they exist and the sender may manage them."""
+        command = incoming.message
+        rows = _targets(conn, command)
+        missing = _missing(command, rows)
+        if missing:
+            incoming.refuse(f"{command.command}: {missing}", "not_found")
+            return None
+        why = senders.manage_refusal(self._settings, incoming.user_id, command.command, rows)
+        if not senders.check(incoming, command.command, why):
+            return None
+        return rows
+
+    def _retry(
+        self, conn: Connection, rows: list[RowMapping], t: datetime
+    ) -> tuple[dict[str, str], list[str]]:
+        decided = self._decide(rows)
+        started = retries.retry(conn, decided, t, self._limits)
+        changed = [row["id"] for row, _ in decided]
+        task_ids = {row["task_id"] for row, _ in decided if row["task_id"]}
+        reopen(conn, task_ids)
+        log.info("retry by hand: %d of %d job(s) started again", started, len(rows))
+        outcome = {
+            row["id"]: f"is {row['state']}; only failed jobs are retried"
+            for row in rows
+            if row["state"] != JobState.FAILED
+        }
+        return outcome, changed
 
     def _decide(self, rows: list[RowMapping]) -> list[tuple[RowMapping, retries.Decision]]:
         """Only failed jobs are retried by hand; their error does not matter then."""
@@ -60,6 +87,28 @@ class CommandHandler:
             for row in rows
             if row["state"] == JobState.FAILED
         ]
+
+
+def _missing(command: JobCommand, rows: list[RowMapping]) -> str | None:
+    """What the command names that is not there: a job id, or a task without jobs."""
+    found = {row["id"] for row in rows}
+    absent = sorted(set(command.job_ids) - found)
+    if absent:
+        more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+        return f"no job {absent[0]!r}{more}"
+    if command.task_id and not any(row["task_id"] == command.task_id for row in rows):
+        return f"task {command.task_id!r} has no jobs"
+    if not rows:
+        return "name at least one job, or a task"
+    return None
+
+
+def _outcome(
+    command: str, rows: list[RowMapping], changed: list[str], outcome: dict[str, str]
+) -> CommandOutcome:
+    unchanged = {i: why for i, why in outcome.items() if i not in changed}
+    attempts = {row["id"]: int(row["attempt"]) for row in rows}
+    return CommandOutcome(command, attempts, sorted(changed), unchanged)
 
 
 def _targets(conn: Connection, command: JobCommand) -> list[RowMapping]:

@@ -28,6 +28,16 @@ CANCELLED_AT_ONCE = frozenset(
 TOLD_TO_PILOT = frozenset({S.SENT, S.STARTING, S.RUNNING})
 
 
+#: How ``kill`` words a job it cancelled, and (at the end) one whose pilot it told.
+DONE_CANCELLED = "cancelled"
+PILOT_TOLD = "told to stop it"
+
+
+def changed(outcome: dict[str, str]) -> list[str]:
+    """The jobs of a kill's outcome that it cancelled or whose pilot it told."""
+    return [i for i, what in outcome.items() if what == DONE_CANCELLED or what.endswith(PILOT_TOLD)]
+
+
 def kill(
     conn: Connection, rows: Iterable[RowMapping], reason: str, now: datetime
 ) -> dict[str, str]:
@@ -42,10 +52,10 @@ def kill(
             told.append(row)
         outcome[row["id"]] = "already ended" if state in FINAL_STATES else "moved on meanwhile"
     for change in transitions.apply(conn, changes, now):
-        outcome[change.job_id] = "cancelled"
+        outcome[change.job_id] = DONE_CANCELLED
     _request(conn, told, now)
     outbox.put(conn, kill_commands(told, reason))
-    outcome.update({row["id"]: f"pilot {row['pilot_id']} told to stop it" for row in told})
+    outcome.update({row["id"]: f"pilot {row['pilot_id']} {PILOT_TOLD}" for row in told})
     return outcome
 
 

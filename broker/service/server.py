@@ -21,6 +21,7 @@ from broker.security import identity
 from broker.service.claims import ClaimHandler
 from broker.service.commands import CommandHandler
 from broker.service.events import EventHandler
+from broker.service.queries import QueryService
 from broker.service.rebrokerage import Rebrokerage
 from broker.service.relay import OutboxRelay
 from broker.service.submission import SubmissionHandler
@@ -49,9 +50,21 @@ class BrokerService:
         self._connection: Connection | None = None
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
-        """Serve until ``stop`` is set, reconnecting after outages of RabbitMQ or the database."""
+        """Serve until ``stop`` is set, reconnecting after outages of RabbitMQ or the database.
+
+        The submitter's queries are answered by a thread of this service's own
+        (``QueryService``); it stops with the service.
+        """
+        queries = threading.Thread(
+            target=QueryService(self._settings, self._engine).run, args=(stop,), name="queries"
+        )
+        queries.start()
         backoff = Backoff("broker service", self._settings)
-        until_stopped(lambda: self._serve(stop, ready, backoff), backoff, stop)
+        try:
+            until_stopped(lambda: self._serve(stop, ready, backoff), backoff, stop)
+        finally:
+            stop.set()
+            queries.join()
         log.info("broker service stopped")
 
     def _serve(
@@ -88,6 +101,7 @@ class BrokerService:
                 self._topology.jobs_exchange(),
                 self._topology.control_exchange(),
                 self._topology.replies_exchange(),
+                self._topology.endings_exchange(),
             ],
         )
         self._declare_sites()

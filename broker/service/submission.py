@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine
 
+from broker.api import Receipt
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec
 from broker.security import senders
@@ -19,7 +20,7 @@ from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.engine import transaction
-from broker.store.jobs import existing_ids, known_tasks
+from broker.store.jobs import known_tasks, owners_of
 from broker.store.sites import known_sites
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,10 @@ class SubmissionHandler:
             owners = {i.message.id: i.user_id for i in fresh}
             brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
             limits = Limits.of(self._settings)
-            placed, _ = store_jobs(conn, brokerage, self._valid(conn, fresh), owners, t, limits)
+            valid = self._valid(conn, fresh)
+            placed, _ = store_jobs(conn, brokerage, valid, owners, t, limits)
+        for incoming in batch:
+            incoming.reply(Receipt(incoming.message.id, accepted=True))
         self._site_queues_ready({p.site for p in placed})
         if placed:
             log.info("accepted %d job(s)", len(placed))
@@ -59,10 +63,15 @@ class SubmissionHandler:
         named = [
             i for i in senders.allowed(batch, "submission", senders.user_required) if i.message.id
         ]
-        seen = existing_ids(conn, (i.message.id for i in named))
+        seen = owners_of(conn, (i.message.id for i in named))
         fresh: dict[str, Incoming[JobSpec]] = {}
         for incoming in named:
-            fresh.setdefault(incoming.message.id, incoming)
+            job_id = incoming.message.id
+            if job_id in seen and seen[job_id] != incoming.user_id:
+                incoming.refuse(f"job spec: job id {job_id!r} is taken by another job")
+            elif fresh.setdefault(job_id, incoming) is not incoming:
+                incoming.refuse(f"job spec: job id {job_id!r} is given twice")
+        # A job already stored for this sender is a redelivery: it is answered, not stored.
         return [i for job_id, i in fresh.items() if job_id not in seen]
 
     @staticmethod
@@ -84,9 +93,12 @@ class SubmissionHandler:
 def _refusal(spec: JobSpec, statuses: dict[str, str], tasks: set[str]) -> str | None:
     """Why a submission cannot even be brokered: it names a site or task that is not there."""
     if spec.task_id and spec.task_id not in tasks:
-        return f"task {spec.task_id!r} does not exist"
+        return f"job spec: task {spec.task_id!r} does not exist"
     if spec.site and spec.site not in statuses:
-        return f"site {spec.site!r} is not in the site catalogue"
+        return (
+            f"job spec: site {spec.site!r} is not in the site catalogue "
+            "(see `pandamq sites`; an operator adds it with `pandamq sites add`)"
+        )
     if spec.site and statuses[spec.site] == "offline":
-        return f"site {spec.site!r} is offline"
+        return f"job spec: site {spec.site!r} is offline and takes no jobs"
     return None

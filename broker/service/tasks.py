@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, Engine
 
+from broker.api import Receipt
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec, TaskSpec
 from broker.security import senders
@@ -26,10 +27,10 @@ from broker.service.intake import store_jobs
 from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.store.clock import now
-from broker.store.datasets import FileRecord, dataset_files
+from broker.store.datasets import FileRecord, dataset_exists, dataset_files
 from broker.store.engine import transaction
-from broker.store.jobs import known_tasks
-from broker.store.tasks import insert_task, taken_datasets
+from broker.store.sites import known_sites
+from broker.store.tasks import insert_task, owners_of, taken_datasets
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +86,18 @@ class TaskHandler:
         t = now()
         sites: set[str] = set()
         with transaction(self._engine) as conn:
-            seen = known_tasks(conn, (i.message.id for i in batch))
+            seen = owners_of(conn, (i.message.id for i in batch))
             brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
             for incoming in senders.allowed(batch, "task", senders.user_required):
                 task = incoming.message
-                if task.id in seen or not self._valid(incoming):
+                incoming.reply(Receipt(task.id, accepted=True))
+                if not self._valid(incoming) or _taken(incoming, seen):
                     continue
-                seen.add(task.id)
+                seen[task.id] = incoming.user_id
                 specs = split(task, dataset_files(conn, task.input_dataset))
                 if not self._can_start(conn, incoming, specs):
                     continue
-                insert_task(conn, task, t)
+                insert_task(conn, task, t, incoming.user_id)
                 owners = dict.fromkeys((s.id for s in specs), incoming.user_id)
                 placed, unplaced = store_jobs(
                     conn, brokerage, specs, owners, t, Limits.of(self._settings)
@@ -106,20 +108,45 @@ class TaskHandler:
 
     @staticmethod
     def _can_start(conn: Connection, incoming: Incoming[TaskSpec], specs: list[JobSpec]) -> bool:
-        """Refuse a task with no jobs, or whose output or log dataset exists already."""
-        task = incoming.message
-        if not specs:
-            incoming.refuse(f"task {task.id}: input dataset {task.input_dataset!r} has no files")
-            return False
-        taken = taken_datasets(conn, task)
-        if taken:
-            incoming.refuse(f"task {task.id}: dataset {taken[0]!r} exists already")
+        """Refuse a task whose input dataset is missing or empty, whose output or log
+        dataset exists already, or that names sites not in the catalogue."""
+        why = _refusal(conn, incoming.message, specs)
+        if why is not None:
+            incoming.refuse(
+                f"task spec: {why}", "not_found" if "does not exist" in why else "bad_input"
+            )
             return False
         return True
 
     @staticmethod
     def _valid(incoming: Incoming[TaskSpec]) -> bool:
+        """Refuse a task without an id (the CLI and the client fill one in)."""
         if not incoming.message.id:
             incoming.refuse("task spec: field 'id' is required on the wire")
             return False
         return True
+
+
+def _taken(incoming: Incoming[TaskSpec], seen: dict[str, str | None]) -> bool:
+    """Whether the task is stored already: by its sender (a redelivery, answered as
+    accepted) or by another user (refused)."""
+    task = incoming.message
+    if task.id not in seen:
+        return False
+    if seen[task.id] != incoming.user_id:
+        incoming.refuse(f"task spec: task {task.id!r} exists already")
+    return True
+
+
+def _refusal(conn: Connection, task: TaskSpec, specs: list[JobSpec]) -> str | None:
+    if not specs:
+        if not dataset_exists(conn, task.input_dataset):
+            return f"input dataset {task.input_dataset!r} does not exist"
+        return f"input dataset {task.input_dataset!r} has no files"
+    taken = taken_datasets(conn, task)
+    if taken:
+        return f"dataset {taken[0]!r} exists already"
+    unknown = sorted(set(task.sites) - set(known_sites(conn, task.sites)))
+    if unknown:
+        return f"site(s) {', '.join(unknown)} not in the site catalogue"
+    return None

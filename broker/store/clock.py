@@ -16,6 +16,11 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def iso(value: datetime) -> str:
+    """``value`` as an ISO 8601 UTC string."""
+    return as_utc(value).isoformat()
+
+
 def iso_times(record: dict[str, Any]) -> dict[str, Any]:
     """``record`` with every datetime value as an ISO 8601 UTC string, for people and JSON."""
     for key, value in record.items():

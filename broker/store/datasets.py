@@ -281,6 +281,11 @@ def register_all(
     return added
 
 
+def dataset_exists(conn: Connection, name: str) -> bool:
+    """Whether dataset ``name`` is in the catalogue."""
+    return conn.execute(select(datasets.c.name).where(datasets.c.name == name)).first() is not None
+
+
 def dataset_files(conn: Connection, dataset: str) -> list[FileRecord]:
     """The files of a dataset, in the order they were added."""
     stmt = (

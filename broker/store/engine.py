@@ -12,6 +12,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from broker.errors import ConfigError, DatabaseUnavailable, SchemaMissing, StatementFailed
+from broker.store import endings
+from broker.store.clock import now
 
 SQLITE_BUSY_TIMEOUT_S = 30
 
@@ -62,12 +64,17 @@ def _sqlite_engine(database_url: str, path: str | None) -> Engine:
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
-    """``engine.begin()``, with a lost or unreachable database turned into
+    """``engine.begin()``, the endings of the jobs it ended written before it commits
+    (``broker.store.endings``), with a lost or unreachable database turned into
     ``DatabaseUnavailable`` (wait and retry) and a statement the database refuses
     while it answers into ``StatementFailed`` (retrying cannot help)."""
     try:
         with engine.begin() as conn:
-            yield conn
+            try:
+                yield conn
+                endings.flush(conn, now())
+            finally:
+                endings.forget(conn)
     except DBAPIError as exc:
         # A lost connection may surface as another DBAPI error; SQLAlchemy
         # marks it invalidated. Other errors, but for OperationalError, are

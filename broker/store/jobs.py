@@ -14,7 +14,7 @@ from broker.errors import NotFound
 from broker.observability.pipeline import new_jobs_stored
 from broker.protocol import JobSpec, fields_of
 from broker.states import JobState, is_final
-from broker.store import transitions
+from broker.store import endings, transitions
 from broker.store.bulk import insert_each
 from broker.store.clock import iso_times
 from broker.store.schema import job_attempts, job_transitions, jobs, tasks
@@ -69,6 +69,7 @@ def insert_new(conn: Connection, new: Sequence[NewJob], now: datetime) -> None:
     moves = [move for n in new for move in n.moves]
     history = [_submitted(n.spec, now) for n in new] + transitions.history(moves, now)
     insert_each(conn, job_transitions, history)
+    endings.noted(conn, (n.spec.id for n in new if is_final(n.state)))
     new_jobs_stored([(v.get("site"), move) for n, v in written for move in n.moves])
 
 
@@ -129,12 +130,14 @@ def _job_row(new: NewJob, now: datetime) -> dict[str, Any]:
     }
 
 
-def existing_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
-    """Which of ``ids`` are already jobs."""
-    wanted = set(ids)
-    if not wanted:
-        return set()
-    return {r.id for r in conn.execute(select(jobs.c.id).where(jobs.c.id.in_(wanted)))}
+def owners_of(conn: Connection, ids: Iterable[str]) -> dict[str, str | None]:
+    """The owner of each of ``ids`` that is a job."""
+    wanted = sorted(set(ids))
+    found: dict[str, str | None] = {}
+    for start in range(0, len(wanted), 500):
+        stmt = select(jobs.c.id, jobs.c.owner).where(jobs.c.id.in_(wanted[start : start + 500]))
+        found |= {r.id: r.owner for r in conn.execute(stmt)}
+    return found
 
 
 def known_tasks(conn: Connection, ids: Iterable[str]) -> set[str]:
@@ -179,7 +182,7 @@ def list_jobs(
     for column, value in ((jobs.c.site, site), (jobs.c.state, state), (jobs.c.task_id, task)):
         if value is not None:
             stmt = stmt.where(column == value)
-    return [_public(r) for r in conn.execute(stmt).mappings()]
+    return [public(r) for r in conn.execute(stmt).mappings()]
 
 
 def get_job(conn: Connection, job_id: str) -> dict[str, Any]:
@@ -187,7 +190,7 @@ def get_job(conn: Connection, job_id: str) -> dict[str, Any]:
     row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
     if row is None:
         raise NotFound(f"no job {job_id!r}")
-    job = _public(row)
+    job = public(row)
     job["spec"] = dict(row["spec"])
     job["brokerage"] = row["brokerage"]
     job["attempts"] = [
@@ -219,6 +222,17 @@ def counts_by_site_state(conn: Connection) -> dict[tuple[str, str], int]:
     """How many jobs each site has in each state."""
     stmt = select(jobs.c.site, jobs.c.state, func.count()).group_by(jobs.c.site, jobs.c.state)
     return {(site or "-", state): n for site, state, n in conn.execute(stmt)}
+
+
+def summaries(conn: Connection, ids: Iterable[str]) -> list[dict[str, Any]]:
+    """Each of ``ids`` that is a job, as people see it."""
+    wanted = sorted(set(ids))
+    found: list[dict[str, Any]] = []
+    columns = [jobs.c[name] for name in PUBLIC_FIELDS]
+    for start in range(0, len(wanted), 500):
+        stmt = select(*columns).where(jobs.c.id.in_(wanted[start : start + 500]))
+        found += [public(r) for r in conn.execute(stmt).mappings()]
+    return found
 
 
 def states_of(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
@@ -258,5 +272,6 @@ PUBLIC_FIELDS = (
 )
 
 
-def _public(row: RowMapping) -> dict[str, Any]:
+def public(row: RowMapping) -> dict[str, Any]:
+    """A job row as people see it."""
     return iso_times({k: row[k] for k in PUBLIC_FIELDS})

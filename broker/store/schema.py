@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
     true,
 )
 
@@ -29,6 +30,8 @@ metadata = MetaData(
 )
 
 ID = String(64)
+#: A job row that is not final (the literal list keeps partial indexes usable by any plan).
+LIVE = text("state NOT IN ('cancelled', 'closed', 'failed', 'finished')")
 Time = DateTime(timezone=True)
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -54,6 +57,10 @@ tasks = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", Time, nullable=False),
     Column("spec", JSON),
+    #: The user that submitted the task (its message's validated ``user_id``).
+    Column("owner", String(256)),
+    Column("ended_at", Time),
+    Index(None, "owner", "created_at"),
 )
 
 jobs = Table(
@@ -87,6 +94,16 @@ jobs = Table(
     # The monitor's: sites x states and recent final jobs; a task's progress.
     Index(None, "state", "modified_at", "site"),
     Index(None, "task_id", "state", "modified_at"),
+    # The submitter's API: a user's jobs (or everyone's), newest first, page by page.
+    Index(None, "owner", "created_at", "id"),
+    Index(None, "created_at", "id"),
+)
+#: The live jobs of a task, so that "has this task ended?" reads no finished job.
+Index(
+    "ix_jobs_task_id_live",
+    jobs.c.task_id,
+    postgresql_where=LIVE,
+    sqlite_where=LIVE,
 )
 #: A site's jobs in a state, counted; and its throttled jobs of an activity in the
 #: order they are released (priority, then id), read to the first n without going

@@ -16,10 +16,11 @@ from broker.protocol import TaskSpec
 from broker.states import FINAL_STATES, JobState
 from broker.store.clock import iso_times
 from broker.store.datasets import ensure_dataset
+from broker.store.endings import task_status
 from broker.store.schema import dataset_contents, datasets, jobs, tasks
 
 #: The columns of a task that people see.
-PUBLIC_FIELDS = ("id", "name", "status", "created_at")
+PUBLIC_FIELDS = ("id", "name", "status", "created_at", "ended_at", "owner")
 
 
 def taken_datasets(conn: Connection, spec: TaskSpec) -> list[str]:
@@ -31,7 +32,7 @@ def taken_datasets(conn: Connection, spec: TaskSpec) -> list[str]:
     return [name for name in wanted if name in found]
 
 
-def insert_task(conn: Connection, spec: TaskSpec, now: datetime) -> None:
+def insert_task(conn: Connection, spec: TaskSpec, now: datetime, owner: str | None = None) -> None:
     """Record a task as it is split into jobs, with its (open, empty) output and log datasets."""
     conn.execute(
         tasks.insert().values(
@@ -40,6 +41,7 @@ def insert_task(conn: Connection, spec: TaskSpec, now: datetime) -> None:
             status="running",
             created_at=now,
             spec=dataclasses.asdict(spec),
+            owner=owner,
         )
     )
     ensure_dataset(conn, spec.output_dataset, "output", now, task_id=spec.id)
@@ -55,10 +57,14 @@ def task_specs(conn: Connection, task_ids: Iterable[str]) -> dict[str, TaskSpec]
     return {r.id: TaskSpec(**r.spec) for r in rows if r.spec}
 
 
-def list_tasks(conn: Connection, limit: int = 1000) -> list[dict[str, Any]]:
-    """Tasks, newest first, each with its progress."""
-    rows = conn.execute(select(tasks).order_by(tasks.c.created_at.desc()).limit(limit)).mappings()
-    return [_with_progress(conn, row) for row in rows]
+def list_tasks(
+    conn: Connection, limit: int = 1000, owner: str | None = None
+) -> list[dict[str, Any]]:
+    """Tasks (of ``owner``), newest first, each with its progress."""
+    stmt = select(tasks).order_by(tasks.c.created_at.desc()).limit(limit)
+    if owner is not None:
+        stmt = stmt.where(tasks.c.owner == owner)
+    return [_with_progress(conn, row) for row in conn.execute(stmt).mappings()]
 
 
 def get_task(conn: Connection, task_id: str) -> dict[str, Any]:
@@ -98,7 +104,7 @@ def _with_progress(conn: Connection, row: Any) -> dict[str, Any]:
         states[state] += 1
         files[_file_outcome(state)] += len(spec.get("input_files", []))
     task = iso_times({k: row[k] for k in PUBLIC_FIELDS})
-    task["status"] = _status(states)
+    task["status"] = task_status(dict(states))
     task["jobs"] = sum(states.values())
     task["jobs_by_state"] = dict(sorted(states.items()))
     task["files_done"] = files["done"]
@@ -113,12 +119,21 @@ def _file_outcome(state: str) -> str:
     return "failed" if state in FINAL_STATES else "pending"
 
 
-def _status(states: Counter[str]) -> str:
-    """PanDA's task status: running; then done (every job finished), finished (some
-    failed) or failed (none finished)."""
-    if not states or any(s not in FINAL_STATES for s in states):
-        return "running"
-    finished = states.get(JobState.FINISHED, 0)
-    if finished == sum(states.values()):
-        return "done"
-    return "finished" if finished else "failed"
+def reopen(conn: Connection, task_ids: Iterable[str]) -> None:
+    """Tasks whose jobs were retried by hand are running again."""
+    wanted = sorted(set(task_ids))
+    if wanted:
+        conn.execute(
+            tasks.update()
+            .where(tasks.c.id.in_(wanted), tasks.c.status != "running")
+            .values(status="running", ended_at=None)
+        )
+
+
+def owners_of(conn: Connection, task_ids: Iterable[str]) -> dict[str, str | None]:
+    """The owner of each of ``task_ids`` that is a task."""
+    wanted = sorted(set(task_ids))
+    if not wanted:
+        return {}
+    rows = conn.execute(select(tasks.c.id, tasks.c.owner).where(tasks.c.id.in_(wanted)))
+    return {r.id: r.owner for r in rows}

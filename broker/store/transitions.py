@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Table, insert, update
 from broker.metrics import ILLEGAL_TRANSITIONS
 from broker.observability.pipeline import transitions_applied
 from broker.states import JobState, can_transition, is_final
+from broker.store import endings
 from broker.store.bulk import update_each
 from broker.store.datasets import chunks
 from broker.store.keys import keys_in
@@ -49,6 +50,7 @@ def apply(conn: Connection, changes: Iterable[Change], now: datetime) -> list[Ch
         for (frm, to), group in _grouped(round_).items():
             applied += _compare_and_set(conn, frm, to, group, now)
     _record(conn, applied, now)
+    endings.noted(conn, (c.job_id for c in applied if is_final(c.to_state)))
     transitions_applied(conn, applied, now)
     return applied
 

@@ -37,7 +37,7 @@ def test_the_smallest_spec_gets_defaults() -> None:
         ({"command": " "}, "field 'command' must not be empty"),
         ({"command": "x", "colour": "red"}, "unknown field(s) 'colour'"),
         ({"command": "x", "site": "a/b"}, "field 'site' must be 1-64 letters"),
-        ({"command": "x", "environment": {"A": 1}}, "field 'environment' must be an object"),
+        ({"command": "x", "environment": {"A": 1}}, "field 'environment.A' must be a string"),
         (["command"], "expected a JSON object, got an array"),
         ({"command": "x", "input_files": ["nocolon"]}, "file 'nocolon' must be scope:name"),
         ({"command": "x", "input_files": ["a:b/c"]}, "file 'a:b/c' must be scope:name"),

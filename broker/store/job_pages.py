@@ -1,0 +1,84 @@
+"""Jobs page by page, newest first, for the submitter's API: a keyset over
+(created_at, id), so that page 1,000 of a user with 200,000 jobs costs what page
+1 does; the cursor names the last job shown and the filters it belongs to."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, or_, select
+
+from broker.errors import BadInput
+from broker.store.clock import as_utc
+from broker.store.jobs import PUBLIC_FIELDS, public
+from broker.store.schema import jobs
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What a page of jobs is narrowed to (None: no condition)."""
+
+    site: str | None = None
+    state: str | None = None
+    task: str | None = None
+    owner: str | None = None
+    since: str | None = None
+
+    def digest(self) -> str:
+        """A short fingerprint, so that a cursor is only used with the filters it came from."""
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def page(
+    conn: Connection,
+    wanted: JobFilter,
+    cursor: str,
+    limit: int,
+    modified_since: datetime | None = None,
+) -> tuple[list[dict[str, Any]], str]:
+    """Up to ``limit`` jobs after ``cursor`` (empty: the newest), and the next cursor
+    (empty when this page is the last)."""
+    stmt = select(*(jobs.c[name] for name in PUBLIC_FIELDS))
+    for column, value in (
+        (jobs.c.site, wanted.site),
+        (jobs.c.state, wanted.state),
+        (jobs.c.task_id, wanted.task),
+        (jobs.c.owner, wanted.owner),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if modified_since is not None:
+        stmt = stmt.where(jobs.c.modified_at >= modified_since)
+    if cursor:
+        created, job_id = _after(cursor, wanted)
+        stmt = stmt.where(
+            or_(jobs.c.created_at < created, and_(jobs.c.created_at == created, jobs.c.id < job_id))
+        )
+    stmt = stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
+    rows = conn.execute(stmt).mappings().all()
+    shown = rows[:limit]
+    more = len(rows) > limit
+    return [public(r) for r in shown], _cursor(shown[-1], wanted) if more else ""
+
+
+def _cursor(row: Any, wanted: JobFilter) -> str:
+    data = [as_utc(row["created_at"]).isoformat(), row["id"], wanted.digest()]
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+def _after(cursor: str, wanted: JobFilter) -> tuple[datetime, str]:
+    """The last job of the page before; ``BadInput`` for a cursor of other filters."""
+    try:
+        created, job_id, digest = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        at = as_utc(datetime.fromisoformat(created))
+    except (ValueError, TypeError) as exc:
+        raise BadInput("not a cursor of `pandamq jobs` (copy it whole from the last page)") from exc
+    if digest != wanted.digest() or not isinstance(job_id, str):
+        raise BadInput("that cursor belongs to a query with other filters; ask again without it")
+    return at, job_id
