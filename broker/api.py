@@ -20,7 +20,7 @@ from broker.protocol import JobSpec
 QueryKind = Literal[
     "jobs", "job", "log", "tasks", "task", "errors", "datasets", "dataset", "states"
 ]
-ErrorKind = Literal["", "bad_input", "not_found", "not_allowed"]
+ErrorKind = Literal["", "bad_input", "not_found", "not_allowed", "failed"]
 
 #: The longest filter value a query may carry (a site, a state, a window, a cursor).
 MAX_FILTER_CHARS = 256
@@ -141,9 +141,12 @@ class JobFile:
     role: str
     attempt: int
     did: str
+    scope: str
+    name: str
     size: int
     adler32: str
     dataset: str | None = None
+    dispatch_dataset: str | None = None
 
 
 @dataclass(frozen=True)

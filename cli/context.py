@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import Engine
 
+from broker.client import Client
 from broker.errors import BadInput, PandaMQError
 from broker.observability import logs
 from broker.settings import Settings
@@ -76,6 +77,13 @@ def database(s: Settings) -> Engine:
         ctx.call_on_close(engine.dispose)
     require_current(engine)
     return engine
+
+
+def client(ctx: click.Context) -> Client:
+    """A submitter's client for this invocation (AMQP only); closed when the command ends."""
+    opened = Client(settings(ctx))
+    ctx.call_on_close(opened.close)
+    return opened
 
 
 def setup_logging(level: str, log_format: str = "text") -> None:

@@ -1,4 +1,6 @@
-"""``pandamq datasets`` and ``pandamq dataset NAME``: data in the local DDM."""
+"""``pandamq datasets`` and ``pandamq dataset NAME``: data in the catalogue, read
+through the broker service; ``datasets add`` and ``register`` are an operator's
+(they write to the storage elements and the database)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,9 @@ from rich.console import Console
 
 from broker.errors import UnknownSite
 from broker.settings import Settings
-from broker.store.datasets import describe, list_datasets
 from broker.store.engine import transaction
 from broker.store.sites import known_sites
-from broker.store.subscriptions import moving
-from cli.context import connection_options, database, settings
+from cli.context import client, connection_options, database, settings
 from cli.render import print_json, print_table, table
 from ddm_bridge import catalogue
 from ddm_bridge.backends.local import LocalDDM
@@ -41,8 +41,7 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
     """List datasets, or add files to one with a subcommand."""
     if ctx.invoked_subcommand is not None:
         return
-    with transaction(database(settings(ctx))) as conn:
-        rows = list_datasets(conn)
+    rows = client(ctx).datasets()
     if as_json:
         print_json(rows)
     else:
@@ -107,9 +106,7 @@ def datasets_register(ctx: click.Context, name: str, paths: tuple[str, ...], sit
 def dataset(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show one dataset: its files, the sites with a replica of each, and the
     subscriptions moving them (its own, and those of dispatch datasets holding its files)."""
-    with transaction(database(settings(ctx))) as conn:
-        record = describe(conn, name)
-        record["subscriptions"] = moving(conn, name)
+    record = client(ctx).dataset(name)
     if as_json:
         print_json(record)
         return

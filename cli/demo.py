@@ -19,7 +19,8 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import Engine
 
-from broker.errors import PandaMQError, PermanentError
+from broker.client import Client
+from broker.errors import BadInput, PandaMQError, PermanentError
 from broker.protocol import JobSpec
 from broker.service.server import BrokerService
 from broker.settings import Settings
@@ -32,7 +33,6 @@ from broker.store.sites import add_site
 from cli.context import EXIT_FAILED, connection_options, settings
 from cli.demo_data import SCOPE, TRANSFER_DELAY_S, input_name, put_inputs, subscription_summary
 from cli.render import table
-from cli.submitter import publish_specs
 from ddm_bridge.bridge import DDMBridge
 from pilot_agent.agent import Pilot, Slot
 
@@ -130,7 +130,7 @@ def _run(s: Settings, count: int) -> bool:
     specs = demo_specs(count, run)
     started = time.monotonic()
     try:
-        publish_specs(s, specs)
+        _submit(s, specs)
         console.print(
             f"submitted {len(specs)} jobs to {', '.join(SITES)} "
             f"({PILOTS_PER_SITE} pilots each) on {s.broker_url.split('@')[-1]}; "
@@ -147,6 +147,14 @@ def _run(s: Settings, count: int) -> bool:
         for w in workers:
             w.join(timeout=15)
         engine.dispose()
+
+
+def _submit(s: Settings, specs: list[JobSpec]) -> None:
+    """Submit through the client, as a person would; every job must be accepted."""
+    with Client(s) as c:
+        refused = [r for r in c.submit(specs) if not r.accepted]
+    if refused:
+        raise BadInput(f"{len(refused)} demo job(s) refused: {refused[0].reason}")
 
 
 def _start(s: Settings, engine: Engine, stop: threading.Event) -> list[_Worker]:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import click
 
-from broker.monitor.views import errors_page
-from broker.monitor.window import DEFAULT_WINDOW, since
-from broker.store.clock import now
-from broker.store.engine import transaction
-from cli.context import connection_options, database, settings
+from broker.monitor.window import DEFAULT_WINDOW, parse_window
+from cli.context import client, connection_options
 from cli.render import print_json, print_table
 
 COLUMNS = ["count", "error_family", "error_code", "exit_code", "diagnostic", "example_jobs"]
@@ -28,9 +25,8 @@ COLUMNS = ["count", "error_family", "error_code", "exit_code", "diagnostic", "ex
 @click.pass_context
 def errors(ctx: click.Context, window: str, site: str | None, as_json: bool) -> None:
     """Failed attempts grouped by error code and diagnostic, with counts and example jobs."""
-    start = since(window, now())
-    with transaction(database(settings(ctx))) as conn:
-        data = errors_page(conn, start, window, site)
+    parse_window(window)  # a bad window is refused before anything is sent
+    data = client(ctx).errors(window, site)
     if as_json:
         print_json(data)
         return

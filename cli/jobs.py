@@ -1,31 +1,42 @@
-"""``pandamq jobs`` and ``pandamq job ID``: read jobs from SQL."""
+"""``pandamq jobs`` and ``pandamq job ID``: jobs as the broker service tells them."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Any
 
 import click
 from rich.console import Console
 
+from broker.api import JobRecord
 from broker.errors import BadInput
-from broker.monitor.datasets import job_file_list
 from broker.states import JobState
-from broker.store.engine import transaction
-from broker.store.jobs import PUBLIC_FIELDS, get_job, list_jobs
-from cli.context import connection_options, database, settings
+from cli.context import client, connection_options
 from cli.render import print_json, print_table, table
-from ddm_bridge.payload_log import read_log, stored_log
 
 LIST_COLUMNS = ["id", "state", "site", "attempt", "exit_code", "pilot_id", "modified_at"]
 FILE_COLUMNS = ["role", "attempt", "did", "size", "adler32", "dataset"]
+ATTEMPT_COLUMNS = [
+    "attempt",
+    "site",
+    "pilot_id",
+    "state",
+    "started_at",
+    "ended_at",
+    "exit_code",
+    "error_code",
+]
 
 
 @click.command()
 @click.option("--site", help="Only jobs at this site.")
 @click.option("--state", type=click.Choice([s.value for s in JobState]), help="Only this state.")
 @click.option("--task", help="Only jobs of this task.")
-@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--owner", help="Only jobs of this user (another's needs the production role).")
+@click.option("--since", help="Only jobs changed within this window: 30m, 12h, 2d, ...")
+@click.option("--limit", type=click.IntRange(1, 10000), default=1000, show_default=True)
+@click.option("--cursor", default="", help="The next page: the cursor the last page printed.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @connection_options
 @click.pass_context
@@ -34,16 +45,21 @@ def jobs(
     site: str | None,
     state: str | None,
     task: str | None,
+    owner: str | None,
+    since: str | None,
     limit: int,
+    cursor: str,
     as_json: bool,
 ) -> None:
-    """List jobs, newest first."""
-    with transaction(database(settings(ctx))) as conn:
-        rows = list_jobs(conn, site=site, state=state, task=task, limit=limit)
+    """List your jobs (an operator: everyone's), newest first, a page at a time."""
+    page = client(ctx).jobs(site, state, task, owner, since, limit, cursor)
+    rows = [asdict(j) for j in page.jobs]
     if as_json:
         print_json(rows)
     else:
         print_table(rows, LIST_COLUMNS)
+    if page.cursor:
+        click.echo(f"more: add --cursor {page.cursor}", err=True)
 
 
 @click.command()
@@ -62,56 +78,44 @@ def job(
     if show_log:
         _print_log(ctx, job_id, attempt, as_json)
         return
-    with transaction(database(settings(ctx))) as conn:
-        record = get_job(conn, job_id)
-        record["files"] = job_file_list(conn, job_id)
+    record = client(ctx).job(job_id)
     if as_json:
-        print_json(record)
+        print_json(_as_dict(record))
         return
+    _print_record(record)
+
+
+def _as_dict(record: JobRecord) -> dict[str, Any]:
+    """The job as one JSON object: its summary's fields, then spec, history and the rest."""
+    shown = asdict(record)
+    return {**shown.pop("job"), **shown}
+
+
+def _print_record(record: JobRecord) -> None:
     console = Console(width=200)
-    for key in PUBLIC_FIELDS:
-        if record.get(key) is not None:
-            console.print(f"[bold]{key:>14}[/bold]  {record[key]}", highlight=False)
-    console.print(f"[bold]{'spec':>14}[/bold]  {record['spec']}", highlight=False)
-    _print_brokerage(console, record.get("brokerage"))
-    console.print(
-        table(
-            record["transitions"],
-            ["attempt", "from_state", "to_state", "at", "reason"],
-            title="history",
-        )
-    )
-    console.print(
-        table(
-            record["attempts"],
-            [
-                "attempt",
-                "site",
-                "pilot_id",
-                "state",
-                "started_at",
-                "ended_at",
-                "exit_code",
-                "error_code",
-            ],
-            title="attempts",
-        )
-    )
-    if record["files"]:
-        console.print(table(record["files"], FILE_COLUMNS, title="files"))
+    for key, value in asdict(record.job).items():
+        if value is not None:
+            console.print(f"[bold]{key:>14}[/bold]  {value}", highlight=False)
+    spec = json.dumps(asdict(record.spec), sort_keys=True)
+    console.print(f"[bold]{'spec':>14}[/bold]  {spec}", highlight=False, soft_wrap=True)
+    _print_brokerage(console, record.brokerage)
+    history = [asdict(t) for t in record.transitions]
+    console.print(table(history, ["attempt", "from_state", "to_state", "at", "reason"], "history"))
+    attempts = [asdict(a) for a in record.attempts]
+    console.print(table(attempts, ATTEMPT_COLUMNS, title="attempts"))
+    if record.files:
+        console.print(table([asdict(f) for f in record.files], FILE_COLUMNS, title="files"))
 
 
 def _print_log(ctx: click.Context, job_id: str, attempt: int | None, as_json: bool) -> None:
     """The payload's stdout and stderr from the log tarball of an attempt (default: latest)."""
-    with transaction(database(settings(ctx))) as conn:
-        log = stored_log(conn, job_id, attempt)
-    members = read_log(log)
+    log = client(ctx).job_log(job_id, attempt)
     if as_json:
-        print_json({**asdict(log), "files": members})
+        print_json(asdict(log))
         return
-    if not members:
+    if not log.files:
         click.echo(f"(job {log.job_id} attempt {log.attempt}: the payload wrote no output)")
-    for name, text in members.items():
+    for name, text in log.files.items():
         click.echo(f"==> {name} (job {log.job_id} attempt {log.attempt}) <==")
         click.echo(text, nl=not text.endswith("\n") and bool(text))
 

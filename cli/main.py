@@ -23,6 +23,7 @@ from cli import (
     submit,
     tasks,
     top,
+    watch,
 )
 from cli.context import Group, log_format_option
 
@@ -64,6 +65,7 @@ for command in (
     top.top,
     factory.factory,
     bundle.pilot_bundle,
+    watch.watch,
 ):
     pandamq.add_command(command)
 

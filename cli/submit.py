@@ -1,4 +1,5 @@
-"""``pandamq submit``: publish jobs, optionally follow them to the end."""
+"""``pandamq submit``: send jobs or a task to the broker service, optionally follow
+them to their end (from the endings it publishes, not by polling)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,13 @@ import sys
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import Engine
 
+from broker.client import Client
+from broker.client.follow import owner_keys
 from broker.errors import SpecError
-from broker.states import FINAL_STATES
-from cli.context import EXIT_FAILED, connection_options, database, settings
-from cli.submitter import check_references, follow, parse_specs, parse_task, publish_specs
-from cli.tasks import submit_task
+from broker.protocol import JobSpec, TaskSpec
+from cli.context import EXIT_BAD_INPUT, EXIT_FAILED, client, connection_options
+from cli.submitter import follow, follow_task, not_done, parse_specs, parse_task
 
 
 @click.command()
@@ -26,23 +26,50 @@ def submit(ctx: click.Context, source: str, wait: bool, timeout: float | None) -
     """Submit the job spec(s) or the task spec in SOURCE (JSON or YAML file, or - for stdin)."""
     name = "<stdin>" if source == "-" else source
     text = _read(source, name)
-    s = settings(ctx)
-    engine = database(s)
     task = parse_task(text, name)
+    specs = None if task is not None else parse_specs(text, name)
+    c = client(ctx)
     if task is not None:
-        submit_task(s, engine, task, wait, timeout)
+        _submit_task(c, task, wait, timeout)
+    else:
+        assert specs is not None
+        _submit_jobs(c, specs, wait, timeout)
+
+
+def _submit_task(c: Client, task: TaskSpec, wait: bool, timeout: float | None) -> None:
+    c.submit_task(task)
+    click.echo(task.id)
+    if not wait:
         return
-    specs = parse_specs(text, name)
-    check_references(engine, specs)
-    publish_specs(s, specs)
-    for spec in specs:
-        click.echo(spec.id)
+    ending = follow_task(c, task.id, timeout)
+    if ending is None:
+        click.echo(f"task {task.id} is still running after {timeout} s", err=True)
+        sys.exit(EXIT_FAILED)
+    if ending.status != "done":
+        click.echo(f"task {task.id} ended {ending.status}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _submit_jobs(c: Client, specs: list[JobSpec], wait: bool, timeout: float | None) -> None:
+    # Bound before submitting, so that no ending can pass before the follower listens.
+    follower = c.following(owner_keys(c.user)) if wait else None
+    receipts = c.submit(specs)
+    accepted = [r.id for r in receipts if r.accepted]
+    for receipt in receipts:
+        if receipt.accepted:
+            click.echo(receipt.id)
+        else:
+            click.echo(f"pandamq: error: {receipt.reason}", err=True)
+    if len(accepted) < len(receipts):
+        sys.exit(EXIT_BAD_INPUT)
     if wait:
-        states = _wait(engine, [spec.id for spec in specs], timeout)
-        bad = {i: st for i, st in states.items() if st != "finished"}
-        for job_id, state in bad.items():
+        ended = follow(c, accepted, timeout, follower)
+        bad = {i: e.state for i, e in ended.items() if e.state != "finished"}
+        for job_id, state in sorted(bad.items()):
             click.echo(f"job {job_id} ended {state}", err=True)
-        if bad or len(states) < len(specs):
+        for job_id, state in sorted(not_done(accepted, ended, c).items()):
+            click.echo(f"job {job_id} is still {state} after {timeout} s", err=True)
+        if bad or len(ended) < len(accepted):
             sys.exit(EXIT_FAILED)
 
 
@@ -54,14 +81,3 @@ def _read(source: str, name: str) -> str:
         raise SpecError(f"cannot read {name}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise SpecError(f"{name}: not text ({exc.reason})") from exc
-
-
-def _wait(engine: Engine, ids: list[str], timeout: float | None) -> dict[str, str]:
-    columns = (TextColumn("jobs ended"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=True, disable=not sys.stderr.isatty()) as progress:
-        bar = progress.add_task("jobs", total=len(ids))
-
-        def show(states: dict[str, str]) -> None:
-            progress.update(bar, completed=sum(s in FINAL_STATES for s in states.values()))
-
-        return follow(engine, ids, timeout, show)

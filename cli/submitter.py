@@ -1,33 +1,33 @@
-"""The submitting side: read job specs, check them, publish them with confirms,
-and follow jobs to the end. Used by ``pandamq submit``, the demo and the tests."""
+"""The submitting side: read job and task specs from JSON or YAML, and follow
+jobs to their end from the endings the broker service publishes. Used by
+``pandamq submit``, ``kill --wait``, ``retry --wait`` and ``watch``.
+
+Nothing here opens the database: the checks against the catalogue (does the
+site exist, is the task known) are the broker service's, answered per spec.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
+import click
 import yaml
-from kombu import Queue
-from sqlalchemy import Engine, select
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from broker import topology
-from broker.errors import BadInput, NotFound, SpecError, UnknownSite
-from broker.messaging.connection import broker_errors, connect
-from broker.messaging.publisher import Outgoing, open_publisher
-from broker.protocol import JobSpec, TaskSpec, decode, encode
-from broker.security import identity
-from broker.settings import Settings
-from broker.states import FINAL_STATES
-from broker.store.datasets import dataset_files
-from broker.store.engine import transaction
-from broker.store.jobs import known_tasks, states_of
-from broker.store.schema import datasets
-from broker.store.sites import known_sites
-from broker.store.tasks import taken_datasets
+from broker.api import JobEnding, TaskEnding
+from broker.client import Client
+from broker.client.follow import Follower
+from broker.errors import SpecError
+from broker.protocol import JobSpec, TaskSpec, decode
+
+#: Off a terminal, how often waiting prints how far it got.
+PLAIN_PROGRESS_S = 5.0
 
 
 def parse_specs(text: str, source: str) -> list[JobSpec]:
@@ -61,36 +61,6 @@ def parse_task(text: str, source: str) -> TaskSpec | None:
     return task if task.id else replace(task, id=uuid.uuid4().hex)
 
 
-def check_task(engine: Engine, task: TaskSpec) -> None:
-    """Refuse a task whose id is taken, whose input dataset is unknown, whose output or
-    log dataset exists already, or whose sites are not known."""
-    with transaction(engine) as conn:
-        taken = known_tasks(conn, [task.id])
-        outputs = taken_datasets(conn, task)
-        files = dataset_files(conn, task.input_dataset)
-        exists = conn.execute(
-            select(datasets.c.name).where(datasets.c.name == task.input_dataset)
-        ).first()
-        sites = known_sites(conn, task.sites)
-    if taken:
-        raise BadInput(f"task spec: task {task.id!r} exists already")
-    if exists is None:
-        raise NotFound(f"task spec: input dataset {task.input_dataset!r} does not exist")
-    if not files:
-        raise BadInput(f"task spec: input dataset {task.input_dataset!r} has no files")
-    if outputs:
-        raise BadInput(f"task spec: dataset {outputs[0]!r} exists already")
-    unknown = sorted(set(task.sites) - set(sites))
-    if unknown:
-        raise UnknownSite(f"task spec: site(s) {', '.join(unknown)} not in the site catalogue")
-
-
-def publish_task(settings: Settings, task: TaskSpec) -> None:
-    """Publish a task submission; return once the message broker has confirmed it."""
-    queue = topology.Topology(settings.queue_type).tasks_queue()
-    publish_to(settings, queue, [encode(task)])
-
-
 def _parse(text: str, source: str) -> Any:
     stripped = text.lstrip()
     if source.endswith(".json") or stripped.startswith(("{", "[")):
@@ -105,55 +75,74 @@ def _parse(text: str, source: str) -> Any:
         raise SpecError(f"{source}: neither JSON nor valid YAML: {first}") from exc
 
 
-def check_references(engine: Engine, specs: Sequence[JobSpec]) -> None:
-    """Refuse specs naming a site that is unknown or offline, or a task that does not exist."""
-    with transaction(engine) as conn:
-        sites = known_sites(conn, {s.site for s in specs if s.site})
-        tasks = known_tasks(conn, {s.task_id for s in specs if s.task_id})
-    for spec in specs:
-        if spec.site and spec.site not in sites:
-            raise UnknownSite(
-                f"job spec: site {spec.site!r} is not in the site catalogue "
-                "(see `pandamq sites`; add it with `pandamq sites add`)"
-            )
-        if spec.site and sites[spec.site] == "offline":
-            raise BadInput(f"job spec: site {spec.site!r} is offline and takes no jobs")
-        if spec.task_id and spec.task_id not in tasks:
-            raise NotFound(f"job spec: task {spec.task_id!r} does not exist")
-
-
-def publish_specs(settings: Settings, specs: Sequence[JobSpec]) -> None:
-    """Publish submissions; return once the message broker has confirmed every one."""
-    queue = topology.Topology(settings.queue_type).submit_queue()
-    publish_to(settings, queue, [encode(s) for s in specs])
-
-
-def publish_to(settings: Settings, queue: Queue, bodies: Sequence[bytes]) -> None:
-    """Declare ``queue`` and publish ``bodies`` to it through its exchange, with confirms."""
-    with connect(settings) as connection, broker_errors(connection, f"publishing to {queue.name}"):
-        topology.declare(connection.default_channel, [queue])
-        publisher = open_publisher(
-            connection, settings.publish_window, settings.confirm_timeout_s, identity.of(settings)
-        )
-        publisher.publish(Outgoing(queue.exchange.name, queue.routing_key, b) for b in bodies)
-
-
 def follow(
-    engine: Engine,
+    client: Client,
     ids: Sequence[str],
     timeout_s: float | None = None,
-    on_progress: Callable[[dict[str, str]], None] | None = None,
-    interval_s: float = 0.5,
-) -> dict[str, str]:
-    """Poll SQL until every job is final (or ``timeout_s``); their last states."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    while True:
-        with transaction(engine) as conn:
-            states = states_of(conn, ids)
-        if on_progress is not None:
-            on_progress(states)
-        if len(states) == len(ids) and all(s in FINAL_STATES for s in states.values()):
-            return states
-        if deadline is not None and time.monotonic() > deadline:
-            return states
-        time.sleep(interval_s)
+    follower: Follower | None = None,
+    on_ending: Callable[[JobEnding], None] | None = None,
+) -> dict[str, JobEnding]:
+    """Follow jobs until each has ended (or ``timeout_s``), showing progress; their endings."""
+    ended: dict[str, JobEnding] = {}
+    with _Progress(len(ids), "jobs ended") as show:
+        for ending in client.watch(ids, timeout_s=timeout_s, follower=follower):
+            if isinstance(ending, JobEnding):
+                ended[ending.job_id] = ending
+                if on_ending is not None:
+                    on_ending(ending)
+            show(len(ended))
+    return ended
+
+
+def follow_task(client: Client, task_id: str, timeout_s: float | None) -> TaskEnding | None:
+    """Follow a task until it ends (or ``timeout_s``), showing its jobs' progress."""
+    task = client.task(task_id)
+    total = int(task.get("jobs") or 0)
+    done = sum(n for s, n in task.get("jobs_by_state", {}).items() if s in _FINAL)
+    with _Progress(total, f"jobs of task {task_id} ended") as show:
+        show(done)
+        for ending in client.watch(task_id=task_id, timeout_s=timeout_s):
+            if isinstance(ending, TaskEnding):
+                return ending
+            done += 1
+            show(min(done, total))
+    return None
+
+
+_FINAL = frozenset({"finished", "failed", "cancelled", "closed"})
+
+
+class _Progress:
+    """A live bar on a terminal; elsewhere a line on stderr every few seconds."""
+
+    def __init__(self, total: int, what: str) -> None:
+        self._total = total
+        self._what = what
+        self._live = sys.stderr.isatty()
+        # The first plain line comes after a while: a short wait prints nothing.
+        self._last = time.monotonic()
+        columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self._bar = Progress(*columns, transient=True, disable=not self._live)
+        self._task = self._bar.add_task(what, total=total)
+
+    def __enter__(self) -> Callable[[int], None]:
+        self._bar.__enter__()
+        return self._show
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(None, None, None)
+
+    def _show(self, done: int) -> None:
+        self._bar.update(self._task, completed=done)
+        if not self._live and time.monotonic() - self._last > PLAIN_PROGRESS_S:
+            self._last = time.monotonic()
+            click.echo(f"{done}/{self._total} {self._what}", err=True)
+
+
+def not_done(ids: Iterable[str], ended: dict[str, JobEnding], client: Client) -> dict[str, str]:
+    """The jobs of ``ids`` that have not ended, with their state now (for the message)."""
+    waiting = [i for i in ids if i not in ended]
+    if not waiting:
+        return {}
+    now = client.states(waiting)
+    return {i: now[i].state if i in now else "unknown" for i in waiting}

@@ -23,7 +23,7 @@ from broker.store.engine import open_engine, transaction
 from broker.store.jobs import get_job, states_of
 from broker.store.migrate import upgrade
 from broker.store.sites import add_site
-from cli.submitter import follow, publish_specs
+from cli.benchmark.submissions import publish_specs
 from ddm_bridge.backend import DDMBackend
 from ddm_bridge.bridge import DDMBridge
 from pilot_agent.agent import Pilot, Slot
@@ -143,7 +143,17 @@ class System:
 
     def wait_final(self, ids: list[str], timeout_s: float = 60.0) -> dict[str, str]:
         """Every job's final state; fails the test if any is not final in time."""
-        states = follow(self.engine, ids, timeout_s, lambda _: self._raise_errors(), 0.05)
+
+        def final() -> dict[str, str] | None:
+            self._raise_errors()
+            states = self.states(ids)
+            done = len(states) == len(ids) and all(s in FINAL_STATES for s in states.values())
+            return states if done else None
+
+        try:
+            states = wait_for(final, timeout_s, "jobs final")
+        except AssertionError:
+            states = self.states(ids)
         pending = {i: s for i, s in states.items() if s not in FINAL_STATES}
         assert len(states) == len(ids) and not pending, f"jobs not final: {pending or states}"
         return states

@@ -22,7 +22,7 @@ from broker.store.jobs import list_jobs
 from broker.store.schema import job_transitions, outbox
 from broker.store.sites import apply_catalogue, set_status
 from broker.store.tasks import get_task
-from cli.submitter import publish_task
+from cli.benchmark.submissions import publish_task
 from ddm_bridge.se import Checksum, checksum, se_path
 from tests.ddm_bridge.files import dataset_states
 from tests.harness import System, dead_letters, queue_depth, wait_for

@@ -10,7 +10,7 @@ from broker.protocol import JobCommand, JobSpec, encode
 from broker.store.clock import now
 from broker.store.engine import transaction
 from broker.store.schema import jobs
-from cli.submitter import publish_to
+from cli.benchmark.submissions import publish_to
 from tests.harness import System, wait_for
 
 

@@ -31,7 +31,14 @@ from broker.api import (
 )
 from broker.client import follow
 from broker.client.rpc import Requests, drain, open_requests
-from broker.errors import BadInput, NotAllowed, NotFound, RecoverableError
+from broker.errors import (
+    BadInput,
+    NotAllowed,
+    NotFound,
+    PandaMQError,
+    PermanentError,
+    RecoverableError,
+)
 from broker.messaging.connection import connect
 from broker.messaging.publisher import Outgoing
 from broker.protocol import JobCommand, JobSpec, TaskSpec, decode, encode
@@ -40,7 +47,11 @@ from broker.security import identity
 from broker.settings import Settings
 from broker.states import FINAL_STATES
 
-_ERRORS: dict[str, type[BadInput]] = {"not_found": NotFound, "not_allowed": NotAllowed}
+_ERRORS: dict[str, type[PandaMQError]] = {
+    "not_found": NotFound,
+    "not_allowed": NotAllowed,
+    "failed": PermanentError,
+}
 #: At most this many jobs per catch-up query of a follower.
 STATES_CHUNK = 5000
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ErrorKind = Literal["bad_input", "not_found", "not_allowed"]
+ErrorKind = Literal["bad_input", "not_found", "not_allowed", "failed"]
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ def error_kind(exc: PermanentError | BadInput) -> ErrorKind:
         return "not_allowed"
     if isinstance(exc, NotFound):
         return "not_found"
-    return "bad_input"
+    return "bad_input" if isinstance(exc, BadInput) else "failed"
 
 
 class QueryHandler:

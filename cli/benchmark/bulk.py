@@ -18,7 +18,7 @@ from broker.store.clock import now
 from broker.store.datasets import FileRecord, register
 from broker.store.engine import transaction
 from broker.store.schema import jobs
-from cli.submitter import publish_task
+from cli.benchmark.submissions import publish_task
 
 Progress = Callable[[int, int], None]
 

@@ -43,7 +43,7 @@ from cli.benchmark.bulk import measure_bulk
 from cli.benchmark.idle import measure_idle
 from cli.benchmark.loadgen import LoadStats, VirtualPilots
 from cli.benchmark.seed import seed_old_jobs
-from cli.submitter import publish_specs
+from cli.benchmark.submissions import publish_specs
 
 Mode = Literal["capacity", "full", "heartbeat", "bulk", "idle"]
 MODES: tuple[Mode, ...] = ("capacity", "full", "heartbeat", "bulk", "idle")

@@ -101,6 +101,7 @@ def test_a_task_submitted_from_a_file_shows_its_progress(system: System, tmp_pat
 def test_a_task_over_an_unknown_dataset_is_one_line_and_job_shows_skipped_sites(
     system: System, tmp_path: Path
 ) -> None:
+    system.start_broker()
     spec = tmp_path / "task.json"
     spec.write_text(json.dumps({"command": "true", "input_dataset": "nope", "output_dataset": "o"}))
     result = cli(system, "submit", str(spec))
@@ -108,7 +109,6 @@ def test_a_task_over_an_unknown_dataset_is_one_line_and_job_shows_skipped_sites(
     assert result.stderr.strip() == "pandamq: error: task spec: input dataset 'nope' does not exist"
     path, a, b = catalogue(tmp_path)
     cli(system, "sites", "apply", str(path))
-    system.start_broker()
     (job_id,) = system.submit(JobSpec(command="true", sites=[a, b], memory_mb=64000))
     wait_for(lambda: system.states([job_id]).get(job_id) == "failed", what="brokerage")
     shown = cli(system, "job", job_id)

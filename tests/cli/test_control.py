@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 from click.testing import CliRunner, Result
 
 from broker import topology
 from broker.protocol import JobSpec
+from cli.benchmark.submissions import publish_to
 from cli.main import pandamq
-from cli.submitter import publish_to
+from tests.conftest import test_settings
 from tests.harness import System, dead_letters, wait_for
+from tests.services import _rabbitmqctl
 
 
 def cli(system: System, *args: str) -> Result:
+    """The command as a submitter runs it: RabbitMQ only, its database URL pointing nowhere."""
     env = {
         "PANDAMQ_BROKER_URL": system.settings.broker_url,
-        "PANDAMQ_DATABASE_URL": system.settings.database_url,
+        "PANDAMQ_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/x",
         "PANDAMQ_CONFIG": None,
     }
     return CliRunner(env=env).invoke(pandamq, list(args))
@@ -44,9 +50,10 @@ def test_retry_by_hand_gives_a_failed_job_a_new_attempt(system: System) -> None:
 
 
 def test_kill_of_an_unknown_job_is_one_line_exit_2(system: System) -> None:
+    system.start_broker()
     result = cli(system, "kill", "no-such-job")
     assert result.exit_code == 2
-    assert result.stderr.strip() == "pandamq: error: no job 'no-such-job'"
+    assert result.stderr.strip() == "pandamq: error: kill: no job 'no-such-job'"
 
 
 def test_dead_letters_lists_refused_messages_and_leaves_them(system: System) -> None:
@@ -67,21 +74,30 @@ def test_dead_letters_lists_refused_messages_and_leaves_them(system: System) -> 
     dead_letters(system.settings)  # leave the queue empty for other tests
 
 
-def test_killing_another_users_job_is_refused_in_one_line(system: System) -> None:
-    # Given a job submitted by this system's user
+def test_killing_another_users_job_is_refused_in_one_line(
+    services: tuple[str, str], tmp_path: Path
+) -> None:
+    # Given a job submitted by guest, and a RabbitMQ user bob on the same vhost
+    system = System(test_settings(*services, tmp_path))
     site = system.new_site()
     system.start_broker()
     (job_id,) = system.submit(JobSpec(command="true", site=site))
     wait_for(lambda: system.states([job_id]), what="the job")
     owner = system.job(job_id)["owner"]
+    vhost = services[0].rsplit("/", 1)[1]
+    bob = f"bob-{uuid.uuid4().hex[:6]}"
+    _rabbitmqctl("add_user", bob, "secret")
+    _rabbitmqctl("set_permissions", "-p", vhost, bob, ".*", ".*", ".*")
     # When bob, without the production role, asks to kill it
-    env = {"PANDAMQ_BROKER_URL": "amqp://bob:secret@127.0.0.1:1//"}
-    result = CliRunner(env={**env, "PANDAMQ_DATABASE_URL": system.settings.database_url}).invoke(
-        pandamq, ["kill", job_id]
-    )
-    # Then the command says why, in one line, and nothing is sent
+    env = {"PANDAMQ_BROKER_URL": f"amqp://{bob}:secret@127.0.0.1:5672/{vhost}"}
+    try:
+        result = CliRunner(env=env).invoke(pandamq, ["kill", job_id])
+    finally:
+        _rabbitmqctl("delete_user", bob)
+        system.close()
+    # Then the service refuses it, saying why in one line
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        f"pandamq: error: kill of job {job_id} refused: bob does not own it "
+        f"pandamq: error: kill of job {job_id} refused: {bob} does not own it "
         f"(owned by {owner}) and has no production role"
     )

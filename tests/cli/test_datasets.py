@@ -9,15 +9,15 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from broker.settings import Settings
-from broker.store.engine import open_engine, transaction
-from broker.store.migrate import upgrade
-from broker.store.sites import add_site
 from cli.main import pandamq
 from ddm_bridge.se import checksum, se_path
+from tests.harness import System
 
 
 def cli(settings: Settings, *args: str) -> Result:
+    """``datasets add`` and ``register`` are an operator's (database); reading is over AMQP."""
     env = {
+        "PANDAMQ_BROKER_URL": settings.broker_url,
         "PANDAMQ_DATABASE_URL": settings.database_url,
         "PANDAMQ_DDM_ROOT": settings.ddm_root,
         "PANDAMQ_CONFIG": None,
@@ -25,19 +25,16 @@ def cli(settings: Settings, *args: str) -> Result:
     return CliRunner(env=env).invoke(pandamq, list(args))
 
 
-def make_settings(tmp_path: Path) -> Settings:
-    s = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", ddm_root=str(tmp_path / "se"))
-    engine = open_engine(s.database_url)
-    upgrade(engine)
-    with transaction(engine) as conn:
-        add_site(conn, "SITE_A")
-    engine.dispose()
-    return s
+def make_settings(system: System) -> Settings:
+    """A running broker service, and a site SITE_A."""
+    system.add_site("SITE_A")
+    system.start_broker()
+    return system.settings
 
 
-def test_add_copies_files_to_the_se_and_dataset_shows_them(tmp_path: Path) -> None:
+def test_add_copies_files_to_the_se_and_dataset_shows_them(system: System, tmp_path: Path) -> None:
     # Given two local files
-    s = make_settings(tmp_path)
+    s = make_settings(system)
     paths = []
     for n in range(2):
         paths.append(tmp_path / f"f{n}.dat")
@@ -61,9 +58,9 @@ def test_add_copies_files_to_the_se_and_dataset_shows_them(tmp_path: Path) -> No
     assert "d:f1.dat" in cli(s, "dataset", name).stdout
 
 
-def test_register_takes_files_already_on_the_se(tmp_path: Path) -> None:
+def test_register_takes_files_already_on_the_se(system: System) -> None:
     # Given a file written straight onto SITE_A's SE
-    s = make_settings(tmp_path)
+    s = make_settings(system)
     path = se_path(s.ddm_root, "SITE_A", "raw", "run1.dat")
     path.parent.mkdir(parents=True)
     path.write_text("events")
@@ -75,8 +72,8 @@ def test_register_takes_files_already_on_the_se(tmp_path: Path) -> None:
     assert [(f["did"], f["sites"]) for f in shown["files"]] == [("raw:run1.dat", ["SITE_A"])]
 
 
-def test_bad_requests_are_one_line_and_exit_2(tmp_path: Path) -> None:
-    s = make_settings(tmp_path)
+def test_bad_requests_are_one_line_and_exit_2(system: System, tmp_path: Path) -> None:
+    s = make_settings(system)
     outside = tmp_path / "elsewhere.dat"
     outside.write_text("x")
     cases = [

@@ -17,7 +17,12 @@ from tests.harness import System, wait_for
 
 
 def cli(settings: Settings, *args: str) -> Result:
-    env = {"PANDAMQ_DATABASE_URL": settings.database_url, "PANDAMQ_CONFIG": None}
+    """The command as a submitter runs it: RabbitMQ only, its database URL pointing nowhere."""
+    env = {
+        "PANDAMQ_BROKER_URL": settings.broker_url,
+        "PANDAMQ_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/x",
+        "PANDAMQ_CONFIG": None,
+    }
     return CliRunner(env=env).invoke(pandamq, list(args))
 
 
