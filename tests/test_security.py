@@ -268,17 +268,24 @@ def test_provision_applies_users_and_permissions_with_rabbitmqctl(
 ) -> None:
     # Given a TLS RabbitMQ node, When pandamq provisions a new vhost on it
     vhost = f"pandamq-{uuid.uuid4().hex[:8]}"
-    args = ["--vhost", vhost, "--site", "SITE_P", "--user", "carol", "--node"]
+    args = ["--vhost", vhost, "--site", "SITE_P", "--user", "carol", "--operator", "dave"]
+    args += ["--node"]
     result = CliRunner().invoke(
         pandamq, ["rabbitmq", "provision", *args, tls_rabbitmq_node.name, "--apply"]
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"vhost {vhost}: 1 site(s), 1 submitter(s), 1 service(s)")
-    # Then the vhost has the three users with their permissions, and doing it again is fine
+    expected = f"vhost {vhost}: 1 site(s), 1 submitter(s), 1 operator(s), 1 service(s)"
+    assert result.stdout.startswith(expected)
+    # Then the vhost has the four users with their permissions, and doing it again is fine
     listed = tls_rabbitmq_node.ctl("list_permissions", "-p", vhost).stdout
-    assert {"service.broker", "user.carol", "pilot.SITE_P"} <= {
+    assert {"service.broker", "user.carol", "user.dave", "pilot.SITE_P"} <= {
         line.split("\t")[0] for line in listed.splitlines()
     }
+    # And carol's topic permission on the endings exchange is her own name, dave's anyone's
+    topics = tls_rabbitmq_node.ctl("list_topic_permissions", "-p", vhost).stdout
+    rows = {tuple(line.split("\t")) for line in topics.splitlines()}
+    assert ("user.carol", topology.ENDINGS_EXCHANGE, "^$", r"^user\.carol\.") in rows
+    assert ("user.dave", topology.ENDINGS_EXCHANGE, "^$", ".*") in rows
     again = CliRunner().invoke(
         pandamq, ["rabbitmq", "provision", *args, tls_rabbitmq_node.name, "--apply"]
     )
