@@ -71,6 +71,9 @@ def test_submitters_publish_requests_to_the_api_exchanges_only() -> None:
     for name in [*api, *others, topology.job_queue_name("SITE_A", "SCORE")]:
         assert not matches(p.configure, name)
         assert not matches(p.read, name) or name == topology.ENDINGS_EXCHANGE
+    # And she holds nothing on direct reply-to: it needs no permission (tests/test_security.py
+    # shows her answers come on the real TLS node)
+    assert not any(matches(r, topology.DIRECT_REPLY_TO) for r in p.args())
 
 
 def test_submitters_declare_bind_and_read_only_their_own_follow_queues() -> None:
