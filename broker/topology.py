@@ -174,8 +174,13 @@ class Topology:
         )
 
     def follow_queue(self, owner: str, tag: str, keys: Iterable[str]) -> Queue:
-        """A follower's private queue, bound to the endings it follows."""
-        exchange = self.endings_exchange()
+        """A follower's private queue, bound to the endings it follows.
+
+        The follower binds to the endings exchange but leaves its declaration to
+        the broker service: declaring needs configure permission on the exchange,
+        which a submitter does not hold.
+        """
+        exchange = Exchange(ENDINGS_EXCHANGE, "topic", durable=True, no_declare=True)
         return Queue(
             follow_queue_name(owner, tag),
             exchange,

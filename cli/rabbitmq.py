@@ -26,6 +26,12 @@ def rabbitmq() -> None:
 )
 @click.option("--user", "users", multiple=True, help="A person who submits jobs: user.NAME.")
 @click.option(
+    "--operator",
+    "operators",
+    multiple=True,
+    help="A person who may follow everyone's jobs: user.NAME (give it the production_role too).",
+)
+@click.option(
     "--service",
     "services",
     multiple=True,
@@ -42,6 +48,7 @@ def provision(
     vhost: str,
     sites: tuple[str, ...],
     users: tuple[str, ...],
+    operators: tuple[str, ...],
     services: tuple[str, ...],
     apply_: bool,
     node: str | None,
@@ -50,14 +57,16 @@ def provision(
     chosen = list(sites) or _catalogue(ctx)
     if not chosen:
         raise BadInput("no site: name them with --site, or add them to the catalogue first")
-    commands = provisioning.plan(vhost, chosen, users, services)
+    commands = provisioning.plan(vhost, chosen, users, services, operators)
     if not apply_:
         click.echo(provisioning.shell(commands, node))
         return
+    people = set(users) - set(operators)
     ran = provisioning.apply(commands, provisioning.rabbitmqctl(node))
     click.echo(
-        f"vhost {vhost}: {len(chosen)} site(s), {len(users)} submitter(s), "
-        f"{len(services)} service(s) provisioned ({ran} rabbitmqctl commands)"
+        f"vhost {vhost}: {len(chosen)} site(s), {len(people)} submitter(s), "
+        f"{len(operators)} operator(s), {len(services)} service(s) provisioned "
+        f"({ran} rabbitmqctl commands)"
     )
 
 

@@ -1,8 +1,11 @@
 """Security on a real TLS RabbitMQ node: certificate login, per-site permissions,
-the broker trusting RabbitMQ's validated ``user_id``, and job owners' roles."""
+the broker trusting RabbitMQ's validated ``user_id``, and job owners' roles: the
+submitter's client works with the provisioned permissions only, and a user can
+neither read, follow, kill nor retry another user's jobs."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,16 +15,18 @@ import pytest
 from click.testing import CliRunner
 
 from broker import topology
-from broker.errors import BrokerRefused, BrokerUnavailable
+from broker.api import JobEnding, TaskEnding
+from broker.client import Client
+from broker.errors import BrokerRefused, BrokerUnavailable, NotAllowed
 from broker.messaging.connection import broker_errors, connect
 from broker.messaging.publisher import Outgoing
-from broker.protocol import ClaimRequest, JobCommand, JobEvent, JobSpec, encode
+from broker.protocol import ClaimRequest, JobEvent, JobSpec, TaskSpec, encode
 from broker.security import certs
 from broker.settings import Settings
 from broker.states import JobState
 from cli.main import pandamq
-from cli.submitter import publish_to
 from tests.conftest import test_settings
+from tests.ddm_bridge.files import put_file
 from tests.harness import System, dead_letters, publish, wait_for
 from tests.tls import TlsRabbitMQNode
 
@@ -51,17 +56,40 @@ class Deployment:
         """guest over plain TCP, to look into queues."""
         return self.base.replace(broker_url=self.node.url(self.vhost))
 
-    def submit(self, who: str, site: str) -> str:
+    def client(self, common_name: str, **changes: object) -> Client:
+        """The submitter's client, logging in with a certificate for ``common_name``."""
+        return Client(self.as_(common_name, **changes))
+
+    def submit(self, who: str, site: str, command: str = "true") -> str:
         """A job submitted by ``who`` (a certificate's CN) to ``site``; its id."""
-        spec = JobSpec(command="true", id=uuid.uuid4().hex, site=site)
-        publish_to(self.as_(who), topology.Topology().submit_queue(), [encode(spec)])
-        wait_for(lambda: self.system.states([spec.id]), what=f"job {spec.id} accepted")
+        spec = JobSpec(command=command, id=uuid.uuid4().hex, site=site)
+        with self.client(who) as client:
+            (receipt,) = client.submit([spec])
+        assert receipt.accepted, receipt.reason
         return spec.id
+
+    def task(self, who: str, site: str, files: int) -> str:
+        """A task of ``files`` input files at ``site``, submitted by ``who``; its id."""
+        dataset = f"in.{uuid.uuid4().hex[:8]}"
+        for n in range(files):
+            put_file(self.system.settings, self.system.engine, dataset, site, b"%d\n" % n)
+        task = TaskSpec(
+            command="cat {inputs} > {outputs}",
+            input_dataset=dataset,
+            output_dataset=f"out.{uuid.uuid4().hex[:8]}",
+            id=f"t{uuid.uuid4().hex[:8]}",
+            sites=[site],
+        )
+        with self.client(who) as client:
+            receipt = client.submit_task(task)
+        assert receipt.accepted, receipt.reason
+        return task.id
 
 
 @dataclass(frozen=True)
 class Provisioned:
-    """A vhost on the TLS node with two sites' pilots, three users and the broker service."""
+    """A vhost on the TLS node with two sites' pilots, two users, an operator and the
+    broker service."""
 
     vhost: str
     site_a: str
@@ -70,10 +98,10 @@ class Provisioned:
 
 @pytest.fixture(scope="module")
 def provisioned(tls_rabbitmq_node: TlsRabbitMQNode) -> Provisioned:
-    """Provisioned once for the module: ``rabbitmqctl`` runs 25 commands, ~0.5 s each here."""
+    """Provisioned once for the module: ``rabbitmqctl`` runs 28 commands, ~0.5 s each here."""
     vhost = tls_rabbitmq_node.add_vhost().rsplit("/", 1)[1]
     site_a, site_b = (f"SITE_{uuid.uuid4().hex[:8].upper()}" for _ in range(2))
-    tls_rabbitmq_node.provision(vhost, [site_a, site_b], ["alice", "bob", "prod"])
+    tls_rabbitmq_node.provision(vhost, [site_a, site_b], ["alice", "bob"], operators=["prod"])
     return Provisioned(vhost, site_a, site_b)
 
 
@@ -177,26 +205,124 @@ def test_a_pilot_cannot_publish_events_with_another_sites_key(deployment: Deploy
     assert "ACCESS_REFUSED" in str(refused.value)
 
 
-def test_a_user_cannot_kill_another_users_job_a_production_role_can(
+def test_alice_submits_jobs_and_a_task_and_watches_them_to_their_end(
+    deployment: Deployment,
+) -> None:
+    # Given site A with a pilot and the DDM bridge, and alice's client with only her
+    # provisioned permissions (answers by direct reply-to, endings on her follow queue)
+    d = deployment
+    d.system.start_bridge()
+    d.system.start_pilot(d.site_a, settings=d.as_(f"pilot.{d.site_a}"))
+    jobs = [d.submit("user.alice", d.site_a, "echo hello"), d.submit("user.alice", d.site_a)]
+    task_id = d.task("user.alice", d.site_a, files=2)
+    with d.client("user.alice") as alice:
+        # When she watches her jobs, then her task
+        job_endings = list(alice.watch(jobs, timeout_s=60))
+        task_endings = list(alice.watch(task_id=task_id, timeout_s=90))
+        # Then each job's ending came once, finished
+        assert {e.job_id: e.state for e in job_endings if isinstance(e, JobEnding)} == {
+            j: "finished" for j in jobs
+        }
+        # And the task ended done, after its jobs
+        assert isinstance(task_endings[-1], TaskEnding) and task_endings[-1].status == "done"
+        # And she reads her job, its log and her task back
+        assert alice.job(jobs[0]).job.owner == "user.alice"
+        assert "hello" in "".join(alice.job_log(jobs[0]).files.values())
+        assert alice.task(task_id)["status"] == "done"
+
+
+def test_a_user_cannot_read_another_users_jobs_or_tasks(deployment: Deployment) -> None:
+    # Given alice's job and task, waiting at site B (no pilot there)
+    d = deployment
+    job_id = d.submit("user.alice", d.site_b)
+    task_id = d.task("user.alice", d.site_b, files=1)
+    rule = re.escape("user.bob does not own it (owned by user.alice) and has no production role")
+    with d.client("user.bob") as bob:
+        # When bob asks for her job, its log, her job list and her task
+        # Then each is refused, naming the rule
+        with pytest.raises(NotAllowed, match=f"^reading job {job_id} refused: {rule}$"):
+            bob.job(job_id)
+        with pytest.raises(NotAllowed, match=rule):
+            bob.job_log(job_id)
+        with pytest.raises(NotAllowed, match="production role"):
+            bob.jobs(owner="user.alice")
+        with pytest.raises(NotAllowed, match=f"^reading task {task_id} refused: {rule}$"):
+            bob.task(task_id)
+        # And watching her task is refused by the same rule
+        with pytest.raises(NotAllowed, match=f"^reading task {task_id} refused: {rule}$"):
+            list(bob.watch(task_id=task_id, timeout_s=10))
+        # And his own job list and the states he may see hold nothing of hers
+        assert job_id not in [j.id for j in bob.jobs().jobs]
+        assert bob.states([job_id]) == {}
+
+
+def test_a_user_cannot_kill_or_retry_another_users_job_a_production_role_can(
     deployment: Deployment,
 ) -> None:
     # Given alice's job, waiting at site B
     d = deployment
     job_id = d.submit("user.alice", d.site_b)
-    commands = topology.Topology().commands_queue()
-    # When bob asks to kill it
-    publish_to(d.as_("user.bob"), commands, [encode(JobCommand("kill", [job_id]))])
-    # Then the command is dead-lettered, saying why, and the job waits on
-    (reason,) = wait_for(lambda: _reasons(d, 1), what="a dead letter")
-    assert reason == (
-        f"kill of job {job_id} refused: user.bob does not own it (owned by user.alice) "
-        "and has no production role"
-    )
+    rule = re.escape("user.bob does not own it (owned by user.alice) and has no production role")
+    with d.client("user.bob") as bob:
+        # When bob asks to kill it, or to retry it
+        # Then each is refused, naming the rule, and the job waits on
+        with pytest.raises(NotAllowed, match=f"^kill of job {job_id} refused: {rule}$"):
+            bob.kill([job_id])
+        with pytest.raises(NotAllowed, match=f"^retry of job {job_id} refused: {rule}$"):
+            bob.retry([job_id])
     assert d.system.states([job_id]) == {job_id: "activated"}
-    # When the production manager asks
-    publish_to(d.as_("user.prod"), commands, [encode(JobCommand("kill", [job_id]))])
-    # Then the job is cancelled
-    assert d.system.wait_final([job_id]) == {job_id: JobState.CANCELLED.value}
+    # When the production manager kills it
+    with d.client("user.prod", production_role="user.prod") as prod:
+        outcome = prod.kill([job_id], reason="test")
+        # Then it is changed, and ends cancelled
+        assert outcome.changed == [job_id]
+        endings = list(prod.watch([job_id], timeout_s=30))
+    assert [e.state for e in endings if isinstance(e, JobEnding)] == [JobState.CANCELLED.value]
+
+
+def test_rabbitmq_refuses_a_user_binding_to_another_users_endings(
+    deployment: Deployment,
+) -> None:
+    # Given bob's client
+    d = deployment
+    # When he follows alice's endings
+    with d.client("user.bob") as bob, pytest.raises(BrokerRefused) as refused:
+        bob.following(["user.alice.#"])
+    # Then RabbitMQ itself refuses the binding (topic permission on the endings exchange)
+    message = str(refused.value)
+    assert "ACCESS_REFUSED" in message and "refused for user 'user.bob'" in message
+    assert f"access to topic 'user.alice.#' in exchange '{topology.ENDINGS_EXCHANGE}'" in message
+
+
+def test_a_pilots_certificate_cannot_use_the_submitters_api(deployment: Deployment) -> None:
+    # Given site A's pilot certificate
+    d = deployment
+    # When its client lists jobs
+    with d.client(f"pilot.{d.site_a}") as pilot, pytest.raises(BrokerRefused) as refused:
+        pilot.jobs()
+    # Then RabbitMQ refuses the request: pilots may not publish to the queries exchange
+    assert "ACCESS_REFUSED" in str(refused.value)
+    assert topology.QUERIES_EXCHANGE in str(refused.value)
+
+
+def test_an_operator_reads_and_watches_another_users_jobs(deployment: Deployment) -> None:
+    # Given alice's job at site A, which has a pilot
+    d = deployment
+    d.system.start_pilot(d.site_a, settings=d.as_(f"pilot.{d.site_a}"))
+    job_id = d.submit("user.alice", d.site_a)
+    # When the operator (production role in the service's settings and their own) reads
+    # and watches it
+    with d.client("user.prod", production_role="user.prod") as prod:
+        endings = list(prod.watch([job_id], timeout_s=60))
+        record = prod.job(job_id)
+        listed = [j.id for j in prod.jobs(owner="user.alice").jobs]
+        # And follows alice's endings directly
+        prod.following(["user.alice.#"]).close()
+    # Then the ending came, and the job and alice's list read back
+    assert [(e.job_id, e.state) for e in endings if isinstance(e, JobEnding)] == [
+        (job_id, "finished")
+    ]
+    assert record.job.owner == "user.alice" and job_id in listed
 
 
 def test_certificates_of_another_ca_and_expired_ones_are_refused_at_the_handshake(
@@ -268,17 +394,24 @@ def test_provision_applies_users_and_permissions_with_rabbitmqctl(
 ) -> None:
     # Given a TLS RabbitMQ node, When pandamq provisions a new vhost on it
     vhost = f"pandamq-{uuid.uuid4().hex[:8]}"
-    args = ["--vhost", vhost, "--site", "SITE_P", "--user", "carol", "--node"]
+    args = ["--vhost", vhost, "--site", "SITE_P", "--user", "carol", "--operator", "dave"]
+    args += ["--node"]
     result = CliRunner().invoke(
         pandamq, ["rabbitmq", "provision", *args, tls_rabbitmq_node.name, "--apply"]
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith(f"vhost {vhost}: 1 site(s), 1 submitter(s), 1 service(s)")
-    # Then the vhost has the three users with their permissions, and doing it again is fine
+    expected = f"vhost {vhost}: 1 site(s), 1 submitter(s), 1 operator(s), 1 service(s)"
+    assert result.stdout.startswith(expected)
+    # Then the vhost has the four users with their permissions, and doing it again is fine
     listed = tls_rabbitmq_node.ctl("list_permissions", "-p", vhost).stdout
-    assert {"service.broker", "user.carol", "pilot.SITE_P"} <= {
+    assert {"service.broker", "user.carol", "user.dave", "pilot.SITE_P"} <= {
         line.split("\t")[0] for line in listed.splitlines()
     }
+    # And carol's topic permission on the endings exchange is her own name, dave's anyone's
+    topics = tls_rabbitmq_node.ctl("list_topic_permissions", "-p", vhost).stdout
+    rows = {tuple(line.split("\t")) for line in topics.splitlines()}
+    assert ("user.carol", topology.ENDINGS_EXCHANGE, "^$", r"^user\.carol\.") in rows
+    assert ("user.dave", topology.ENDINGS_EXCHANGE, "^$", ".*") in rows
     again = CliRunner().invoke(
         pandamq, ["rabbitmq", "provision", *args, tls_rabbitmq_node.name, "--apply"]
     )

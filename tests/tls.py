@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from broker.security import certs, provisioning
@@ -62,9 +63,11 @@ class TlsRabbitMQNode(RabbitMQNode):
         key, cert = certs.issue(self.ca_key, self.ca_cert, common_name, days=days, not_before=start)
         return certs.write(directory, common_name, key, cert)
 
-    def provision(self, vhost: str, sites: list[str], users: list[str]) -> None:
+    def provision(
+        self, vhost: str, sites: list[str], users: list[str], operators: Sequence[str] = ()
+    ) -> None:
         """Provision a deployment in ``vhost`` as ``pandamq rabbitmq provision --apply`` does."""
-        commands = provisioning.plan(vhost, sites, users, ["broker"])
+        commands = provisioning.plan(vhost, sites, users, ["broker"], operators)
         provisioning.apply(commands, self._run)
 
     def _run(self, command: list[str]) -> tuple[int, str]:

@@ -73,6 +73,9 @@ def drain(connection: Connection, timeout_s: float) -> None:
         connection.drain_events(timeout=timeout_s)
     except TimeoutError:
         return
+    except connection.channel_errors as exc:
+        # RabbitMQ closes the channel of a request it refuses (a publish without permission).
+        raise BrokerRefused(f"the message broker refused a request: {exc}") from exc
     except (*connection.connection_errors, OSError) as exc:
         raise BrokerUnavailable(
             f"lost the message broker while waiting for answers: {exc}"

@@ -4,9 +4,13 @@ and per submitter, and the permissions that keep each to its own part.
 A site's pilots (user ``pilot.<site>``) may declare and read only their
 site's job queues and their own reply and control queues, and publish only
 claims, events (routing keys of their own site) and dead letters. A
-submitter may only publish submissions and commands. The broker service
-may do everything in the vhost. The plan is a list of ``rabbitmqctl``
-commands, printed for an operator or run here.
+submitter (``user.<name>``) may publish requests to the submitter's API
+exchanges, and declare, bind and read its own follow queues, bound only to
+its own jobs' endings (a topic permission on the endings exchange); an
+operator (a submitter with the production role) may follow everyone's
+endings. Answers come by direct reply-to, which needs no permission. The
+broker service may do everything in the vhost. The plan is a list of
+``rabbitmqctl`` commands, printed for an operator or run here.
 """
 
 from __future__ import annotations
@@ -68,13 +72,30 @@ def pilot_topic_permissions(site: str) -> list[Command]:
     ]
 
 
-def submitter_permissions() -> Permissions:
-    """A person: submissions and kill/retry commands (the queues are declared on the way)."""
+def submitter_permissions(name: str) -> Permissions:
+    """A person: requests to the submitter's API exchanges (the broker service
+    declares their queues), and follow queues of their own bound to endings."""
+    own = _follow_queues(identity.submitter_user(name))
     return Permissions(
-        configure=_names("submit", "commands"),
-        write=_names("submit", "commands", "dlx"),
-        read=_names("submit", "commands"),
+        configure=_names(own),
+        write=_names("submit", "tasks", "commands", "queries", own),
+        read=_names("endings", own),
     )
+
+
+def _follow_queues(user: str) -> str:
+    return rf"follow\.{re.escape(user)}\..+"
+
+
+def submitter_topic_permissions(name: str) -> list[Command]:
+    """A person binds only to endings routed with their own name first."""
+    own = "^" + re.escape(identity.submitter_user(name)) + r"\."
+    return [[topology.ENDINGS_EXCHANGE, NOTHING, own]]
+
+
+def operator_topic_permissions() -> list[Command]:
+    """An operator (production role) binds to anyone's endings."""
+    return [[topology.ENDINGS_EXCHANGE, NOTHING, EVERYTHING]]
 
 
 def service_permissions() -> Permissions:
@@ -83,20 +104,34 @@ def service_permissions() -> Permissions:
 
 
 def plan(
-    vhost: str, sites: Iterable[str], submitters: Iterable[str], services: Iterable[str]
+    vhost: str,
+    sites: Iterable[str],
+    submitters: Iterable[str],
+    services: Iterable[str],
+    operators: Iterable[str] = (),
 ) -> list[Command]:
-    """``rabbitmqctl`` commands that provision the deployment; safe to run again."""
+    """``rabbitmqctl`` commands that provision the deployment; safe to run again.
+
+    A name among both ``submitters`` and ``operators`` is provisioned as an operator.
+    """
+    chosen = list(operators)
+    people = [n for n in submitters if n not in chosen]
     commands: list[Command] = [["add_vhost", vhost]]
     grants: list[tuple[str, Permissions, list[Command]]] = [
         (identity.service_user(n), service_permissions(), []) for n in services
     ]
-    grants += [(identity.submitter_user(n), submitter_permissions(), []) for n in submitters]
+    grants += [_person(n, submitter_topic_permissions(n)) for n in people]
+    grants += [_person(n, operator_topic_permissions()) for n in chosen]
     grants += [
         (identity.pilot_user(s), pilot_permissions(s), pilot_topic_permissions(s)) for s in sites
     ]
     for user, permissions, topics in grants:
         commands += _user(vhost, user, permissions, topics)
     return commands
+
+
+def _person(name: str, topics: list[Command]) -> tuple[str, Permissions, list[Command]]:
+    return identity.submitter_user(name), submitter_permissions(name), topics
 
 
 def _user(vhost: str, user: str, permissions: Permissions, topics: list[Command]) -> list[Command]:

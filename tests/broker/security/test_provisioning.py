@@ -1,10 +1,12 @@
-"""RabbitMQ permissions: a site's pilots reach only their site's queues and keys."""
+"""RabbitMQ permissions: a site's pilots reach only their site's queues and keys; a
+submitter only the API's exchanges and their own follow queues and endings."""
 
 from __future__ import annotations
 
 import re
 
 from broker import topology
+from broker.client import follow
 from broker.security import provisioning
 
 
@@ -46,23 +48,114 @@ def test_a_sites_pilots_publish_only_claims_events_and_dead_letters() -> None:
     assert matches(write_events, "SITE_A.running") and not matches(write_events, "SITE_B.running")
 
 
-def test_submitters_publish_submissions_and_commands_only() -> None:
-    p = provisioning.submitter_permissions()
-    assert matches(p.write, topology.SUBMIT_EXCHANGE) and matches(p.write, "pandamq.commands")
-    assert not matches(p.write, topology.EVENTS_EXCHANGE)
-    assert not matches(p.read, topology.job_queue_name("SITE_A", "SCORE"))
+def test_submitters_publish_requests_to_the_api_exchanges_only() -> None:
+    # Given alice's permissions
+    p = provisioning.submitter_permissions("alice")
+    api = [
+        topology.SUBMIT_EXCHANGE,
+        topology.TASKS_EXCHANGE,
+        topology.COMMANDS_EXCHANGE,
+        topology.QUERIES_EXCHANGE,
+    ]
+    # Then she may publish to the submitter's API exchanges, and nowhere a pilot or service does
+    assert all(matches(p.write, n) for n in api)
+    others = [
+        topology.EVENTS_EXCHANGE,
+        topology.CLAIMS_EXCHANGE,
+        topology.JOBS_EXCHANGE,
+        topology.ENDINGS_EXCHANGE,
+        topology.DEAD_LETTER_EXCHANGE,
+    ]
+    assert not any(matches(p.write, n) for n in others)
+    # And she declares none of the service's queues or exchanges, and reads none of them
+    for name in [*api, *others, topology.job_queue_name("SITE_A", "SCORE")]:
+        assert not matches(p.configure, name)
+        assert not matches(p.read, name) or name == topology.ENDINGS_EXCHANGE
+    # And she holds nothing on direct reply-to: it needs no permission (tests/test_security.py
+    # shows her answers come on the real TLS node)
+    assert not any(matches(r, topology.DIRECT_REPLY_TO) for r in p.args())
+
+
+def test_submitters_declare_bind_and_read_only_their_own_follow_queues() -> None:
+    # Given alice's permissions, and the names of follow queues
+    p = provisioning.submitter_permissions("alice")
+    own = topology.follow_queue_name("user.alice", "0123abcd")
+    others = [
+        topology.follow_queue_name("user.bob", "0123abcd"),
+        topology.follow_queue_name("user.alicex", "0123abcd"),
+        topology.follow_queue_name("userxalice", "0123abcd"),
+        "pandamq.follow.user.alice.",
+    ]
+    # Then she may declare, bind (write) and consume (read) her own only
+    assert matches(p.configure, own) and matches(p.write, own) and matches(p.read, own)
+    for name in others:
+        assert not (matches(p.configure, name) or matches(p.write, name) or matches(p.read, name))
+    # And she reads the endings exchange (to bind to it), which nobody else's queue needs
+    assert matches(p.read, topology.ENDINGS_EXCHANGE)
+
+
+def test_a_names_regex_characters_are_escaped() -> None:
+    # Given a user whose name has characters that mean something in a regex
+    p = provisioning.submitter_permissions("a.b+c")
+    ((_, _, read),) = provisioning.submitter_topic_permissions("a.b+c")
+    # Then they are taken literally
+    assert matches(p.configure, topology.follow_queue_name("user.a.b+c", "t"))
+    assert not matches(p.configure, topology.follow_queue_name("user.aXbbc", "t"))
+    assert matches(read, "user.a.b+c.-.job") and not matches(read, "user.aXbbc.-.job")
+
+
+def test_submitters_bind_only_to_their_own_endings_operators_to_everyones() -> None:
+    # Given alice's topic permissions, and an operator's
+    ((exchange, write, read),) = provisioning.submitter_topic_permissions("alice")
+    ((op_exchange, op_write, op_read),) = provisioning.operator_topic_permissions()
+    own = [
+        topology.job_ending_key("user.alice", None, "j1"),
+        topology.job_ending_key("user.alice", "t1", "j1"),
+        topology.task_ending_key("user.alice", "t1"),
+        "user.alice.#",
+        *follow.task_keys("user.alice", "t1"),
+    ]
+    others = [
+        topology.job_ending_key("user.bob", None, "j1"),
+        topology.job_ending_key("user.alicex", None, "j1"),
+        topology.job_ending_key(None, None, "j1"),
+        "#",
+        "*.*.j1",
+        "user.*.#",
+        "user.alice",
+    ]
+    # Then alice binds only with keys that begin with her name, and publishes none
+    assert exchange == op_exchange == topology.ENDINGS_EXCHANGE
+    assert all(matches(read, k) for k in own) and not any(matches(read, k) for k in others)
+    assert write == op_write == provisioning.NOTHING
+    # And an operator binds with any key
+    assert all(matches(op_read, k) for k in [*own, *others])
 
 
 def test_the_plan_creates_vhost_users_without_passwords_and_permissions() -> None:
-    commands = provisioning.plan("pandamq", ["SITE_A"], ["alice"], ["broker"])
+    commands = provisioning.plan("pandamq", ["SITE_A"], ["alice"], ["broker"], ["prod"])
     verbs = [(c[0], c[1] if c[0] != "set_permissions" else c[3]) for c in commands]
     assert verbs[0] == ("add_vhost", "pandamq")
-    for user in ("service.broker", "user.alice", "pilot.SITE_A"):
+    for user in ("service.broker", "user.alice", "user.prod", "pilot.SITE_A"):
         assert ("add_user", user) in verbs and ("clear_password", user) in verbs
         assert ("set_permissions", user) in verbs
     shown = provisioning.shell(commands, node="rabbit@host")
     assert shown.splitlines()[0] == "rabbitmqctl -n rabbit@host add_vhost pandamq"
     assert 'add_user pilot.SITE_A "$(openssl rand -base64 24)"' in shown
+
+
+def test_the_plan_gives_submitters_and_operators_their_topic_permissions() -> None:
+    # Given a plan with alice as a submitter, and prod as both submitter and operator
+    commands = provisioning.plan("v", ["S"], ["alice", "prod"], ["broker"], ["prod"])
+    # When its topic permissions on the endings exchange are read
+    topics = [c for c in commands if c[0] == "set_topic_permissions"]
+    endings = {c[3]: c[5:] for c in topics if c[4] == topology.ENDINGS_EXCHANGE}
+    # Then alice's are her own, and prod, an operator once, reads every owner's
+    assert endings == {
+        "user.alice": [provisioning.NOTHING, r"^user\.alice\."],
+        "user.prod": [provisioning.NOTHING, provisioning.EVERYTHING],
+    }
+    assert [c[1] for c in commands if c[0] == "add_user"].count("user.prod") == 1
 
 
 def test_apply_accepts_existing_users_and_reports_other_failures() -> None:
