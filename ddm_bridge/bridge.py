@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
+from broker.conflicts import retried
 from broker.error_codes import DDMError
 from broker.metrics import SUBSCRIPTIONS_ENDED
 from broker.reconnect import Backoff, until_stopped
@@ -64,7 +65,7 @@ class DDMBridge:
         if ready is not None:
             ready.set()
         while not stop.is_set():
-            if not self.step():
+            if not retried(self.step, "ddm bridge pass"):
                 stop.wait(self._settings.ddm_poll_interval_s)
 
     def resume(self) -> None:

@@ -12,6 +12,7 @@ from kombu import Connection
 from sqlalchemy import Engine
 
 from broker import topology
+from broker.conflicts import retried
 from broker.messaging.connection import broker_errors, connect
 from broker.messaging.consumer import BatchConsumer
 from broker.messaging.publisher import Publisher, open_publisher
@@ -148,11 +149,11 @@ class BrokerService:
         while not stop.is_set():
             handled = consumer.poll(self._settings.poll_interval_s)
             if time.monotonic() - last_watch > self._settings.watchdog_interval_s:
-                handled += watchdog.check()
+                handled += retried(watchdog.check, "watchdog pass")
                 last_watch = time.monotonic()
             if time.monotonic() - last_rebrokerage > self._settings.brokerage_interval_s:
                 self._declare_sites()
-                handled += rebrokerage.check()
+                handled += retried(rebrokerage.check, "re-brokerage pass")
                 last_rebrokerage = time.monotonic()
             # Another process's outbox rows (the DDM bridge's) go out within a sweep.
             if time.monotonic() - last_sweep > OUTBOX_SWEEP_S:

@@ -14,8 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, select
 
+from broker.errors import TransactionConflict
+from broker.messaging import consumer
+from broker.messaging.consumer import Handler, Incoming
+from broker.protocol import JobSpec
 from broker.service import retries, throttle
 from broker.service.retries import Failure
 from broker.service.throttle import Limits
@@ -24,6 +28,7 @@ from broker.store.clock import now
 from broker.store.engine import open_engine, transaction
 from broker.store.jobs import load
 from broker.store.migrate import upgrade
+from broker.store.schema import jobs
 from tests.broker.service.jobs import jobs_in, row
 
 pytestmark = pytest.mark.services
@@ -79,3 +84,55 @@ def test_two_retries_at_one_site_do_not_deadlock_on_its_row(
     # Then neither was chosen as a deadlock victim: both second attempts are activated
     assert started == [1, 1]
     assert [(row(pg, i)["attempt"], row(pg, i)["state"]) for i in ids] == [(2, "activated")] * 2
+
+
+def test_a_deadlock_is_a_transaction_conflict_not_an_outage(pg: Engine) -> None:
+    # Given two jobs, and two transactions that lock them in opposite orders
+    first, second = jobs_in(pg, S.RUNNING, count=2)
+    barrier = threading.Barrier(2, timeout=BARRIER_TIMEOUT_S)
+
+    def lock(a: str, b: str) -> str:
+        try:
+            with transaction(pg) as conn:
+                conn.execute(select(jobs.c.id).where(jobs.c.id == a).with_for_update())
+                barrier.wait()
+                conn.execute(select(jobs.c.id).where(jobs.c.id == b).with_for_update())
+        except TransactionConflict as exc:
+            return f"conflict: {exc}"
+        return "committed"
+
+    # When both run at once
+    outcomes = together(lambda: lock(first, second), lambda: lock(second, first))
+    # Then PostgreSQL ended one of them, and it surfaced as a conflict with its SQLSTATE
+    assert sorted(o.split(":")[0] for o in outcomes) == ["committed", "conflict"]
+    assert any("40P01" in o for o in outcomes), outcomes
+
+
+def test_a_batch_that_loses_a_deadlock_is_handled_again_in_place(pg: Engine) -> None:
+    # Given two jobs, and two batch handlers that lock them in opposite orders, meeting
+    # in between on their first run
+    first, second = jobs_in(pg, S.RUNNING, count=2)
+    barrier = threading.Barrier(2, timeout=BARRIER_TIMEOUT_S)
+    runs: list[str] = []
+
+    def handler(a: str, b: str) -> Handler:
+        def handle(batch: list[Incoming[Any]]) -> None:
+            runs.append(a)
+            with transaction(pg) as conn:
+                conn.execute(select(jobs.c.id).where(jobs.c.id == a).with_for_update())
+                if runs.count(a) == 1:
+                    barrier.wait()
+                conn.execute(select(jobs.c.id).where(jobs.c.id == b).with_for_update())
+
+        return handle
+
+    batches = [[Incoming(JobSpec(command="true", id=n), None)] for n in "ab"]
+    # When both are handled at once, as two broker processes' consumers would
+    together(
+        lambda: consumer._handle(handler(first, second), batches[0]),
+        lambda: consumer._handle(handler(second, first), batches[1]),
+    )
+    # Then no error went up (no outage, no dropped connection, no redelivery): the
+    # deadlock victim ran again at once and committed, and nothing was refused
+    assert len(runs) == 3 and set(runs) == {first, second}
+    assert [b[0].refused for b in batches] == [None, None]
