@@ -75,11 +75,12 @@ class BrokerService:
             relay = OutboxRelay(self._engine, publisher, s.batch_size)
             consumer = self._consumer(connection, publisher, relay)
             relay.relay()
+            after_outage = backoff.failures > 0
             backoff.succeeded()
             log.info("broker service ready on %s", connection.as_uri())
             if ready is not None:
                 ready.set()
-            self._loop(stop, consumer, relay)
+            self._loop(stop, consumer, relay, after_outage)
 
     def _declare(self, connection: Connection) -> None:
         topology.declare(
@@ -142,8 +143,17 @@ class BrokerService:
         )
         return consumer
 
-    def _loop(self, stop: threading.Event, consumer: BatchConsumer, relay: OutboxRelay) -> None:
+    def _loop(
+        self,
+        stop: threading.Event,
+        consumer: BatchConsumer,
+        relay: OutboxRelay,
+        after_outage: bool = False,
+    ) -> None:
         watchdog = Watchdog(self._engine, self._settings)
+        if after_outage:
+            # Pilots were cut off too, and reconnect on their own backoff.
+            watchdog.after_outage()
         rebrokerage = Rebrokerage(self._engine, self._settings)
         last_sweep = last_watch = last_rebrokerage = time.monotonic()
         while not stop.is_set():
