@@ -101,6 +101,9 @@ class DDMBridge:
         with transaction(self._engine) as conn:
             for report in self._pending:
                 self._apply(conn, report, t)
+            subscriptions.count_placed(
+                conn, ((r.dataset, r.site) for r in self._pending if r.placed)
+            )
         handled = len(self._pending)
         self._pending = []
         return handled
@@ -117,7 +120,6 @@ class DDMBridge:
             report.site,
             report.state,
             t,
-            files_done=len(paths),
             retries=report.retries,
             error=report.error,
         )
