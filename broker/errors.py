@@ -76,3 +76,9 @@ class NotAllowed(BadInput):
 
 class BatchSystemUnavailable(RecoverableError):
     """A batch system (Slurm, ...) did not answer a command, or failed it."""
+
+
+class TransactionConflict(RecoverableError):
+    """The database ended a transaction that deadlocked or could not be serialised with
+    another one (SQLSTATE 40P01, 40001). It rolled back; running it again will do, and
+    the database is up: not an outage."""

@@ -15,7 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from broker.errors import DatabaseUnavailable, PublishFailed, RecoverableError
+from broker.errors import (
+    DatabaseUnavailable,
+    PublishFailed,
+    RecoverableError,
+    TransactionConflict,
+)
 from broker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,6 +28,8 @@ log = logging.getLogger(__name__)
 
 def what_is_down(exc: RecoverableError) -> str:
     """The outage an error means, in the words of the log line."""
+    if isinstance(exc, TransactionConflict):
+        return "a transaction kept losing conflicts with another process's"
     if isinstance(exc, DatabaseUnavailable):
         return "the database is unavailable"
     if isinstance(exc, PublishFailed):

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
+from broker.conflicts import retried
 from broker.error_codes import DDMError
 from broker.metrics import SUBSCRIPTIONS_ENDED
 from broker.reconnect import Backoff, until_stopped
@@ -64,7 +65,7 @@ class DDMBridge:
         if ready is not None:
             ready.set()
         while not stop.is_set():
-            if not self.step():
+            if not retried(self.step, "ddm bridge pass"):
                 stop.wait(self._settings.ddm_poll_interval_s)
 
     def resume(self) -> None:
@@ -100,6 +101,9 @@ class DDMBridge:
         with transaction(self._engine) as conn:
             for report in self._pending:
                 self._apply(conn, report, t)
+            subscriptions.count_placed(
+                conn, ((r.dataset, r.site) for r in self._pending if r.placed)
+            )
         handled = len(self._pending)
         self._pending = []
         return handled
@@ -116,7 +120,6 @@ class DDMBridge:
             report.site,
             report.state,
             t,
-            files_done=len(paths),
             retries=report.retries,
             error=report.error,
         )

@@ -7,7 +7,9 @@ the machine's shared ones.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,11 +17,15 @@ from kombu import Queue
 from sqlalchemy import func, select
 
 from broker import topology
+from broker.error_codes import DispatcherError
 from broker.messaging.connection import connect
 from broker.protocol import JobSpec
 from broker.settings import Settings
+from broker.states import JobState
+from broker.store.clock import now
 from broker.store.schema import jobs
 from tests import harness
+from tests.broker.service.jobs import jobs_in
 from tests.cli.processes import LIFE, Pandamq, pandamq_processes
 from tests.conftest import test_settings
 from tests.harness import System, wait_for
@@ -176,3 +182,41 @@ def test_a_claim_cut_off_by_a_rabbitmq_restart_is_made_again(
     assert pilot.wait(timeout_s=30) == 0, processes.logs()
     assert "ran 1 job(s)" in pilot.output()
     processes.wait_states([job_id], ["finished"])
+
+
+def test_after_a_rabbitmq_outage_pilots_get_a_heartbeat_interval_to_come_back(
+    settings_on_private: Settings,
+    rabbitmq_node: RabbitMQNode,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a broker service that judges heartbeats often, with a lost-heartbeat timeout
+    # shorter than its heartbeat interval
+    caplog.set_level(logging.INFO, logger="broker.reconnect")
+    interval = 3.0
+    s = settings_on_private.replace(
+        heartbeat_interval_s=interval, lost_heartbeat_s=1.0, watchdog_interval_s=0.1
+    )
+    system = System(s)
+    try:
+        system.start_broker()
+        # When RabbitMQ goes down, and a running job's heartbeats stop meanwhile
+        rabbitmq_node.stop()
+        wait_for(lambda: "broker service: RabbitMQ is unavailable" in caplog.text, what="outage")
+        (job_id,) = jobs_in(system.engine, JobState.RUNNING, at=now() - timedelta(seconds=60))
+        # And RabbitMQ is back
+        rabbitmq_node.start()
+        back = wait_for(lambda: _logged(caplog, "broker service: back after"), what="reconnect")
+        # Then the job fails for lost heartbeat only once a heartbeat interval has passed
+        # since the service reconnected, not at its first watchdog pass
+        wait_for(lambda: system.job(job_id)["attempt"] == 2, what="the job failed and retried")
+        first = system.job(job_id)["attempts"][0]
+        assert first["error_code"] == int(DispatcherError.LOST_HEARTBEAT)
+        failed_at = datetime.fromisoformat(first["ended_at"]).timestamp()
+        assert failed_at >= back.created + interval, failed_at - back.created
+    finally:
+        system.close()
+
+
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> logging.LogRecord | None:
+    """The first log record that says ``text``, if any."""
+    return next((r for r in caplog.records if text in r.getMessage()), None)

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from kombu import Connection, Consumer, Message, Queue
 
 from broker import failpoints
+from broker.conflicts import retried
 from broker.errors import BrokerUnavailable, RecoverableError, SpecError
 from broker.messaging import answers
 from broker.messaging.dead_letters import dead_letter
@@ -203,11 +204,13 @@ def _handle(handler: Handler, batch: list[Incoming[Any]]) -> None:
     """Run the handler; if it fails on a batch, find and refuse the message that breaks it.
 
     The handler's transaction rolled back, so handling the messages again one
-    by one is safe. An outage (``RecoverableError``) is not the message's fault
-    and goes up to the caller, leaving the batch unacked for redelivery.
+    by one is safe. A transaction that lost a conflict with another process's
+    is run again at once (``broker.conflicts``). An outage (``RecoverableError``)
+    is not the message's fault and goes up to the caller, leaving the batch
+    unacked for redelivery.
     """
     try:
-        handler(batch)
+        retried(lambda: _run(handler, batch), f"batch of {len(batch)} message(s)")
     except RecoverableError:
         raise
     except Exception as exc:
@@ -217,3 +220,10 @@ def _handle(handler: Handler, batch: list[Incoming[Any]]) -> None:
             return
         log.debug("handler failed on a message", exc_info=True)
         batch[0].refuse(f"the handler failed on this message: {exc!r}")
+
+
+def _run(handler: Handler, batch: list[Incoming[Any]]) -> None:
+    """The handler on ``batch``, which it refuses from scratch (a run again decides anew)."""
+    for incoming in batch:
+        incoming.refused = None
+    handler(batch)

@@ -12,6 +12,7 @@ from kombu import Connection
 from sqlalchemy import Engine
 
 from broker import topology
+from broker.conflicts import retried
 from broker.messaging.connection import broker_errors, connect
 from broker.messaging.consumer import BatchConsumer
 from broker.messaging.publisher import Publisher, open_publisher
@@ -87,11 +88,12 @@ class BrokerService:
             relay = OutboxRelay(self._engine, publisher, s.batch_size)
             consumer = self._consumer(connection, publisher, relay)
             relay.relay()
+            after_outage = backoff.failures > 0
             backoff.succeeded()
             log.info("broker service ready on %s", connection.as_uri())
             if ready is not None:
                 ready.set()
-            self._loop(stop, consumer, relay)
+            self._loop(stop, consumer, relay, after_outage)
 
     def _declare(self, connection: Connection) -> None:
         topology.declare(
@@ -155,18 +157,27 @@ class BrokerService:
         )
         return consumer
 
-    def _loop(self, stop: threading.Event, consumer: BatchConsumer, relay: OutboxRelay) -> None:
+    def _loop(
+        self,
+        stop: threading.Event,
+        consumer: BatchConsumer,
+        relay: OutboxRelay,
+        after_outage: bool = False,
+    ) -> None:
         watchdog = Watchdog(self._engine, self._settings)
+        if after_outage:
+            # Pilots were cut off too, and reconnect on their own backoff.
+            watchdog.after_outage()
         rebrokerage = Rebrokerage(self._engine, self._settings)
         last_sweep = last_watch = last_rebrokerage = time.monotonic()
         while not stop.is_set():
             handled = consumer.poll(self._settings.poll_interval_s)
             if time.monotonic() - last_watch > self._settings.watchdog_interval_s:
-                handled += watchdog.check()
+                handled += retried(watchdog.check, "watchdog pass")
                 last_watch = time.monotonic()
             if time.monotonic() - last_rebrokerage > self._settings.brokerage_interval_s:
                 self._declare_sites()
-                handled += rebrokerage.check()
+                handled += retried(rebrokerage.check, "re-brokerage pass")
                 last_rebrokerage = time.monotonic()
             # Another process's outbox rows (the DDM bridge's) go out within a sweep.
             if time.monotonic() - last_sweep > OUTBOX_SWEEP_S:

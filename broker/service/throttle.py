@@ -76,11 +76,15 @@ def lock_sites(conn: Connection, names: Iterable[str]) -> None:
     """Serialise activation per site between broker processes (PostgreSQL row locks)."""
     wanted = sorted(set(names))
     if wanted and conn.dialect.name == "postgresql":
+        # FOR NO KEY UPDATE, not FOR UPDATE: it excludes another activation all the
+        # same, but not the FOR KEY SHARE lock that writing a job, replica or
+        # subscription at the site takes for its foreign key. With FOR UPDATE two
+        # retries at one site each held that lock and waited for the other's.
         conn.execute(
             select(sites.c.name)
             .where(sites.c.name.in_(wanted))
             .order_by(sites.c.name)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
 
 

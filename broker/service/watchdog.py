@@ -83,6 +83,18 @@ class Watchdog:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
+        #: Lost heartbeats are not judged before this time (pilots reconnecting).
+        self._heartbeats_judged_from: datetime | None = None
+
+    def after_outage(self, at: datetime | None = None) -> None:
+        """The service is connected again after an outage: give pilots one heartbeat
+        interval from ``at`` to reconnect and heartbeat before judging heartbeats."""
+        grace = timedelta(seconds=self._settings.heartbeat_interval_s)
+        self._heartbeats_judged_from = (at or now()) + grace
+        log.info(
+            "lost heartbeats judged again from %s, a heartbeat interval after the outage",
+            self._heartbeats_judged_from.isoformat(timespec="seconds"),
+        )
 
     def check(self, at: datetime | None = None) -> int:
         """One pass over every rule; how many jobs failed."""
@@ -94,6 +106,9 @@ class Watchdog:
         return failed
 
     def _apply(self, conn: Connection, rule: Rule, t: datetime) -> int:
+        if rule.by_heartbeat and self._in_grace(t):
+            # The outage kept heartbeats from arriving; it is no pilot's fault.
+            return 0
         timeout = float(getattr(self._settings, rule.timeout_setting))
         rows = _stalled(conn, rule, t - timedelta(seconds=timeout))
         if not rows:
@@ -113,6 +128,10 @@ class Watchdog:
                     extra=job_context(job_id=change.job_id, attempt=change.attempt),
                 )
         return len(applied)
+
+    def _in_grace(self, t: datetime) -> bool:
+        """Whether pilots still have time to come back after an outage."""
+        return self._heartbeats_judged_from is not None and t < self._heartbeats_judged_from
 
 
 def _stalled(conn: Connection, rule: Rule, cutoff: datetime) -> list[RowMapping]:

@@ -11,7 +11,13 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
-from broker.errors import ConfigError, DatabaseUnavailable, SchemaMissing, StatementFailed
+from broker.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    SchemaMissing,
+    StatementFailed,
+    TransactionConflict,
+)
 from broker.store import endings
 from broker.store.clock import now
 
@@ -66,8 +72,10 @@ def _sqlite_engine(database_url: str, path: str | None) -> Engine:
 def transaction(engine: Engine) -> Iterator[Connection]:
     """``engine.begin()``, the endings of the jobs it ended written before it commits
     (``broker.store.endings``), with a lost or unreachable database turned into
-    ``DatabaseUnavailable`` (wait and retry) and a statement the database refuses
-    while it answers into ``StatementFailed`` (retrying cannot help)."""
+    ``DatabaseUnavailable`` (wait and retry), a deadlock or serialisation failure
+    into ``TransactionConflict`` (run it again now: ``broker.conflicts``) and a
+    statement the database refuses while it answers into ``StatementFailed``
+    (retrying cannot help)."""
     try:
         with engine.begin() as conn:
             try:
@@ -76,6 +84,10 @@ def transaction(engine: Engine) -> Iterator[Connection]:
             finally:
                 endings.forget(conn)
     except DBAPIError as exc:
+        if _sqlstate(exc) in CONFLICT_SQLSTATES:
+            raise TransactionConflict(
+                f"transaction conflicted (SQLSTATE {_sqlstate(exc)}): {exc.orig}"
+            ) from exc
         # A lost connection may surface as another DBAPI error; SQLAlchemy
         # marks it invalidated. Other errors, but for OperationalError, are
         # the statement's own (integrity, data), and go up as they are.
@@ -87,8 +99,11 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         raise DatabaseUnavailable(f"database {where} failed: {exc.orig}") from exc
 
 
-#: SQLSTATE classes of errors that pass: connection lost, serialization failure or
-#: deadlock, out of resources, shutdown or cancel by an operator, system errors.
+#: SQLSTATEs of a transaction the database ended because of another one: deadlock
+#: detected, serialization failure.
+CONFLICT_SQLSTATES = ("40P01", "40001")
+#: SQLSTATE classes of errors that pass: connection lost, transaction rollback,
+#: out of resources, shutdown or cancel by an operator, system errors.
 TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58", "XX")
 #: SQLite's words for a database that is busy or unreachable for now.
 TRANSIENT_SQLITE_WORDS = ("locked", "busy", "disk i/o", "unable to open")
@@ -96,11 +111,16 @@ TRANSIENT_SQLITE_WORDS = ("locked", "busy", "disk i/o", "unable to open")
 
 def _transient(exc: DBAPIError) -> bool:
     """Whether an OperationalError may pass by itself (rather than be the statement's)."""
-    sqlstate = getattr(exc.orig, "sqlstate", None)
+    sqlstate = _sqlstate(exc)
     if sqlstate:
-        return str(sqlstate)[:2] in TRANSIENT_SQLSTATE_CLASSES
+        return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
     text = str(exc.orig).lower()
     return any(word in text for word in TRANSIENT_SQLITE_WORDS)
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    """The error's SQLSTATE (psycopg's), or ``""`` (SQLite has none)."""
+    return str(getattr(exc.orig, "sqlstate", None) or "")
 
 
 def _answers(engine: Engine) -> bool:

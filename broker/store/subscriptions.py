@@ -7,15 +7,15 @@ that the bridge's timeout looks at.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
 from broker.store.clock import iso_times
-from broker.store.datasets import chunks
-from broker.store.schema import dataset_contents, subscriptions
+from broker.store.datasets import AVAILABLE, chunks
+from broker.store.schema import dataset_contents, replicas, subscriptions
 
 REQUESTED, TRANSFERRING, DONE, FAILED = "requested", "transferring", "done", "failed"
 ACTIVE = (REQUESTED, TRANSFERRING)
@@ -70,15 +70,16 @@ def progress(
     site: str,
     state: str,
     now: datetime,
-    files_done: int = 0,
     retries: int = 0,
     error: str | None = None,
 ) -> bool:
-    """Record progress of a subscription still in progress; False if it had already ended."""
+    """Record progress of a subscription still in progress; False if it had already ended.
+
+    Files placed are counted by :func:`count_placed`, not here.
+    """
     values: dict[str, Any] = {
         "state": state,
         "modified_at": now,
-        "files_done": subscriptions.c.files_done + files_done,
         "attempts": subscriptions.c.attempts + retries,
     }
     if state == TRANSFERRING:
@@ -96,6 +97,33 @@ def progress(
         .returning(subscriptions.c.id)
     )
     return conn.execute(stmt).first() is not None
+
+
+def count_placed(conn: Connection, keys: Iterable[tuple[str, str]]) -> None:
+    """Set ``files_done`` of each (dataset, site) subscription to how many files of the
+    dataset have an available replica at the site.
+
+    Counted from the replicas rather than added up from the DDM's reports: a
+    subscription resumed after a restart reports the files at the site again.
+    """
+    placed = (
+        select(func.count())
+        .select_from(
+            dataset_contents.join(replicas, replicas.c.file_id == dataset_contents.c.file_id)
+        )
+        .where(
+            dataset_contents.c.dataset == subscriptions.c.dataset,
+            replicas.c.site == subscriptions.c.site,
+            replicas.c.state == AVAILABLE,
+        )
+        .scalar_subquery()
+    )
+    for dataset, site in sorted(set(keys)):
+        conn.execute(
+            update(subscriptions)
+            .where(subscriptions.c.dataset == dataset, subscriptions.c.site == site)
+            .values(files_done=placed)
+        )
 
 
 def stalled(conn: Connection, cutoff: datetime) -> list[tuple[str, str]]:

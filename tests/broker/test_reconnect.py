@@ -14,6 +14,7 @@ from broker.errors import (
     PublishFailed,
     RecoverableError,
     SchemaMissing,
+    TransactionConflict,
 )
 from broker.reconnect import Backoff, until_stopped
 from broker.settings import Settings
@@ -42,6 +43,10 @@ def test_delays_double_up_to_the_cap_with_jitter_in_the_upper_half(
         (BrokerUnavailable("lost the message broker\nwhile consuming"), "RabbitMQ is unavailable"),
         (DatabaseUnavailable("cannot reach the database"), "the database is unavailable"),
         (PublishFailed("1 message(s) not accepted"), "RabbitMQ did not take a publish"),
+        (
+            TransactionConflict("deadlock detected (SQLSTATE 40P01)"),
+            "a transaction kept losing conflicts with another process's",
+        ),
     ],
 )
 def test_each_failed_attempt_is_one_line_naming_what_is_down_and_when_it_retries(

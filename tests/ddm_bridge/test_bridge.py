@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from broker.error_codes import DDMError, ErrorFamily
 from broker.protocol import JobSpec
 from broker.settings import Settings
+from broker.store import subscriptions
 from broker.store.clock import now
+from broker.store.engine import transaction
 from ddm_bridge.backend import Report
+from ddm_bridge.backends.local import LocalDDM
 from ddm_bridge.bridge import DDMBridge
+from ddm_bridge.se import Checksum, copy_verified
 from tests.ddm_bridge.files import copy_by_hand, put_file, subscriptions_to
 from tests.harness import System, wait_for
 
@@ -143,3 +149,48 @@ def test_jobs_retried_after_a_failed_subscription_keep_to_the_sites_cap(capped: 
     # And a pilot at B runs them all as the queue drains
     capped.start_pilot(site_b)
     assert set(capped.wait_final(ids).values()) == {"finished"}
+
+
+def test_a_restarted_bridge_counts_each_file_of_a_subscription_once(system: System) -> None:
+    # Given 3 files at site A, and their dataset subscribed to site B
+    site_a, site_b = system.new_site(), system.new_site()
+    name = f"in.{uuid.uuid4().hex}"
+    files = [put_file(system.settings, system.engine, name, site_a, b"%d" % i) for i in range(3)]
+    with transaction(system.engine) as conn:
+        subscriptions.create(conn, name, site_b, len(files), now())
+    # And a bridge that recorded two of them at B and was killed while copying the third
+    killed = threading.Event()
+
+    def copy(source: Path, destination: Path, expected: Checksum) -> None:
+        if destination.name == files[-1].name:
+            killed.wait(timeout=30)
+            raise OSError("the bridge was killed mid-copy")
+        copy_verified(source, destination, expected)
+
+    killed_mid_copy = LocalDDM(system.settings, system.engine, copy)
+    first = DDMBridge(system.settings, system.engine, killed_mid_copy)
+    second = DDMBridge(system.settings, system.engine)
+    try:
+        first.resume()
+        wait_for(lambda: first.step() >= 0 and files_done(system, site_b) == 2, what="2 copied")
+        # When a new bridge starts, and resumes the subscription
+        second.resume()
+        wait_for(
+            lambda: (
+                second.step() >= 0 and subscriptions_to(system.engine, site_b)[0]["state"] == "done"
+            ),
+            what="the subscription done",
+        )
+    finally:
+        killed.set()
+        first.backend.stop()
+        second.backend.stop()
+    # Then every file is counted once, those it found at B already included
+    (done,) = subscriptions_to(system.engine, site_b)
+    assert (done["files_done"], done["files_total"]) == (3, 3)
+
+
+def files_done(system: System, site: str) -> int:
+    """The files placed of the (one) subscription to ``site``."""
+    (subscription,) = subscriptions_to(system.engine, site)
+    return int(subscription["files_done"])

@@ -3,9 +3,12 @@ a message that breaks the handler isolated and dead-lettered, the rest handled."
 
 from __future__ import annotations
 
+import pytest
 from kombu import Exchange, Queue
 
 from broker import topology
+from broker.conflicts import ATTEMPTS
+from broker.errors import TransactionConflict
 from broker.messaging import consumer as consumer_module
 from broker.messaging.connection import connect
 from broker.messaging.consumer import BatchConsumer, Incoming
@@ -77,3 +80,37 @@ def test_a_failing_batch_is_retried_one_by_one() -> None:
     assert seen == [["a", "boom", "b"], ["a"], ["boom"], ["b"]]
     assert [i.refused is not None for i in batch] == [False, True, False]
     assert "ValueError('boom')" in str(batch[1].refused)
+
+
+def test_a_batch_whose_transaction_lost_a_conflict_is_handled_again_at_once() -> None:
+    # Given a handler whose first transaction the database ends as a deadlock victim
+    seen: list[list[str]] = []
+
+    def handler(batch: list[Incoming[JobSpec]]) -> None:
+        seen.append([i.message.command for i in batch])
+        if len(seen) == 1:
+            batch[0].refuse("decided in the transaction that rolled back")
+            raise TransactionConflict("deadlock detected (SQLSTATE 40P01)")
+
+    batch = [Incoming(JobSpec(command=c, id=c), None) for c in ("a", "b")]
+    # When the batch is handled
+    consumer_module._handle(handler, batch)
+    # Then it was run again whole, in place (no error goes up to drop the connection),
+    # and nothing the rolled-back run decided is left
+    assert seen == [["a", "b"], ["a", "b"]]
+    assert [i.refused for i in batch] == [None, None]
+
+
+def test_a_conflict_that_keeps_coming_goes_up_as_recoverable() -> None:
+    # Given a handler that always loses its conflict
+    calls = []
+
+    def handler(batch: list[Incoming[JobSpec]]) -> None:
+        calls.append(len(batch))
+        raise TransactionConflict("could not serialize access (SQLSTATE 40001)")
+
+    # When a batch is handled, then the conflict goes up after the tries, and the
+    # batch was never split up as if a message broke the handler
+    with pytest.raises(TransactionConflict):
+        consumer_module._handle(handler, [Incoming(JobSpec(command=c, id=c), None) for c in "ab"])
+    assert calls == [2] * ATTEMPTS

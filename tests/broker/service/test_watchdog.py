@@ -95,3 +95,25 @@ def test_a_retried_job_is_dispatched_through_the_outbox(engine: Engine) -> None:
     with transaction(engine) as conn:
         bodies = [r.body for r in conn.execute(select(outbox.c.body))]
     assert any(f'"job_id":"{job_id}","attempt":2' in b for b in bodies)
+
+
+def test_after_an_outage_heartbeats_are_judged_a_heartbeat_interval_later(engine: Engine) -> None:
+    # Given a running job whose last heartbeat is past the timeout, and a job stalled in
+    # sent (heartbeats that an outage kept from arriving)
+    t = now()
+    (running,) = jobs_in(engine, S.RUNNING, at=t - timedelta(seconds=1000))
+    (sent,) = jobs_in(engine, S.SENT, at=t - timedelta(seconds=1000))
+    # And a watchdog whose service is connected again after an outage
+    watchdog = Watchdog(engine, SETTINGS.replace(heartbeat_interval_s=60))
+    watchdog.after_outage(at=t)
+    # When it looks within a heartbeat interval
+    watchdog.check(at=t + timedelta(seconds=59))
+    # Then the running job is not judged yet, while other clocks are
+    assert row(engine, running)["state"] == "running"
+    assert row(engine, sent)["attempt"] == 2
+    # When it looks once the interval is over, and no heartbeat came meanwhile
+    watchdog.check(at=t + timedelta(seconds=61))
+    # Then the job fails for lost heartbeat, and is retried
+    with transaction(engine) as conn:
+        first = get_job(conn, running)["attempts"][0]
+    assert (first["state"], first["error_code"]) == ("failed", int(DispatcherError.LOST_HEARTBEAT))
