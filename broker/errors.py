@@ -53,6 +53,11 @@ class BrokerRefused(PermanentError):
     """The message broker refused an operation (permissions, a queue declared differently)."""
 
 
+class DatabaseRefused(PermanentError):
+    """The database server answers but refuses the connection (no such database or user,
+    a wrong password): waiting will not fix it."""
+
+
 class SchemaMissing(PermanentError):
     """The database has no pandamq schema, or an old one."""
 
