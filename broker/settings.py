@@ -135,6 +135,31 @@ class Settings:
         return _coerce_all(values)
 
 
+#: The settings a pilot reads, which a factory passes on to the pilots it starts
+#: (``broker.factory.submitter.pilot_environment``); tests/factory/test_pilot_settings.py
+#: checks them against what the pilot's modules read. Never the database URL: a pilot
+#: speaks AMQP only.
+PILOT_FIELDS = frozenset(
+    {
+        "broker_url",
+        "tls_ca",
+        "tls_cert",
+        "tls_key",
+        "queue_type",
+        "heartbeat_interval_s",
+        "claim_timeout_s",
+        "confirm_timeout_s",
+        "kill_grace_s",
+        "work_dir",
+        "ddm_root",
+        "log_level",
+        "log_format",
+        "reconnect_initial_delay_s",
+        "reconnect_max_delay_s",
+    }
+)
+
+
 def _field_types() -> dict[str, str]:
     return {f.name: str(f.type) for f in fields(Settings)}
 
