@@ -8,7 +8,7 @@ from pathlib import Path
 
 from broker.factory.submitter import pilot_environment
 from broker.settings import PILOT_FIELDS, Settings
-from cli.bundle import PROJECT_PACKAGES, pilot_imports
+from cli.bundle import is_project, pilot_imports
 
 #: A value other than the default for every pilot setting.
 CHANGED = {
@@ -40,7 +40,7 @@ def settings_read_by_the_pilot() -> set[str]:
     names = {f.name for f in dataclasses.fields(Settings)}
     read = set()
     for module, path in pilot_imports().items():
-        if module.split(".")[0] not in PROJECT_PACKAGES or module == "broker.settings":
+        if not is_project(module) or module == "broker.settings":
             continue
         for node in ast.walk(ast.parse(Path(path).read_text())):
             if isinstance(node, ast.Attribute) and node.attr in names:
