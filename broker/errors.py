@@ -41,6 +41,11 @@ class DatabaseUnavailable(RecoverableError):
     """The SQL database cannot be reached."""
 
 
+class SiteNotServed(RecoverableError):
+    """A pilot's site has no job queues on RabbitMQ: the site is not in the catalogue,
+    or the broker service has not declared its queues yet."""
+
+
 class PublishFailed(RecoverableError):
     """The message broker refused (nacked or returned) a publish, or did not confirm it."""
 

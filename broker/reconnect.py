@@ -23,6 +23,7 @@ from broker.errors import (
     DatabaseUnavailable,
     PublishFailed,
     RecoverableError,
+    SiteNotServed,
 )
 from broker.settings import Settings
 
@@ -35,6 +36,8 @@ def what_is_down(exc: RecoverableError) -> str:
         return "the database is unavailable"
     if isinstance(exc, PublishFailed):
         return "RabbitMQ did not take a publish"
+    if isinstance(exc, SiteNotServed):
+        return "no job queues for its site"
     return "RabbitMQ is unavailable"
 
 

@@ -38,6 +38,7 @@ class Settings:
     queue_type: str = "classic"
     heartbeat_interval_s: float = 1800.0
     claim_timeout_s: float = 30.0
+    site_queues_wait_s: float = 60.0
     batch_size: int = 500
     publish_window: int = 1000
     confirm_timeout_s: float = 30.0
@@ -148,6 +149,7 @@ PILOT_FIELDS = frozenset(
         "queue_type",
         "heartbeat_interval_s",
         "claim_timeout_s",
+        "site_queues_wait_s",
         "confirm_timeout_s",
         "kill_grace_s",
         "work_dir",

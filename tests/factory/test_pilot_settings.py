@@ -19,6 +19,7 @@ CHANGED = {
     "queue_type": "quorum",
     "heartbeat_interval_s": 600.0,
     "claim_timeout_s": 45.0,
+    "site_queues_wait_s": 120.0,
     "confirm_timeout_s": 20.0,
     "kill_grace_s": 3.0,
     "work_dir": "/scratch/pandamq-work",

@@ -66,3 +66,33 @@ def test_a_pilot_on_a_vhost_that_does_not_exist_exits_at_once_saying_how_to_crea
     assert error.startswith("pilot: error: RabbitMQ refused vhost"), done.stderr
     assert f"`rabbitmqctl add_vhost {vhost}`" in error
     assert "retry" not in done.stderr
+
+
+@pytest.mark.services
+def test_a_pilot_for_a_site_without_queues_exits_2_with_one_line(
+    services: tuple[str, str],
+) -> None:
+    # Given RabbitMQ with no job queues for SITE_NOPE, and a pilot patient for 1 s only
+    env = {
+        "PANDAMQ_BROKER_URL": services[0],
+        "PANDAMQ_SITE_QUEUES_WAIT_S": "1",
+        "PANDAMQ_RECONNECT_INITIAL_DELAY_S": "0.1",
+        "PANDAMQ_RECONNECT_MAX_DELAY_S": "0.2",
+    }
+    # When it runs
+    done = subprocess.run(
+        [sys.executable, "-m", "pilot_agent", "--site=SITE_NOPE"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=50,
+    )
+    # Then it exits with code 2 (bad input) and one line saying what is wrong
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    [error] = [line for line in done.stderr.splitlines() if "error" in line]
+    assert error.startswith(
+        "pilot: error: site SITE_NOPE is not in the catalogue, or the broker service has not "
+        "declared its queues yet"
+    ), done.stderr
