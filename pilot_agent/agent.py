@@ -119,6 +119,8 @@ class Pilot:
         self._started = time.monotonic()
         #: Since when the site's job queues have been found missing; None: found.
         self._queues_missing_since: float | None = None
+        #: Whether the site's job queues were ever found: then missing ones are waited for.
+        self._queues_found = False
 
     @property
     def events_waiting(self) -> int:
@@ -194,7 +196,9 @@ class Pilot:
 
         Missing, they are looked for again (``SiteNotServed``, counted in the backoff's
         log lines), since a site added to the catalogue gets its queues within a
-        brokerage interval; after ``site_queues_wait_s`` the pilot refuses to run.
+        brokerage interval; after ``site_queues_wait_s`` a pilot that never found
+        them refuses to run. One that did (a RabbitMQ that lost its queues, maybe
+        while a payload runs) waits for the broker service to declare them again.
         """
         try:
             for queue in self._job_queues():
@@ -205,6 +209,7 @@ class Pilot:
                 raise
             self._queues_missing(queue.name)
         self._queues_missing_since = None
+        self._queues_found = True
 
     def _queues_missing(self, name: str) -> None:
         """Raise ``SiteNotServed`` to look again later, or ``UnknownSite`` once waited enough."""
@@ -215,7 +220,7 @@ class Pilot:
             f"site {site} is not in the catalogue, or the broker service has not declared "
             f"its queues yet (no queue {name})"
         )
-        if now - since >= self.settings.site_queues_wait_s:
+        if not self._queues_found and now - since >= self.settings.site_queues_wait_s:
             raise UnknownSite(
                 f"{why} after {now - since:.0f} s: add the site (`pandamq sites add {site}`) "
                 "and run `pandamq serve`, or correct --site"
