@@ -45,6 +45,11 @@ class NoAnswer(RecoverableError):
     """The broker service did not answer a request in time (not running, or busy)."""
 
 
+class SiteNotServed(RecoverableError):
+    """A pilot's site has no job queues on RabbitMQ: the site is not in the catalogue,
+    or the broker service has not declared its queues yet."""
+
+
 class PublishFailed(RecoverableError):
     """The message broker refused (nacked or returned) a publish, or did not confirm it."""
 
@@ -55,6 +60,11 @@ class PermanentError(PandaMQError):
 
 class BrokerRefused(PermanentError):
     """The message broker refused an operation (permissions, a queue declared differently)."""
+
+
+class DatabaseRefused(PermanentError):
+    """The database server answers but refuses the connection (no such database or user,
+    a wrong password): waiting will not fix it."""
 
 
 class SchemaMissing(PermanentError):

@@ -4,7 +4,9 @@ with jitter, one log line per failed attempt.
 The broker service and the pilot both use it. The delay before attempt n+1
 is drawn from the upper half of ``min(max, initial * 2**(n-1))``, so that
 many pilots cut off at once do not all come back in the same instant.
-This module imports no SQL code: pilots use it.
+A refusal that waiting cannot fix (RabbitMQ has no such vhost, or the user
+may not use it) is not waited out: it is raised as a ``PermanentError``
+saying what to do. This module imports no SQL code: pilots use it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
 
 from broker.errors import (
+    BrokerRefused,
     DatabaseUnavailable,
     PublishFailed,
     RecoverableError,
+    SiteNotServed,
     TransactionConflict,
 )
 from broker.settings import Settings
@@ -34,7 +39,29 @@ def what_is_down(exc: RecoverableError) -> str:
         return "the database is unavailable"
     if isinstance(exc, PublishFailed):
         return "RabbitMQ did not take a publish"
+    if isinstance(exc, SiteNotServed):
+        return "no job queues for its site"
     return "RabbitMQ is unavailable"
+
+
+#: AMQP reply codes with which RabbitMQ refuses to open a connection for good: 402
+#: INVALID_PATH and 530 NOT_ALLOWED (no such vhost, or the user has no access to it).
+REFUSED_VHOST_CODES = (402, 530)
+
+
+def vhost_refusal(exc: RecoverableError, broker_url: str) -> BrokerRefused | None:
+    """The permanent error an outage really is, if RabbitMQ refused the vhost; else None."""
+    if getattr(exc.__cause__, "reply_code", None) not in REFUSED_VHOST_CODES:
+        return None
+    parts = urlsplit(broker_url)
+    vhost = unquote(parts.path[1:]) or "/"
+    user = parts.username or "USER"
+    return BrokerRefused(
+        f"RabbitMQ refused vhost {vhost!r} to user {user!r}: {exc.__cause__}; "
+        f"create the vhost and let the user in: `rabbitmqctl add_vhost {vhost}` and "
+        f"`rabbitmqctl set_permissions -p {vhost} {user} '.*' '.*' '.*'` "
+        "(README.md, Running services and pilots)"
+    )
 
 
 class Backoff:
@@ -42,6 +69,7 @@ class Backoff:
 
     def __init__(self, who: str, settings: Settings) -> None:
         self._who = who
+        self._broker_url = settings.broker_url
         self._initial_s = settings.reconnect_initial_delay_s
         self._max_s = settings.reconnect_max_delay_s
         self._next_at = 0.0
@@ -54,7 +82,11 @@ class Backoff:
         return random.uniform(ceiling / 2, ceiling)
 
     def failed(self, exc: RecoverableError) -> None:
-        """Count a failed attempt, log it, and schedule the next one."""
+        """Count a failed attempt, log it, and schedule the next one; raise the
+        ``PermanentError`` it really is if waiting cannot fix it."""
+        refusal = vhost_refusal(exc, self._broker_url)
+        if refusal is not None:
+            raise refusal from exc
         self.failures += 1
         delay = self.delay_s(self.failures)
         self._next_at = time.monotonic() + delay

@@ -40,6 +40,7 @@ class Settings:
     claim_timeout_s: float = 30.0
     #: How long a submitter waits for the broker service's answer to a request.
     request_timeout_s: float = 30.0
+    site_queues_wait_s: float = 60.0
     batch_size: int = 500
     publish_window: int = 1000
     confirm_timeout_s: float = 30.0
@@ -135,6 +136,32 @@ class Settings:
         values.update(_read_env(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return _coerce_all(values)
+
+
+#: The settings a pilot reads, which a factory passes on to the pilots it starts
+#: (``broker.factory.submitter.pilot_environment``); tests/factory/test_pilot_settings.py
+#: checks them against what the pilot's modules read. Never the database URL: a pilot
+#: speaks AMQP only.
+PILOT_FIELDS = frozenset(
+    {
+        "broker_url",
+        "tls_ca",
+        "tls_cert",
+        "tls_key",
+        "queue_type",
+        "heartbeat_interval_s",
+        "claim_timeout_s",
+        "site_queues_wait_s",
+        "confirm_timeout_s",
+        "kill_grace_s",
+        "work_dir",
+        "ddm_root",
+        "log_level",
+        "log_format",
+        "reconnect_initial_delay_s",
+        "reconnect_max_delay_s",
+    }
+)
 
 
 def _field_types() -> dict[str, str]:

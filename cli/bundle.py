@@ -21,8 +21,8 @@ import click
 
 from broker.errors import BadInput, ConfigError
 
-#: Packages of this project the pilot's modules come from.
-PROJECT_PACKAGES = ("broker", "pilot_agent")
+#: Where this project's packages are (broker/, pilot_agent/, ddm_bridge/, ...).
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 #: Imported by a dependency only if present (kombu's YAML serializer): left out when compiled.
 OPTIONAL = ("yaml",)
 ENTRY = "import sys\n\nfrom pilot_agent.__main__ import main\n\nsys.exit(main())\n"
@@ -45,6 +45,12 @@ def pilot_imports() -> dict[str, str]:
         raise ConfigError(f"cannot import the pilot to bundle it: {done.stderr.strip()}")
     modules: dict[str, str | None] = json.loads(done.stdout)
     return {name: path for name, path in modules.items() if path}
+
+
+def is_project(name: str) -> bool:
+    """Whether module ``name`` belongs to one of this project's packages, of which the
+    bundle carries only the modules the pilot loads (not, say, ddm_bridge's SQL)."""
+    return (PROJECT_ROOT / name.split(".", maxsplit=1)[0] / "__init__.py").is_file()
 
 
 def _is_stdlib(path: str) -> bool:
@@ -93,8 +99,7 @@ def stage(staging: Path) -> list[str]:
     """Lay out the bundle's files in ``staging``; the third-party packages it carries."""
     carried = []
     for name, path in sorted(pilot_imports().items()):
-        top = name.split(".")[0]
-        if top in PROJECT_PACKAGES:
+        if is_project(name):
             _copy_project_module(name, path, staging)
         elif _is_third_party(name, path) and _copy_package(name, path, staging):
             carried.append(name)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import click
 
 from broker.factory.factory import PilotFactory
@@ -22,16 +20,13 @@ def sites_setting(s: Settings) -> list[str]:
     return [] if names == [EVERY_SITE] else names
 
 
-def start_factory(s: Settings, stop: threading.Event) -> threading.Thread | None:
-    """Run the factory in a thread (``serve all``) when ``factory_sites`` is set; else None."""
+def new_factory(s: Settings) -> PilotFactory | None:
+    """The factory ``serve all`` runs when ``factory_sites`` is set; else None."""
     if not s.factory_sites.strip():
         return None
-    factory = PilotFactory(
+    return PilotFactory(
         s, open_engine(s.database_url, create=False), open_submitter(s), sites_setting(s)
     )
-    thread = threading.Thread(target=factory.run, args=(stop,), name="pilot-factory")
-    thread.start()
-    return thread
 
 
 @click.command()

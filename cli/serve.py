@@ -13,7 +13,7 @@ from broker.settings import Settings
 from broker.stopping import stop_on_signals
 from broker.store.engine import open_engine
 from cli.context import connection_options, database, settings, setup_logging
-from cli.factory import start_factory
+from cli.factory import new_factory
 from cli.monitor import start_monitor, stop_monitor
 from ddm_bridge.bridge import DDMBridge
 
@@ -63,52 +63,75 @@ def serve(
     setup_logging(s.log_level, s.log_format)
     stop = stop_on_signals()
     monitor = start_monitor(s, database(s)) if service == "monitor" or with_monitor else None
-    factory = start_factory(s, stop) if service == "all" else None
+    services = Services(stop)
     try:
-        if service == "monitor":
-            while not stop.wait(0.5):
-                pass
-        else:
-            _run_services(s, service, stop)
+        if service != "monitor":
+            _start_services(services, s, service, stop)
+        services.wait()
     finally:
-        stop.set()
+        services.join()
         if monitor is not None:
             stop_monitor(monitor)
-        if factory is not None:
-            factory.join()
+    services.raise_first()
 
 
-def _run_services(s: Settings, service: str, stop: threading.Event) -> None:
-    """The broker service, the DDM bridge or both (``all``), one per thread; the first
-    to end stops the others."""
+def _start_services(services: Services, s: Settings, service: str, stop: threading.Event) -> None:
+    """The broker service, the DDM bridge or both (``all``, with the pilot factory if
+    ``factory_sites`` is set), one thread each."""
     # Not `database(s)`: the services check the schema themselves, once the database is up.
     engine = open_engine(s.database_url, create=False)
     serve_metrics(s, engine)
-    runs = {
+    factory = new_factory(s) if service == "all" else None
+    runs: dict[str, Callable[[], None]] = {
         "broker": lambda: BrokerService(s, engine).run(stop),
         "ddm": lambda: DDMBridge(s, engine).run(stop),
     }
-    chosen = list(runs) if service == "all" else [service]
-    threads = [
-        threading.Thread(target=_then_stop(runs[name], stop), name=name) for name in chosen[1:]
-    ]
-    for thread in threads:
+    for name in list(runs) if service == "all" else [service]:
+        services.start(name, runs[name])
+    if factory is not None:
+        services.start("pilot-factory", lambda: factory.run(stop))
+
+
+class Services:
+    """Services side by side, one thread each: the first to end stops the others, and
+    the first error any of them raised is raised once all have ended."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+
+    def start(self, name: str, run: Callable[[], None]) -> None:
+        """Run ``run`` in a thread of its own."""
+        thread = threading.Thread(target=self._until_stopped(run), name=name)
+        self._threads.append(thread)
         thread.start()
-    try:
-        runs[chosen[0]]()
-    finally:
-        stop.set()  # one service ending stops the others
-        for thread in threads:
+
+    def wait(self) -> None:
+        """Wait for ``stop``: a signal, or a service that ended."""
+        while not self._stop.wait(0.5):
+            pass
+
+    def join(self) -> None:
+        """Stop every service and wait for its thread to end."""
+        self._stop.set()
+        for thread in self._threads:
             thread.join()
 
+    def raise_first(self) -> None:
+        """Raise the first error a service ended with, so that the command ends with its
+        one line and exit code whichever thread it came from."""
+        if self._errors:
+            raise self._errors[0]
 
-def _then_stop(run: Callable[[], None], stop: threading.Event) -> Callable[[], None]:
-    """``run``, then stop the other services, however it ended."""
+    def _until_stopped(self, run: Callable[[], None]) -> Callable[[], None]:
+        def target() -> None:
+            try:
+                run()
+            except BaseException as exc:
+                # Kept for the main thread: a thread's own traceback would precede the error line.
+                self._errors.append(exc)
+            finally:
+                self._stop.set()  # one service ending stops the others
 
-    def target() -> None:
-        try:
-            run()
-        finally:
-            stop.set()
-
-    return target
+        return target

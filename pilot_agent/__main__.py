@@ -9,10 +9,10 @@ pandamq process.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from broker.errors import BadInput, PandaMQError
+from broker.observability import logs
 from broker.settings import Settings
 from broker.stopping import stop_on_signals
 from pilot_agent.agent import Pilot, Slot
@@ -37,11 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _arguments().parse_args(argv)
     try:
         settings = Settings.load()
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        logs.setup(settings.log_level, settings.log_format)
         slot = Slot(args.site, args.cores, args.memory_mb)
         agent = Pilot(settings, slot, args.max_jobs, args.pilot_id, args.max_idle)
         ran = agent.run(stop_on_signals())

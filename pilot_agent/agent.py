@@ -25,7 +25,7 @@ from kombu import Connection, Consumer, Message, Queue
 
 from broker import topology
 from broker.error_codes import PilotError
-from broker.errors import BadInput, RecoverableError, SpecError
+from broker.errors import BadInput, RecoverableError, SiteNotServed, SpecError, UnknownSite
 from broker.messaging.dead_letters import dead_letter
 from broker.messaging.publisher import Outgoing
 from broker.observability.logs import job_context
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: How often the pilot wakes up while waiting, to notice a stop or keep AMQP alive.
 TICK_S = 0.5
+#: AMQP's reply code for a queue that does not exist (a passive declare's answer).
+NOT_FOUND = 404
 #: How long a look at the connection lasts while a payload runs.
 DRAIN_S = 0.01
 
@@ -115,6 +117,10 @@ class Pilot:
         #: A job whose claim an outage cut off before the answer came.
         self._claiming: JobDispatch | None = None
         self._started = time.monotonic()
+        #: Since when the site's job queues have been found missing; None: found.
+        self._queues_missing_since: float | None = None
+        #: Whether the site's job queues were ever found: then missing ones are waited for.
+        self._queues_found = False
 
     @property
     def events_waiting(self) -> int:
@@ -173,7 +179,7 @@ class Pilot:
     def _setup(self, connection: Connection) -> None:
         """Declare the pilot's queues and consume its replies and commands (on each connect)."""
         self.connected = True
-        topology.declare(connection.default_channel, self._job_queues())
+        self._require_job_queues(connection)
         private = connection.channel()
         tag = uuid.uuid4().hex[:8]
         for queue, into in (
@@ -183,6 +189,43 @@ class Pilot:
             topology.declare(private, [queue])
             Consumer(private, queues=[queue], no_ack=True, on_message=into.append).consume()
         self._jobs_channel = connection.channel()
+
+    def _require_job_queues(self, connection: Connection) -> None:
+        """Check that the site's job queues exist, without creating any: the broker
+        service declares those of every site in the catalogue.
+
+        Missing, they are looked for again (``SiteNotServed``, counted in the backoff's
+        log lines), since a site added to the catalogue gets its queues within a
+        brokerage interval; after ``site_queues_wait_s`` a pilot that never found
+        them refuses to run. One that did (a RabbitMQ that lost its queues, maybe
+        while a payload runs) waits for the broker service to declare them again.
+        """
+        try:
+            for queue in self._job_queues():
+                queue.bind(connection.default_channel).queue_declare(passive=True)
+        except connection.channel_errors as exc:
+            # py-amqp gives the reply code as a number, kombu's memory transport as text.
+            if str(getattr(exc, "reply_code", "")) != str(NOT_FOUND):
+                raise
+            self._queues_missing(queue.name)
+        self._queues_missing_since = None
+        self._queues_found = True
+
+    def _queues_missing(self, name: str) -> None:
+        """Raise ``SiteNotServed`` to look again later, or ``UnknownSite`` once waited enough."""
+        now = time.monotonic()
+        since = self._queues_missing_since = self._queues_missing_since or now
+        site = self.slot.site
+        why = (
+            f"site {site} is not in the catalogue, or the broker service has not declared "
+            f"its queues yet (no queue {name})"
+        )
+        if not self._queues_found and now - since >= self.settings.site_queues_wait_s:
+            raise UnknownSite(
+                f"{why} after {now - since:.0f} s: add the site (`pandamq sites add {site}`) "
+                "and run `pandamq serve`, or correct --site"
+            )
+        raise SiteNotServed(why)
 
     def _next_delivery(self, stop: threading.Event) -> Message | None:
         """The first job waiting in the largest queue that has one, else the first to come."""
@@ -201,8 +244,13 @@ class Pilot:
         """
         got: list[Message] = []
         queues = self._job_queues()
+        # Not declared: a pilot never creates a job queue (see _require_job_queues).
         consumer = Consumer(
-            self._jobs_channel, queues=queues, on_message=got.append, prefetch_count=1
+            self._jobs_channel,
+            queues=queues,
+            on_message=got.append,
+            prefetch_count=1,
+            auto_declare=False,
         )
         consumer.consume()
         try:

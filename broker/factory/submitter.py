@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from broker.settings import ENV_PREFIX, Settings
+from broker.settings import ENV_PREFIX, PILOT_FIELDS, Settings
 
 
 class PilotState(StrEnum):
@@ -65,28 +65,9 @@ class Submitter(Protocol):
         ...
 
 
-#: Settings a pilot needs; the others (the database above all) stay with the factory.
-PILOT_SETTINGS = (
-    "broker_url",
-    "tls_ca",
-    "tls_cert",
-    "tls_key",
-    "queue_type",
-    "heartbeat_interval_s",
-    "claim_timeout_s",
-    "confirm_timeout_s",
-    "kill_grace_s",
-    "work_dir",
-    "log_level",
-    "reconnect_initial_delay_s",
-    "reconnect_max_delay_s",
-)
-
-
 def pilot_environment(settings: Settings) -> dict[str, str]:
-    """``PANDAMQ_*`` variables that give a pilot the factory's settings."""
-    names = {f.name for f in fields(Settings)} & set(PILOT_SETTINGS)
-    values = {name: getattr(settings, name) for name in sorted(names)}
+    """``PANDAMQ_*`` variables that give a pilot the factory's settings (``PILOT_FIELDS``)."""
+    values = {name: getattr(settings, name) for name in sorted(PILOT_FIELDS)}
     return {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in values.items() if v is not None}
 
 

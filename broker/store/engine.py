@@ -1,7 +1,8 @@
-"""Create the SQL engine: SQLite in WAL mode, or PostgreSQL."""
+"""Create the SQL engine: SQLite in WAL mode, or PostgreSQL; tell its errors apart."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from broker.errors import (
     ConfigError,
+    DatabaseRefused,
     DatabaseUnavailable,
+    PandaMQError,
     SchemaMissing,
     StatementFailed,
     TransactionConflict,
@@ -96,7 +99,45 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         where = engine.url.render_as_string()
         if not exc.connection_invalidated and not _transient(exc) and _answers(engine):
             raise StatementFailed(f"database {where} failed a statement: {exc.orig}") from exc
-        raise DatabaseUnavailable(f"database {where} failed: {exc.orig}") from exc
+        raise connection_error(exc, engine) from exc
+
+
+#: What PostgreSQL says when it refuses a connection for a reason waiting cannot fix,
+#: and what to do about it. libpq gives no SQLSTATE for a refused connection: its text it is.
+REFUSALS = (
+    (
+        re.compile(r'database "(?P<name>[^"]+)" does not exist'),
+        "create it (`createdb {name}`, or CREATE DATABASE), then run `pandamq db upgrade`",
+    ),
+    (
+        re.compile(r'role "(?P<name>[^"]+)" does not exist'),
+        "create the user (`createuser {name}`), or correct the user in database_url",
+    ),
+    (
+        re.compile(r"password authentication failed|no password supplied"),
+        "correct the user and password in database_url (PANDAMQ_DATABASE_URL)",
+    ),
+    (
+        re.compile(r"no pg_hba\.conf entry"),
+        "let this host and user in (pg_hba.conf), or correct database_url",
+    ),
+)
+
+
+def connection_error(exc: DBAPIError, engine: Engine) -> PandaMQError:
+    """``DatabaseRefused`` for a connection the server refuses for good (no such database,
+    user or password), saying what to do; else ``DatabaseUnavailable`` (wait and retry)."""
+    where = engine.url.render_as_string()
+    text = " ".join(str(exc.orig).split())
+    for pattern, todo in REFUSALS:
+        found = pattern.search(text)
+        if found:
+            what = found.group(0)
+            return DatabaseRefused(
+                f"database {where} refused the connection: {what}: "
+                + todo.format(**found.groupdict())
+            )
+    return DatabaseUnavailable(f"cannot reach the database at {where}: {text}")
 
 
 #: SQLSTATEs of a transaction the database ended because of another one: deadlock

@@ -9,7 +9,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from broker.errors import DatabaseUnavailable, SchemaMissing
+from broker.errors import SchemaMissing
+from broker.store.engine import connection_error
 
 SCRIPT_LOCATION = "broker.store:migrations"
 
@@ -35,7 +36,7 @@ def upgrade(engine: Engine) -> str:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except OperationalError as exc:
-        raise DatabaseUnavailable(f"cannot reach the database: {exc.orig}") from exc
+        raise connection_error(exc, engine) from exc
     return head_revision()
 
 
@@ -45,9 +46,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     except OperationalError as exc:
-        raise DatabaseUnavailable(
-            f"cannot reach the database at {engine.url.render_as_string()}: {exc.orig}"
-        ) from exc
+        raise connection_error(exc, engine) from exc
 
 
 def require_current(engine: Engine) -> None:

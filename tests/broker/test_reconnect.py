@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from broker.errors import (
+    BrokerRefused,
     BrokerUnavailable,
     ConfigError,
     DatabaseUnavailable,
@@ -111,3 +112,35 @@ def test_reconnect_delays_come_from_the_environment_and_are_checked() -> None:
         Settings.load(environ={**env, "PANDAMQ_RECONNECT_INITIAL_DELAY_S": "9"})
     with pytest.raises(ConfigError, match="reconnect_initial_delay_s"):
         Settings.load(environ={**env, "PANDAMQ_RECONNECT_INITIAL_DELAY_S": "0"})
+
+
+class _Refusal(Exception):
+    """What py-amqp raises when RabbitMQ closes a connection as it opens: a reply code."""
+
+    def __init__(self, reply_code: int, text: str) -> None:
+        super().__init__(text)
+        self.reply_code = reply_code
+
+
+def test_a_vhost_refused_is_raised_at_once_saying_how_to_create_it() -> None:
+    # Given a backoff for a broker URL on a vhost RabbitMQ does not have
+    backoff = Backoff("test", Settings(broker_url="amqp://guest:guest@127.0.0.1:5672/nope"))
+    outage = BrokerUnavailable("cannot reach the message broker")
+    outage.__cause__ = _Refusal(530, "NOT_ALLOWED - vhost nope not found")
+    # When the attempt to connect fails with it
+    with pytest.raises(BrokerRefused) as refused:
+        backoff.failed(outage)
+    # Then it is not waited out: the error says how to create the vhost and let the user in
+    assert "`rabbitmqctl add_vhost nope`" in str(refused.value)
+    assert "`rabbitmqctl set_permissions -p nope guest '.*' '.*' '.*'`" in str(refused.value)
+    assert backoff.failures == 0
+
+
+def test_a_connection_forced_closed_is_waited_out() -> None:
+    # Given an outage whose cause is RabbitMQ closing connections as it stops (320)
+    backoff = Backoff("test", SETTINGS)
+    outage = BrokerUnavailable("lost the message broker")
+    outage.__cause__ = _Refusal(320, "CONNECTION_FORCED - shutdown")
+    # When it is counted, Then it is a failure to wait out
+    backoff.failed(outage)
+    assert backoff.failures == 1

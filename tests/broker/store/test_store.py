@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, select
 
-from broker.errors import SchemaMissing, StatementFailed
+from broker.errors import DatabaseRefused, DatabaseUnavailable, SchemaMissing, StatementFailed
 from broker.messaging.publisher import Outgoing
 from broker.metrics import ILLEGAL_TRANSITIONS
 from broker.protocol import JobSpec
@@ -87,6 +87,45 @@ def test_a_statement_the_database_refuses_is_its_own_fault_not_an_outage(
     # the database is unavailable (which would retry it for ever)
     with pytest.raises(StatementFailed, match="failed a statement"), transaction(engine) as conn:
         conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids))).all()
+
+
+POSTGRES = "postgresql+psycopg://{user}@127.0.0.1:{port}/{database}"
+
+
+@pytest.mark.services
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (
+            POSTGRES.format(user="postgres", port=5432, database="pandamq_no_such_db"),
+            r'database "pandamq_no_such_db" does not exist: create it \(`createdb',
+        ),
+        (
+            POSTGRES.format(user="pandamq_no_such_user", port=5432, database="postgres"),
+            r'role "pandamq_no_such_user" does not exist: create the user',
+        ),
+    ],
+    ids=["database", "user"],
+)
+def test_a_database_or_user_that_does_not_exist_is_refused_for_good(url: str, says: str) -> None:
+    # Given PostgreSQL up, and a URL naming a database or user it does not have
+    engine = open_engine(url, create=False)
+    # When a transaction begins, or the schema is checked
+    # Then the error is permanent and says what to do, rather than an outage to wait out
+    with pytest.raises(DatabaseRefused, match=says), transaction(engine) as conn:
+        conn.exec_driver_sql("SELECT 1")
+    with pytest.raises(DatabaseRefused, match=says):
+        require_current(engine)
+    engine.dispose()
+
+
+def test_a_database_server_that_does_not_answer_is_an_outage_to_wait_out() -> None:
+    # Given a URL on a port nothing listens on
+    engine = open_engine(POSTGRES.format(user="postgres", port=1, database="postgres"))
+    # Then the error is one to wait out
+    with pytest.raises(DatabaseUnavailable, match="cannot reach the database"):
+        require_current(engine)
+    engine.dispose()
 
 
 def test_an_illegal_change_is_refused_counted_and_not_applied(engine: Engine) -> None:
