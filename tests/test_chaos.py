@@ -102,7 +102,7 @@ def test_every_job_finishes_once_through_kills_and_restarts(
     # Given 500 short jobs, 3 broker processes and 6 pilots
     site = chaos.new_site()
     specs = [{"command": "sleep 0.1", "site": site, "name": f"chaos {n}"} for n in range(JOBS)]
-    ids = chaos.submit(specs)
+    ids = chaos.publish(specs)
     run = Run(chaos, site, ids)
     # When brokers are killed three times, two pilots in mid-payload, and
     # RabbitMQ and PostgreSQL are restarted once each

@@ -9,7 +9,9 @@ service that does not answer raises ``NoAnswer``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -33,6 +35,7 @@ from broker.client import follow
 from broker.client.rpc import Requests, drain, open_requests
 from broker.errors import (
     BadInput,
+    BrokerRefused,
     NotAllowed,
     NotFound,
     PandaMQError,
@@ -81,13 +84,16 @@ class Client:
     # --- submitting
 
     def submit(self, specs: Sequence[JobSpec]) -> list[Receipt]:
-        """Submit jobs (ids filled in); what the service did with each."""
+        """Submit jobs (a spec without an id gets a new one); what the service did with each."""
+        specs = [s if s.id else dataclasses.replace(s, id=uuid.uuid4().hex) for s in specs]
         queue = self._topology.submit_queue()
         answers = self._ask([_to(queue.exchange.name, queue.routing_key, s) for s in specs])
         return [_receipt(spec.id, a) for spec, a in zip(specs, answers, strict=True)]
 
     def submit_task(self, task: TaskSpec) -> Receipt:
-        """Submit a task (its id filled in); refused with the reason, or accepted."""
+        """Submit a task (one without an id gets a new one); accepted, or refused with
+        the error that fits the reason."""
+        task = task if task.id else dataclasses.replace(task, id=uuid.uuid4().hex)
         queue = self._topology.tasks_queue()
         (answer,) = self._ask([_to(queue.exchange.name, queue.routing_key, task)])
         _data(answer)
@@ -191,7 +197,12 @@ class Client:
     def _ask(self, requests: Sequence[Outgoing]) -> list[Answer]:
         self._open()
         assert self._requests is not None
-        return self._requests.ask(requests, self.settings.request_timeout_s)
+        try:
+            return self._requests.ask(requests, self.settings.request_timeout_s)
+        except BrokerRefused:
+            # RabbitMQ closed the channel, and its direct reply-to consumer with it.
+            self._lost()
+            raise
 
     def _open(self) -> Connection:
         if self._connection is None:

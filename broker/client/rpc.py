@@ -75,11 +75,21 @@ def drain(connection: Connection, timeout_s: float) -> None:
         return
     except connection.channel_errors as exc:
         # RabbitMQ closes the channel of a request it refuses (a publish without permission).
-        raise BrokerRefused(f"the message broker refused a request: {exc}") from exc
+        raise refused(exc) from exc
     except (*connection.connection_errors, OSError) as exc:
         raise BrokerUnavailable(
             f"lost the message broker while waiting for answers: {exc}"
         ) from exc
+
+
+def refused(exc: Exception) -> BrokerRefused:
+    """RabbitMQ's refusal of a request, said so that a person knows what to do."""
+    if "NOT_FOUND" in str(exc) and "no exchange" in str(exc):
+        return BrokerRefused(
+            f"the message broker has no such exchange ({exc}): the broker service declares "
+            "it when it starts; is `pandamq serve` running on this vhost?"
+        )
+    return BrokerRefused(f"the message broker refused a request: {exc}")
 
 
 class DirectReplyTo:
@@ -126,7 +136,7 @@ class DirectReplyTo:
                 message, exchange=request.exchange, routing_key=request.routing_key, mandatory=True
             )
         except self._connection.channel_errors as exc:
-            raise BrokerRefused(f"the message broker refused a request: {exc}") from exc
+            raise refused(exc) from exc
         self._unconfirmed.add(self._next_tag)
         self._next_tag += 1
 

@@ -56,9 +56,16 @@ class BrokerService:
         The submitter's queries are answered by a thread of this service's own
         (``QueryService``); it stops with the service.
         """
-        queries = threading.Thread(
-            target=QueryService(self._settings, self._engine).run, args=(stop,), name="queries"
-        )
+        failed: list[BaseException] = []
+
+        def answer_queries() -> None:
+            try:
+                QueryService(self._settings, self._engine).run(stop)
+            except BaseException as exc:  # raised again by run(), in the caller's thread
+                failed.append(exc)
+                stop.set()
+
+        queries = threading.Thread(target=answer_queries, name="queries")
         queries.start()
         backoff = Backoff("broker service", self._settings)
         try:
@@ -66,6 +73,8 @@ class BrokerService:
         finally:
             stop.set()
             queries.join()
+        if failed:
+            raise failed[0]
         log.info("broker service stopped")
 
     def _serve(

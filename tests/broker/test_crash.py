@@ -55,7 +55,7 @@ def test_broker_killed_after_commit_before_ack_loses_and_duplicates_nothing(
     doomed = processes.start("serve", env={"PANDAMQ_FAILPOINT": f"after-commit:{queue}"})
     pilot = processes.start("pilot", "--site", site, "--heartbeat-interval", "1")
     # When jobs are submitted
-    ids = processes.submit([{"command": "true", "site": site}] * JOBS)
+    ids = processes.publish([{"command": "true", "site": site}] * JOBS)
     # Then the broker service is killed by its failpoint
     assert doomed.wait(timeout_s=60) == -signal.SIGKILL, doomed.log()
     assert f"failpoint after-commit:{queue}" in doomed.log()

@@ -7,10 +7,22 @@ import json
 import uuid
 from pathlib import Path
 
+from click.testing import CliRunner, Result
+
 from broker.protocol import JobSpec
-from tests.cli.test_control import cli
+from cli.main import pandamq
 from tests.harness import System, wait_for
 from tests.test_brokerage import new_dataset
+
+
+def cli(system: System, *args: str) -> Result:
+    """The command as an operator runs it: ``sites`` opens the database, the rest is AMQP."""
+    env = {
+        "PANDAMQ_BROKER_URL": system.settings.broker_url,
+        "PANDAMQ_DATABASE_URL": system.settings.database_url,
+        "PANDAMQ_CONFIG": None,
+    }
+    return CliRunner(env=env).invoke(pandamq, list(args))
 
 
 def catalogue(tmp_path: Path) -> tuple[Path, str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from broker import topology
+from broker import api, topology
 from broker.error_codes import (
     BrokerageError,
     DDMError,
@@ -72,7 +72,11 @@ def _field_table(section: list[str]) -> dict[str, str]:
     return rows
 
 
-@pytest.mark.parametrize("message", [*MESSAGES, FileInfo], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "message",
+    [*MESSAGES, FileInfo, *api.MESSAGES, *api.RECORDS, api.JobPage],
+    ids=lambda m: m.__name__,
+)
 def test_every_message_field_is_documented(message: type) -> None:
     # Given the protocol page and a message class
     text = PROTOCOL.read_text()

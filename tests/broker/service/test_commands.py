@@ -67,7 +67,8 @@ def test_retry_by_hand_starts_the_next_attempt_of_a_failed_job(engine: Engine) -
 
 def test_unknown_jobs_are_refused(engine: Engine) -> None:
     incoming = run(engine, JobCommand("kill", ["no-such-job"]))
-    assert incoming.refused == "kill: no such job or task"
+    assert incoming.refused == "kill: no job 'no-such-job'"
+    assert incoming.refused_as == "not_found"
 
 
 def test_another_users_job_cannot_be_killed_without_the_production_role(engine: Engine) -> None:

@@ -6,6 +6,7 @@ import uuid
 
 from sqlalchemy import Connection, Engine, select, text
 
+from broker import topology
 from broker.error_codes import BrokerageError, DDMError
 from broker.protocol import JobDispatch, JobSpec, decode_body
 from broker.service.brokerage import Brokerage
@@ -74,7 +75,8 @@ def test_new_jobs_are_written_once_in_the_state_they_reach(engine: Engine) -> No
             r.id: (r.error_family, r.error_code, r.site)
             for r in conn.execute(select(jobs).where(jobs.c.id.in_(ids), jobs.c.state == "failed"))
         }
-        bodies = [r.body for r in conn.execute(select(outbox.c.body)) if tag in r.body]
+        dispatches = select(outbox.c.body).where(outbox.c.exchange == topology.JOBS_EXCHANGE)
+        bodies = [r.body for r in conn.execute(dispatches) if tag in r.body]
         dispatched = [decode_body(JobDispatch, body) for body in bodies]
         linked = {
             r.job_id for r in conn.execute(select(job_files).where(job_files.c.job_id.in_(ids)))
