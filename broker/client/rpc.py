@@ -35,6 +35,11 @@ class Requests(Protocol):
         """Publish ``requests``; their answers in the same order, or ``NoAnswer``."""
         ...
 
+    def send(self, requests: Sequence[Outgoing], timeout_s: float) -> list[str]:
+        """Publish ``requests`` (confirmed, where the transport confirms); their
+        correlation ids, to wait for with ``ask``'s answers' collector."""
+        ...
+
 
 def open_requests(connection: Connection, user_id: str) -> Requests:
     """The requests channel that suits the connection's transport."""
@@ -112,6 +117,12 @@ class DirectReplyTo:
 
     def ask(self, requests: Sequence[Outgoing], timeout_s: float) -> list[Answer]:
         """Publish with confirms, then wait for every answer."""
+        deadline = time.monotonic() + timeout_s
+        ids = self.send(requests, timeout_s)
+        return self._answers.wait(self._connection, ids, max(0.0, deadline - time.monotonic()))
+
+    def send(self, requests: Sequence[Outgoing], timeout_s: float) -> list[str]:
+        """Publish with confirms; return once RabbitMQ has confirmed every request."""
         ids = [uuid.uuid4().hex for _ in requests]
         self._failures = []
         deadline = time.monotonic() + timeout_s
@@ -119,7 +130,7 @@ class DirectReplyTo:
             self._confirmed_below(WINDOW, deadline)
             self._send(request, correlation_id)
         self._confirmed_below(1, deadline)
-        return self._answers.wait(self._connection, ids, max(0.0, deadline - time.monotonic()))
+        return ids
 
     def _send(self, request: Outgoing, correlation_id: str) -> None:
         message = amqp.Message(
@@ -188,6 +199,11 @@ class PrivateQueue:
 
     def ask(self, requests: Sequence[Outgoing], timeout_s: float) -> list[Answer]:
         """Publish, then wait for every answer."""
+        ids = self.send(requests, timeout_s)
+        return self._answers.wait(self._connection, ids, timeout_s)
+
+    def send(self, requests: Sequence[Outgoing], timeout_s: float) -> list[str]:
+        """Publish (the in-process transport delivers at once)."""
         ids = [uuid.uuid4().hex for _ in requests]
         for request, correlation_id in zip(requests, ids, strict=True):
             self._producer.publish(
@@ -200,7 +216,7 @@ class PrivateQueue:
                 correlation_id=correlation_id,
                 user_id=self._user_id,
             )
-        return self._answers.wait(self._connection, ids, timeout_s)
+        return ids
 
     def _on_answer(self, message: Message) -> None:
         self._answers.take(message.properties.get("correlation_id"), message.body)

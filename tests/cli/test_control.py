@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
@@ -101,3 +102,40 @@ def test_killing_another_users_job_is_refused_in_one_line(
         f"pandamq: error: kill of job {job_id} refused: {bob} does not own it "
         f"(owned by {owner}) and has no production role"
     )
+
+
+def test_a_retry_that_changes_nothing_says_why_and_exits_1(system: System) -> None:
+    # Given a job that finished
+    site = system.new_site()
+    system.start_broker()
+    system.start_pilot(site)
+    (job_id,) = system.submit(JobSpec(command="true", site=site))
+    assert system.wait_final([job_id]) == {job_id: "finished"}
+    # When it is retried by hand
+    result = cli(system, "retry", job_id, "--wait", "5")
+    # Then nothing is retried, the command says why, and exits 1 without waiting
+    assert result.exit_code == 1
+    assert f"{job_id}: not changed: is finished; only failed jobs are retried" in result.stderr
+    assert "retry changed nothing" in result.stderr
+    assert len(system.job(job_id)["attempts"]) == 1
+
+
+def test_submit_wait_that_times_out_names_the_state_the_job_is_in(
+    system: System, tmp_path: Path
+) -> None:
+    # Given a running payload that takes longer than the wait
+    site = system.new_site()
+    system.start_broker()
+    system.start_pilot(site)
+    spec = tmp_path / "job.json"
+    spec.write_text('{"command": "sleep 30", "site": "%s"}' % site)
+    # When it is submitted with --wait --timeout 3
+    result = cli(system, "submit", str(spec), "--wait", "--timeout", "3")
+    # Then it exits 1 and says the job is still in its state, not that it ended
+    assert result.exit_code == 1
+    (job_id,) = result.stdout.split()
+    said = re.search(rf"job {job_id} is still (\w+) after 3.0 s", result.stderr)
+    assert said is not None, result.stderr
+    assert said.group(1) in {"activated", "sent", "starting", "running"}
+    assert "ended" not in result.stderr
+    cli(system, "kill", job_id)

@@ -1,0 +1,91 @@
+"""The query service under bad input: every bad request gets a clear error answer and
+is counted, an asker that went away costs nothing, and the service keeps serving."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from broker import topology
+from broker.api import Answer, Query
+from broker.client import Client
+from broker.messaging.publisher import Outgoing
+from broker.metrics import REQUESTS
+from broker.protocol import encode
+from tests.harness import System, dead_letters
+
+
+@pytest.fixture
+def client(system: System) -> Iterator[Client]:
+    system.start_broker()
+    with Client(system.settings) as c:
+        yield c
+
+
+def _ask(client: Client, body: bytes) -> Answer:
+    (answer,) = client._ask(
+        [Outgoing(topology.QUERIES_EXCHANGE, topology.QUERIES_QUEUE, body, persistent=False)]
+    )
+    return answer
+
+
+def _refused(kind: str) -> float:
+    return REQUESTS.labels(queue=topology.QUERIES_QUEUE, outcome=kind)._value.get()
+
+
+BAD = {
+    "not json": (b"{nope", "not valid JSON"),
+    "not an object": (b"[1, 2]", "expected a JSON object"),
+    "unknown field": (b'{"what": "jobs", "colour": "red"}', "unknown field(s) 'colour'"),
+    "unknown kind": (b'{"what": "everything"}', "field 'what' must be one of"),
+    "10 MB filter": (
+        encode(Query("jobs", site="x" * 10_000_000)),
+        "refused unread: at most 524288",
+    ),
+    "long filter": (encode(Query("jobs", site="x" * 300)), "at most 256"),
+    "limit": (b'{"what": "jobs", "limit": 0}', "field 'limit' must be 1-10000"),
+}
+
+
+@pytest.mark.parametrize("case", BAD.values(), ids=BAD.keys())
+def test_a_bad_request_gets_an_error_answer_and_the_service_keeps_serving(
+    client: Client, system: System, case: tuple[bytes, str]
+) -> None:
+    # Given a running service
+    body, words = case
+    before = _refused("bad_input")
+    # When a bad request is sent
+    answer = _ask(client, body)
+    # Then it is answered with the reason, and counted; nothing is dead-lettered
+    assert not answer.ok and answer.error_kind == "bad_input"
+    assert words in answer.error, answer.error
+    assert _refused("bad_input") == before + 1
+    assert dead_letters(system.settings) == []
+    # And the next query is answered
+    assert client.jobs().jobs == []
+
+
+def test_unknown_records_are_not_found(client: Client) -> None:
+    before = _refused("not_found")
+    for query in (Query("job", id="nope"), Query("task", id="nope"), Query("dataset", id="nope")):
+        answer = _ask(client, encode(query))
+        assert (answer.ok, answer.error_kind) == (False, "not_found")
+        assert "'nope'" in answer.error
+    assert _refused("not_found") == before + 3
+
+
+def test_an_asker_that_went_away_costs_nothing(client: Client, system: System) -> None:
+    # Given requests from an asker that closes its connection before the answers come
+    with Client(system.settings) as gone:
+        gone._open()
+        assert gone._requests is not None
+        body = encode(Query("jobs", limit=1000))
+        out = Outgoing(topology.QUERIES_EXCHANGE, topology.QUERIES_QUEUE, body, persistent=False)
+        gone._requests.send([out] * 20, timeout_s=10)
+    before = REQUESTS.labels(queue=topology.QUERIES_QUEUE, outcome="answered")._value.get()
+    # When another asker asks, then it is answered after them, and nothing was dead-lettered
+    assert client.jobs().cursor == ""
+    after = REQUESTS.labels(queue=topology.QUERIES_QUEUE, outcome="answered")._value.get()
+    assert after - before == 21
+    assert dead_letters(system.settings) == []
