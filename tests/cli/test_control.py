@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from pathlib import Path
@@ -128,7 +129,7 @@ def test_submit_wait_that_times_out_names_the_state_the_job_is_in(
     system.start_broker()
     system.start_pilot(site)
     spec = tmp_path / "job.json"
-    spec.write_text('{"command": "sleep 30", "site": "%s"}' % site)
+    spec.write_text(json.dumps({"command": "sleep 30", "site": site}))
     # When it is submitted with --wait --timeout 3
     result = cli(system, "submit", str(spec), "--wait", "--timeout", "3")
     # Then it exits 1 and says the job is still in its state, not that it ended
