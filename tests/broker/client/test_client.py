@@ -7,11 +7,14 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import select
 
 from broker.api import JobEnding, TaskEnding
 from broker.client import Client
 from broker.errors import BadInput, NotAllowed, NotFound
 from broker.protocol import JobSpec, TaskSpec
+from broker.store.engine import transaction
+from broker.store.schema import tasks
 from tests.ddm_bridge.files import put_file
 from tests.harness import System
 
@@ -128,4 +131,46 @@ def test_watch_a_task_to_its_end(client: Client, system: System) -> None:
     # Then the last thing told is the task's ending, done, and its status is stored
     assert isinstance(endings[-1], TaskEnding) and endings[-1].status == "done"
     assert client.task(task.id)["status"] == "done"
+    # And the tasks table itself says so, for every reader of it
+    assert _stored_status(system, task.id) == ("done", True)
     assert task.id in [t["id"] for t in client.tasks()]
+
+
+def _stored_status(system: System, task_id: str) -> tuple[str, bool]:
+    """The task's status and whether it has an end time, as the table holds them."""
+    with transaction(system.engine) as conn:
+        row = conn.execute(select(tasks.c.status, tasks.c.ended_at).where(tasks.c.id == task_id))
+        status, ended_at = row.one()
+    return status, ended_at is not None
+
+
+def test_a_task_retried_by_hand_is_running_again_then_ends_again(
+    client: Client, system: System
+) -> None:
+    # Given a task of two files whose jobs all fail at a site with a pilot
+    site = system.new_site()
+    system.start_bridge()
+    system.start_pilot(site)
+    dataset = f"in.{uuid.uuid4().hex[:8]}"
+    for n in range(2):
+        put_file(system.settings, system.engine, dataset, site, f"file {n}\n".encode())
+    task = TaskSpec(
+        command="exit 3",
+        input_dataset=dataset,
+        output_dataset=f"out.{uuid.uuid4().hex[:8]}",
+        id=f"t{uuid.uuid4().hex[:8]}",
+        sites=[site],
+        max_attempts=1,
+    )
+    client.submit_task(task)
+    (ending,) = [
+        e for e in client.watch(task_id=task.id, timeout_s=90) if isinstance(e, TaskEnding)
+    ]
+    assert ending.status == "failed" and _stored_status(system, task.id) == ("failed", True)
+    # When its jobs are retried by hand
+    outcome = client.retry(task_id=task.id)
+    # Then the stored status is running again at once, and failed again at the end
+    assert len(outcome.changed) == 2
+    assert _stored_status(system, task.id) == ("running", False)
+    (again,) = [e for e in client.watch(task_id=task.id, timeout_s=90) if isinstance(e, TaskEnding)]
+    assert again.status == "failed" and _stored_status(system, task.id) == ("failed", True)
