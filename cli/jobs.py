@@ -11,22 +11,14 @@ from rich.console import Console
 
 from broker.api import JobRecord
 from broker.errors import BadInput
+from broker.monitor import render
 from broker.states import JobState
 from cli.context import client, connection_options
 from cli.render import print_json, print_table, table
 
 LIST_COLUMNS = ["id", "state", "site", "attempt", "exit_code", "pilot_id", "modified_at"]
 FILE_COLUMNS = ["role", "attempt", "did", "size", "adler32", "dataset"]
-ATTEMPT_COLUMNS = [
-    "attempt",
-    "site",
-    "pilot_id",
-    "state",
-    "started_at",
-    "ended_at",
-    "exit_code",
-    "error_code",
-]
+ATTEMPT_COLUMNS = render.ATTEMPT_COLUMNS
 
 
 @click.command()

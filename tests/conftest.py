@@ -14,6 +14,7 @@ import pytest
 from kombu.transport import memory
 from sqlalchemy import Engine
 
+from broker.client import Client
 from broker.settings import Settings
 from broker.store.engine import open_engine
 from broker.store.migrate import upgrade
@@ -82,6 +83,14 @@ def system(settings: Settings) -> Iterator[System]:
     s = System(settings)
     yield s
     s.close()
+
+
+@pytest.fixture
+def client(system: System) -> Iterator[Client]:
+    """A submitter's client of a running broker service of ``system``."""
+    system.start_broker()
+    with Client(system.settings) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ call goes over AMQP, answered from the service's database."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -21,13 +21,6 @@ from tests.harness import System
 
 def _spec(site: str, command: str = "true", **fields: object) -> JobSpec:
     return JobSpec(command=command, id=uuid.uuid4().hex, site=site, **fields)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def client(system: System) -> Iterator[Client]:
-    system.start_broker()
-    with Client(system.settings) as c:
-        yield c
 
 
 def test_submit_watch_and_read_a_job(system: System, client: Client) -> None:
@@ -112,19 +105,7 @@ def test_kill_and_retry_answer_what_they_changed(client: Client, system: System)
 
 def test_watch_a_task_to_its_end(client: Client, system: System) -> None:
     # Given a task of three files at a site with a pilot
-    site = system.new_site()
-    system.start_bridge()
-    system.start_pilot(site)
-    dataset = f"in.{uuid.uuid4().hex[:8]}"
-    for n in range(3):
-        put_file(system.settings, system.engine, dataset, site, f"file {n}\n".encode())
-    task = TaskSpec(
-        command="cat {inputs} > {outputs}",
-        input_dataset=dataset,
-        output_dataset=f"out.{uuid.uuid4().hex[:8]}",
-        id=f"t{uuid.uuid4().hex[:8]}",
-        sites=[site],
-    )
+    task = _task_at_a_site(system, 3, "cat {inputs} > {outputs}")
     # When it is submitted and watched
     assert client.submit_task(task).accepted
     endings = list(client.watch(task_id=task.id, timeout_s=90))
@@ -134,6 +115,24 @@ def test_watch_a_task_to_its_end(client: Client, system: System) -> None:
     # And the tasks table itself says so, for every reader of it
     assert _stored_status(system, task.id) == ("done", True)
     assert task.id in [t["id"] for t in client.tasks()]
+
+
+def _task_at_a_site(system: System, files: int, command: str, **fields: Any) -> TaskSpec:
+    """A task over ``files`` new files at a new site with a DDM bridge and a pilot."""
+    site = system.new_site()
+    system.start_bridge()
+    system.start_pilot(site)
+    dataset = f"in.{uuid.uuid4().hex[:8]}"
+    for n in range(files):
+        put_file(system.settings, system.engine, dataset, site, f"file {n}\n".encode())
+    return TaskSpec(
+        command=command,
+        input_dataset=dataset,
+        output_dataset=f"out.{uuid.uuid4().hex[:8]}",
+        id=f"t{uuid.uuid4().hex[:8]}",
+        sites=[site],
+        **fields,
+    )
 
 
 def _stored_status(system: System, task_id: str) -> tuple[str, bool]:
@@ -148,20 +147,7 @@ def test_a_task_retried_by_hand_is_running_again_then_ends_again(
     client: Client, system: System
 ) -> None:
     # Given a task of two files whose jobs all fail at a site with a pilot
-    site = system.new_site()
-    system.start_bridge()
-    system.start_pilot(site)
-    dataset = f"in.{uuid.uuid4().hex[:8]}"
-    for n in range(2):
-        put_file(system.settings, system.engine, dataset, site, f"file {n}\n".encode())
-    task = TaskSpec(
-        command="exit 3",
-        input_dataset=dataset,
-        output_dataset=f"out.{uuid.uuid4().hex[:8]}",
-        id=f"t{uuid.uuid4().hex[:8]}",
-        sites=[site],
-        max_attempts=1,
-    )
+    task = _task_at_a_site(system, 2, "exit 3", max_attempts=1)
     client.submit_task(task)
     (ending,) = [
         e for e in client.watch(task_id=task.id, timeout_s=90) if isinstance(e, TaskEnding)
