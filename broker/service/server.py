@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from kombu import Connection
 from sqlalchemy import Engine
@@ -29,6 +30,7 @@ from broker.service.submission import SubmissionHandler
 from broker.service.tasks import TaskHandler
 from broker.service.watchdog import Watchdog
 from broker.settings import Settings
+from broker.store import statistics
 from broker.store.engine import transaction
 from broker.store.migrate import require_current
 from broker.store.sites import list_sites
@@ -38,6 +40,28 @@ log = logging.getLogger(__name__)
 #: Even when no handler wrote to the outbox, look at it this often (rows left
 #: by a crash, or written by another process).
 OUTBOX_SWEEP_S = 1.0
+
+
+#: How often the service looks at PostgreSQL's counters for tables to analyse.
+STATISTICS_CHECK_S = 2.0
+
+
+class _Every:
+    """A periodic pass of the loop: run at most once every ``interval_s``."""
+
+    def __init__(self, interval_s: float, run: Callable[[], int]) -> None:
+        self._interval_s = interval_s
+        self._run = run
+        self._last = time.monotonic()
+
+    def run_if_due(self) -> int:
+        """Run the pass if it is due; what it handled (0 if it did not run)."""
+        if time.monotonic() - self._last <= self._interval_s:
+            return 0
+        try:
+            return self._run()
+        finally:
+            self._last = time.monotonic()
 
 
 class BrokerService:
@@ -178,19 +202,25 @@ class BrokerService:
             # Pilots were cut off too, and reconnect on their own backoff.
             watchdog.after_outage()
         rebrokerage = Rebrokerage(self._engine, self._settings)
-        last_sweep = last_watch = last_rebrokerage = time.monotonic()
+        s = self._settings
+        passes = [
+            _Every(s.watchdog_interval_s, lambda: retried(watchdog.check, "watchdog pass")),
+            _Every(s.brokerage_interval_s, lambda: self._rebroker(rebrokerage)),
+            _Every(STATISTICS_CHECK_S, self._refresh_statistics),
+        ]
+        sweep = _Every(OUTBOX_SWEEP_S, relay.relay)
         while not stop.is_set():
-            handled = consumer.poll(self._settings.poll_interval_s)
-            if time.monotonic() - last_watch > self._settings.watchdog_interval_s:
-                handled += retried(watchdog.check, "watchdog pass")
-                last_watch = time.monotonic()
-            if time.monotonic() - last_rebrokerage > self._settings.brokerage_interval_s:
-                self._declare_sites()
-                handled += retried(rebrokerage.check, "re-brokerage pass")
-                last_rebrokerage = time.monotonic()
+            handled = consumer.poll(s.poll_interval_s)
+            handled += sum(p.run_if_due() for p in passes)
             # Another process's outbox rows (the DDM bridge's) go out within a sweep.
-            if time.monotonic() - last_sweep > OUTBOX_SWEEP_S:
-                relay.relay()
-                last_sweep = time.monotonic()
-            elif handled:
+            if not sweep.run_if_due() and handled:
                 relay.relay_own()
+
+    def _refresh_statistics(self) -> int:
+        """Analyse the hot tables that grew; it handles no message, so it counts 0."""
+        statistics.refresh(self._engine)
+        return 0
+
+    def _rebroker(self, rebrokerage: Rebrokerage) -> int:
+        self._declare_sites()
+        return retried(rebrokerage.check, "re-brokerage pass")

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from broker.errors import SchemaMissing
+from broker.store import statistics
 from broker.store.engine import connection_error
 
 SCRIPT_LOCATION = "broker.store:migrations"
@@ -29,12 +30,14 @@ def head_revision() -> str:
 
 
 def upgrade(engine: Engine) -> str:
-    """Bring the database to the newest schema; safe to repeat. Returns the revision."""
+    """Bring the database to the newest schema, with fresh planner statistics; safe to
+    repeat. Returns the revision."""
     config = _config()
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+        statistics.analyse_all(engine)
     except OperationalError as exc:
         raise connection_error(exc, engine) from exc
     return head_revision()
