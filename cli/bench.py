@@ -57,6 +57,46 @@ from cli.context import connection_options, settings
     show_default=True,
     help="How long the CPU of idle processes is measured (--mode idle).",
 )
+@click.option(
+    "--queriers",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Submitters asking `jobs` and `job ID` once a second (--mode queries).",
+)
+@click.option(
+    "--querier-processes",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Processes the submitters are spread over, as threads (--mode queries).",
+)
+@click.option(
+    "--queriers-first",
+    is_flag=True,
+    help="Run with the submitters first, then without (--mode queries).",
+)
+@click.option(
+    "--owner-jobs",
+    type=click.IntRange(min=1),
+    default=200_000,
+    show_default=True,
+    help="Jobs of the one user whose pages are timed (--mode pages).",
+)
+@click.option(
+    "--deep-page",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="The page of the cursor chain timed beside the first (--mode pages).",
+)
+@click.option(
+    "--tries",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How often each page is timed (--mode pages).",
+)
 @click.option("--timeout", type=click.FloatRange(min=1), default=900.0, show_default=True)
 @click.option(
     "--work-dir",
@@ -77,6 +117,12 @@ def bench(
     rate: float,
     old_jobs: int,
     idle_seconds: float,
+    queriers: int,
+    querier_processes: int,
+    queriers_first: bool,
+    owner_jobs: int,
+    deep_page: int,
+    tries: int,
     timeout: float,
     work_dir: Path | None,
 ) -> None:
@@ -93,16 +139,31 @@ def bench(
         rate,
         old_jobs,
         idle_seconds,
+        queriers,
+        min(querier_processes, queriers),
+        queriers_first,
+        owner_jobs,
+        deep_page,
+        tries,
     )
     where = work_dir or Path(tempfile.mkdtemp(prefix="pandamq-bench-"))
     console = Console(stderr=True)
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        what, total = ("seconds", int(idle_seconds)) if mode == "idle" else ("jobs finished", jobs)
+        what, total = _progress(mode, plan)
         task = progress.add_task(f"{mode}: {what}", total=total)
         figures = run(s, plan, where, lambda done, total: progress.update(task, completed=done))
     Console().print(_table(figures))
     click.echo(json.dumps(figures, sort_keys=True))
+
+
+def _progress(mode: str, plan: Plan) -> tuple[str, int]:
+    """What the progress bar counts, and up to how many."""
+    if mode == "idle":
+        return "seconds", int(plan.idle_s)
+    if mode == "pages":
+        return "pages asked", plan.deep_page + 2 * plan.tries
+    return "jobs finished", plan.jobs
 
 
 def _table(figures: dict[str, Any]) -> Table:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, Select, and_, or_, select
 
 from broker.errors import BadInput
 from broker.store.clock import as_utc
@@ -44,6 +44,16 @@ def page(
 ) -> tuple[list[dict[str, Any]], str]:
     """Up to ``limit`` jobs after ``cursor`` (empty: the newest), and the next cursor
     (empty when this page is the last)."""
+    rows = conn.execute(statement(wanted, cursor, limit, modified_since)).mappings().all()
+    shown = rows[:limit]
+    more = len(rows) > limit
+    return [public(r) for r in shown], _cursor(shown[-1], wanted) if more else ""
+
+
+def statement(
+    wanted: JobFilter, cursor: str, limit: int, modified_since: datetime | None = None
+) -> Select[Any]:
+    """The page's query: ``limit`` + 1 jobs after ``cursor``, the last telling if there is more."""
     stmt = select(*(jobs.c[name] for name in PUBLIC_FIELDS))
     for column, value in (
         (jobs.c.site, wanted.site),
@@ -60,11 +70,7 @@ def page(
         stmt = stmt.where(
             or_(jobs.c.created_at < created, and_(jobs.c.created_at == created, jobs.c.id < job_id))
         )
-    stmt = stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
-    rows = conn.execute(stmt).mappings().all()
-    shown = rows[:limit]
-    more = len(rows) > limit
-    return [public(r) for r in shown], _cursor(shown[-1], wanted) if more else ""
+    return stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
 
 
 def _cursor(row: Any, wanted: JobFilter) -> str:

@@ -9,7 +9,11 @@ Modes:
   while, then finish: how many heartbeats a second the broker ingests;
 - ``bulk``: one task of N files split into N jobs, persisted and brokered;
 - ``idle``: the services and a pilot per site with nothing to do, and the CPU
-  each uses.
+  each uses;
+- ``queries``: capacity twice on the same database, with and without submitters
+  asking ``jobs`` and ``job ID`` once a second (``cli.benchmark.queriers``);
+- ``pages``: the first and a deep page of a user with many jobs
+  (``cli.benchmark.pages``).
 
 ``old_jobs`` first fills the database with that many finished jobs (and their
 history), to show that what a run costs does not grow with the tables.
@@ -22,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,15 +42,17 @@ from broker.settings import Settings
 from broker.store.engine import open_engine, transaction
 from broker.store.migrate import upgrade
 from broker.store.sites import add_site
-from cli.benchmark import measure, processes
+from cli.benchmark import measure, processes, queriers
 from cli.benchmark.bulk import measure_bulk
 from cli.benchmark.idle import measure_idle
 from cli.benchmark.loadgen import LoadStats, VirtualPilots
+from cli.benchmark.pages import environment as pages_environment
+from cli.benchmark.pages import measure_pages
 from cli.benchmark.seed import seed_old_jobs
 from cli.benchmark.submissions import publish_specs
 
-Mode = Literal["capacity", "full", "heartbeat", "bulk", "idle"]
-MODES: tuple[Mode, ...] = ("capacity", "full", "heartbeat", "bulk", "idle")
+Mode = Literal["capacity", "full", "heartbeat", "bulk", "idle", "queries", "pages"]
+MODES: tuple[Mode, ...] = ("capacity", "full", "heartbeat", "bulk", "idle", "queries", "pages")
 #: PostgreSQL publishes its statistics counters about this often.
 STATS_DELAY_S = 1.5
 #: A paced submitter publishes this often.
@@ -70,6 +76,16 @@ class Plan:
     old_jobs: int = 0
     #: How long the idle mode measures.
     idle_s: float = 60.0
+    #: Submitters asking the API during the second (or first) run of ``queries``.
+    queriers: int = 50
+    #: Processes the submitters are spread over (threads within each).
+    querier_processes: int = 5
+    #: ``queries`` runs with the submitters first, then without.
+    queriers_first: bool = False
+    #: ``pages``: jobs of the one user, the page timed deep in the chain, how often.
+    owner_jobs: int = 200_000
+    deep_page: int = 100
+    tries: int = 20
 
 
 Progress = Callable[[int, int], None]
@@ -86,10 +102,11 @@ def run(settings: Settings, plan: Plan, work_dir: Path, on_progress: Progress) -
     engine = open_engine(settings.database_url)
     upgrade(engine)
     sites = _new_sites(engine, plan.sites)
-    if plan.old_jobs:
-        seed_old_jobs(engine, plan.old_jobs, uuid.uuid4().hex[:6].upper())
+    owner = _seed(engine, plan)
     _vacuum(engine)
     env = processes.environment(settings, work_dir)
+    if owner:
+        env |= pages_environment(settings)
     with transaction(engine) as conn:
         db_before = measure.database_work(conn)
     brokers = processes.start_brokers(
@@ -100,6 +117,14 @@ def run(settings: Settings, plan: Plan, work_dir: Path, on_progress: Progress) -
             figures = measure_bulk(settings, engine, sites, plan.jobs, plan.timeout_s, on_progress)
         elif plan.mode == "idle":
             figures = measure_idle(env, work_dir, brokers, sites, plan.idle_s, on_progress)
+        elif plan.mode == "pages":
+            figures = measure_pages(
+                settings, engine, owner, plan.deep_page, plan.tries, work_dir, on_progress
+            )
+        elif plan.mode == "queries":
+            figures = _compare_queriers(
+                settings, plan, engine, sites, env, work_dir, brokers, on_progress
+            )
         else:
             figures = _measure(
                 settings, plan, engine, sites, env, work_dir, brokers, db_before, on_progress
@@ -111,6 +136,18 @@ def run(settings: Settings, plan: Plan, work_dir: Path, on_progress: Progress) -
         for broker in brokers:
             broker.stop()
         engine.dispose()
+
+
+def _seed(engine: Engine, plan: Plan) -> str:
+    """Put in the plan's old jobs, and in ``pages`` mode the one user's; that user."""
+    tag = uuid.uuid4().hex[:6].upper()
+    if plan.old_jobs:
+        seed_old_jobs(engine, plan.old_jobs, tag)
+    if plan.mode != "pages":
+        return ""
+    owner = f"bench-owner-{tag.lower()}"
+    seed_old_jobs(engine, plan.owner_jobs, f"{tag}-OWNED", owner)
+    return owner
 
 
 def _vacuum(engine: Engine) -> None:
@@ -141,6 +178,48 @@ def _submit_consumers(settings: Settings) -> int:
             return 0
 
 
+def _compare_queriers(
+    settings: Settings,
+    plan: Plan,
+    engine: Engine,
+    sites: list[str],
+    env: dict[str, str],
+    work_dir: Path,
+    brokers: list[processes.Process],
+    on_progress: Progress,
+) -> dict[str, Any]:
+    """Capacity without and with the submitters, one after the other on the same
+    brokers and database, each on sites of its own after a ``VACUUM ANALYZE``."""
+    runs: dict[str, dict[str, Any]] = {}
+    for n in (plan.queriers, 0) if plan.queriers_first else (0, plan.queriers):
+        if runs:
+            sites = _new_sites(engine, plan.sites)
+            _vacuum(engine)
+        with transaction(engine) as conn:
+            db_before = measure.database_work(conn)
+        runs["with_queriers" if n else "without_queriers"] = _measure(
+            settings,
+            replace(plan, queriers=n),
+            engine,
+            sites,
+            env,
+            work_dir,
+            brokers,
+            db_before,
+            on_progress,
+        )
+    with_, without = runs["with_queriers"]["jobs_per_s"], runs["without_queriers"]["jobs_per_s"]
+    return {
+        "mode": plan.mode,
+        "jobs": plan.jobs,
+        "queriers": plan.queriers,
+        "querier_processes": plan.querier_processes,
+        "order": "with first" if plan.queriers_first else "without first",
+        "throughput_ratio": round(with_ / max(without, 1e-9), 3),
+        **runs,
+    }
+
+
 def _measure(
     settings: Settings,
     plan: Plan,
@@ -157,11 +236,14 @@ def _measure(
     specs = [
         JobSpec("true", id=uuid.uuid4().hex, site=sites[n % len(sites)]) for n in range(plan.jobs)
     ]
+    asking = plan.queriers if plan.mode == "queries" else 0
+    ids = [s.id for s in specs]
     try:
-        started = time.time()
-        _submit(settings, specs, plan.rate)
-        submitted = time.time()
-        done = _wait_finished(engine, sites, plan, on_progress, pilots + brokers)
+        with queriers.querying(settings, ids, asking, plan.querier_processes) as asked:
+            started = time.time()
+            _submit(settings, specs, plan.rate)
+            submitted = time.time()
+            done = _wait_finished(engine, sites, plan, on_progress, pilots + brokers)
         rss = {"broker": max(b.peak_rss_mb() for b in brokers)}
         if pilots:
             rss["pilot"] = max(p.peak_rss_mb() for p in pilots)
@@ -178,6 +260,8 @@ def _measure(
         db_after = measure.database_work(conn)
     figures = _figures(plan, started, submitted, done, latencies, load.stats if load else None)
     figures["peak_rss_mb"] = {k: round(v, 1) for k, v in rss.items()}
+    if asking:
+        figures |= asked.figures(figures["elapsed_s"])
     if db_before is not None and db_after is not None:
         work = db_after - db_before
         figures["sql_transactions_per_job"] = round(work.transactions / plan.jobs, 2)

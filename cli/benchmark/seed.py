@@ -13,10 +13,11 @@ from broker.store.sites import add_site
 SEED = [
     """
     INSERT INTO jobs (id, name, site, resource_type, state, attempt, priority, max_attempts,
-                      spec, pilot_id, exit_code, created_at, modified_at)
+                      spec, pilot_id, exit_code, owner, created_at, modified_at)
     SELECT :tag || '-' || i, 'old job ' || i, :site, 'SCORE', 'finished', 1, 0, 3,
            json_build_object('command', 'true', 'id', :tag || '-' || i),
-           'old-pilot-' || (i % 1000), 0, now() - interval '2 days', now() - interval '1 day'
+           'old-pilot-' || (i % 1000), 0, :owner,
+           now() - interval '2 days' + i * interval '1 millisecond', now() - interval '1 day'
     FROM generate_series(1, :jobs) i
     """,
     """
@@ -37,14 +38,16 @@ SEED = [
 ]
 
 
-def seed_old_jobs(engine: Engine, jobs: int, tag: str) -> str:
-    """Add ``jobs`` finished jobs, each with its attempt and whole history, at a site of
-    their own (PostgreSQL only); the site's name."""
+def seed_old_jobs(engine: Engine, jobs: int, tag: str, owner: str | None = None) -> str:
+    """Add ``jobs`` finished jobs of ``owner``, each with its attempt and whole history,
+    created a millisecond apart at a site of their own (PostgreSQL only); the site's name."""
     if engine.dialect.name != "postgresql":
         raise ConfigError("--old-jobs needs PostgreSQL (it fills the tables in SQL)")
     site = f"BENCH-OLD-{tag}"
     with transaction(engine) as conn:
         add_site(conn, site)
         for statement in SEED:
-            conn.execute(text(statement), {"jobs": jobs, "site": site, "tag": f"old-{tag}"})
+            conn.execute(
+                text(statement), {"jobs": jobs, "site": site, "tag": f"old-{tag}", "owner": owner}
+            )
     return site
