@@ -40,6 +40,9 @@ class Settings:
     claim_timeout_s: float = 30.0
     #: How long a submitter waits for the broker service's answer to a request.
     request_timeout_s: float = 30.0
+    #: Answer the submitter's queries in a process of their own (RabbitMQ only; the
+    #: in-process transport answers them in a thread).
+    query_process: bool = True
     site_queues_wait_s: float = 60.0
     batch_size: int = 500
     publish_window: int = 1000
@@ -199,6 +202,8 @@ def _coerce_all(values: Mapping[str, Any]) -> Settings:
 def _coerce(name: str, type_name: str, value: Any) -> Any:
     if value is None or "None" in type_name:
         return value
+    if type_name == "bool":
+        return _boolean(name, value)
     try:
         if type_name == "int":
             return int(value)
@@ -209,6 +214,18 @@ def _coerce(name: str, type_name: str, value: Any) -> Any:
     if isinstance(value, list | tuple):
         return ",".join(map(str, value))
     return str(value)
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word not in _BOOLEANS:
+        raise ConfigError(f"setting {name} must be true or false, got {value!r}")
+    return _BOOLEANS[word]
 
 
 def _check(settings: Settings) -> None:

@@ -48,6 +48,9 @@ def test_settings(broker_url: str, database_url: str, tmp_path: Path) -> Setting
         poll_interval_s=0.02,
         work_dir=str(tmp_path / "work"),
         ddm_root=str(tmp_path / "se"),
+        # A process per test's broker would cost a second each; the process is
+        # tested on its own, and by every test that runs `pandamq serve`.
+        query_process=False,
     )
 
 

@@ -20,7 +20,6 @@ from broker.api import (
     AttemptRecord,
     JobFile,
     JobLog,
-    JobPage,
     JobRecord,
     JobSummary,
     Query,
@@ -84,7 +83,9 @@ class Reader:
         wanted = job_pages.JobFilter(query.site, query.state, query.task, owner, query.since)
         modified = since(query.since, now()) if query.since else None
         rows, cursor = job_pages.page(self._conn, wanted, query.cursor, query.limit, modified)
-        return JobPage([record(JobSummary, r) for r in rows]), cursor
+        # The rows go out as they are: they have JobSummary's fields, and building a
+        # dataclass of each only to encode it again cost a fifth of a page's time.
+        return {"jobs": rows}, cursor
 
     def _job(self, query: Query, asker: Asker) -> tuple[Any, str]:
         found = get_job(self._conn, query.id)
@@ -115,7 +116,7 @@ class Reader:
         """Each of ``job_ids`` the asker may see, as it is now (a follower's catch-up)."""
         rows = summaries(self._conn, query.job_ids)
         mine = [r for r in rows if asker.operator or r["owner"] == asker.user]
-        return JobPage([record(JobSummary, r) for r in mine]), ""
+        return {"jobs": mine}, ""
 
     def _errors(self, query: Query, asker: Asker) -> tuple[Any, str]:
         window = query.since or DEFAULT_WINDOW

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from broker import topology
 from broker.conflicts import retried
-from broker.messaging.connection import broker_errors, connect
+from broker.messaging.connection import broker_errors, connect, is_memory
 from broker.messaging.consumer import BatchConsumer
 from broker.messaging.publisher import Publisher, open_publisher
 from broker.protocol import ClaimRequest, JobCommand, JobEvent, JobSpec, TaskSpec
@@ -23,7 +23,7 @@ from broker.security import identity
 from broker.service.claims import ClaimHandler
 from broker.service.commands import CommandHandler
 from broker.service.events import EventHandler
-from broker.service.queries import QueryService
+from broker.service.queries import QueryService, run_in_process
 from broker.service.rebrokerage import Rebrokerage
 from broker.service.relay import OutboxRelay
 from broker.service.submission import SubmissionHandler
@@ -84,7 +84,10 @@ class BrokerService:
 
         def answer_queries() -> None:
             try:
-                QueryService(self._settings, self._engine).run(stop)
+                if self._settings.query_process and not is_memory(self._settings.broker_url):
+                    run_in_process(self._settings, stop)
+                else:
+                    QueryService(self._settings, self._engine).run(stop)
             except BaseException as exc:  # raised again by run(), in the caller's thread
                 failed.append(exc)
                 stop.set()

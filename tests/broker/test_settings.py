@@ -50,3 +50,10 @@ def test_unknown_or_broken_toml_is_refused(tmp_path: Path) -> None:
         Settings.load(str(broken), environ={})
     with pytest.raises(ConfigError, match="cannot read config file"):
         Settings.load(str(tmp_path / "missing.toml"), environ={})
+
+
+def test_a_boolean_setting_takes_words_and_refuses_others() -> None:
+    assert Settings.load(environ={"PANDAMQ_QUERY_PROCESS": "false"}).query_process is False
+    assert Settings.load(environ={"PANDAMQ_QUERY_PROCESS": "yes"}).query_process is True
+    with pytest.raises(ConfigError, match="query_process must be true or false"):
+        Settings.load(environ={"PANDAMQ_QUERY_PROCESS": "maybe"})

@@ -3,6 +3,10 @@ is counted, an asker that went away costs nothing, and the service keeps serving
 
 from __future__ import annotations
 
+import multiprocessing
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
 from broker import topology
@@ -11,7 +15,8 @@ from broker.client import Client
 from broker.messaging.publisher import Outgoing
 from broker.metrics import REQUESTS
 from broker.protocol import encode
-from tests.harness import System, dead_letters
+from tests.conftest import test_settings
+from tests.harness import System, dead_letters, wait_for
 
 
 def _ask(client: Client, body: bytes) -> Answer:
@@ -80,3 +85,26 @@ def test_an_asker_that_went_away_costs_nothing(client: Client, system: System) -
     after = REQUESTS.labels(queue=topology.QUERIES_QUEUE, outcome="answered")._value.get()
     assert after - before == 21
     assert dead_letters(system.settings) == []
+
+
+def test_on_rabbitmq_queries_are_answered_by_a_process_of_their_own(
+    services: tuple[str, str], tmp_path: Path
+) -> None:
+    # Given a broker service on RabbitMQ with the default: queries in their own process
+    settings = replace(test_settings(*services, tmp_path), query_process=True)
+    system = System(settings)
+    try:
+        system.start_broker()
+        # When a submitter asks
+        with Client(settings) as c:
+            page = c.jobs(limit=1)
+        # Then it is answered, by a child process of the service
+        assert isinstance(page.jobs, list)
+        assert "pandamq-queries" in [p.name for p in multiprocessing.active_children()]
+    finally:
+        system.close()
+    # And the process ends with the service
+    wait_for(
+        lambda: "pandamq-queries" not in [p.name for p in multiprocessing.active_children()],
+        what="the query process to end",
+    )
