@@ -25,6 +25,7 @@ from broker.settings import Settings
 from broker.store.engine import open_engine, transaction
 from broker.store.jobs import states_of
 from cli.benchmark.submissions import publish_specs
+from tests.budget import capped
 from tests.harness import wait_for
 
 PANDAMQ = str(Path(sys.executable).parent / "pandamq")
@@ -58,7 +59,9 @@ class Service:
         return self.stderr_path.read_text(errors="replace")
 
     def wait(self, timeout_s: float) -> int:
-        """Its exit code; fails the test if it is still running after ``timeout_s``."""
+        """Its exit code; fails the test if it is still running after ``timeout_s`` (or
+        what is left of the test's budget)."""
+        timeout_s = capped(timeout_s)
         try:
             code = self.popen.wait(timeout_s)
         except subprocess.TimeoutExpired:

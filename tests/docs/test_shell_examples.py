@@ -28,10 +28,9 @@ from tests.docs.markdown import ROOT, Block, documents, name_of, run_after, shel
 from tests.docs.shell_session import ShellSession
 from tests.services import RABBITMQ_HOST, delete_vhost, drop_database
 
-#: The whole of one session's run: every wait of it is what is left of this.
+#: The whole of one session's run (about 45 s on a quiet machine): every wait of it
+#: is what is left of this.
 SESSION_TIMEOUT_S = 300
-#: Kept back from the budget for stopping the background commands and cleaning up.
-TEARDOWN_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,7 @@ class DocsRun:
 
 
 @pytest.fixture
-def docs_run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DocsRun]:
+def docs_run(budget: Budget, tmp_path: Path) -> Iterator[DocsRun]:
     """A terminal in a new directory; the vhost and database are dropped after."""
     names = Names.fresh()
     directory, logs = tmp_path / "run", tmp_path / "logs"
@@ -131,7 +130,7 @@ def docs_run(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DocsRun
     logs.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PANDAMQ_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    shell = ShellSession(directory, logs, env, Budget.of(request, TEARDOWN_S))
+    shell = ShellSession(directory, logs, env, budget)
     try:
         yield DocsRun(shell, names)
     finally:
