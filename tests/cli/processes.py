@@ -35,6 +35,9 @@ CLOSE_GRACE_S = 10.0
 #: How long ``submit`` waits for a broker service that has just been started.
 SERVICE_START_S = 60.0
 
+#: What a broker service logs once its queues and exchanges are declared.
+READY = "broker service ready on "
+
 #: Every state a job that runs once and succeeds passes through, in order.
 LIFE = ["defined", "assigned", "activated", "sent", "starting", "running", "holding", "finished"]
 
@@ -70,6 +73,16 @@ class Service:
             ) from None
         self.awaited = True
         return code
+
+    def wait_logged(self, text: str, timeout_s: float = SERVICE_START_S) -> None:
+        """Wait until it has logged ``text`` (``READY`` for a broker service); fail the test
+        if it ends first or does not within ``timeout_s``."""
+
+        def logged() -> bool:
+            assert self.popen.poll() is None, f"{self.name} exited:\n{self.log()}"
+            return text in self.log()
+
+        wait_for(logged, timeout_s, what=f"{self.name} to log {text!r}")
 
     def status(self) -> str:
         """``running`` or ``exited N``."""
