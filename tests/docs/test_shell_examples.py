@@ -13,6 +13,7 @@ ones the documents use, so that runs never meet. A block that cannot run here sa
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import sys
 import uuid
@@ -21,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from broker.settings import Settings
+from cli.main import pandamq
 from tests.budget import Budget
 from tests.docs.markdown import ROOT, Block, documents, name_of, run_after, shell_blocks
 from tests.docs.shell_session import ShellSession
@@ -95,6 +98,21 @@ def test_every_document_names_a_session_that_exists_and_every_substitution_is_us
     assert not unused, f"no example writes {unused}: drop them from substitutions()"
     # And there is something to run
     assert "README.md" in sessions()
+
+
+def test_alices_permissions_in_operations_are_those_provision_gives() -> None:
+    # Given the rabbitmqctl commands operations.md shows for user.alice (not run: users
+    # belong to the whole RabbitMQ node)
+    blocks = shell_blocks(ROOT / "docs" / "operations.md")
+    (block,) = [b for b in blocks if "set_topic_permissions -p pandamq user.alice" in b.text]
+    shown = [shlex.split(c.text.replace("\\\n", " "), comments=True) for c in block.commands()]
+    # When provision prints its commands for alice
+    args = ["rabbitmq", "provision", "--vhost", "pandamq", "--user", "alice", "--site", "SITE_A"]
+    result = CliRunner(env={"PANDAMQ_CONFIG": None}).invoke(pandamq, args)
+    assert result.exit_code == 0, result.output
+    printed = [shlex.split(line) for line in result.stdout.splitlines() if "rabbitmqctl" in line]
+    # Then each command the page shows is one provision runs
+    assert shown and all(command in printed for command in shown), (shown, printed)
 
 
 def test_the_readme_settings_example_shows_the_defaults(tmp_path: Path) -> None:
