@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from sqlalchemy import Engine
@@ -24,15 +24,44 @@ EXIT_BAD_INPUT = 2
 
 
 class Group(click.Group):
-    """A click group whose commands print pandamq errors as one line, never a traceback."""
+    """A click group whose commands print pandamq's and click's errors as one
+    ``pandamq: error:`` line, never a traceback nor click's usage text."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the group's own options; a usage error is one line."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:
+            _fail_click(exc)
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; map pandamq errors to exit codes."""
+        """Run the command; map pandamq errors and click's to exit codes."""
         try:
             return super().invoke(ctx)
         except PandaMQError as exc:
-            click.echo(f"pandamq: error: {_one_line(str(exc))}", err=True)
-            sys.exit(EXIT_BAD_INPUT if isinstance(exc, BadInput) else EXIT_FAILED)
+            _fail(str(exc), EXIT_BAD_INPUT if isinstance(exc, BadInput) else EXIT_FAILED)
+        except click.ClickException as exc:
+            _fail_click(exc)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"pandamq: error: {_one_line(message)}", err=True)
+    sys.exit(code)
+
+
+def _fail_click(exc: click.ClickException) -> NoReturn:
+    """Click's usage errors (exit 2) and others, with a pointer to the command's help."""
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        message += f" (see `{ctx.command_path} --help`)"
+    _fail(message, exc.exit_code)
 
 
 def _one_line(text: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from broker.api import JobRecord
 from broker.errors import BadInput
@@ -87,8 +88,8 @@ def _print_record(record: JobRecord) -> None:
     console = Console(width=200)
     for key, value in asdict(record.job).items():
         if value is not None:
-            console.print(f"[bold]{key:>14}[/bold]  {value}", highlight=False)
-    spec = json.dumps(asdict(record.spec), sort_keys=True)
+            console.print(f"[bold]{key:>14}[/bold]  {escape(str(value))}", highlight=False)
+    spec = escape(json.dumps(asdict(record.spec), sort_keys=True))
     console.print(f"[bold]{'spec':>14}[/bold]  {spec}", highlight=False, soft_wrap=True)
     _print_brokerage(console, record.brokerage)
     history = [asdict(t) for t in record.transitions]

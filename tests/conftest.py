@@ -18,10 +18,43 @@ from broker.client import Client
 from broker.settings import Settings
 from broker.store.engine import open_engine
 from broker.store.migrate import upgrade
+from tests import budget as budgets
+from tests.budget import Budget
 from tests.harness import System
 from tests.nodes import PostgresCluster, RabbitMQNode
 from tests.services import postgres_database, rabbitmq_vhost
 from tests.tls import TlsRabbitMQNode
+
+#: The default SE and work directories, in the directory pytest runs in.
+DEFAULT_DIRECTORIES = ("pandamq-se", "pandamq-work")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_default_directories() -> Iterator[None]:
+    """Fail the run if a test leaves the default SE or work directory where pytest runs
+    (a process started without ``ddm_root`` and ``work_dir``: tests keep theirs in tmp_path)."""
+    before = {d for d in DEFAULT_DIRECTORIES if Path(d).exists()}
+    yield
+    left = sorted({d for d in DEFAULT_DIRECTORIES if Path(d).exists()} - before)
+    assert not left, f"a test left {left} in {Path.cwd()}: give its processes a tmp_path"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Start the test's time budget: its timeout counts from its setup (tests/budget.py)."""
+    budgets.begin(item)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """The teardown's waits get the part of the timeout kept back for them."""
+    budgets.end()
+
+
+@pytest.fixture
+def budget() -> Budget:
+    """What is left of this test's timeout, for its waits."""
+    return budgets.current()
 
 
 @pytest.fixture(scope="session")

@@ -27,10 +27,13 @@ from cli.benchmark.submissions import publish_specs
 from ddm_bridge.backend import DDMBackend
 from ddm_bridge.bridge import DDMBridge
 from pilot_agent.agent import Pilot, Slot
+from tests.budget import capped
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it is truthy; fail the test after ``timeout_s``."""
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout_s``, or sooner
+    if the test's own budget has less left (tests/budget.py)."""
+    timeout_s = capped(timeout_s)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 
+from tests.budget import TEARDOWN_S
 from tests.harness import wait_for
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -28,7 +29,18 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 #: listens on (35672-35682); 25672 is the shared node's distribution port.
 PORT_RANGE = (20000, 32000)
 TAKEN_PORTS = {25672}
+#: The most a private RabbitMQ node may take to start, and to stop.
 RABBITMQ_START_S = 60.0
+RABBITMQ_STOP_S = 30.0
+#: The most one ``rabbitmqctl`` call may take.
+CTL_TIMEOUT_S = 60.0
+#: The most one PostgreSQL command (initdb, pg_ctl start, stop or restart) may take.
+POSTGRES_CTL_S = 60.0
+#: What the session's private servers cost the first test that asks for them.
+PRIVATE_SERVERS_S = RABBITMQ_START_S + 2 * POSTGRES_CTL_S
+#: The timeout of a test that stops and starts a private server: the servers' start
+#: (when it is the first to ask for them), one restart, and a minute for the jobs around it.
+RESTART_TEST_TIMEOUT_S = PRIVATE_SERVERS_S + RABBITMQ_STOP_S + RABBITMQ_START_S + 60.0 + TEARDOWN_S
 
 
 def free_port() -> int:
@@ -112,7 +124,7 @@ class RabbitMQNode:
         assert self._server is not None
         self.ctl("stop", check=False)
         try:
-            self._server.wait(30)
+            self._server.wait(RABBITMQ_STOP_S)
         except subprocess.TimeoutExpired:
             os.killpg(self._server.pid, signal.SIGKILL)
             self._server.wait()
@@ -129,7 +141,9 @@ class RabbitMQNode:
         self.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         return self.url(vhost)
 
-    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def ctl(
+        self, *args: str, check: bool = True, timeout_s: float = CTL_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``rabbitmqctl`` on this node."""
         # Not self.env: rabbitmqctl derives its own ports from RABBITMQ_NODE_PORT.
         env = {k: v for k, v in os.environ.items() if not k.startswith("RABBITMQ_")}
@@ -138,7 +152,7 @@ class RabbitMQNode:
             env=env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=timeout_s,
             check=False,
         )
         if check:
@@ -173,7 +187,7 @@ class PostgresCluster:
             check=False,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=POSTGRES_CTL_S,
         )
         assert result.returncode == 0, f"{args[0]} failed: {result.stdout}{result.stderr}"
 

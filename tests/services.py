@@ -38,5 +38,17 @@ def postgres_database() -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     finally:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
+
+
+def drop_database(name: str) -> None:
+    """Drop a database if it is there, whoever is connected to it."""
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def delete_vhost(vhost: str) -> None:
+    """Delete a vhost if it is there."""
+    subprocess.run(
+        ["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60, check=False
+    )

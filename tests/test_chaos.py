@@ -19,13 +19,32 @@ from broker import topology
 from broker.settings import Settings
 from broker.store.engine import open_engine, transaction
 from broker.store.schema import job_attempts, jobs
+from tests.budget import TEARDOWN_S, Budget
 from tests.cli.processes import Pandamq, Service
 from tests.harness import dead_letters, wait_for
-from tests.nodes import PostgresCluster, RabbitMQNode
+from tests.nodes import (
+    POSTGRES_CTL_S,
+    PRIVATE_SERVERS_S,
+    RABBITMQ_START_S,
+    RABBITMQ_STOP_S,
+    PostgresCluster,
+    RabbitMQNode,
+)
 
 JOBS = 500
 BROKERS = 3
 PILOTS = 6
+#: The jobs' share of the run: 500 jobs through the kills took 117 s at a load of 12
+#: on 2 cores.
+JOBS_S = 180.0
+#: The whole run: the private servers' start (when this test is the first to ask for
+#: them), a restart of each, the jobs and the teardown. Every wait below is what is left
+#: of it, so a slow machine fails a step that says which, never a wait beyond the test's.
+CHAOS_TIMEOUT_S = (
+    PRIVATE_SERVERS_S + RABBITMQ_STOP_S + RABBITMQ_START_S + POSTGRES_CTL_S + JOBS_S + TEARDOWN_S
+)
+
+pytestmark = pytest.mark.timeout(CHAOS_TIMEOUT_S)
 
 #: Short timeouts, so that the jobs of killed pilots are failed and retried quickly.
 CHAOS_ENV = {
@@ -49,8 +68,8 @@ def chaos(restartable_services: tuple[str, str], tmp_path: Path) -> Iterator[Pan
 class Run:
     """The processes of the run and what has been done to them."""
 
-    def __init__(self, p: Pandamq, site: str, ids: list[str]) -> None:
-        self.p, self.site, self.ids = p, site, ids
+    def __init__(self, p: Pandamq, site: str, ids: list[str], budget: Budget) -> None:
+        self.p, self.site, self.ids, self.budget = p, site, ids, budget
         self.brokers = [p.start("serve") for _ in range(BROKERS)]
         self.pilots = [p.start("pilot", "--site", site) for _ in range(PILOTS)]
 
@@ -58,20 +77,26 @@ class Run:
         return Counter(self.p.states(self.ids).values())["finished"]
 
     def when_finished(self, count: int, action: Callable[[], None]) -> None:
-        wait_for(lambda: self.finished() >= count, timeout_s=180, what=f"{count} jobs finished")
+        wait_for(
+            lambda: self.finished() >= count,
+            timeout_s=self.budget.left(),
+            what=f"{count} jobs finished",
+        )
         action()
 
     def kill_broker(self, n: int) -> None:
         old = self.brokers[n]
         old.popen.send_signal(signal.SIGKILL)
-        old.wait(10)
+        old.wait(self.budget.wait_s(10))
         self.brokers[n] = self.p.start("serve")
 
     def kill_busy_pilot(self) -> None:
         """SIGKILL a pilot whose payload is running; start another in its place."""
-        victim = wait_for(self._busy_pilot, timeout_s=30, what="a pilot running a payload")
+        victim = wait_for(
+            self._busy_pilot, timeout_s=self.budget.wait_s(30), what="a pilot running a payload"
+        )
         victim.popen.send_signal(signal.SIGKILL)
-        victim.wait(10)
+        victim.wait(self.budget.wait_s(10))
         self.pilots[self.pilots.index(victim)] = self.p.start("pilot", "--site", self.site)
 
     def _busy_pilot(self) -> Service | None:
@@ -97,13 +122,13 @@ def _has_child(service: Service) -> bool:
 
 
 def test_every_job_finishes_once_through_kills_and_restarts(
-    chaos: Pandamq, rabbitmq_node: RabbitMQNode, postgres_cluster: PostgresCluster
+    budget: Budget, chaos: Pandamq, rabbitmq_node: RabbitMQNode, postgres_cluster: PostgresCluster
 ) -> None:
     # Given 500 short jobs, 3 broker processes and 6 pilots
     site = chaos.new_site()
     specs = [{"command": "sleep 0.1", "site": site, "name": f"chaos {n}"} for n in range(JOBS)]
     ids = chaos.publish(specs)
-    run = Run(chaos, site, ids)
+    run = Run(chaos, site, ids, budget)
     # When brokers are killed three times, two pilots in mid-payload, and
     # RabbitMQ and PostgreSQL are restarted once each
     run.when_finished(40, lambda: run.kill_broker(0))

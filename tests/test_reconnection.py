@@ -29,9 +29,9 @@ from tests.broker.service.jobs import jobs_in
 from tests.cli.processes import LIFE, Pandamq, pandamq_processes
 from tests.conftest import test_settings
 from tests.harness import System, wait_for
-from tests.nodes import PostgresCluster, RabbitMQNode
+from tests.nodes import RESTART_TEST_TIMEOUT_S, PostgresCluster, RabbitMQNode
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.timeout(RESTART_TEST_TIMEOUT_S)]
 
 #: Reconnect fast, so that a test does not wait long after a server is back.
 FAST_RECONNECT = {"reconnect_initial_delay_s": 0.1, "reconnect_max_delay_s": 1.0}

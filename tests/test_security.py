@@ -25,12 +25,19 @@ from broker.security import certs
 from broker.settings import Settings
 from broker.states import JobState
 from cli.main import pandamq
+from tests.budget import TEARDOWN_S, capped
 from tests.conftest import test_settings
 from tests.ddm_bridge.files import put_file
 from tests.harness import System, dead_letters, publish, wait_for
-from tests.tls import TlsRabbitMQNode
+from tests.nodes import RABBITMQ_START_S
+from tests.tls import PROVISIONING_S, TlsRabbitMQNode
 
-pytestmark = pytest.mark.services
+#: A test's own waits: at most a job, then a task, watched to their end.
+TEST_WAITS_S = 150.0
+#: The module's first test also starts the TLS node and provisions its vhost.
+TLS_TIMEOUT_S = RABBITMQ_START_S + PROVISIONING_S + TEST_WAITS_S + TEARDOWN_S
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(TLS_TIMEOUT_S)]
 
 
 @dataclass
@@ -217,8 +224,8 @@ def test_alice_submits_jobs_and_a_task_and_watches_them_to_their_end(
     task_id = d.task("user.alice", d.site_a, files=2)
     with d.client("user.alice") as alice:
         # When she watches her jobs, then her task
-        job_endings = list(alice.watch(jobs, timeout_s=60))
-        task_endings = list(alice.watch(task_id=task_id, timeout_s=90))
+        job_endings = list(alice.watch(jobs, timeout_s=capped(60)))
+        task_endings = list(alice.watch(task_id=task_id, timeout_s=capped(90)))
         # Then each job's ending came once, finished
         assert {e.job_id: e.state for e in job_endings if isinstance(e, JobEnding)} == {
             j: "finished" for j in jobs
@@ -250,7 +257,7 @@ def test_a_user_cannot_read_another_users_jobs_or_tasks(deployment: Deployment) 
             bob.task(task_id)
         # And watching her task is refused by the same rule
         with pytest.raises(NotAllowed, match=f"^reading task {task_id} refused: {rule}$"):
-            list(bob.watch(task_id=task_id, timeout_s=10))
+            list(bob.watch(task_id=task_id, timeout_s=capped(10)))
         # And his own job list and the states he may see hold nothing of hers
         assert job_id not in [j.id for j in bob.jobs().jobs]
         assert bob.states([job_id]) == {}
@@ -276,7 +283,7 @@ def test_a_user_cannot_kill_or_retry_another_users_job_a_production_role_can(
         outcome = prod.kill([job_id], reason="test")
         # Then it is changed, and ends cancelled
         assert outcome.changed == [job_id]
-        endings = list(prod.watch([job_id], timeout_s=30))
+        endings = list(prod.watch([job_id], timeout_s=capped(30)))
     assert [e.state for e in endings if isinstance(e, JobEnding)] == [JobState.CANCELLED.value]
 
 
@@ -313,7 +320,7 @@ def test_an_operator_reads_and_watches_another_users_jobs(deployment: Deployment
     # When the operator (production role in the service's settings and their own) reads
     # and watches it
     with d.client("user.prod", production_role="user.prod") as prod:
-        endings = list(prod.watch([job_id], timeout_s=60))
+        endings = list(prod.watch([job_id], timeout_s=capped(60)))
         record = prod.job(job_id)
         listed = [j.id for j in prod.jobs(owner="user.alice").jobs]
         # And follows alice's endings directly

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import datetime
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from broker.security import certs, provisioning
 from broker.settings import Settings
 from tests.nodes import RabbitMQNode, free_port, private_dir
+
+#: The most a deployment's provisioning may take: some thirty rabbitmqctl calls, each an
+#: Erlang VM of its own (~0.5 s each on a quiet machine, seconds on a busy one).
+PROVISIONING_S = 120.0
 
 
 class TlsRabbitMQNode(RabbitMQNode):
@@ -66,12 +71,16 @@ class TlsRabbitMQNode(RabbitMQNode):
     def provision(
         self, vhost: str, sites: list[str], users: list[str], operators: Sequence[str] = ()
     ) -> None:
-        """Provision a deployment in ``vhost`` as ``pandamq rabbitmq provision --apply`` does."""
+        """Provision a deployment in ``vhost`` as ``pandamq rabbitmq provision --apply`` does,
+        within ``PROVISIONING_S``."""
+        deadline = time.monotonic() + PROVISIONING_S
         commands = provisioning.plan(vhost, sites, users, ["broker"], operators)
-        provisioning.apply(commands, self._run)
+        provisioning.apply(commands, lambda command: self._run(command, deadline))
 
-    def _run(self, command: list[str]) -> tuple[int, str]:
-        result = self.ctl(*command, check=False)
+    def _run(self, command: list[str], deadline: float) -> tuple[int, str]:
+        left = deadline - time.monotonic()
+        assert left > 0, f"provisioning took more than {PROVISIONING_S} s"
+        result = self.ctl(*command, check=False, timeout_s=left)
         return result.returncode, result.stderr + result.stdout
 
     def settings_for(

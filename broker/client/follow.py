@@ -16,6 +16,7 @@ from kombu import Connection, Consumer, Message
 
 from broker import topology
 from broker.api import JobEnding, TaskEnding
+from broker.errors import BrokerRefused
 from broker.messaging.connection import broker_errors
 from broker.protocol import decode
 
@@ -30,11 +31,14 @@ class Follower:
         self._pending: list[Ending] = []
         shape = topology.Topology(queue_type)
         queue = shape.follow_queue(asker, uuid.uuid4().hex[:12], sorted(set(keys)))
-        with broker_errors(connection, "binding a queue to the endings exchange"):
-            self._consumer = Consumer(
-                connection.channel(), [queue], on_message=self._on_ending, no_ack=True
-            )
-            self._consumer.consume()
+        try:
+            with broker_errors(connection, "binding a queue to the endings exchange"):
+                self._consumer = Consumer(
+                    connection.channel(), [queue], on_message=self._on_ending, no_ack=True
+                )
+                self._consumer.consume()
+        except BrokerRefused as exc:
+            raise _explained(exc) from exc.__cause__
 
     def _on_ending(self, message: Message) -> None:
         data = json.loads(message.body)
@@ -49,6 +53,16 @@ class Follower:
     def close(self) -> None:
         """Stop consuming; the queue goes with the channel."""
         self._consumer.cancel()
+
+
+def _explained(exc: BrokerRefused) -> BrokerRefused:
+    """A missing endings exchange means no broker service has run on this vhost yet."""
+    if "no exchange" not in str(exc):
+        return exc
+    return BrokerRefused(
+        f"{exc}: the broker service declares it when it starts; "
+        "is `pandamq serve` running on this vhost?"
+    )
 
 
 def owner_keys(owner: str) -> list[str]:

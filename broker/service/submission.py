@@ -19,11 +19,15 @@ from broker.service.intake import store_jobs
 from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.store.clock import now
+from broker.store.datasets import files_by_did
 from broker.store.engine import transaction
 from broker.store.jobs import known_tasks, owners_of
 from broker.store.sites import known_sites
 
 log = logging.getLogger(__name__)
+
+#: Unregistered input files named in a refusal; the rest are counted.
+MISSING_SHOWN = 3
 
 
 class SubmissionHandler:
@@ -79,9 +83,12 @@ class SubmissionHandler:
         """The new jobs that can be brokered; refuse those naming what does not exist."""
         statuses = known_sites(conn, {i.message.site for i in fresh if i.message.site})
         tasks = known_tasks(conn, {i.message.task_id for i in fresh if i.message.task_id})
+        registered = set(files_by_did(conn, {d for i in fresh for d in i.message.input_files}))
         valid = []
         for incoming in fresh:
-            refusal = _refusal(incoming.message, statuses, tasks)
+            refusal = _refusal(incoming.message, statuses, tasks) or _unregistered(
+                incoming.message, registered
+            )
             if refusal is None:
                 valid.append(incoming.message)
             else:
@@ -102,3 +109,16 @@ def _refusal(spec: JobSpec, statuses: dict[str, str], tasks: set[str]) -> str | 
     if spec.site and statuses[spec.site] == "offline":
         return f"job spec: site {spec.site!r} is offline and takes no jobs"
     return None
+
+
+def _unregistered(spec: JobSpec, registered: set[str]) -> str | None:
+    """Why a job cannot run: an input file that no dataset holds (it would fail later)."""
+    missing = [did for did in spec.input_files if did not in registered]
+    if not missing:
+        return None
+    shown = ", ".join(repr(did) for did in missing[:MISSING_SHOWN])
+    more = f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
+    return (
+        f"job spec: input file {shown}{more} is not registered "
+        "(an operator adds files with `pandamq datasets add` or `register`)"
+    )

@@ -25,6 +25,7 @@ from broker.settings import Settings
 from broker.store.engine import open_engine, transaction
 from broker.store.jobs import states_of
 from cli.benchmark.submissions import publish_specs
+from tests.budget import capped
 from tests.harness import wait_for
 
 PANDAMQ = str(Path(sys.executable).parent / "pandamq")
@@ -33,6 +34,9 @@ PANDAMQ = str(Path(sys.executable).parent / "pandamq")
 CLOSE_GRACE_S = 10.0
 #: How long ``submit`` waits for a broker service that has just been started.
 SERVICE_START_S = 60.0
+
+#: What a broker service logs once its queues and exchanges are declared.
+READY = "broker service ready on "
 
 #: Every state a job that runs once and succeeds passes through, in order.
 LIFE = ["defined", "assigned", "activated", "sent", "starting", "running", "holding", "finished"]
@@ -58,7 +62,9 @@ class Service:
         return self.stderr_path.read_text(errors="replace")
 
     def wait(self, timeout_s: float) -> int:
-        """Its exit code; fails the test if it is still running after ``timeout_s``."""
+        """Its exit code; fails the test if it is still running after ``timeout_s`` (or
+        what is left of the test's budget)."""
+        timeout_s = capped(timeout_s)
         try:
             code = self.popen.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -67,6 +73,16 @@ class Service:
             ) from None
         self.awaited = True
         return code
+
+    def wait_logged(self, text: str, timeout_s: float = SERVICE_START_S) -> None:
+        """Wait until it has logged ``text`` (``READY`` for a broker service); fail the test
+        if it ends first or does not within ``timeout_s``."""
+
+        def logged() -> bool:
+            assert self.popen.poll() is None, f"{self.name} exited:\n{self.log()}"
+            return text in self.log()
+
+        wait_for(logged, timeout_s, what=f"{self.name} to log {text!r}")
 
     def status(self) -> str:
         """``running`` or ``exited N``."""

@@ -140,3 +140,19 @@ def test_submit_wait_that_times_out_names_the_state_the_job_is_in(
     assert said.group(1) in {"activated", "sent", "starting", "running"}
     assert "ended" not in result.stderr
     cli(system, "kill", job_id)
+
+
+def test_job_prints_its_spec_as_json_whatever_the_command_says(system: System) -> None:
+    # Given a job at a site without pilots, whose command holds brackets and quotes
+    site = system.new_site()
+    system.start_broker()
+    command = "echo '[bold]not markup[/bold]' \"[x]\""
+    (job_id,) = system.submit(JobSpec(command=command, site=site, name="json spec"))
+    wait_for(lambda: system.states([job_id]), what="the job")
+    # When it is shown
+    result = cli(system, "job", job_id)
+    # Then its spec line is JSON that reads back as the spec, character for character
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.stdout.splitlines() if line.lstrip().startswith("spec ")]
+    spec = json.loads(line.split("spec", 1)[1])
+    assert (spec["command"], spec["site"], spec["name"]) == (command, site, "json spec")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.processes import LIFE, Pandamq, pandamq_processes
+from tests.cli.processes import LIFE, READY, Pandamq, pandamq_processes
 
 pytestmark = pytest.mark.services
 
@@ -32,6 +32,7 @@ def test_twenty_jobs_finish_and_services_stop_on_sigterm(processes: Pandamq) -> 
     # Given a broker service and two pilots at a new site
     site = processes.new_site()
     serve = processes.start("serve")
+    serve.wait_logged(READY)
     pilots = [
         processes.start("pilot", "--site", site, "--heartbeat-interval", "1") for _ in range(2)
     ]
@@ -78,7 +79,7 @@ def test_pilot_with_max_jobs_1_exits_after_one_job(processes: Pandamq) -> None:
 def test_submit_wait_on_a_failing_job_exits_1_and_names_it(processes: Pandamq) -> None:
     # Given a broker service and a pilot
     site = processes.new_site()
-    processes.start("serve")
+    processes.start("serve").wait_logged(READY)
     processes.start("pilot", "--site", site, "--heartbeat-interval", "1")
     # When a good and a failing job are submitted with --wait
     path = processes.spec_file(

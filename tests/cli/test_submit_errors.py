@@ -103,6 +103,11 @@ BAD_SPECS = {
         '{"command": "true", "site": "{site}", "task_id": "no-such-task"}',
         ["task 'no-such-task' does not exist"],
     ),
+    "unregistered input file": (
+        "spec.json",
+        '{"command": "true", "site": "{site}", "input_files": ["user:ghost.dat"]}',
+        ["input file 'user:ghost.dat' is not registered", "pandamq datasets add"],
+    ),
     "not json": ("spec.txt", "{not json", ["spec.txt", "not valid JSON"]),
     "empty json file": ("spec.json", "", ["spec.json", "empty"]),
     "empty yaml file": ("spec.yaml", "\n", ["spec.yaml", "empty"]),

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from broker import topology
 from broker.metrics import REQUESTS
 from cli.main import pandamq
 from tests.harness import System
+from tests.services import rabbitmq_vhost
 
 JOBS = 1000
 
@@ -46,3 +48,19 @@ def test_submit_wait_of_a_thousand_jobs_ends_by_notifications(
     assert set(system.states(ids).values()) == {"finished"}
     # And it learnt of the endings from notifications: one catch-up query in all
     assert _queries_answered() - before <= 1
+
+
+@pytest.mark.services
+def test_submit_wait_where_no_broker_service_ever_ran_says_to_start_one(tmp_path: Path) -> None:
+    # Given a new vhost where no broker service has declared the endings exchange yet
+    path = tmp_path / "job.json"
+    path.write_text('{"command": "true"}')
+    with rabbitmq_vhost() as broker_url:
+        env = {"PANDAMQ_BROKER_URL": broker_url, "PANDAMQ_CONFIG": None}
+        # When a job is submitted with --wait
+        result = CliRunner(env=env).invoke(pandamq, ["submit", str(path), "--wait"])
+    # Then one line says what is missing and what to do, and the exit code says failed
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("pandamq: error: the message broker refused binding a queue")
+    assert line.endswith("is `pandamq serve` running on this vhost?")

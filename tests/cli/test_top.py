@@ -1,15 +1,23 @@
-"""``pandamq top --once``: one frame of the live dashboard."""
+"""``pandamq top``: one frame of the dashboard (``--once``), and the live one in a terminal."""
 
 from __future__ import annotations
 
+import os
+import pty
+import select
+import subprocess
+import time
 from datetime import timedelta
+from pathlib import Path
 
 from click.testing import CliRunner
 from sqlalchemy import Engine
 
 from broker.store.engine import transaction
 from cli.main import pandamq
+from cli.top import QUIT_HINT
 from tests.broker.monitor.seed import failed_job, new_site
+from tests.cli.processes import PANDAMQ
 
 
 def test_top_draws_sites_by_state_with_error_rate_and_failures(engine: Engine) -> None:
@@ -27,3 +35,39 @@ def test_top_draws_sites_by_state_with_error_rate_and_failures(engine: Engine) -
     row = next(line for line in result.stdout.splitlines() if f" {site} " in line)
     assert "2" in row.split() and "100.0%" in row
     assert "disk full" in result.stdout and job_id[:12] in result.stdout
+
+
+def test_live_top_says_how_to_quit_and_q_quits(tmp_path: Path) -> None:
+    # Given a database with the schema, and `pandamq top` live in a terminal
+    env = {**os.environ, "PANDAMQ_DATABASE_URL": f"sqlite:///{tmp_path / 'top.sqlite'}"}
+    env.pop("PANDAMQ_CONFIG", None)
+    subprocess.run([PANDAMQ, "db", "upgrade"], env=env, check=True, capture_output=True)
+    controller, terminal = pty.openpty()
+    top = subprocess.Popen(
+        [PANDAMQ, "top"], env=env, stdin=terminal, stdout=terminal, stderr=terminal
+    )
+    os.close(terminal)
+    try:
+        # When its first frame is up and `q` is typed
+        screen = _read_until(controller, QUIT_HINT.encode())
+        os.write(controller, b"q")
+        # Then the frame said how to quit, and top ends at once with exit 0
+        assert QUIT_HINT.encode() in screen
+        assert top.wait(timeout=10) == 0
+    finally:
+        top.kill()
+        top.wait()
+        os.close(controller)
+
+
+def _read_until(fd: int, wanted: bytes, timeout_s: float = 30.0) -> bytes:
+    """What the terminal showed until ``wanted`` (fails the test after ``timeout_s``)."""
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while wanted not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"not seen {wanted!r} in {seen!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            seen += os.read(fd, 4096)
+    return seen

@@ -99,23 +99,6 @@ def test_inputs_already_at_the_site_activate_the_job_at_once(system: System) -> 
     assert subscriptions_to(system.engine, site) == []
 
 
-def test_an_input_that_is_not_registered_fails_the_job(system: System) -> None:
-    # Given no file registered as user:ghost
-    site = system.new_site()
-    system.start_broker()
-    # When a job needs it
-    (job_id,) = system.submit(JobSpec(command="true", site=site, input_files=["user:ghost"]))
-    # Then it fails at once with the DDM code, and is not retried
-    wait_for(lambda: system.states([job_id]).get(job_id) == "failed")
-    job = system.job(job_id)
-    assert (job["error_family"], job["error_code"], job["attempt"]) == (
-        ErrorFamily.DDM.value,
-        DDMError.UNKNOWN_INPUT,
-        1,
-    )
-    assert "user:ghost" in job["diagnostic"]
-
-
 @pytest.fixture
 def capped(settings: Settings) -> Iterator[System]:
     """A system whose site queues hold one activated job while none runs."""

@@ -14,9 +14,9 @@ from broker.messaging.publisher import Outgoing
 from broker.settings import Settings
 from pilot_agent.link import Link
 from tests.conftest import test_settings
-from tests.nodes import RabbitMQNode
+from tests.nodes import RESTART_TEST_TIMEOUT_S, RabbitMQNode
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.timeout(RESTART_TEST_TIMEOUT_S)]
 
 
 def test_events_sent_while_rabbitmq_is_down_wait_and_go_out_in_order(
