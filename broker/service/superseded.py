@@ -45,7 +45,7 @@ def answer(
     if not stale:
         return
     holders = _holders(conn, stale)
-    told: dict[tuple[str, int], str] = {}
+    reasons: dict[tuple[str, int], str] = {}
     for event in stale:
         holder = holders.get((event.job_id, event.attempt))
         if holder is None or holder["pilot_id"] != event.pilot_id:
@@ -60,8 +60,8 @@ def answer(
         if event.kind in ENDINGS:
             discard(root, holder["site"], event.job_id, event.attempt)
         else:
-            told.setdefault((event.job_id, event.attempt), why[event.event_id])
-    outbox.put(conn, [c for k, why_ in told.items() for c in kill_commands([holders[k]], why_)])
+            reasons.setdefault((event.job_id, event.attempt), why[event.event_id])
+    outbox.put(conn, [c for k, r in reasons.items() for c in kill_commands([holders[k]], r)])
 
 
 def _holders(conn: Connection, events: list[JobEvent]) -> dict[tuple[str, int], RowMapping]:
