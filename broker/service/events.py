@@ -73,6 +73,7 @@ class EventHandler:
                 i.message for i in events if _authorised(i, rows.get(i.message.job_id), older)
             ]
             superseded.answer(conn, older + accepted, rows, self._ddm_root)
+            accepted = [e for e in accepted if superseded.over(e, rows[e.job_id]) is None]
             after = outputs.register(conn, accepted, rows, self._ddm_root, t)
             applied = transitions.apply(conn, _changes(accepted, rows, t, after), t)
             _heartbeats(conn, accepted, rows, t)

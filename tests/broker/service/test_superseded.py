@@ -20,16 +20,19 @@ from broker.store.engine import transaction
 from broker.store.schema import outbox
 from ddm_bridge.se import checksum, owner_scope, staging_dir
 from tests.broker.service.jobs import OWNER, PILOT, SITE, jobs_in, row
+from tests.broker.service.test_events import illegal_count
 
 LOST_S = 60
 
 
-def superseded_job(engine: Engine, root: Path) -> tuple[str, Settings]:
-    """A job whose attempt 1, on PILOT, the watchdog failed and retried as attempt 2."""
+def superseded_job(engine: Engine, root: Path, max_attempts: int = 3) -> tuple[str, Settings]:
+    """A job whose attempt 1, on PILOT, the watchdog failed (and retried as attempt 2,
+    unless it was the last)."""
     settings = Settings(lost_heartbeat_s=LOST_S, ddm_root=str(root))
-    (job_id,) = jobs_in(engine, JobState.RUNNING, at=now() - timedelta(seconds=LOST_S + 1))
+    stalled = now() - timedelta(seconds=LOST_S + 1)
+    (job_id,) = jobs_in(engine, JobState.RUNNING, at=stalled, max_attempts=max_attempts)
     Watchdog(engine, settings).check(at=now())
-    assert row(engine, job_id)["attempt"] == 2
+    assert row(engine, job_id)["attempt"] == min(2, max_attempts)
     return job_id, settings
 
 
@@ -84,3 +87,26 @@ def test_what_a_superseded_attempt_staged_is_removed_and_never_registered(
     with transaction(engine) as conn:
         assert datasets.files_by_did(conn, [f"{scope}:out.txt"]) == {}
     assert (row(engine, job_id)["attempt"], row(engine, job_id)["state"]) == (2, "activated")
+
+
+def test_a_pilot_reporting_on_its_jobs_last_failed_attempt_changes_nothing(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # Given a job whose only attempt the watchdog failed, and the log its pilot then staged
+    job_id, settings = superseded_job(engine, tmp_path, max_attempts=1)
+    staged = staging_dir(str(tmp_path), SITE, job_id, 1) / f"{job_id}.1.log.tgz"
+    staged.parent.mkdir(parents=True)
+    staged.write_text("log")
+    found = checksum(staged)
+    log = FileInfo(owner_scope(OWNER), staged.name, uuid.uuid4().hex, found.size, found.adler32)
+    before = illegal_count()
+    # When its pilot heartbeats, then reports the attempt finished
+    report(engine, settings, event(job_id, "heartbeat"))
+    report(engine, settings, event(job_id, "finished", exit_code=0, files=[log]))
+    # Then it is told to stop, the job stays failed with no illegal transition tried,
+    # and the staged log is gone
+    ((_, command),) = commands_to(engine, job_id)
+    assert command.reason == "attempt 1 is over: the job is failed"
+    assert row(engine, job_id)["state"] == "failed"
+    assert illegal_count() == before
+    assert not staged.parent.exists()
