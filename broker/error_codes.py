@@ -61,6 +61,7 @@ class DDMError(IntEnum):
     SUBSCRIPTION_TIMEOUT = 201
     UNKNOWN_INPUT = 202
     OUTPUT_REGISTRATION = 203
+    OUTPUT_NAME_TAKEN = 204
 
 
 DESCRIPTIONS: dict[tuple[ErrorFamily, int], str] = {
@@ -86,4 +87,5 @@ DESCRIPTIONS: dict[tuple[ErrorFamily, int], str] = {
     (ErrorFamily.DDM, DDMError.SUBSCRIPTION_TIMEOUT): "input data transfer made no progress",
     (ErrorFamily.DDM, DDMError.UNKNOWN_INPUT): "an input file is not registered",
     (ErrorFamily.DDM, DDMError.OUTPUT_REGISTRATION): "outputs could not be registered",
+    (ErrorFamily.DDM, DDMError.OUTPUT_NAME_TAKEN): "an output's name is taken by another file",
 }

@@ -25,6 +25,10 @@ class UnknownSite(BadInput):
     """A job names a site that is not in the site catalogue."""
 
 
+class NameTaken(BadInput):
+    """A file's DID is registered already with other content: another file has its name."""
+
+
 class NotFound(BadInput):
     """A job, site or other record asked for does not exist."""
 

@@ -1,8 +1,13 @@
 """Register what a job wrote, while it is ``holding``: outputs into its task's
 ``output_dataset``, the log tarball into the task's log dataset
 (``<output_dataset>.log``), with replicas at the job's site. A job of no task
-writes into ``<job id>.output`` and ``<job id>.log``. Called by the broker's
-event handler in the event's transaction.
+writes into ``<job id>.output`` and ``<job id>.log``, in its owner's scope.
+Called by the broker's event handler in the event's transaction.
+
+Accepting an attempt's files moves them from the attempt's staging directory
+to their place on the SE (``ddm_bridge.se``); the staging directory of an
+attempt whose files are refused is removed. A name registered already with
+other content is refused with ``OUTPUT_NAME_TAKEN``, which is never retried.
 
 A finished job whose spec names an ``output_destination`` (another site) goes
 on to ``transferring``: its outputs form a dataset subscribed to that site,
@@ -20,14 +25,14 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping
 
 from broker.error_codes import DDMError, ErrorFamily
-from broker.errors import BadInput
+from broker.errors import BadInput, NameTaken
 from broker.protocol import JobEvent, JobSpec, TaskSpec
 from broker.states import FINAL_STATES, JobState
 from broker.store import datasets, job_files, subscriptions
 from broker.store.datasets import FileRecord
 from broker.store.jobs import spec_of
 from broker.store.tasks import task_specs
-from ddm_bridge.se import se_path
+from ddm_bridge.se import Checksum, accept, discard, output_scope, se_path, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,8 @@ def register(
     for event in final:
         problem = problems.get(event.job_id)
         if problem is not None:
-            log.warning("job %s: outputs not registered: %s", event.job_id, problem)
+            log.warning("job %s: outputs not registered: %s", event.job_id, problem.text)
+            discard(root, rows[event.job_id]["site"], event.job_id, event.attempt)
             after[event.job_id] = AfterHolding(JobState.FAILED, _refusal(event, problem))
         elif event.kind == "finished" and _ship(conn, event, rows[event.job_id], now):
             after[event.job_id] = AfterHolding(
@@ -70,12 +76,20 @@ def register(
     return after
 
 
-def _refusal(event: JobEvent, problem: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Refused:
+    """Why an attempt's files were not registered, and the DDM code it fails with."""
+
+    text: str
+    code: DDMError = DDMError.OUTPUT_REGISTRATION
+
+
+def _refusal(event: JobEvent, problem: Refused) -> dict[str, Any]:
     return {
         "exit_code": event.exit_code,
         "error_family": ErrorFamily.DDM.value,
-        "error_code": int(DDMError.OUTPUT_REGISTRATION),
-        "diagnostic": f"outputs not registered: {problem}",
+        "error_code": int(problem.code),
+        "diagnostic": f"outputs not registered: {problem.text}",
     }
 
 
@@ -107,24 +121,30 @@ class _Registration:
     root: str
     now: datetime
 
-    def refusals(self, events: list[JobEvent]) -> dict[str, str]:
+    def refusals(self, events: list[JobEvent]) -> dict[str, Refused]:
         """Register the files of all ``events`` together; if that is refused, job by job,
         so that only the jobs whose files are refused fail. Why each of those was refused."""
         whole = self._refusal(events)
-        if not whole:
+        if whole is None:
             return {}
         if len(events) == 1:
             return {events[0].job_id: whole}
         return {e.job_id: problem for e in events if (problem := self._refusal([e]))}
 
-    def _refusal(self, events: list[JobEvent]) -> str:
-        """Register the files of ``events``; what refused them, or "" if nothing did."""
+    def _refusal(self, events: list[JobEvent]) -> Refused | None:
+        """Register the files of ``events``; what refused them, or None if nothing did."""
         try:
             with self.conn.begin_nested():
                 self._register(events)
+        except NameTaken as exc:
+            return Refused(
+                f"{exc}: another file of that scope has this name, and every attempt "
+                "would write it again; give the output another name",
+                DDMError.OUTPUT_NAME_TAKEN,
+            )
         except BadInput as exc:
-            return str(exc) or "refused"
-        return ""
+            return Refused(str(exc) or "refused")
+        return None
 
     def _register(self, events: list[JobEvent]) -> None:
         placements: list[datasets.Placement] = []
@@ -133,6 +153,7 @@ class _Registration:
             row = self.rows[event.job_id]
             spec = spec_of(row)
             task = self.tasks.get(row["task_id"])
+            _check_scope(event, output_scope(row["task_id"], row["owner"]))
             for role in ("output", "log"):
                 records = [
                     FileRecord(f.scope, f.name, f.guid, f.size, f.adler32)
@@ -162,3 +183,23 @@ class _Registration:
                 for job_id, attempt, files in produced
             ],
         )
+        for event in events:
+            self._accept(event, self.rows[event.job_id]["site"])
+
+    def _accept(self, event: JobEvent, site: str) -> None:
+        """Move the attempt's staged files to their place on the SE; ``BadInput`` if one
+        is not there."""
+        staged = staging_dir(self.root, site, event.job_id, event.attempt)
+        for f in event.files:
+            destination = se_path(self.root, site, f.scope, f.name)
+            problem = accept(staged / f.name, destination, Checksum(f.size, f.adler32))
+            if problem is not None:
+                raise BadInput(f"{f.scope}:{f.name} not accepted: {problem}")
+        discard(self.root, site, event.job_id, event.attempt)
+
+
+def _check_scope(event: JobEvent, scope: str) -> None:
+    """Refuse files reported in a scope other than the job's own."""
+    for f in event.files:
+        if f.scope != scope:
+            raise BadInput(f"{f.scope}:{f.name} is not in scope {scope}, the job's")

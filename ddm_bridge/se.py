@@ -1,10 +1,18 @@
 """Storage elements of the local DDM: one directory per site, files at ``<scope>/<name>``.
 
+A pilot stages an attempt's outputs and log into the attempt's own staging
+directory, ``<SE>/.staging/<job id>.<attempt>/``; the broker service moves
+them to ``<scope>/<name>`` when it accepts them (``accept``), and removes the
+staging directory of an attempt it did not accept (``discard``). A scope never
+starts with a dot, so no DID lives under ``.staging``.
+
 Standard library only: the pilot stages files in and out with these too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 import uuid
 import zlib
@@ -12,6 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 READ_CHUNK = 1024 * 1024
+#: The directory of an SE where attempts stage their files.
+STAGING = ".staging"
+#: The scope of the outputs of a job of no task and no validated owner.
+USER_SCOPE = "user"
+#: Longest scope name (the protocol's name rule).
+MAX_SCOPE = 64
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 #: What a job's log tarball holds, when the payload wrote it.
 LOG_FILES = ("payload.stdout", "payload.stderr")
 
@@ -77,9 +92,52 @@ def copy_verified(source: Path, destination: Path, expected: Checksum) -> None:
         partial.unlink(missing_ok=True)
 
 
-def output_scope(task_id: str | None) -> str:
-    """The scope of a job's outputs and log: its task, or ``user`` for a job of no task."""
-    return task_id or "user"
+def staging_dir(root: str, site: str, job_id: str, attempt: int) -> Path:
+    """Where one attempt stages its files on ``site``'s SE until they are accepted."""
+    return se_dir(root, site) / STAGING / f"{job_id}.{attempt}"
+
+
+def accept(staged: Path, destination: Path, expected: Checksum) -> str | None:
+    """Move a staged file to its place on the SE; why it cannot be, or None.
+
+    A file accepted before (by a transaction that is being run again) is
+    already in its place: that is no refusal.
+    """
+    if staged.is_file():
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        staged.replace(destination)
+        return None
+    if destination.is_file() and mismatch(destination, expected) is None:
+        return None
+    return f"{staged.name} was not staged on the SE ({staged.parent} has no such file)"
+
+
+def discard(root: str, site: str, job_id: str, attempt: int) -> None:
+    """Remove what an attempt staged and the service did not accept."""
+    shutil.rmtree(staging_dir(root, site, job_id, attempt), ignore_errors=True)
+
+
+def output_scope(task_id: str | None, owner: str | None) -> str:
+    """The scope of a job's outputs and log: its task's, else its owner's."""
+    return task_id or owner_scope(owner)
+
+
+def owner_scope(owner: str | None) -> str:
+    """The scope of an owner's jobs of no task, as Rucio names them: ``user.<name>``.
+
+    ``owner`` is the validated identity (``user.alice`` gives ``user.alice``,
+    ``guest`` gives ``user.guest``). A name the scope rule does not allow is
+    mended and given a hash of the owner, so two owners never share a scope.
+    """
+    if not owner:
+        return USER_SCOPE
+    name = owner.removeprefix(f"{USER_SCOPE}.")
+    mended = _NOT_IN_NAME.sub("_", name)
+    scope = f"{USER_SCOPE}.{mended}"
+    if mended == name and name and len(scope) <= MAX_SCOPE:
+        return scope
+    digest = hashlib.sha256(owner.encode()).hexdigest()[:8]
+    return f"{USER_SCOPE}.{mended[: MAX_SCOPE - len(USER_SCOPE) - 10]}.{digest}"
 
 
 def log_name(job_id: str, attempt: int) -> str:

@@ -46,7 +46,7 @@ from broker.protocol import (
 from broker.settings import Settings
 from pilot_agent.link import Link
 from pilot_agent.payload import Payload, PayloadNotStarted
-from pilot_agent.staging import StagingError, StorageElement, stage_in, stage_out
+from pilot_agent.staging import Attempt, StagingError, StorageElement, stage_in, stage_out
 from pilot_agent.supervisor import Outcome, Supervisor
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,8 @@ class Pilot:
         self._replies: list[Message] = []
         self._commands: list[Message] = []
         self._ran: set[tuple[str, int]] = set()
-        #: The input files of each job granted, from its claim reply.
-        self._inputs: dict[tuple[str, int], list[FileInfo]] = {}
+        #: The claim reply of each attempt granted: its input files and output scope.
+        self._grants: dict[tuple[str, int], ClaimReply] = {}
         self._se = StorageElement(settings.ddm_root, slot.site)
         self._link = Link(settings, f"pilot {self.pilot_id}", self._setup)
         self._jobs_channel: object = None
@@ -317,7 +317,7 @@ class Pilot:
                 self._tick()
             return None
         self._ran.add((dispatch.job_id, dispatch.attempt))
-        self._inputs[(dispatch.job_id, dispatch.attempt)] = reply.input_files
+        self._grants[(dispatch.job_id, dispatch.attempt)] = reply
         return reply.job, dispatch.attempt
 
     def _walltime_left(self) -> int:
@@ -358,10 +358,11 @@ class Pilot:
 
     def _run(self, spec: JobSpec, attempt: int, stop: threading.Event) -> None:
         work_dir = Path(self.settings.work_dir) / self.pilot_id / f"{spec.id}.{attempt}"
+        grant = self._grants.pop((spec.id, attempt))
         self._report(spec, attempt, "starting")
         try:
             work_dir.mkdir(parents=True, exist_ok=True)
-            stage_in(self._se, self._inputs.pop((spec.id, attempt), []), work_dir)
+            stage_in(self._se, grant.input_files, work_dir)
             payload = Payload(spec, work_dir)
         except StagingError as exc:
             self._report(spec, attempt, "failed", error_code=exc.code, diagnostic=str(exc))
@@ -385,11 +386,12 @@ class Pilot:
             kill_reason=lambda: self._kill_reason(spec.id, attempt),
             stop=stop,
         )
-        self._finish(spec, attempt, work_dir, supervisor.run())
+        self._finish(Attempt(spec, attempt, grant.output_scope), work_dir, supervisor.run())
 
-    def _finish(self, spec: JobSpec, attempt: int, work_dir: Path, outcome: Outcome) -> None:
+    def _finish(self, staged: Attempt, work_dir: Path, outcome: Outcome) -> None:
         """Stage out, then report how the attempt ended (a missing output fails it)."""
-        stored = stage_out(self._se, spec, attempt, work_dir, outcome.kind == "finished")
+        spec, attempt = staged.spec, staged.number
+        stored = stage_out(self._se, staged, work_dir, outcome.kind == "finished")
         if outcome.kind == "finished" and stored.problem:
             outcome = Outcome(
                 "failed", outcome.exit_code, PilotError.STAGE_OUT_FAILED, stored.problem

@@ -2,8 +2,10 @@
 
 Stage-in copies each input from the SE into the job's work directory and
 verifies its size and adler32. Stage-out stores the declared outputs (when
-the payload succeeded) and a log tarball on the SE, and describes each with
-its size and adler32 for the job's final event.
+the payload succeeded) and a log tarball in the attempt's own staging
+directory on the SE, and describes each with its size and adler32 for the
+job's final event. The broker service moves them to their place when it
+accepts them: an attempt never writes where another attempt's files are.
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ from ddm_bridge.se import (
     checksum,
     copy_verified,
     log_name,
-    mismatch,
-    output_scope,
     se_path,
+    staging_dir,
 )
 
 
@@ -49,6 +50,10 @@ class StorageElement:
     def path(self, scope: str, name: str) -> Path:
         """Where ``scope:name`` lives on this SE."""
         return se_path(self.root, self.site, scope, name)
+
+    def staging(self, job_id: str, attempt: int) -> Path:
+        """Where one attempt stages its files on this SE."""
+        return staging_dir(self.root, self.site, job_id, attempt)
 
 
 def stage_in(se: StorageElement, inputs: Sequence[FileInfo], work_dir: Path) -> None:
@@ -74,43 +79,44 @@ class StageOut:
     problem: str = ""
 
 
-def stage_out(
-    se: StorageElement, spec: JobSpec, attempt: int, work_dir: Path, with_outputs: bool
-) -> StageOut:
-    """Store the log tarball and, ``with_outputs``, every declared output on the SE."""
+@dataclass(frozen=True)
+class Attempt:
+    """The attempt whose files are staged out, and the scope they are registered in."""
+
+    spec: JobSpec
+    number: int
+    scope: str
+
+
+def stage_out(se: StorageElement, attempt: Attempt, work_dir: Path, with_outputs: bool) -> StageOut:
+    """Stage the log tarball and, ``with_outputs``, every declared output on the SE."""
     result = StageOut()
-    scope = output_scope(spec.task_id)
-    for name in spec.output_files if with_outputs else []:
+    staging = se.staging(attempt.spec.id, attempt.number)
+    for name in attempt.spec.output_files if with_outputs else []:
         try:
-            result.files.append(_store(se, work_dir / name, scope, name, "output"))
+            result.files.append(_store(work_dir / name, staging, attempt.scope, "output"))
         except OSError as exc:
             result.problem = f"declared output {name} not stored: {exc.strerror or exc}"
             break
     try:
-        tarball = _log_tarball(work_dir, log_name(spec.id, attempt))
-        result.files.append(_store(se, tarball, scope, tarball.name, "log"))
+        tarball = _log_tarball(work_dir, log_name(attempt.spec.id, attempt.number))
+        result.files.append(_store(tarball, staging, attempt.scope, "log"))
     except OSError as exc:
         result.problem = result.problem or f"log tarball not stored: {exc.strerror or exc}"
     return result
 
 
-def _store(
-    se: StorageElement, source: Path, scope: str, name: str, role: Literal["output", "log"]
-) -> FileInfo:
-    """Copy one file to the SE, verified; its description. ``OSError`` if it cannot."""
+def _store(source: Path, staging: Path, scope: str, role: Literal["output", "log"]) -> FileInfo:
+    """Copy one file into the attempt's staging directory, verified; its description.
+    ``OSError`` if it cannot."""
     if not source.is_file():
         raise FileNotFoundError(f"{source.name} is missing from the work directory")
     found = checksum(source)
-    destination = se.path(scope, name)
-    # A file on the SE may be another job's registered output: never replace it
-    # with other content (the same content, stored again by a repeat, is fine).
-    if destination.exists() and mismatch(destination, found) is not None:
-        raise FileExistsError(f"{scope}:{name} is on the SE already, with other content")
     try:
-        copy_verified(source, destination, found)
+        copy_verified(source, staging / source.name, found)
     except ValueError as exc:
         raise OSError(str(exc)) from exc
-    return FileInfo(scope, name, str(uuid.uuid4()), found.size, found.adler32, role)
+    return FileInfo(scope, source.name, str(uuid.uuid4()), found.size, found.adler32, role)
 
 
 def _log_tarball(work_dir: Path, name: str) -> Path:

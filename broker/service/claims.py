@@ -35,6 +35,7 @@ from broker.store.job_files import input_infos
 from broker.store.jobs import load, spec_of
 from broker.store.schema import pilots
 from broker.store.transitions import Change
+from ddm_bridge.se import output_scope
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,10 @@ def _reply(request: ClaimRequest, row: RowMapping | None, won: dict[str, str]) -
         if holder is None and row["state"] == JobState.SENT:
             holder = row["pilot_id"]
         if holder == request.pilot_id:
-            return ClaimReply(request.job_id, request.attempt, True, job=spec_of(row))
+            scope = output_scope(row["task_id"], row["owner"])
+            return ClaimReply(
+                request.job_id, request.attempt, True, job=spec_of(row), output_scope=scope
+            )
     return ClaimReply(request.job_id, request.attempt, False, reason=refusal or CLAIMED_BY_ANOTHER)
 
 

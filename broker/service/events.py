@@ -18,7 +18,7 @@ from broker.messaging.consumer import Incoming
 from broker.observability.pipeline import heartbeats_recorded
 from broker.protocol import JobEvent
 from broker.security import senders
-from broker.service import retries
+from broker.service import retries, superseded
 from broker.service.kills import kill_commands
 from broker.service.throttle import Limits
 from broker.settings import Settings
@@ -68,21 +68,37 @@ class EventHandler:
         with transaction(self._engine) as conn:
             events = _new_events(conn, batch)
             rows = load(conn, (i.message.job_id for i in events), lock=True)
-            accepted = [i.message for i in events if _authorised(i, rows.get(i.message.job_id))]
+            older: list[JobEvent] = []
+            accepted = [
+                i.message for i in events if _authorised(i, rows.get(i.message.job_id), older)
+            ]
+            superseded.answer(conn, older + accepted, rows, self._ddm_root)
+            accepted = [e for e in accepted if superseded.over(e, rows[e.job_id]) is None]
             after = outputs.register(conn, accepted, rows, self._ddm_root, t)
             applied = transitions.apply(conn, _changes(accepted, rows, t, after), t)
             _heartbeats(conn, accepted, rows, t)
-            decided = self._retry_decisions(accepted, rows, applied)
+            decided = self._retry_decisions(accepted, rows, applied, after)
             retries.retry(conn, decided, t, self._limits)
 
     def _retry_decisions(
-        self, events: list[JobEvent], rows: dict[str, RowMapping], applied: list[Change]
+        self,
+        events: list[JobEvent],
+        rows: dict[str, RowMapping],
+        applied: list[Change],
+        after: dict[str, outputs.AfterHolding],
     ) -> list[tuple[RowMapping, retries.Decision]]:
+        """The retry decision of each attempt that failed, by the pilot's report or because
+        its files were refused."""
         failed = {c.job_id for c in applied if c.to_state == S.FAILED}
         return [
-            (rows[e.job_id], retries.decide(rows[e.job_id], _failure(e), self._memory_factor))
+            (
+                rows[e.job_id],
+                retries.decide(
+                    rows[e.job_id], _failure(e, after.get(e.job_id)), self._memory_factor
+                ),
+            )
             for e in events
-            if e.kind == "failed" and e.job_id in failed
+            if e.kind in ("finished", "failed") and e.job_id in failed
         ]
 
 
@@ -105,8 +121,11 @@ def _new_events(conn: Connection, batch: list[Incoming[JobEvent]]) -> list[Incom
     return list(fresh.values())
 
 
-def _authorised(incoming: Incoming[JobEvent], row: RowMapping | None) -> bool:
-    """Only the pilot holding the current attempt may report on it."""
+def _authorised(
+    incoming: Incoming[JobEvent], row: RowMapping | None, older: list[JobEvent]
+) -> bool:
+    """Only the pilot holding the current attempt may report on it; events of older
+    attempts are collected in ``older``."""
     event = incoming.message
     if row is None:
         incoming.refuse(f"event for unknown job {event.job_id!r}")
@@ -119,6 +138,7 @@ def _authorised(incoming: Incoming[JobEvent], row: RowMapping | None) -> bool:
         log.info(
             "ignored %s event of job %s for old attempt %d", event.kind, event.job_id, event.attempt
         )
+        older.append(event)
         return False
     if event.pilot_id != row["pilot_id"]:
         incoming.refuse(f"pilot {event.pilot_id!r} did not claim job {event.job_id!r}")
@@ -170,7 +190,11 @@ def _stale(event: JobEvent, current: JobState) -> bool:
     return False
 
 
-def _failure(event: JobEvent) -> retries.Failure:
+def _failure(event: JobEvent, then: outputs.AfterHolding | None = None) -> retries.Failure:
+    """Why the attempt failed: its files were refused (``then``), or as the pilot says."""
+    if then is not None and then.target == S.FAILED:
+        values = then.values
+        return retries.Failure(values["error_family"], values["error_code"], event.exit_code)
     family = ErrorFamily.PILOT.value if event.error_code is not None else None
     return retries.Failure(family, event.error_code, event.exit_code)
 

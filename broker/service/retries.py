@@ -18,7 +18,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, RowMapping, bindparam, insert, update
 
-from broker.error_codes import ErrorFamily, PilotError, TaskBufferError
+from broker.error_codes import DDMError, ErrorFamily, PilotError, TaskBufferError
 from broker.observability.logs import job_context
 from broker.protocol import JobSpec
 from broker.service.activation import Placement
@@ -39,6 +39,8 @@ _NEVER_RETRIED: dict[tuple[str | None, int | None], str] = {
     (ErrorFamily.TASKBUFFER, TaskBufferError.KILLED): "killed on request",
     (ErrorFamily.PILOT, PilotError.KILLED): "killed on request",
     (ErrorFamily.PILOT, PilotError.PAYLOAD_NOT_STARTED): "the payload could not be started",
+    (ErrorFamily.DDM, DDMError.OUTPUT_NAME_TAKEN): "an output's name is taken: a retry "
+    "would write the same name",
 }
 
 

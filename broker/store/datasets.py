@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, and_, func, insert, select, update
 
-from broker.errors import BadInput, NotFound
+from broker.errors import BadInput, NameTaken, NotFound
 from broker.protocol import split_did
 from broker.store.clock import iso_times
 from broker.store.keys import keys_in
@@ -122,7 +122,7 @@ def upsert_files(
     for r in records:
         given = wanted.setdefault((r.scope, r.name), r)
         if (given.size, given.adler32) != (r.size, r.adler32):
-            raise BadInput(
+            raise NameTaken(
                 f"file {r.did} is given with size {given.size} and adler32 {given.adler32} "
                 f"and with size {r.size} and adler32 {r.adler32}"
             )
@@ -143,7 +143,7 @@ def _file_ids(
         for row in conn.execute(stmt):
             given = wanted[(row.scope, row.name)]
             if (row.size, row.adler32) != (given.size, given.adler32):
-                raise BadInput(
+                raise NameTaken(
                     f"file {given.did} is registered with size {row.size} and adler32 "
                     f"{row.adler32}, not {given.size} and {given.adler32}"
                 )

@@ -9,11 +9,13 @@ from pathlib import Path
 from broker.error_codes import DDMError, ErrorFamily, PilotError
 from broker.monitor.datasets import job_file_list
 from broker.protocol import JobSpec
+from broker.security import identity
 from broker.store import datasets, subscriptions
 from broker.store.clock import now
+from broker.store.datasets import FileRecord
 from broker.store.engine import transaction
 from ddm_bridge.backends.local import LocalDDM
-from ddm_bridge.se import Checksum, checksum, copy_verified, se_path
+from ddm_bridge.se import Checksum, checksum, copy_verified, owner_scope, se_path, staging_dir
 from tests.ddm_bridge.files import dataset_states, put_file, sites_with, subscriptions_to
 from tests.harness import System, wait_for
 
@@ -207,55 +209,96 @@ def test_outputs_shipped_to_a_destination_keep_the_job_transferring_until_they_l
     assert subscription["state"] == "done"
 
 
-def test_an_output_never_replaces_another_jobs_file_on_the_se(system: System) -> None:
-    # Given a job that stored and registered user:<name> at a site
+def my_scope(system: System) -> str:
+    """The scope of the test's own jobs of no task: its submitter's."""
+    return owner_scope(identity.of(system.settings))
+
+
+def register_at(system: System, site: str, scope: str, name: str, content: str) -> FileRecord:
+    """``scope:name`` on ``site``'s SE with ``content``, registered there."""
+    path = se_path(system.settings.ddm_root, site, scope, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    found = checksum(path)
+    record = datasets.FileRecord(scope, name, str(uuid.uuid4()), found.size, found.adler32)
+    with transaction(system.engine) as conn:
+        datasets.register(conn, f"reg.{uuid.uuid4().hex}", [(record, str(path))], site, now())
+    return record
+
+
+def test_an_output_name_taken_in_its_scope_fails_once_and_is_never_retried(
+    system: System,
+) -> None:
+    # Given a job that stored and registered <name> in its owner's scope at a site
     site = system.new_site()
     system.start_broker()
     system.start_pilot(site)
     name = f"same-{uuid.uuid4().hex[:8]}.txt"
     first, second = (
-        JobSpec(command=f"echo {n} > {name}", site=site, output_files=[name], max_attempts=1)
-        for n in (1, 2)
+        JobSpec(command=f"echo {n} > {name}", site=site, output_files=[name]) for n in (1, 2)
     )
     (first_id,) = system.submit(first)
     assert system.wait_final([first_id]) == {first_id: "finished"}
-    # When another job at that site writes other content under the same name
+    # When another job of the same owner writes other content under the same name
     (second_id,) = system.submit(second)
-    # Then its stage-out fails, and the first file is intact on the SE
+    # Then its first attempt fails with the DDM code for a taken name, naming the file,
+    # and is not retried (a retry would write the same name)
     assert system.wait_final([second_id]) == {second_id: "failed"}
     job = system.job(second_id)
-    assert (job["error_family"], job["error_code"]) == (
-        ErrorFamily.PILOT.value,
-        PilotError.STAGE_OUT_FAILED,
+    assert (job["attempt"], job["error_family"], job["error_code"]) == (
+        1,
+        ErrorFamily.DDM.value,
+        DDMError.OUTPUT_NAME_TAKEN,
     )
-    assert "other content" in job["diagnostic"]
-    assert se_path(system.settings.ddm_root, site, "user", name).read_text() == "1\n"
+    scope = my_scope(system)
+    assert f"{scope}:{name}" in job["diagnostic"]
+    assert "give the output another name" in job["diagnostic"]
+    # And the first file is intact on the SE, and the second left nothing staged
+    assert se_path(system.settings.ddm_root, site, scope, name).read_text() == "1\n"
+    assert not staging_dir(system.settings.ddm_root, site, second_id, 1).exists()
+
+
+def test_jobs_of_different_owners_write_the_same_output_name(system: System) -> None:
+    # Given <name> registered at a site in the scope of another owner, and in the old
+    # shared scope `user`, each with other content
+    site = system.new_site()
+    name = f"n-{uuid.uuid4().hex[:8]}.txt"
+    theirs = [register_at(system, site, s, name, "theirs\n") for s in ("user.other", "user")]
+    system.start_broker()
+    system.start_pilot(site)
+    # When a job of this test's owner writes <name>
+    spec = JobSpec(command=f"echo mine > {name}", site=site, output_files=[name])
+    (job_id,) = system.submit(spec)
+    # Then it finishes, with its output registered in its owner's own scope
+    assert system.wait_final([job_id]) == {job_id: "finished"}
+    with transaction(system.engine) as conn:
+        (output,) = datasets.dataset_files(conn, f"{job_id}.output")
+    assert (output.scope, output.name) == (my_scope(system), name)
+    root = system.settings.ddm_root
+    assert se_path(root, site, output.scope, name).read_text() == "mine\n"
+    # And the other owners' files are untouched
+    for record in theirs:
+        assert se_path(root, site, record.scope, name).read_text() == "theirs\n"
 
 
 def test_an_output_registered_elsewhere_with_other_content_fails_registration(
     system: System,
 ) -> None:
-    # Given user:<name> registered with a replica at site A
+    # Given <scope>:<name> registered with a replica at site A, in the owner's scope
     site_a, site_b = system.new_site(), system.new_site()
     name = f"taken-{uuid.uuid4().hex[:8]}.txt"
-    path = se_path(system.settings.ddm_root, site_a, "user", name)
-    path.parent.mkdir(parents=True)
-    path.write_text("original\n")
-    found = checksum(path)
-    record = datasets.FileRecord("user", name, str(uuid.uuid4()), found.size, found.adler32)
-    with transaction(system.engine) as conn:
-        datasets.register(conn, f"reg.{uuid.uuid4().hex}", [(record, str(path))], site_a, now())
+    record = register_at(system, site_a, my_scope(system), name, "original\n")
     system.start_broker()
     system.start_pilot(site_b)
     # When a job at B writes other content under that name
     spec = JobSpec(command=f"echo new > {name}", site=site_b, output_files=[name], max_attempts=1)
     (job_id,) = system.submit(spec)
-    # Then it fails in holding with the DDM registration code, and nothing is registered
+    # Then it fails in holding with the DDM code of a taken name, and nothing is registered
     assert system.wait_final([job_id]) == {job_id: "failed"}
     job = system.job(job_id)
     assert (job["error_family"], job["error_code"]) == (
         ErrorFamily.DDM.value,
-        DDMError.OUTPUT_REGISTRATION,
+        DDMError.OUTPUT_NAME_TAKEN,
     )
     assert "adler32" in job["diagnostic"]
     assert [t["to_state"] for t in job["transitions"]][-2:] == ["holding", "failed"]

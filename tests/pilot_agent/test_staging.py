@@ -11,7 +11,7 @@ import pytest
 from broker.error_codes import PilotError
 from broker.protocol import FileInfo, JobSpec
 from ddm_bridge.se import checksum
-from pilot_agent.staging import StagingError, StorageElement, stage_in, stage_out
+from pilot_agent.staging import Attempt, StagingError, StorageElement, stage_in, stage_out
 
 
 def test_stage_in_copies_and_verifies_each_input(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_stage_in_copies_and_verifies_each_input(tmp_path: Path) -> None:
     assert caught.value.code == PilotError.STAGE_IN_FAILED
 
 
-def test_stage_out_stores_outputs_and_the_log_and_names_a_missing_output(tmp_path: Path) -> None:
+def test_stage_out_stages_outputs_and_the_log_and_names_a_missing_output(tmp_path: Path) -> None:
     # Given a work directory with one of two declared outputs and the payload's stdout
     se = StorageElement(str(tmp_path / "se"), "SITE")
     work = tmp_path / "work"
@@ -41,15 +41,18 @@ def test_stage_out_stores_outputs_and_the_log_and_names_a_missing_output(tmp_pat
     (work / "one.txt").write_text("1")
     (work / "payload.stdout").write_text("hello")
     spec = JobSpec(command="true", id="job-1", output_files=["one.txt", "two.txt"])
-    # When it is staged out
-    result = stage_out(se, spec, 1, work, with_outputs=True)
-    # Then the present output and the log are on the SE, described, and the missing one is named
-    assert [(f.name, f.role) for f in result.files] == [
-        ("one.txt", "output"),
-        ("job-1.1.log.tgz", "log"),
+    # When attempt 2 is staged out
+    result = stage_out(se, Attempt(spec, 2, "user.alice"), work, with_outputs=True)
+    # Then the present output and the log are in the attempt's staging directory,
+    # described in the job's scope, and the missing one is named
+    assert [(f.scope, f.name, f.role) for f in result.files] == [
+        ("user.alice", "one.txt", "output"),
+        ("user.alice", "job-1.2.log.tgz", "log"),
     ]
     assert "two.txt" in result.problem
-    stored = se.path("user", "one.txt")
-    assert checksum(stored).adler32 == result.files[0].adler32
-    with tarfile.open(se.path("user", "job-1.1.log.tgz")) as tar:
+    staged = se.staging("job-1", 2)
+    assert checksum(staged / "one.txt").adler32 == result.files[0].adler32
+    with tarfile.open(staged / "job-1.2.log.tgz") as tar:
         assert tar.getnames() == ["payload.stdout"]
+    # And nothing is in the scope's own directory before the broker accepts it
+    assert not se.path("user.alice", "one.txt").exists()
