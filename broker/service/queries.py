@@ -97,6 +97,8 @@ class QueryService:
                 consumer.poll(s.poll_interval_s)
 
 
+#: How much lower than the broker's the query process's CPU priority is (nice).
+QUERY_NICENESS = 10
 #: How often a query process looks whether it should stop (its parent gone, or asked).
 WATCH_S = 0.5
 
@@ -131,6 +133,8 @@ def _child(settings: Settings, parent_stop: ProcessEvent, failures: Any) -> None
     from broker.store.engine import open_engine
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it, after Ctrl-C too
+    # Where cores are short, the job flow goes first: a page waits, a pilot does not.
+    os.nice(QUERY_NICENESS)
     logs.setup(settings.log_level, settings.log_format)
     stop = threading.Event()
     parent = os.getppid()
