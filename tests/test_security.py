@@ -5,6 +5,7 @@ neither read, follow, kill nor retry another user's jobs."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -424,3 +425,31 @@ def test_provision_applies_users_and_permissions_with_rabbitmqctl(
     )
     assert again.exit_code == 0, again.output
     tls_rabbitmq_node.ctl("delete_vhost", vhost)
+
+
+def test_the_submitter_commands_work_over_tls_with_no_database(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # Given alice's certificate, a pilot of site A, and no database URL that works
+    d = deployment
+    d.system.start_pilot(d.site_a, settings=d.as_(f"pilot.{d.site_a}"))
+    alice = d.as_("user.alice")
+    env = {
+        "PANDAMQ_BROKER_URL": alice.broker_url,
+        "PANDAMQ_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/x",
+        "PANDAMQ_TLS_CA": str(alice.tls_ca),
+        "PANDAMQ_TLS_CERT": str(alice.tls_cert),
+        "PANDAMQ_TLS_KEY": str(alice.tls_key),
+        "PANDAMQ_CONFIG": None,
+    }
+    spec = tmp_path / "job.json"
+    spec.write_text(f'{{"command": "echo over tls", "site": "{d.site_a}"}}')
+    # When she submits with --wait, then lists, shows and reads the log of her job
+    submitted = CliRunner(env=env).invoke(pandamq, ["submit", str(spec), "--wait"])
+    assert submitted.exit_code == 0, submitted.output
+    job_id = submitted.stdout.strip()
+    listed = CliRunner(env=env).invoke(pandamq, ["jobs", "--site", d.site_a, "--json"])
+    shown = CliRunner(env=env).invoke(pandamq, ["job", job_id, "--log"])
+    # Then each command answers over amqps://, as alice
+    assert job_id in [j["id"] for j in json.loads(listed.stdout)]
+    assert shown.exit_code == 0 and "over tls" in shown.stdout
