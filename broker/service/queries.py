@@ -13,7 +13,6 @@ import multiprocessing
 import os
 import signal
 import threading
-from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 from sqlalchemy import Engine
@@ -109,16 +108,17 @@ def run_in_process(settings: Settings, stop: threading.Event) -> None:
     shared by both: 0.45 of the throughput with 50 submitters asking); its error,
     if it ends with one, is raised here."""
     ctx = multiprocessing.get_context("spawn")
-    child_stop = ctx.Event()
     failures: Any = ctx.SimpleQueue()
     process = ctx.Process(
-        target=_child, args=(settings, child_stop, failures), name="pandamq-queries", daemon=True
+        target=_child, args=(settings, failures), name="pandamq-queries", daemon=True
     )
     process.start()
     log.info("query service started in process %d", process.pid)
     while not stop.wait(WATCH_S) and process.is_alive():
         pass
-    child_stop.set()
+    # SIGTERM, which the child takes as "stop" (no shared lock or event: one the child
+    # died holding, or waiting on, would hang the parent).
+    process.terminate()
     process.join(timeout=30)
     if not failures.empty():
         name, message = failures.get()
@@ -127,22 +127,24 @@ def run_in_process(settings: Settings, stop: threading.Event) -> None:
         raise PermanentError(f"the query service's process ended (exit code {process.exitcode})")
 
 
-def _child(settings: Settings, parent_stop: ProcessEvent, failures: Any) -> None:
-    """The query process: serve until the parent says stop, or is gone."""
+def _child(settings: Settings, failures: Any) -> None:
+    """The query process: serve until SIGTERM (from the parent, or its process group),
+    or until the parent is gone."""
     from broker.observability import logs
     from broker.store.engine import open_engine
 
+    stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it, after Ctrl-C too
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # Where cores are short, the job flow goes first: a page waits, a pilot does not.
     os.nice(QUERY_NICENESS)
     logs.setup(settings.log_level, settings.log_format)
-    stop = threading.Event()
     parent = os.getppid()
 
     def watch() -> None:
-        while not parent_stop.wait(WATCH_S) and os.getppid() == parent:
-            pass
-        stop.set()
+        while not stop.wait(WATCH_S):
+            if os.getppid() != parent:
+                stop.set()
 
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()
     engine = open_engine(settings.database_url, create=False)

@@ -113,7 +113,8 @@ def retry(
             f"{d.why}; same site as attempt {row['attempt']}",
         )
         for row, d in wanted
-        if row["id"] in started
+        # A job never placed (no site) starts its next attempt `defined`, for brokerage.
+        if row["id"] in started and row["site"] is not None
     ]
     set_up(conn, placements, now, limits)
     for p in placements:

@@ -74,7 +74,7 @@ class SiteUse:
 
 def lock_sites(conn: Connection, names: Iterable[str]) -> None:
     """Serialise activation per site between broker processes (PostgreSQL row locks)."""
-    wanted = sorted(set(names))
+    wanted = sorted({name for name in names if name is not None})
     if wanted and conn.dialect.name == "postgresql":
         # FOR NO KEY UPDATE, not FOR UPDATE: it excludes another activation all the
         # same, but not the FOR KEY SHARE lock that writing a job, replica or
