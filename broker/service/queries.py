@@ -110,7 +110,10 @@ def run_in_process(settings: Settings, stop: threading.Event) -> None:
     ctx = multiprocessing.get_context("spawn")
     failures: Any = ctx.SimpleQueue()
     process = ctx.Process(
-        target=_child, args=(settings, failures), name="pandamq-queries", daemon=True
+        target=_child,
+        args=(settings, failures, os.getpid()),
+        name="pandamq-queries",
+        daemon=True,
     )
     process.start()
     log.info("query service started in process %d", process.pid)
@@ -127,7 +130,7 @@ def run_in_process(settings: Settings, stop: threading.Event) -> None:
         raise PermanentError(f"the query service's process ended (exit code {process.exitcode})")
 
 
-def _child(settings: Settings, failures: Any) -> None:
+def _child(settings: Settings, failures: Any, parent: int) -> None:
     """The query process: serve until SIGTERM (from the parent, or its process group),
     or until the parent is gone."""
     from broker.observability import logs
@@ -139,12 +142,13 @@ def _child(settings: Settings, failures: Any) -> None:
     # Where cores are short, the job flow goes first: a page waits, a pilot does not.
     os.nice(QUERY_NICENESS)
     logs.setup(settings.log_level, settings.log_format)
-    parent = os.getppid()
 
+    # ``parent`` is the pid the parent passed: one that died while this process was
+    # starting has left it already, and os.getppid() would name its new parent.
     def watch() -> None:
-        while not stop.wait(WATCH_S):
-            if os.getppid() != parent:
-                stop.set()
+        while os.getppid() == parent and not stop.wait(WATCH_S):
+            pass
+        stop.set()
 
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()
     engine = open_engine(settings.database_url, create=False)

@@ -4,6 +4,10 @@ is counted, an asker that went away costs nothing, and the service keeps serving
 from __future__ import annotations
 
 import multiprocessing
+import os
+import re
+import signal
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +19,7 @@ from broker.client import Client
 from broker.messaging.publisher import Outgoing
 from broker.metrics import REQUESTS
 from broker.protocol import encode
+from tests.cli.processes import Pandamq, pandamq_processes
 from tests.conftest import test_settings
 from tests.harness import System, dead_letters, wait_for
 
@@ -108,3 +113,34 @@ def test_on_rabbitmq_queries_are_answered_by_a_process_of_their_own(
         lambda: "pandamq-queries" not in [p.name for p in multiprocessing.active_children()],
         what="the query process to end",
     )
+
+
+@pytest.fixture
+def processes(services: tuple[str, str], tmp_path: Path) -> Iterator[Pandamq]:
+    """Runs ``pandamq`` on this session's vhost and database; kills leftovers afterwards."""
+    with pandamq_processes(services, tmp_path) as p:
+        yield p
+
+
+def test_the_query_process_of_a_killed_broker_service_ends_too(processes: Pandamq) -> None:
+    # Given `pandamq serve broker` on RabbitMQ, with its query process
+    processes.new_site()
+    serve = processes.start("serve", "broker")
+    started = wait_for(lambda: QUERY_PROCESS.search(serve.log()), what="the query process")
+    child = int(started.group(1))
+    # When the broker service is killed with SIGKILL (it can tell its child nothing)
+    serve.popen.send_signal(signal.SIGKILL)
+    assert serve.wait(timeout_s=10) == -signal.SIGKILL
+    # Then the query process sees its parent gone and ends by itself
+    wait_for(lambda: not _alive(child), what=f"query process {child} to end")
+
+
+QUERY_PROCESS = re.compile(r"query service started in process (\d+)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
