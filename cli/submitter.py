@@ -25,6 +25,7 @@ from broker.client import Client
 from broker.client.follow import Follower
 from broker.errors import SpecError
 from broker.protocol import JobSpec, TaskSpec, decode
+from broker.states import FINAL_STATES
 
 #: Off a terminal, how often waiting prints how far it got.
 PLAIN_PROGRESS_S = 5.0
@@ -98,7 +99,7 @@ def follow_task(client: Client, task_id: str, timeout_s: float | None) -> TaskEn
     """Follow a task until it ends (or ``timeout_s``), showing its jobs' progress."""
     task = client.task(task_id)
     total = int(task.get("jobs") or 0)
-    done = sum(n for s, n in task.get("jobs_by_state", {}).items() if s in _FINAL)
+    done = sum(n for s, n in task.get("jobs_by_state", {}).items() if s in FINAL_STATES)
     with _Progress(total, f"jobs of task {task_id} ended") as show:
         show(done)
         for ending in client.watch(task_id=task_id, timeout_s=timeout_s):
@@ -107,9 +108,6 @@ def follow_task(client: Client, task_id: str, timeout_s: float | None) -> TaskEn
             done += 1
             show(min(done, total))
     return None
-
-
-_FINAL = frozenset({"finished", "failed", "cancelled", "closed"})
 
 
 class _Progress:

@@ -74,12 +74,7 @@ class Reader:
             raise NotAllowed(why)
 
     def _jobs(self, query: Query, asker: Asker) -> tuple[Any, str]:
-        owner = query.owner if asker.operator else (query.owner or asker.user)
-        if owner != asker.user and not asker.operator:
-            raise NotAllowed(
-                f"listing the jobs of {owner} refused: {asker.user} may list its own jobs "
-                "only, and has no production role"
-            )
+        owner = _listed_owner(query, asker, "jobs")
         wanted = job_pages.JobFilter(query.site, query.state, query.task, owner, query.since)
         modified = since(query.since, now()) if query.since else None
         rows, cursor = job_pages.page(self._conn, wanted, query.cursor, query.limit, modified)
@@ -104,8 +99,8 @@ class Reader:
         return owners[job_id]
 
     def _tasks(self, query: Query, asker: Asker) -> tuple[Any, str]:
-        owner = None if asker.operator else asker.user
-        return list_tasks(self._conn, query.limit, owner=query.owner or owner), ""
+        owner = _listed_owner(query, asker, "tasks")
+        return list_tasks(self._conn, query.limit, owner=owner), ""
 
     def _task(self, query: Query, asker: Asker) -> tuple[Any, str]:
         found = get_task(self._conn, query.id)
@@ -129,6 +124,18 @@ class Reader:
         found = describe(self._conn, query.id)
         found["subscriptions"] = moving(self._conn, query.id)
         return found, ""
+
+
+def _listed_owner(query: Query, asker: Asker, what: str) -> str | None:
+    """Whose ``what`` (jobs, tasks) a list shows: the asker's own unless another's is
+    named; another's, or everyone's (None), only with the production role."""
+    owner = query.owner if asker.operator else (query.owner or asker.user)
+    if owner != asker.user and not asker.operator:
+        raise NotAllowed(
+            f"listing the {what} of {owner} refused: {asker.user} may list its own {what} "
+            "only, and has no production role"
+        )
+    return owner
 
 
 def record(cls: type[R], row: Any) -> R:

@@ -64,6 +64,8 @@ def test_refusals_name_what_is_wrong(client: Client, system: System) -> None:
     # And another user's job list is not the asker's to read
     with pytest.raises(NotAllowed, match="production role"):
         client.jobs(owner="user.somebody-else")
+    with pytest.raises(NotAllowed, match=r"listing the tasks of user\.somebody-else refused"):
+        client.tasks(owner="user.somebody-else")
     # And a filter longer than any name is refused
     with pytest.raises(BadInput, match="at most 256"):
         client.jobs(site="x" * 300)
