@@ -69,6 +69,9 @@ class Settings:
     activity_shares: str = "production=80,analysis=20"
     brokerage_interval_s: float = 10.0
     rebrokerage_idle_s: float = 3600.0
+    # the planner's statistics of the hot tables (broker/store/statistics.py):
+    # how often the broker service checks them; 0 leaves them to the operator
+    statistics_interval_s: float = 2.0
     # data management (ddm_bridge): the local DDM's storage elements and transfers
     ddm_root: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-se"))
     transfer_threads: int = 4
