@@ -231,11 +231,18 @@ def _boolean(name: str, value: Any) -> bool:
     return _BOOLEANS[word]
 
 
+def broker_nodes(broker_url: str) -> list[str]:
+    """The URLs in ``broker_url``: one per RabbitMQ node of a cluster, separated by ``;``
+    (kombu's convention), tried in turn until one accepts the connection."""
+    return [url.strip() for url in broker_url.split(";") if url.strip()]
+
+
 def _check(settings: Settings) -> None:
-    scheme = settings.broker_url.split("://", 1)[0]
-    if scheme not in {"memory", "amqp", "amqps"}:
+    schemes = {url.split("://", 1)[0] for url in broker_nodes(settings.broker_url)}
+    if len(schemes) != 1 or not schemes <= {"memory", "amqp", "amqps"}:
         raise ConfigError(
-            f"broker_url {settings.broker_url!r}: scheme must be memory, amqp or amqps"
+            f"broker_url {settings.broker_url!r}: scheme must be memory, amqp or amqps, "
+            "the same for every node"
         )
     db_scheme = settings.database_url.split("://", 1)[0].split("+", 1)[0]
     if db_scheme not in {"sqlite", "postgresql"}:
