@@ -188,15 +188,16 @@ def decide_all(
     policy: Policy,
     by_hand: bool = False,
 ) -> list[tuple[RowMapping, Decision]]:
-    """Each failed job's decision by the rules in force; the rules that matched counted
-    and passive ones logged."""
+    """Each failed job's decision by the rules in force; the rules that decided counted,
+    and passive ones logged (a retry by hand is a person's decision: not counted)."""
     pairs = list(failed)
     if not pairs:
         return []
     rules = rule_set(conn)
     decided = [(row, decide(row, f, policy, by_hand, rules)) for row, f in pairs]
     for row, d in decided:
-        _count(row, d)
+        if not by_hand:
+            _count(row, d)
     return decided
 
 
