@@ -1,7 +1,8 @@
-"""Retries that waited out their backoff are set up: ``defined → assigned → activated``.
+"""A retry's backoff: the new attempt waits in ``defined``, then is set up
+(``defined → assigned → activated``).
 
 A retried attempt whose backoff is not over waits in ``defined`` with its site
-and ``retry_at`` (``broker.service.retries``); the broker service's periodic
+and ``retry_at`` (``wait``, from ``broker.service.retries``); the broker service's periodic
 pass (re-brokerage's, every ``brokerage_interval_s``) sets up those whose time
 has come, as the retry would have at once. No other pass looks at ``defined``
 jobs: the watchdog and re-brokerage leave them alone, a kill cancels them.
@@ -12,10 +13,11 @@ LOCKED`` and ``defined → assigned`` is a compare-and-set.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, RowMapping, select
+from sqlalchemy import Connection, RowMapping, select, update
 
+from broker.observability.logs import job_context
 from broker.service.activation import Placement
 from broker.service.setup import set_up
 from broker.service.throttle import Limits
@@ -27,6 +29,25 @@ log = logging.getLogger(__name__)
 
 #: How many waiting retries one pass sets up at most (the rest wait for the next pass).
 BATCH = 1000
+
+
+def wait(conn: Connection, later: list[tuple[Placement, float]], now: datetime) -> None:
+    """Leave each attempt ``defined`` at its placement's site for its delay (seconds)."""
+    for p, delay_s in later:
+        values = {"retry_at": now + timedelta(seconds=delay_s), **p.values()}
+        conn.execute(
+            update(jobs).where(jobs.c.id == p.spec.id, jobs.c.attempt == p.attempt).values(**values)
+        )
+        log.info(
+            "job %s: attempt %d waits %.1f s before it is set up (%s)",
+            p.spec.id,
+            p.attempt,
+            delay_s,
+            p.why,
+            extra=job_context(
+                job_id=p.spec.id, attempt=p.attempt, task_id=p.spec.task_id, site=p.site
+            ),
+        )
 
 
 def set_up_due(conn: Connection, now: datetime, limits: Limits) -> int:

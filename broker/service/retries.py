@@ -19,7 +19,7 @@ import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Connection, RowMapping, bindparam, insert, update
 
@@ -29,6 +29,7 @@ from broker.observability.logs import job_context
 from broker.protocol import JobSpec
 from broker.retry_rules.defaults import DEFAULT_RULES
 from broker.retry_rules.rules import NO_RULE, Action, Failed, RetryRule, RuleSet, Ruling
+from broker.service import backoff
 from broker.service.activation import Placement
 from broker.service.brokerage import Brokerage
 from broker.service.setup import set_up
@@ -239,8 +240,8 @@ def retry(
     moved = [(row, d) for row, d in wanted if row["id"] in started and row["site"] is not None]
     placements = _placements(conn, moved, policy)
     now_ = [p for p, (_, d) in zip(placements, moved, strict=True) if d.delay_s <= 0]
-    later = [(p, d) for p, (_, d) in zip(placements, moved, strict=True) if d.delay_s > 0]
-    _wait(conn, later, now)
+    later = [(p, d.delay_s) for p, (_, d) in zip(placements, moved, strict=True) if d.delay_s > 0]
+    backoff.wait(conn, later, now)
     set_up(conn, now_, now, limits)
     for p in now_:
         _started(p)
@@ -270,25 +271,6 @@ def _placements(
                 why = f"{d.why}; {choice.why}"
                 placements.append(Placement(d.spec, attempt, choice.site, why, choice.record()))
     return placements
-
-
-def _wait(conn: Connection, later: list[tuple[Placement, Decision]], now: datetime) -> None:
-    """Leave attempts ``defined`` at their site until their backoff ends."""
-    for p, d in later:
-        values = {"retry_at": now + timedelta(seconds=d.delay_s), **p.values()}
-        conn.execute(
-            update(jobs).where(jobs.c.id == p.spec.id, jobs.c.attempt == p.attempt).values(**values)
-        )
-        log.info(
-            "job %s: attempt %d waits %.1f s before it is set up (%s)",
-            p.spec.id,
-            p.attempt,
-            d.delay_s,
-            p.why,
-            extra=job_context(
-                job_id=p.spec.id, attempt=p.attempt, task_id=p.spec.task_id, site=p.site
-            ),
-        )
 
 
 def _started(p: Placement) -> None:
