@@ -132,3 +132,27 @@ def test_a_retry_waits_for_its_backoff_in_defined(system: System) -> None:
 
 def _at(text: str) -> datetime:
     return datetime.fromisoformat(text)
+
+
+def test_retry_elsewhere_runs_the_next_attempt_at_another_site(system: System) -> None:
+    # Given two sites with a pilot each, and a rule sending a failure's retry elsewhere
+    a, b = system.new_site(), system.new_site()
+    token = f"flaky-{a}"
+    given_rules(system, RetryRule(f"elsewhere-{a}", Action.RETRY_ELSEWHERE, diagnostic=token))
+    system.start_broker()
+    system.start_pilot(a)
+    system.start_pilot(b)
+    # When a job that may run at either fails its first attempt with that diagnostic
+    flag = f"{system.settings.work_dir}/{a}.failed-once"
+    once = (
+        f"if [ -e {flag} ]; then exit 0; fi; mkdir -p $(dirname {flag}); touch {flag}; "
+        f"echo {token} >&2; exit 7"
+    )
+    (job_id,) = system.submit(JobSpec(command=once, sites=[a, b]))
+    assert system.wait_final([job_id]) == {job_id: "finished"}
+    # Then its second attempt ran at the other site
+    first, second = (x["site"] for x in system.job(job_id)["attempts"])
+    assert {first, second} == {a, b}
+    assert decisions(system, job_id)[0].startswith(  # type: ignore[union-attr]
+        f"retried: retryable failure, at another site by rule elsewhere-{a} (retry_elsewhere)"
+    )
