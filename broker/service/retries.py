@@ -239,11 +239,11 @@ def retry(
     # A job never placed (no site) starts its next attempt `defined`, for brokerage.
     moved = [(row, d) for row, d in wanted if row["id"] in started and row["site"] is not None]
     placements = _placements(conn, moved, policy)
-    now_ = [p for p, (_, d) in zip(placements, moved, strict=True) if d.delay_s <= 0]
+    at_once = [p for p, (_, d) in zip(placements, moved, strict=True) if d.delay_s <= 0]
     later = [(p, d.delay_s) for p, (_, d) in zip(placements, moved, strict=True) if d.delay_s > 0]
     backoff.wait(conn, later, now)
-    set_up(conn, now_, now, limits)
-    for p in now_:
+    set_up(conn, at_once, now, limits)
+    for p in at_once:
         _started(p)
     return len(placements)
 
