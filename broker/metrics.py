@@ -67,6 +67,12 @@ JOB_ERRORS = Counter(
     "Failed job attempts, by site, error family and error code.",
     ["site", "error_family", "error_code"],
 )
+RETRY_RULE_MATCHES = Counter(
+    "pandamq_retry_rule_matches_total",
+    "Failed job attempts a retry rule decided (passive=false), or would have decided had it "
+    "been active (passive=true), by rule and action.",
+    ["rule", "action", "passive"],
+)
 HEARTBEATS = Counter("pandamq_heartbeats_total", "Job heartbeats recorded.", ["site"])
 DISPATCH_LATENCY = Histogram(
     "pandamq_dispatch_latency_seconds",

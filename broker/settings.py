@@ -56,6 +56,12 @@ class Settings:
     transferring_timeout_s: float = 172800.0
     assigned_timeout_s: float = 14400.0
     memory_retry_factor: float = 1.5
+    #: A job retried by ``increase_walltime`` asks for this much more walltime.
+    walltime_retry_factor: float = 1.5
+    #: A retried attempt waits about this long (twice as long after each failed attempt,
+    #: up to ``retry_backoff_max_s``, with jitter) before it is set up; 0: no wait.
+    retry_backoff_s: float = 60.0
+    retry_backoff_max_s: float = 3600.0
     kill_grace_s: float = 10.0
     work_dir: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-work"))
     log_level: str = "INFO"
@@ -264,6 +270,14 @@ def _check(settings: Settings) -> None:
             "reconnect_initial_delay_s must be above 0 and at most reconnect_max_delay_s"
         )
     _check_factory(settings)
+    _check_retries(settings)
+
+
+def _check_retries(settings: Settings) -> None:
+    if not 0 <= settings.retry_backoff_s <= settings.retry_backoff_max_s:
+        raise ConfigError("retry_backoff_s must be at least 0 and at most retry_backoff_max_s")
+    if settings.walltime_retry_factor < 1:
+        raise ConfigError("walltime_retry_factor must be at least 1")
 
 
 def _check_observability(settings: Settings) -> None:

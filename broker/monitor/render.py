@@ -21,9 +21,10 @@ ATTEMPT_COLUMNS = (
     "error_code",
     "exit_code",
     "diagnostic",
+    "retry_decision",
 )
 ATTEMPT_HEADERS = ["attempt", "site", "pilot", "state", "started", "ended"]
-ATTEMPT_HEADERS += ["family", "code", "exit", "diagnostic"]
+ATTEMPT_HEADERS += ["family", "code", "exit", "diagnostic", "retry"]
 
 
 def dashboard(data: dict[str, Any]) -> str:

@@ -9,7 +9,8 @@ old queue; a pilot claiming it is refused (superseded attempt), so a job is
 never run twice. A job that names its site keeps waiting for it.
 
 Also here: the periodic release of throttled jobs, for queues that drain
-without claims this process saw. Safe with several broker processes: rows
+without claims this process saw, and the set-up of retries whose backoff is
+over (``broker.service.backoff``). Safe with several broker processes: rows
 are taken with ``FOR UPDATE SKIP LOCKED`` and every change is a
 compare-and-set.
 """
@@ -22,7 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, RowMapping, func, select
 
 from broker.error_codes import ErrorFamily, TaskBufferError
-from broker.service import retries
+from broker.service import backoff, retries
 from broker.service.activation import Placement, release
 from broker.service.brokerage import Brokerage, Unplaced, settle
 from broker.service.throttle import Limits
@@ -46,7 +47,8 @@ BATCH = 1000
 
 
 class Rebrokerage:
-    """Periodic work of the broker service: re-brokerage, then the release of throttled jobs."""
+    """Periodic work of the broker service: re-brokerage, retries whose backoff is over,
+    then the release of throttled jobs."""
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
@@ -58,6 +60,7 @@ class Rebrokerage:
         t = at or now()
         with transaction(self._engine) as conn:
             moved = self._rebroker(conn, _stranded(conn, t, self._settings.rebrokerage_idle_s), t)
+            moved += backoff.set_up_due(conn, t, self._limits)
             return moved + release(conn, t, self._limits)
 
     def _rebroker(self, conn: Connection, rows: list[tuple[RowMapping, str]], t: datetime) -> int:

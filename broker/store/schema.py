@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -89,6 +90,8 @@ jobs = Table(
     Column("brokerage", JSON),
     #: The user that submitted the job (its messages' validated ``user_id``).
     Column("owner", String(256)),
+    #: A retried attempt waits in ``defined`` until then (its backoff), set up after.
+    Column("retry_at", Time),
     Index(None, "state", "priority"),
     Index(None, "task_id"),
     # The monitor's: sites x states and recent final jobs; a task's progress.
@@ -132,6 +135,8 @@ job_attempts = Table(
     Column("error_family", String(16)),
     Column("error_code", Integer),
     Column("diagnostic", Text),
+    #: Whether the attempt was retried after it ended, and why (the rule that decided).
+    Column("retry_decision", Text),
     # The error list: failed attempts of the last hours.
     Index(None, "state", "ended_at"),
 )
@@ -174,6 +179,26 @@ pilots = Table(
     Column("exit_code", Integer),
     Index(None, "site", "state"),
     Index(None, "last_seen"),
+)
+
+#: Operators' retry rules (``pandamq retry-rules apply``); the defaults are in
+#: ``broker.retry_rules.defaults``. ``position`` is the rule's place in its file.
+retry_rules = Table(
+    "retry_rules",
+    metadata,
+    Column("name", ID, primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("error_family", String(16)),
+    Column("error_code", Integer),
+    Column("exit_code", Integer),
+    Column("diagnostic", Text),
+    Column("site", ID),
+    Column("task_id", ID),
+    Column("action", String(32), nullable=False),
+    Column("max_attempts", Integer),
+    Column("passive", Boolean, nullable=False, server_default=false()),
+    Column("created_at", Time, nullable=False),
+    Column("modified_at", Time, nullable=False),
 )
 
 outbox = Table(
