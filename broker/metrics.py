@@ -67,6 +67,12 @@ JOB_ERRORS = Counter(
     "Failed job attempts, by site, error family and error code.",
     ["site", "error_family", "error_code"],
 )
+SITE_STATUS_CHANGES = Counter(
+    "pandamq_site_status_changes_total",
+    "Site statuses the automatic rule changed (online -> test, test -> online, test -> test"
+    " when its probe jobs failed), by site.",
+    ["site", "from_status", "to_status"],
+)
 HEARTBEATS = Counter("pandamq_heartbeats_total", "Job heartbeats recorded.", ["site"])
 DISPATCH_LATENCY = Histogram(
     "pandamq_dispatch_latency_seconds",
