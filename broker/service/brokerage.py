@@ -75,11 +75,7 @@ class Brokerage:
     @classmethod
     def of(cls, conn: Connection, settings: Settings) -> Brokerage:
         """Brokerage with the settings' weights and exclusions."""
-        policy = ExclusionPolicy(
-            settings.exclusion_min_failures,
-            settings.exclusion_failure_ratio,
-            settings.exclusion_window_s,
-        )
+        policy = exclusion_policy(settings)
         return cls(conn, settings.brokerage_data_weight, policy, settings.site_probe_jobs)
 
     def __post_init__(self) -> None:
@@ -167,6 +163,15 @@ class Brokerage:
                     Placement(spec, attempt, decision.site, decision.why, decision.record())
                 )
         return placed, unplaced
+
+
+def exclusion_policy(settings: Settings) -> ExclusionPolicy:
+    """When a task's failures at a site leave the site out for the task, from the settings."""
+    return ExclusionPolicy(
+        settings.exclusion_min_failures,
+        settings.exclusion_failure_ratio,
+        settings.exclusion_window_s,
+    )
 
 
 def probations(conn: Connection, probe_jobs: int, t: datetime) -> dict[str, Probation]:

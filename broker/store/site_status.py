@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, Select, func, insert, select, update
 
 from broker.brokerage.exclusion import Outcomes
 from broker.states import JobState
@@ -147,22 +147,34 @@ def stuck_jobs(conn: Connection, cutoff: datetime) -> dict[str, int]:
     return {site: n for site, n in conn.execute(stmt)}
 
 
-def task_outcomes(
-    conn: Connection, task_id: str, cutoff: datetime, names: Iterable[str] | None = None
-) -> dict[str, Outcomes]:
+def task_outcomes(conn: Connection, task_id: str, cutoff: datetime) -> dict[str, Outcomes]:
     """When the attempts of a task's jobs ended after ``cutoff``, failed or finished, by site."""
-    stmt = (
-        select(job_attempts.c.site, job_attempts.c.state, job_attempts.c.ended_at)
-        .join(jobs, jobs.c.id == job_attempts.c.job_id)
-        .where(
-            jobs.c.task_id == task_id,
-            job_attempts.c.state.in_(ENDED),
-            job_attempts.c.ended_at >= cutoff,
-        )
+    stmt = _ended(cutoff).with_only_columns(
+        job_attempts.c.site, job_attempts.c.state, job_attempts.c.ended_at
     )
-    if names is not None:
-        stmt = stmt.where(job_attempts.c.site.in_(list(names)))
+    return _outcomes(conn.execute(stmt.where(jobs.c.task_id == task_id)))
+
+
+def site_task_outcomes(conn: Connection, site: str, cutoff: datetime) -> dict[str, Outcomes]:
+    """When the attempts at ``site`` ended after ``cutoff``, failed or finished, by task."""
+    stmt = _ended(cutoff).with_only_columns(
+        jobs.c.task_id, job_attempts.c.state, job_attempts.c.ended_at
+    )
+    return _outcomes(
+        conn.execute(stmt.where(job_attempts.c.site == site, jobs.c.task_id.is_not(None)))
+    )
+
+
+def _ended(cutoff: datetime) -> Select[Any]:
+    return (
+        select(job_attempts.c.job_id)
+        .join(jobs, jobs.c.id == job_attempts.c.job_id)
+        .where(job_attempts.c.state.in_(ENDED), job_attempts.c.ended_at >= cutoff)
+    )
+
+
+def _outcomes(rows: Iterable[Any]) -> dict[str, Outcomes]:
     times: dict[str, tuple[list[datetime], list[datetime]]] = defaultdict(lambda: ([], []))
-    for site, state, ended_at in conn.execute(stmt):
-        times[site][0 if state == S.FAILED.value else 1].append(as_utc(ended_at))
-    return {site: Outcomes(tuple(f), tuple(s)) for site, (f, s) in times.items()}
+    for key, state, ended_at in rows:
+        times[key][0 if state == S.FAILED.value else 1].append(as_utc(ended_at))
+    return {key: Outcomes(tuple(f), tuple(s)) for key, (f, s) in times.items()}
