@@ -3,6 +3,7 @@ comes back online once they finish, on every backend."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from broker.store.clock import as_utc, now
 from broker.store.engine import transaction
 from broker.store.site_status import status_history, statuses
 from broker.store.sites import apply_catalogue
+from tests.cli.test_brokerage_commands import cli
 from tests.harness import System, wait_for
 
 #: The payload fails on a worker node that has the marker file in its pilot's work
@@ -98,6 +100,10 @@ def test_a_site_whose_jobs_all_fail_is_left_out_probed_and_brought_back(
         and "at most 1 at once; until a probe job finishes" in r
         for r in reasons
     ), reasons
+    # And `pandamq job ID` says so
+    shown = json.loads(cli(system, "job", elsewhere[-1]["id"], "--json").stdout)
+    assert shown["brokerage"]["skipped"][bad].startswith("status test since")
+    assert "status test since" in cli(system, "job", elsewhere[-1]["id"]).stdout
     # And, its probe failed, it stays in test and is probed again later
     wait_for(
         lambda: "probe job(s) failed" in (status(system, bad)["status_reason"] or ""),

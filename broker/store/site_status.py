@@ -132,8 +132,11 @@ def idle_jobs(conn: Connection, cutoff: datetime) -> dict[str, int]:
 
 def stuck_jobs(conn: Connection, cutoff: datetime) -> dict[str, int]:
     """Jobs sent to a pilot before ``cutoff`` at each site where no job started since."""
+    # (a NULL in a NOT IN list would make it match nothing)
     started = select(jobs.c.site).where(
-        jobs.c.state.in_([s.value for s in STARTED]), jobs.c.modified_at >= cutoff
+        jobs.c.state.in_([s.value for s in STARTED]),
+        jobs.c.modified_at >= cutoff,
+        jobs.c.site.is_not(None),
     )
     stmt = (
         select(jobs.c.site, func.count())
