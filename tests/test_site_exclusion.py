@@ -36,7 +36,7 @@ def probing(settings: Settings) -> Iterator[System]:
             site_test_window_s=120.0,
             site_test_min_failures=3,
             site_probe_jobs=1,
-            site_probe_interval_s=1.0,
+            site_probe_interval_s=0.5,
         )
     )
     yield s
