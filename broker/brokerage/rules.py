@@ -189,7 +189,10 @@ def choose(
     if not weights:
         return Decision(None, _nowhere(needs, skipped), weights, skipped)
     best = min(weights, key=lambda name: (-weights[name], name))
-    return Decision(best, _why(best, weights, loads, data), weights, skipped)
+    why = _why(best, weights, loads, data)
+    if best in left.probation:
+        why += "; a probe job of a site in test"
+    return Decision(best, why, weights, skipped)
 
 
 def _despite(spare: dict[str, float], skipped: dict[str, str]) -> Decision:

@@ -67,6 +67,7 @@ def test_brokerage_sends_probe_jobs_to_a_site_in_test_and_the_rest_elsewhere() -
     left = LeftOut(probation={"A": Probation(1, T0, "why")})
     first = choose(Needs(), sites, {}, {}, 10.0, left)
     assert first.site == "A" and "A" not in first.skipped
+    assert first.why.endswith("; a probe job of a site in test")
     busy = choose(Needs(), sites, {"A": Load(queued=1)}, {}, 10.0, left)
     assert busy.site == "B"
     assert busy.skipped["A"].endswith(
