@@ -54,10 +54,17 @@ class SiteHealthCheck:
         """One pass; how many site statuses changed."""
         t = at or now()
         with transaction(self._engine) as conn:
-            changes = [c for c in self._judged(conn, t) if change_status(conn, c, t)]
-        for change in changes:
-            _changed(change)
-        return len(changes)
+            judged = self._judged(conn, t)
+        changed = 0
+        for change in judged:
+            # One short transaction per site: it never holds two sites' rows, which
+            # activation locks one by one.
+            with transaction(self._engine) as conn:
+                made = change_status(conn, change, t)
+            if made:
+                _changed(change)
+                changed += 1
+        return changed
 
     def _judged(self, conn: Connection, t: datetime) -> list[StatusChange]:
         window = t - timedelta(seconds=self._settings.site_test_window_s)
