@@ -73,6 +73,12 @@ RETRY_RULE_MATCHES = Counter(
     "been active (passive=true), by rule and action.",
     ["rule", "action", "passive"],
 )
+SITE_STATUS_CHANGES = Counter(
+    "pandamq_site_status_changes_total",
+    "Site statuses the automatic rule changed (online -> test, test -> online, test -> test"
+    " when its probe jobs failed), by site.",
+    ["site", "from_status", "to_status"],
+)
 HEARTBEATS = Counter("pandamq_heartbeats_total", "Job heartbeats recorded.", ["site"])
 DISPATCH_LATENCY = Histogram(
     "pandamq_dispatch_latency_seconds",

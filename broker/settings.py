@@ -78,6 +78,23 @@ class Settings:
     # the planner's statistics of the hot tables (broker/store/statistics.py):
     # how often the broker service checks them; 0 leaves them to the operator
     statistics_interval_s: float = 2.0
+    # failing sites left out (docs/brokerage.md, "Failing sites left out")
+    #: A task's failures at a site count over this window ...
+    exclusion_window_s: float = 3600.0
+    #: ... and leave the site out for the task from this many failures ...
+    exclusion_min_failures: int = 3
+    #: ... when they are more than this many times the task's finished jobs there.
+    exclusion_failure_ratio: float = 2.0
+    #: A site whose jobs all failed (at least site_test_min_failures) over this window
+    #: goes to status test.
+    site_test_window_s: float = 1800.0
+    site_test_min_failures: int = 10
+    #: A site with jobs sent to pilots this long ago that never started goes to test.
+    site_start_timeout_s: float = 900.0
+    #: Probe jobs a site in test (by the automatic rule) takes at once.
+    site_probe_jobs: int = 2
+    #: After its probe jobs failed, a site in test gets new probes after this long.
+    site_probe_interval_s: float = 600.0
     # data management (ddm_bridge): the local DDM's storage elements and transfers
     ddm_root: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-se"))
     transfer_threads: int = 4
@@ -262,6 +279,7 @@ def _check(settings: Settings) -> None:
     settings.shares()
     if settings.throttle_min_activated < 1:
         raise ConfigError("throttle_min_activated must be at least 1")
+    _check_exclusion(settings)
     if settings.transfer_threads < 1 or settings.transfer_retries < 0:
         raise ConfigError("transfer_threads must be at least 1 and transfer_retries at least 0")
     _check_observability(settings)
@@ -278,6 +296,22 @@ def _check_retries(settings: Settings) -> None:
         raise ConfigError("retry_backoff_s must be at least 0 and at most retry_backoff_max_s")
     if settings.walltime_retry_factor < 1:
         raise ConfigError("walltime_retry_factor must be at least 1")
+
+
+def _check_exclusion(settings: Settings) -> None:
+    for name in ("exclusion_min_failures", "site_test_min_failures", "site_probe_jobs"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)}")
+    for name in (
+        "exclusion_window_s",
+        "site_test_window_s",
+        "site_start_timeout_s",
+        "site_probe_interval_s",
+    ):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be above 0, got {getattr(settings, name)}")
+    if settings.exclusion_failure_ratio < 0:
+        raise ConfigError("exclusion_failure_ratio must not be negative")
 
 
 def _check_observability(settings: Settings) -> None:

@@ -48,6 +48,26 @@ sites = Table(
     Column("releases", JSON),
     Column("max_queued", Integer),
     Column("modified_at", Time),
+    #: Who set the status: an operator's identity, or ``automatic`` (docs/brokerage.md).
+    Column("status_by", String(256)),
+    Column("status_reason", Text),
+    Column("status_at", Time),
+    #: A site the automatic rule put in ``test``: its probe jobs count from this time.
+    Column("probe_at", Time),
+)
+
+#: Every change of a site's status, by whom and why.
+site_status_changes = Table(
+    "site_status_changes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("site", ID, ForeignKey("sites.name"), nullable=False),
+    Column("from_status", String(16)),
+    Column("to_status", String(16), nullable=False),
+    Column("at", Time, nullable=False),
+    Column("status_by", String(256)),
+    Column("reason", Text),
+    Index(None, "site", "at"),
 )
 
 tasks = Table(
