@@ -29,17 +29,22 @@ LIFE = [S.DEFINED, S.ASSIGNED, S.ACTIVATED, S.SENT, S.STARTING, S.RUNNING, S.HOL
 
 
 def jobs_in(
-    engine: Engine, state: JobState, count: int = 1, at: datetime | None = None, **spec: object
+    engine: Engine,
+    state: JobState,
+    count: int = 1,
+    at: datetime | None = None,
+    site: str = SITE,
+    **spec: object,
 ) -> list[str]:
-    """New jobs moved along the life up to ``state``, last changed at ``at``."""
+    """New jobs moved along the life up to ``state`` at ``site``, last changed at ``at``."""
     ids = [uuid.uuid4().hex for _ in range(count)]
     path = LIFE[: LIFE.index(state) + 1] if state in LIFE else [*LIFE, state]
     with transaction(engine) as conn:
-        add_site(conn, SITE)
+        add_site(conn, site)
         specs = [JobSpec(command="true", id=i, **spec) for i in ids]
         insert_defined(conn, specs, now(), dict.fromkeys(ids, OWNER))
         changes = [
-            Change(i, 1, a, b, values={"site": SITE, "pilot_id": PILOT})
+            Change(i, 1, a, b, values={"site": site, "pilot_id": PILOT})
             for i in ids
             for a, b in itertools.pairwise(path)
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -42,10 +43,13 @@ SETTINGS = Settings(
 def test_a_stalled_job_fails_with_its_code_and_is_retried(
     engine: Engine, state: JobState, timeout: int, code: DispatcherError
 ) -> None:
-    # Given one job stalled just past the timeout and one just within it
+    # Given one job stalled just past the timeout and one just within it, at a site of
+    # their own (other tests of the session leave jobs queued at the shared one, whose
+    # queue would then throttle the retry)
     t = now()
-    (stalled,) = jobs_in(engine, state, at=t - timedelta(seconds=timeout + 1))
-    (fresh,) = jobs_in(engine, state, at=t - timedelta(seconds=timeout - 1))
+    site = f"WATCHDOG_{uuid.uuid4().hex[:8].upper()}"
+    (stalled,) = jobs_in(engine, state, at=t - timedelta(seconds=timeout + 1), site=site)
+    (fresh,) = jobs_in(engine, state, at=t - timedelta(seconds=timeout - 1), site=site)
     # When the watchdog looks
     failed = Watchdog(engine, SETTINGS).check(at=t)
     # Then only the stalled one failed with the code, and its next attempt is activated
