@@ -25,6 +25,7 @@ from broker.error_codes import ErrorFamily, TaskBufferError
 from broker.service import retries
 from broker.service.activation import Placement, release
 from broker.service.brokerage import Brokerage, Unplaced, settle
+from broker.service.scouting import Scouting, scouting_tasks
 from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import JobState
@@ -52,12 +53,15 @@ class Rebrokerage:
         self._engine = engine
         self._settings = settings
         self._limits = Limits.of(settings)
+        self._scouting = Scouting(settings)
 
     def check(self, at: datetime | None = None) -> int:
-        """One pass; how many jobs were re-brokered or released."""
+        """One pass; how many jobs were re-brokered or released. Tasks whose scouts
+        ended without an event (the watchdog failed them) are reviewed too."""
         t = at or now()
         with transaction(self._engine) as conn:
             moved = self._rebroker(conn, _stranded(conn, t, self._settings.rebrokerage_idle_s), t)
+            self._scouting.review(conn, scouting_tasks(conn), t)
             return moved + release(conn, t, self._limits)
 
     def _rebroker(self, conn: Connection, rows: list[tuple[RowMapping, str]], t: datetime) -> int:
