@@ -71,6 +71,8 @@ class Settings:
     #: largest memory any of its sites offers.
     exhaust_memory_failures: int = 3
     kill_grace_s: float = 10.0
+    #: How often a pilot measures its payload's memory (the limit, and the peak it reports).
+    memory_check_s: float = 1.0
     work_dir: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-work"))
     log_level: str = "INFO"
     # waiting out an outage of RabbitMQ or the database (broker/reconnect.py)
@@ -171,6 +173,7 @@ PILOT_FIELDS = frozenset(
         "site_queues_wait_s",
         "confirm_timeout_s",
         "kill_grace_s",
+        "memory_check_s",
         "work_dir",
         "ddm_root",
         "log_level",
@@ -272,6 +275,8 @@ def _check(settings: Settings) -> None:
 
 
 def _check_tuning(settings: Settings) -> None:
+    if settings.memory_check_s <= 0:
+        raise ConfigError(f"memory_check_s must be above 0, got {settings.memory_check_s}")
     if settings.scout_jobs < 0:
         raise ConfigError(f"scout_jobs must not be negative, got {settings.scout_jobs}")
     if not 0 < settings.tuning_percentile <= 100:

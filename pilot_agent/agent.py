@@ -385,6 +385,7 @@ class Pilot:
             heartbeat=lambda: self._report(spec, attempt, "heartbeat"),
             kill_reason=lambda: self._kill_reason(spec.id, attempt),
             stop=stop,
+            memory_check_s=self.settings.memory_check_s,
         )
         outcome = supervisor.run()
         self._finish(Attempt(spec, attempt, grant.output_scope), work_dir, outcome, payload.usage())

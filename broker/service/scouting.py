@@ -22,13 +22,14 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, bindparam, select, update
 
+from broker.api import TaskTuning
 from broker.brokerage.rules import Needs
 from broker.error_codes import PilotError
 from broker.protocol import JobEvent, JobSpec, TaskSpec
 from broker.service.activation import Placement
 from broker.service.brokerage import QUEUED, Brokerage, Unplaced, settle
 from broker.service.throttle import Limits
-from broker.service.tuning import Tuning, tune
+from broker.service.tuning import record, tune
 from broker.settings import Settings
 from broker.states import FINAL_STATES, JobState
 from broker.store import measures, transitions
@@ -199,11 +200,13 @@ class Scouting:
                 self._exhaust(conn, task["id"], why, t)
                 return
             found = dataclasses.replace(found, memory_mb=largest)
-        _set(conn, task["id"], tuning=found.record())
+        _set(conn, task["id"], tuning=record(found))
         if release:
             self._release(conn, task["id"], found, t)
 
-    def _release(self, conn: Connection, task_id: str, tuning: Tuning | None, t: datetime) -> None:
+    def _release(
+        self, conn: Connection, task_id: str, tuning: TaskTuning | None, t: datetime
+    ) -> None:
         """``pending → defined`` with the tuned requests (if any), then brokered."""
         rows = _jobs_in(conn, task_id, (S.PENDING,))
         why = f"released: {_describe(tuning)}"
@@ -298,7 +301,7 @@ def _largest_memory(conn: Connection, spec: TaskSpec | None) -> int | None:
     return max((slot.memory_mb for s in sites for slot in s.slots or ()), default=None)
 
 
-def _tuned(spec: JobSpec, tuning: Tuning | None) -> JobSpec:
+def _tuned(spec: JobSpec, tuning: TaskTuning | None) -> JobSpec:
     if tuning is None:
         return spec
     return dataclasses.replace(
@@ -308,7 +311,7 @@ def _tuned(spec: JobSpec, tuning: Tuning | None) -> JobSpec:
     )
 
 
-def _describe(tuning: Tuning | None) -> str:
+def _describe(tuning: TaskTuning | None) -> str:
     if tuning is None:
         return "not tuned: no job of the task finished"
     memory = "memory as asked" if tuning.memory_mb is None else f"{tuning.memory_mb} MB"

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from broker.api import TaskTuning
+
 #: The least walltime a tuned job asks for: a scout's few seconds say little of the rest.
 MIN_WALLTIME_S = 60
 
@@ -30,25 +32,6 @@ class Measure:
     output_bytes: int | None = None
 
 
-@dataclass(frozen=True)
-class Tuning:
-    """The requests a task's jobs are tuned to (None: kept as the spec asks), and what
-    they come from: the percentile of how many jobs, and each measure's value there."""
-
-    memory_mb: int | None
-    walltime_s: int | None
-    jobs: int
-    percentile: float
-    peak_rss_mb: int | None = None
-    wall_time_s: float | None = None
-    cpu_time_s: float | None = None
-    output_bytes: int | None = None
-
-    def record(self) -> dict[str, Any]:
-        """As stored on the task and shown by ``pandamq task ID``."""
-        return asdict(self)
-
-
 def percentile(values: Sequence[float], p: float) -> float:
     """The nearest-rank ``p``-th percentile (0 < p <= 100) of ``values`` (not empty)."""
     if not values:
@@ -60,7 +43,7 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 def tune(
     measures: Sequence[Measure], p: float, memory_margin: float, walltime_margin: float
-) -> Tuning | None:
+) -> TaskTuning | None:
     """The tuning from the finished jobs' ``measures``; None when there are none."""
     if not measures:
         return None
@@ -68,7 +51,7 @@ def tune(
     wall = _at(measures, "wall_time_s", p)
     cpu = _at(measures, "cpu_time_s", p)
     output = _at(measures, "output_bytes", p)
-    return Tuning(
+    return TaskTuning(
         memory_mb=None if peak is None else max(1, math.ceil(peak * (1 + memory_margin))),
         walltime_s=None
         if wall is None
@@ -80,6 +63,11 @@ def tune(
         cpu_time_s=cpu,
         output_bytes=None if output is None else int(output),
     )
+
+
+def record(tuning: TaskTuning) -> dict[str, Any]:
+    """A tuning as stored on the task and shown by ``pandamq task ID``."""
+    return asdict(tuning)
 
 
 def _at(measures: Sequence[Measure], name: str, p: float) -> Any:
