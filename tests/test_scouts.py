@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from broker import topology
+from broker.brokerage.catalogue import ResourceSlot
 from broker.error_codes import PilotError
 from broker.errors import NotFound
 from broker.protocol import JobCommand, TaskSpec, encode
@@ -32,8 +33,9 @@ HOG = (
 
 @pytest.fixture
 def measured(settings: Settings) -> Iterator[System]:
-    """A system whose pilots measure their payloads' memory at each look (0.2 s)."""
-    s = System(settings.replace(memory_check_s=0.05))
+    """A system whose pilots measure their payloads' memory at each look (0.2 s), and
+    whose tasks are exhausted after 2 jobs run out of memory at the largest slot."""
+    s = System(settings.replace(memory_check_s=0.05, exhaust_memory_failures=2))
     yield s
     s.close()
 
@@ -103,6 +105,8 @@ def test_scouts_that_need_more_memory_tune_the_other_jobs_so_none_runs_out(
     tuning = task["tuning"]
     assert 120 <= tuning["peak_rss_mb"] < tuning["memory_mb"] <= 1.2 * tuning["peak_rss_mb"] + 1
     assert tuning["memory_mb"] > 100 and tuning["walltime_s"] >= 60
+    # (tuned from the 2 scouts, then again from 4 or more finished jobs)
+    assert tuning["jobs"] >= 4
     others = [jobs[f"{task_id}-{n:06d}"] for n in range(3, 7)]
     assert [o["spec"]["memory_mb"] for o in others] == [tuning["memory_mb"]] * 4
     assert [len(o["attempts"]) for o in others] == [1] * 4
@@ -171,3 +175,34 @@ def test_a_task_too_small_to_scout_runs_without_scouts_and_says_so(system: Syste
         "runs without scouts: its 3 job(s) are too few for 2 scout(s) "
         "(scouting needs at least 4 jobs)"
     )
+
+
+def test_a_task_whose_jobs_run_out_of_memory_at_the_largest_slot_is_exhausted(
+    measured: System,
+) -> None:
+    # Given a site whose largest slot has 150 MB, and a task of 6 jobs asking for it
+    # whose payload uses about 130 MB more
+    system = measured
+    (site,) = new_sites(system, {"slots": (ResourceSlot("SCORE", 1, 150),)})
+    dataset = new_dataset(system, 6, site=site)
+    system.start_broker()
+    system.start_pilot(site)
+    task_id = submit(
+        system,
+        command=HOG.replace("120 *", "250 *"),
+        input_dataset=dataset,
+        output_dataset=f"{dataset}.out",
+        memory_mb=150,
+        max_attempts=1,
+        sites=[site],
+    )
+    # When 2 of its jobs have run out of memory there
+    task = wait_for(
+        lambda: (t := task_of(system, task_id)).get("status") == "exhausted" and t,
+        what="the task exhausted",
+    )
+    # Then it is exhausted with the reason, and the jobs no pilot held are held pending
+    assert "ran out of memory at 150 MB, the largest memory any of its sites" in task["reason"]
+    states = task["jobs_by_state"]
+    assert states.get("failed", 0) >= 2 and states.get("pending", 0) >= 1, states
+    assert "finished" not in states

@@ -137,7 +137,7 @@ class Scouting:
                 continue
             if task["status"] == SCOUTING:
                 self._scouted(conn, task, t)
-            elif task["tuning"] is not None:
+            elif task["tuning"] is not None and _grown(conn, task):
                 self._tune(conn, task, t, release=False)
 
     def resume(
@@ -203,6 +203,8 @@ class Scouting:
         _set(conn, task["id"], tuning=record(found))
         if release:
             self._release(conn, task["id"], found, t)
+        else:
+            _retune_throttled(conn, task["id"], found)
 
     def _release(
         self, conn: Connection, task_id: str, tuning: TaskTuning | None, t: datetime
@@ -261,6 +263,30 @@ class Scouting:
 def scouting_tasks(conn: Connection) -> list[str]:
     """The tasks whose scouts run."""
     return list(conn.execute(select(tasks.c.id).where(tasks.c.status == SCOUTING)).scalars())
+
+
+def _grown(conn: Connection, task: RowMapping) -> bool:
+    """Whether a tuned task's finished jobs have doubled since it was tuned: then it is
+    tuned again (so that a task of n jobs is tuned about log2(n) times, not n)."""
+    return measures.finished_count(conn, task["id"]) >= 2 * int(task["tuning"]["jobs"])
+
+
+def _retune_throttled(conn: Connection, task_id: str, tuning: TaskTuning) -> None:
+    """The task's ``throttled`` jobs (placed, not in a queue yet) get the new tuning,
+    those whose site still has a slot for it."""
+    catalogue = site_configs(conn)
+    changed = []
+    for row in _jobs_in(conn, task_id, (S.THROTTLED,)):
+        old = spec_of(row)
+        spec = _tuned(old, tuning)
+        site = catalogue.get(row["site"])
+        slots = None if site is None else site.slots
+        fits = slots is None or any(s.fits(spec.cores, spec.memory_mb) for s in slots)
+        if spec != old and fits:
+            changed.append(spec)
+    _store_specs(conn, changed)
+    if changed:
+        log.info("task %s: %d throttled job(s) %s", task_id, len(changed), _describe(tuning))
 
 
 def _use(event: JobEvent, row: RowMapping) -> dict[str, Any]:

@@ -35,6 +35,14 @@ def finished(conn: Connection, task_id: str) -> list[Measure]:
     return [Measure(*row) for row in conn.execute(stmt)]
 
 
+def finished_count(conn: Connection, task_id: str) -> int:
+    """How many jobs of a task finished."""
+    stmt = select(func.count()).where(
+        jobs.c.task_id == task_id, jobs.c.state == JobState.FINISHED.value
+    )
+    return int(conn.execute(stmt).scalar() or 0)
+
+
 def out_of_memory_at(conn: Connection, task_id: str, memory_mb: int) -> int:
     """How many jobs of a task had an attempt run out of memory asking ``memory_mb`` or more."""
     stmt = (
