@@ -206,3 +206,28 @@ def test_a_task_whose_jobs_run_out_of_memory_at_the_largest_slot_is_exhausted(
     states = task["jobs_by_state"]
     assert states.get("failed", 0) >= 2 and states.get("pending", 0) >= 1, states
     assert "finished" not in states
+
+
+def test_a_scouting_task_that_is_killed_ends(system: System) -> None:
+    # Given a task scouting, with no pilot: 2 scouts queued and 2 jobs held
+    (site,) = new_sites(system, {})
+    dataset = new_dataset(system, 4, site=site)
+    system.start_broker()
+    task_id = submit(
+        system,
+        command="cat {inputs} > {outputs}",
+        input_dataset=dataset,
+        output_dataset=f"{dataset}.out",
+        sites=[site],
+        scouts=2,
+    )
+    wait_for(lambda: stored(system, task_id, 4), what="the task's 4 jobs")
+    # When it is killed
+    queue = topology.Topology(system.settings.queue_type).commands_queue()
+    publish_to(system.settings, queue, [encode(JobCommand("kill", task_id=task_id))])
+    # Then its held jobs are cancelled with the others, and it ends
+    task = wait_for(
+        lambda: (t := task_of(system, task_id)).get("status") == "failed" and t,
+        what="the task ended",
+    )
+    assert task["jobs_by_state"] == {"cancelled": 4} and task["ended_at"]
