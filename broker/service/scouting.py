@@ -25,6 +25,7 @@ from sqlalchemy import Connection, RowMapping, bindparam, select, update
 from broker.api import TaskTuning
 from broker.brokerage.rules import Needs
 from broker.error_codes import PilotError
+from broker.metrics import TASK_SCOUTING
 from broker.protocol import JobEvent, JobSpec, TaskSpec
 from broker.service.activation import Placement
 from broker.service.brokerage import QUEUED, Brokerage, Unplaced, settle
@@ -87,6 +88,15 @@ def plan(task: TaskSpec, specs: Sequence[JobSpec], settings: Settings) -> Plan:
     boost = settings.scout_priority_boost
     scouts = [dataclasses.replace(s, priority=s.priority + boost) for s in specs[:wanted]]
     return Plan(scouts, list(specs[wanted:]))
+
+
+def started(task_id: str, plan: Plan) -> None:
+    """Count and log how a new task starts: scouting, or too small to scout."""
+    if plan.held:
+        TASK_SCOUTING.labels(outcome="scouting").inc()
+    elif plan.note:
+        TASK_SCOUTING.labels(outcome="too_small").inc()
+        log.warning("task %s %s", task_id, plan.note)
 
 
 def held_jobs(specs: Iterable[JobSpec], owners: Mapping[str, str | None]) -> list[NewJob]:
@@ -153,6 +163,7 @@ class Scouting:
             tuned = bool(measures.finished(conn, task["id"]))
             status = "running" if tuned or not task["scouts"] else SCOUTING
             why = f"resumed by {by or 'a person'} (was exhausted: {task['reason']})"
+            TASK_SCOUTING.labels(outcome="resumed").inc()
             _set(conn, task["id"], status=status, reason=why)
             log.info("task %s: %s, now %s", task["id"], why, status)
             if status == "running":
@@ -201,6 +212,7 @@ class Scouting:
                 return
             found = dataclasses.replace(found, memory_mb=largest)
         _set(conn, task["id"], tuning=record(found))
+        TASK_SCOUTING.labels(outcome="tuned" if release else "retuned").inc()
         if release:
             self._release(conn, task["id"], found, t)
         else:
@@ -251,6 +263,7 @@ class Scouting:
     def _exhaust(self, conn: Connection, task_id: str, why: str, t: datetime) -> None:
         """The task is exhausted: its jobs that no pilot holds wait ``pending``."""
         _set(conn, task_id, status=EXHAUSTED, reason=why)
+        TASK_SCOUTING.labels(outcome="exhausted").inc()
         rows = _jobs_in(conn, task_id, QUEUED)
         held = f"held: the task is exhausted ({why})"
         changes = [

@@ -107,14 +107,14 @@ class TaskHandler:
                     conn, brokerage, plan.brokered, owners, t, Limits.of(self._settings)
                 )
                 insert_new(conn, scouting.held_jobs(plan.held, owners), t)
+                scouting.started(task.id, plan)
                 sites |= {p.site for p in placed}
                 log.info(
-                    "task %s: %d job(s), %d scout(s), %d found no site%s",
+                    "task %s: %d job(s), %d scout(s), %d found no site",
                     task.id,
                     len(specs),
                     plan.scouts,
                     len(unplaced),
-                    f"; {plan.note}" if plan.note else "",
                 )
         self._site_queues_ready(sites)
 
