@@ -1,14 +1,15 @@
 """Scout jobs: a task's first jobs run before the others, which are tuned from them.
 
 A task with scouts stores its first ``scouts`` jobs as usual, at a higher
-priority, and the others ``pending`` (held back from brokerage); its status is
-``scouting``. When every scout has ended, the others get the memory and
-walltime tuned from what the finished ones used (``broker.service.tuning``),
-and are brokered; the task is ``running`` and is tuned again as more of its
-jobs finish. A task whose scouts all failed, or whose jobs ran out of memory
-at the largest memory any of its sites offers ``exhaust_memory_failures``
-times, is ``exhausted`` with the reason: its jobs that no pilot holds are held
-``pending``, not burned, until ``pandamq retry --task`` resumes it.
+priority, and the others ``pending`` (held back from brokerage:
+``broker.service.scouts``); its status is ``scouting``. When every scout has
+ended, the others get the memory and walltime tuned from what the finished
+ones used (``broker.service.tuning``), and are brokered; the task is
+``running`` and is tuned again as more of its jobs finish. A task whose
+scouts all failed, or whose jobs ran out of memory at the largest memory any
+of its sites offers ``exhaust_memory_failures`` times, is ``exhausted`` with
+the reason: its jobs that no pilot holds are held ``pending``, not burned,
+until ``pandamq retry --task`` resumes it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,12 +29,13 @@ from broker.metrics import TASK_SCOUTING
 from broker.protocol import JobEvent, JobSpec, TaskSpec
 from broker.service.activation import Placement
 from broker.service.brokerage import QUEUED, Brokerage, Unplaced, settle
+from broker.service.scouts import SCOUTING
 from broker.service.throttle import Limits
 from broker.service.tuning import record, tune
 from broker.settings import Settings
 from broker.states import FINAL_STATES, JobState
 from broker.store import measures, transitions
-from broker.store.jobs import NewJob, spec_of
+from broker.store.jobs import spec_of
 from broker.store.schema import jobs, tasks
 from broker.store.sites import site_configs
 from broker.store.transitions import Change
@@ -44,67 +45,7 @@ log = logging.getLogger(__name__)
 
 S = JobState
 
-SCOUTING = "scouting"
 EXHAUSTED = "exhausted"
-#: Why a task's other jobs wait.
-HELD = "held until the task's scouts end"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How a new task's jobs start: those brokered now, those held for the scouts."""
-
-    brokered: list[JobSpec]
-    held: list[JobSpec]
-    note: str = ""
-
-    @property
-    def scouts(self) -> int:
-        """How many scouts the task runs."""
-        return len(self.brokered) if self.held else 0
-
-    @property
-    def status(self) -> str:
-        """The task's status as it is stored."""
-        return SCOUTING if self.held else "running"
-
-
-def plan(task: TaskSpec, specs: Sequence[JobSpec], settings: Settings) -> Plan:
-    """The scouts (the first jobs, at a higher priority) and the jobs held for them.
-
-    Scouting a task is worth it when as many jobs at least are left to tune as
-    scouts run: a task of fewer than twice its scouts runs without them, and
-    ``note`` says so.
-    """
-    wanted = settings.scout_jobs if task.scouts is None else task.scouts
-    if wanted == 0:
-        return Plan(list(specs), [])
-    if len(specs) < 2 * wanted:
-        note = (
-            f"runs without scouts: its {len(specs)} job(s) are too few for {wanted} "
-            f"scout(s) (scouting needs at least {2 * wanted} jobs)"
-        )
-        return Plan(list(specs), [], note)
-    boost = settings.scout_priority_boost
-    scouts = [dataclasses.replace(s, priority=s.priority + boost) for s in specs[:wanted]]
-    return Plan(scouts, list(specs[wanted:]))
-
-
-def started(task_id: str, plan: Plan) -> None:
-    """Count and log how a new task starts: scouting, or too small to scout."""
-    if plan.held:
-        TASK_SCOUTING.labels(outcome="scouting").inc()
-    elif plan.note:
-        TASK_SCOUTING.labels(outcome="too_small").inc()
-        log.warning("task %s %s", task_id, plan.note)
-
-
-def held_jobs(specs: Iterable[JobSpec], owners: Mapping[str, str | None]) -> list[NewJob]:
-    """New jobs that wait ``pending`` for their task's scouts."""
-    jobs_ = [NewJob(s, owners.get(s.id)) for s in specs]
-    for job in jobs_:
-        job.move(S.PENDING, HELD)
-    return jobs_
 
 
 class Scouting:
@@ -146,7 +87,7 @@ class Scouting:
             if self._memory_exhausted(conn, task, (out_of_memory or {}).get(task["id"]), t):
                 continue
             if task["status"] == SCOUTING:
-                self._scouted(conn, task, t)
+                self._scouted(conn, _locked(conn, task), t)
             elif task["tuning"] is not None and _grown(conn, task):
                 self._tune(conn, task, t, release=False)
 
@@ -160,7 +101,7 @@ class Scouting:
         )
         resumed = []
         for task in conn.execute(stmt).mappings().all():
-            tuned = bool(measures.finished(conn, task["id"]))
+            tuned = measures.finished_count(conn, task["id"]) > 0
             status = "running" if tuned or not task["scouts"] else SCOUTING
             why = f"resumed by {by or 'a person'} (was exhausted: {task['reason']})"
             TASK_SCOUTING.labels(outcome="resumed").inc()
@@ -173,8 +114,10 @@ class Scouting:
 
     # --- the steps
 
-    def _scouted(self, conn: Connection, task: RowMapping, t: datetime) -> None:
+    def _scouted(self, conn: Connection, task: RowMapping | None, t: datetime) -> None:
         """Once every scout has ended: tune and release the others, or exhaust the task."""
+        if task is None or task["status"] != SCOUTING:
+            return
         ids = [f"{task['id']}-{n:06d}" for n in range(1, task["scouts"] + 1)]
         stmt = select(jobs.c.id, jobs.c.state, jobs.c.diagnostic).where(jobs.c.id.in_(ids))
         scouts = conn.execute(stmt).all()
@@ -276,6 +219,16 @@ class Scouting:
 def scouting_tasks(conn: Connection) -> list[str]:
     """The tasks whose scouts run."""
     return list(conn.execute(select(tasks.c.id).where(tasks.c.status == SCOUTING)).scalars())
+
+
+def _locked(conn: Connection, task: RowMapping) -> RowMapping | None:
+    """A scouting task's row again, locked until the transaction ends (PostgreSQL), so
+    that two broker processes each ending one of its last scouts do not both miss the
+    other's (the periodic review would catch that too, later) nor both release it."""
+    if conn.dialect.name != "postgresql":
+        return task
+    stmt = select(tasks).where(tasks.c.id == task["id"]).with_for_update()
+    return conn.execute(stmt).mappings().first()
 
 
 def _grown(conn: Connection, task: RowMapping) -> bool:

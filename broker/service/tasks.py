@@ -22,7 +22,7 @@ from broker.api import Receipt
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec, TaskSpec
 from broker.security import senders
-from broker.service import scouting
+from broker.service import scouts
 from broker.service.brokerage import Brokerage
 from broker.service.intake import store_jobs
 from broker.service.throttle import Limits
@@ -99,15 +99,15 @@ class TaskHandler:
                 specs = split(task, dataset_files(conn, task.input_dataset))
                 if not self._can_start(conn, incoming, specs):
                     continue
-                plan = scouting.plan(task, specs, self._settings)
+                plan = scouts.plan(task, specs, self._settings)
                 incoming.reply(Receipt(task.id, accepted=True, reason=plan.note))
                 insert_task(conn, task, t, incoming.user_id, plan)
                 owners = dict.fromkeys((s.id for s in specs), incoming.user_id)
                 placed, unplaced = store_jobs(
                     conn, brokerage, plan.brokered, owners, t, Limits.of(self._settings)
                 )
-                insert_new(conn, scouting.held_jobs(plan.held, owners), t)
-                scouting.started(task.id, plan)
+                insert_new(conn, scouts.held_jobs(plan.held, owners), t)
+                scouts.started(task.id, plan)
                 sites |= {p.site for p in placed}
                 log.info(
                     "task %s: %d job(s), %d scout(s), %d found no site",

@@ -20,7 +20,7 @@ from broker.store.endings import task_status
 from broker.store.schema import dataset_contents, datasets, jobs, tasks
 
 if TYPE_CHECKING:
-    from broker.service.scouting import Plan
+    from broker.service.scouts import Plan
 
 #: The columns of a task that people see.
 PUBLIC_FIELDS = ("id", "name", "status", "created_at", "ended_at", "owner")

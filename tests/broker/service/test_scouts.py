@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broker.protocol import JobSpec, TaskSpec
-from broker.service.scouting import plan
+from broker.service.scouts import plan
 from broker.settings import Settings
 
 TASK = TaskSpec(command="true", input_dataset="in", output_dataset="out", id="t", priority=5)
