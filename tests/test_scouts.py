@@ -106,6 +106,7 @@ def test_scouts_that_need_more_memory_tune_the_other_jobs_so_none_runs_out(
     tuning = task["tuning"]
     assert 120 <= tuning["peak_rss_mb"] < tuning["memory_mb"] <= 1.2 * tuning["peak_rss_mb"] + 1
     assert tuning["memory_mb"] > 100 and tuning["walltime_s"] >= 60
+    assert tuning["wall_time_s"] >= 0.6 and tuning["cpu_time_s"] > 0 and tuning["output_bytes"] > 0
     # (tuned from the 2 scouts, then again from 4 or more finished jobs)
     assert tuning["jobs"] >= 4
     others = [jobs[f"{task_id}-{n:06d}"] for n in range(3, 7)]

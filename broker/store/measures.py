@@ -32,7 +32,7 @@ def finished(conn: Connection, task_id: str) -> list[Measure]:
         .join(jobs, _CURRENT)
         .where(jobs.c.task_id == task_id, jobs.c.state == JobState.FINISHED.value)
     )
-    return [Measure(*row) for row in conn.execute(stmt)]
+    return [Measure(**row) for row in conn.execute(stmt).mappings()]
 
 
 def finished_count(conn: Connection, task_id: str) -> int:
