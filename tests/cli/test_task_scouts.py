@@ -6,6 +6,7 @@ import json
 import uuid
 
 from broker.protocol import TaskSpec
+from cli.tasks import tuning_text
 from tests.cli.test_submitter_commands import submitter
 from tests.ddm_bridge.files import put_file
 from tests.harness import System
@@ -39,3 +40,12 @@ def test_a_task_too_small_to_scout_is_submitted_with_a_note(system: System) -> N
     assert shown["reason"].startswith("runs without scouts")
     text = submitter(system, "task", task_id).stdout
     assert "reason  runs without scouts" in text
+
+
+def test_a_tasks_tuning_is_shown_in_one_line() -> None:
+    tuning = {"memory_mb": 3600, "walltime_s": 5400, "jobs": 10, "percentile": 95.0}
+    tuning |= {"peak_rss_mb": 3000, "wall_time_s": 3600.0, "cpu_time_s": 3500.5}
+    assert tuning_text(tuning) == (
+        "3600 MB, 5400 s from 10 finished job(s) at percentile 95 "
+        "(peak 3000 MB, wall 3600.0 s, CPU 3500.5 s)"
+    )
