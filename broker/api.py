@@ -132,6 +132,7 @@ class AttemptRecord:
     error_family: str | None = None
     error_code: int | None = None
     diagnostic: str | None = None
+    retry_decision: str | None = None
     memory_mb: int | None = None
     peak_rss_mb: int | None = None
     cpu_time_s: float | None = None

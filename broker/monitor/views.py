@@ -22,8 +22,9 @@ from broker.monitor.queries import (
     site_state_counts,
     task_counts,
 )
+from broker.monitor.sites import left_out
 from broker.states import JobState
-from broker.store.clock import iso_times
+from broker.store.clock import iso_times, now
 from broker.store.jobs import get_job
 from broker.store.schema import tasks
 from ddm_bridge.payload_log import log_tail
@@ -35,7 +36,8 @@ QUEUED = {JobState.DEFINED.value, *QUEUED_STATES}
 
 
 def dashboard(conn: Connection, since: datetime, window: str) -> dict[str, Any]:
-    """Sites x states (active, and final within the window), ratios, error rate, failures."""
+    """Sites x states (active, and final within the window), ratios, error rate, failures,
+    and the sites left out (status other than online)."""
     table = by_site(site_state_counts(conn, since))
     sites = [_site_row(site, counts) for site, counts in table.items()]
     return {
@@ -45,6 +47,7 @@ def dashboard(conn: Connection, since: datetime, window: str) -> dict[str, Any]:
         "sites": sites,
         "totals": _site_row("total", _sum(table.values())),
         "recent_failures": recent_failures(conn, since),
+        "left_out": left_out(conn, now()),
     }
 
 

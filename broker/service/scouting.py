@@ -171,7 +171,7 @@ class Scouting:
         applied = {c.job_id for c in transitions.apply(conn, changes, t)}
         chosen = [(r, _tuned(spec_of(r), tuning)) for r in rows if r["id"] in applied]
         _store_specs(conn, [spec for _, spec in chosen])
-        brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
+        brokerage = Brokerage.of(conn, self._settings)
         placed, unplaced = [], []
         for row, spec in sorted(chosen, key=lambda c: -c[1].priority):
             choice = brokerage.decide(spec)
