@@ -133,6 +133,11 @@ class AttemptRecord:
     error_code: int | None = None
     diagnostic: str | None = None
     retry_decision: str | None = None
+    memory_mb: int | None = None
+    peak_rss_mb: int | None = None
+    cpu_time_s: float | None = None
+    wall_time_s: float | None = None
+    output_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,22 @@ class CommandOutcome:
 
 
 @dataclass(frozen=True)
+class TaskTuning:
+    """The requests a task's jobs are tuned to (None: as the spec asks), and what they
+    come from: a percentile of how many finished jobs, and each measure there; the
+    ``tuning`` of ``pandamq task ID`` (docs/reliability.md)."""
+
+    memory_mb: int | None
+    walltime_s: int | None
+    jobs: int
+    percentile: float
+    peak_rss_mb: int | None = None
+    wall_time_s: float | None = None
+    cpu_time_s: float | None = None
+    output_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class JobEnding:
     """A job reached a final state (no retry follows): published on ``pandamq.endings``."""
 
@@ -233,4 +254,5 @@ RECORDS: tuple[type[Any], ...] = (
     JobLog,
     Receipt,
     CommandOutcome,
+    TaskTuning,
 )

@@ -118,3 +118,8 @@ SITE_FAILING = Gauge(
     "1 while most of a site's recent pilots die without running a job, else 0.",
     ["site"],
 )
+TASK_SCOUTING = Counter(
+    "pandamq_task_scouting_total",
+    "Tasks' scouting and tuning, by outcome (docs/reliability.md, scouts).",
+    ["outcome"],
+)

@@ -159,6 +159,10 @@ class JobEvent:
     error_code: int | None = None
     diagnostic: str = ""
     files: list[FileInfo] = field(default_factory=list)
+    #: What the payload used, on ``finished`` and ``failed`` (None: not measured).
+    peak_rss_mb: int | None = None
+    cpu_time_s: float | None = None
+    wall_time_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -197,11 +201,15 @@ class TaskSpec:
     max_attempts: int = 3
     activity: str = "production"
     sites: list[str] = field(default_factory=list)
+    #: Scout jobs run first, to tune the others; None: the service's ``scout_jobs``; 0: none.
+    scouts: int | None = None
 
     def check(self) -> None:
         """Rules beyond types."""
         if not self.command.strip():
             raise SpecError("task spec: field 'command' must not be empty")
+        if self.scouts is not None and self.scouts < 0:
+            raise SpecError(f"task spec: field 'scouts' must be 0 or more, got {self.scouts}")
         if self.id and not TASK_ID_PATTERN.match(self.id):
             raise SpecError(
                 f"task spec: field 'id' must be 1-56 letters, digits, '_', '.' or '-', "

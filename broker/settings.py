@@ -62,7 +62,23 @@ class Settings:
     #: up to ``retry_backoff_max_s``, with jitter) before it is set up; 0: no wait.
     retry_backoff_s: float = 60.0
     retry_backoff_max_s: float = 3600.0
+    # scout jobs and task tuning (docs/reliability.md, "Scout jobs and task tuning")
+    #: Scout jobs of a task whose spec names no ``scouts`` (0: none).
+    scout_jobs: int = 0
+    #: Added to the priority of a task's scout jobs.
+    scout_priority_boost: int = 100
+    #: The percentile of the measured jobs that a task's jobs are tuned to.
+    tuning_percentile: float = 95.0
+    #: Tuned memory: the percentile of the measured peaks, this fraction more.
+    tuning_memory_margin: float = 0.2
+    #: Tuned walltime: the percentile of the measured wall times, this fraction more.
+    tuning_walltime_margin: float = 0.5
+    #: A task is exhausted after this many of its jobs ran out of memory at the
+    #: largest memory any of its sites offers.
+    exhaust_memory_failures: int = 3
     kill_grace_s: float = 10.0
+    #: How often a pilot measures its payload's memory (the limit, and the peak it reports).
+    memory_check_s: float = 1.0
     work_dir: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-work"))
     log_level: str = "INFO"
     # waiting out an outage of RabbitMQ or the database (broker/reconnect.py)
@@ -183,6 +199,7 @@ PILOT_FIELDS = frozenset(
         "site_queues_wait_s",
         "confirm_timeout_s",
         "kill_grace_s",
+        "memory_check_s",
         "work_dir",
         "ddm_root",
         "log_level",
@@ -289,6 +306,20 @@ def _check(settings: Settings) -> None:
         )
     _check_factory(settings)
     _check_retries(settings)
+    _check_tuning(settings)
+
+
+def _check_tuning(settings: Settings) -> None:
+    if settings.memory_check_s <= 0:
+        raise ConfigError(f"memory_check_s must be above 0, got {settings.memory_check_s}")
+    if settings.scout_jobs < 0:
+        raise ConfigError(f"scout_jobs must not be negative, got {settings.scout_jobs}")
+    if not 0 < settings.tuning_percentile <= 100:
+        raise ConfigError("tuning_percentile must be above 0 and at most 100")
+    if settings.tuning_memory_margin < 0 or settings.tuning_walltime_margin < 0:
+        raise ConfigError("tuning_memory_margin and tuning_walltime_margin must not be negative")
+    if settings.exhaust_memory_failures < 1:
+        raise ConfigError("exhaust_memory_failures must be at least 1")
 
 
 def _check_retries(settings: Settings) -> None:

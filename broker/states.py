@@ -8,6 +8,8 @@ from enum import StrEnum
 class JobState(StrEnum):
     """Where a job attempt stands."""
 
+    #: Held back from brokerage: a task's jobs waiting for its scouts, or an exhausted task's.
+    PENDING = "pending"
     DEFINED = "defined"
     ASSIGNED = "assigned"
     THROTTLED = "throttled"
@@ -29,10 +31,11 @@ FINAL_STATES = frozenset({S.FINISHED, S.FAILED, S.CANCELLED, S.CLOSED})
 
 #: Every legal move; anything else is refused and counted.
 _ALLOWED: dict[JobState, frozenset[JobState]] = {
-    S.DEFINED: frozenset({S.ASSIGNED}),
-    S.ASSIGNED: frozenset({S.ACTIVATED, S.THROTTLED, S.DEFINED}),
-    S.THROTTLED: frozenset({S.ACTIVATED}),
-    S.ACTIVATED: frozenset({S.SENT, S.THROTTLED}),
+    S.PENDING: frozenset({S.DEFINED}),
+    S.DEFINED: frozenset({S.ASSIGNED, S.PENDING}),
+    S.ASSIGNED: frozenset({S.ACTIVATED, S.THROTTLED, S.DEFINED, S.PENDING}),
+    S.THROTTLED: frozenset({S.ACTIVATED, S.PENDING}),
+    S.ACTIVATED: frozenset({S.SENT, S.THROTTLED, S.PENDING}),
     S.SENT: frozenset({S.STARTING, S.RUNNING, S.HOLDING}),
     S.STARTING: frozenset({S.RUNNING, S.HOLDING}),
     S.RUNNING: frozenset({S.HOLDING}),

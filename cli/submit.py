@@ -37,8 +37,10 @@ def submit(ctx: click.Context, source: str, wait: bool, timeout: float | None) -
 
 
 def _submit_task(c: Client, task: TaskSpec, wait: bool, timeout: float | None) -> None:
-    c.submit_task(task)
+    receipt = c.submit_task(task)
     click.echo(task.id)
+    if receipt.reason:
+        click.echo(f"pandamq: note: task {task.id} {receipt.reason}", err=True)
     if not wait:
         return
     ending = follow_task(c, task.id, timeout)

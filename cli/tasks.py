@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.console import Console
 
@@ -38,5 +40,29 @@ def task(ctx: click.Context, task_id: str, as_json: bool) -> None:
         print_json(record)
         return
     console = Console(width=200)
+    if record.get("tuning"):
+        record = {**record, "tuning": tuning_text(record["tuning"])}
     for key, value in record.items():
         console.print(f"[bold]{key:>20}[/bold]  {value}", highlight=False)
+
+
+def tuning_text(tuning: dict[str, Any]) -> str:
+    """A task's tuning in one line: what its jobs ask for, and from what."""
+    asks = [
+        "memory as asked" if tuning["memory_mb"] is None else f"{tuning['memory_mb']} MB",
+        "walltime as asked" if tuning["walltime_s"] is None else f"{tuning['walltime_s']} s",
+    ]
+    measured = [
+        f"{label} {tuning[key]}{unit}"
+        for key, label, unit in (
+            ("peak_rss_mb", "peak", " MB"),
+            ("wall_time_s", "wall", " s"),
+            ("cpu_time_s", "CPU", " s"),
+            ("output_bytes", "output", " bytes"),
+        )
+        if tuning.get(key) is not None
+    ]
+    return (
+        f"{', '.join(asks)} from {tuning['jobs']} finished job(s) at percentile "
+        f"{tuning['percentile']:g}" + (f" ({', '.join(measured)})" if measured else "")
+    )

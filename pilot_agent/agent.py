@@ -45,7 +45,7 @@ from broker.protocol import (
 )
 from broker.settings import Settings
 from pilot_agent.link import Link
-from pilot_agent.payload import Payload, PayloadNotStarted
+from pilot_agent.payload import Payload, PayloadNotStarted, Usage
 from pilot_agent.staging import Attempt, StagingError, StorageElement, stage_in, stage_out
 from pilot_agent.supervisor import Outcome, Supervisor
 
@@ -385,11 +385,14 @@ class Pilot:
             heartbeat=lambda: self._report(spec, attempt, "heartbeat"),
             kill_reason=lambda: self._kill_reason(spec.id, attempt),
             stop=stop,
+            memory_check_s=self.settings.memory_check_s,
         )
-        self._finish(Attempt(spec, attempt, grant.output_scope), work_dir, supervisor.run())
+        outcome = supervisor.run()
+        self._finish(Attempt(spec, attempt, grant.output_scope), work_dir, outcome, payload.usage())
 
-    def _finish(self, staged: Attempt, work_dir: Path, outcome: Outcome) -> None:
-        """Stage out, then report how the attempt ended (a missing output fails it)."""
+    def _finish(self, staged: Attempt, work_dir: Path, outcome: Outcome, usage: Usage) -> None:
+        """Stage out, then report how the attempt ended (a missing output fails it) and
+        what its payload used."""
         spec, attempt = staged.spec, staged.number
         stored = stage_out(self._se, staged, work_dir, outcome.kind == "finished")
         if outcome.kind == "finished" and stored.problem:
@@ -404,6 +407,7 @@ class Pilot:
             outcome.error_code,
             outcome.diagnostic,
             stored.files,
+            usage if outcome.kind in ("finished", "failed") else None,
         )
 
     def _kill_reason(self, job_id: str, attempt: int) -> str | None:
@@ -433,6 +437,7 @@ class Pilot:
         error_code: int | None = None,
         diagnostic: str = "",
         files: list[FileInfo] | None = None,
+        usage: Usage | None = None,
     ) -> None:
         event = JobEvent(
             uuid.uuid4().hex,
@@ -445,6 +450,9 @@ class Pilot:
             None if error_code is None else int(error_code),
             diagnostic,
             files or [],
+            peak_rss_mb=None if usage is None else usage.peak_rss_mb,
+            cpu_time_s=None if usage is None else usage.cpu_time_s,
+            wall_time_s=None if usage is None else usage.wall_time_s,
         )
         self._link.send(
             Outgoing(

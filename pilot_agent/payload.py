@@ -6,6 +6,8 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from broker.errors import PandaMQError
@@ -14,6 +16,17 @@ from broker.protocol import JobSpec
 STDERR_TAIL_CHARS = 2000
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MB = 1024 * 1024
+#: How long one look for the payload's end waits before the next.
+POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a payload used, as its job's end event reports it."""
+
+    peak_rss_mb: int
+    cpu_time_s: float
+    wall_time_s: float
 
 
 class PayloadNotStarted(PandaMQError):
@@ -42,13 +55,47 @@ class Payload:
                 )
         except OSError as exc:
             raise PayloadNotStarted(f"cannot start payload in {work_dir}: {exc}") from exc
+        self._started = time.monotonic()
+        self._ended: float | None = None
+        self._peak_mb = 0
+        self._cpu_s = 0.0
 
     def wait(self, timeout_s: float) -> int | None:
-        """The exit code, or None if still running after ``timeout_s``."""
+        """The exit code, or None if still running after ``timeout_s``.
+
+        The payload is reaped with ``wait4`` rather than by ``Popen``, for the CPU
+        time and peak memory the kernel kept of it and the children it waited for.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self._process.returncode is None:
+            if self._reap(os.WNOHANG):
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(POLL_S, left))
+        return self._process.returncode
+
+    def _reap(self, options: int) -> bool:
+        """Reap the payload's process if it ended (``options``: ``WNOHANG`` or 0)."""
         try:
-            return self._process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return None
+            pid, status, usage = os.wait4(self._process.pid, options)
+        except ChildProcessError:  # reaped elsewhere: no usage to read
+            self._process.returncode = self._process.wait()
+            self._ended = time.monotonic()
+            return True
+        if pid == 0:
+            return False
+        self._process.returncode = os.waitstatus_to_exitcode(status)
+        self._ended = time.monotonic()
+        self._cpu_s = usage.ru_utime + usage.ru_stime
+        self._peak_mb = max(self._peak_mb, usage.ru_maxrss // 1024)  # ru_maxrss is in KB
+        return True
+
+    def usage(self) -> Usage:
+        """What the payload used: peak memory (sampled, or the kernel's), CPU and wall time."""
+        end = self._ended if self._ended is not None else time.monotonic()
+        return Usage(self._peak_mb, round(self._cpu_s, 3), round(end - self._started, 3))
 
     def stop(self, grace_s: float) -> int:
         """TERM the payload's process group, KILL it after ``grace_s``; the exit code."""
@@ -56,7 +103,9 @@ class Payload:
         code = self.wait(grace_s)
         if code is None:
             self._signal(signal.SIGKILL)
-            code = self._process.wait()
+            self._reap(0)
+            code = self._process.returncode
+            assert code is not None
         return code
 
     def _signal(self, sig: signal.Signals) -> None:
@@ -64,8 +113,11 @@ class Payload:
             os.killpg(self._process.pid, sig)
 
     def rss_mb(self) -> int:
-        """Resident memory of every process of the payload (its session), in MB."""
-        return sum(_rss_pages(pid) for pid in _session_members(self._process.pid)) * PAGE // MB
+        """Resident memory of every process of the payload (its session), in MB; the
+        largest measured is its peak."""
+        used = sum(_rss_pages(pid) for pid in _session_members(self._process.pid)) * PAGE // MB
+        self._peak_mb = max(self._peak_mb, used)
+        return used
 
     def stderr_tail(self) -> str:
         """The last characters the payload wrote to stderr."""

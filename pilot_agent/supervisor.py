@@ -14,8 +14,6 @@ from pilot_agent.payload import Payload
 
 #: How long one wait for the payload lasts before the supervisor looks around.
 WAIT_S = 0.2
-#: How often the payload's memory is measured.
-MEMORY_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +37,8 @@ class Supervisor:
     heartbeat: Callable[[], None]
     kill_reason: Callable[[], str | None]
     stop: threading.Event
+    #: How often the payload's memory is measured (the ``memory_check_s`` setting).
+    memory_check_s: float = 1.0
 
     def run(self) -> Outcome:
         """Wait for the payload to end, or end it; the outcome."""
@@ -52,7 +52,7 @@ class Supervisor:
             if interrupted is not None:
                 return interrupted
             if time.monotonic() >= next_memory:
-                next_memory = time.monotonic() + MEMORY_CHECK_S
+                next_memory = time.monotonic() + self.memory_check_s
             if time.monotonic() >= next_beat:
                 self.heartbeat()
                 next_beat = time.monotonic() + self.heartbeat_interval_s

@@ -96,8 +96,10 @@ class Client:
         task = task if task.id else dataclasses.replace(task, id=uuid.uuid4().hex)
         queue = self._topology.tasks_queue()
         (answer,) = self._ask([_to(queue.exchange.name, queue.routing_key, task)])
-        _data(answer)
-        return _receipt(task.id, answer)
+        data = _data(answer)
+        # An accepted task's note: what the service changed in it (too small to scout).
+        note = data.get("reason", "") if isinstance(data, dict) else ""
+        return Receipt(task.id, accepted=True, reason=str(note or ""))
 
     def kill(
         self, job_ids: Sequence[str] = (), task_id: str | None = None, reason: str = ""

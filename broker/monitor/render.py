@@ -154,10 +154,24 @@ def task(data: dict[str, Any]) -> str:
         for state, n in sorted(data["counts"].items())
     ]
     return (
-        fields(data, ["id", "name", "status", "created_at", "jobs", "finished"])
+        fields(data, ["id", "name", "status", "reason", "created_at", "jobs", "finished"])
         + f"<p>Progress: {_rate(progress) or 'no jobs'}</p>"
         + table(["state", "jobs"], counts)
+        + "<h2>Scouts and tuning</h2>"
+        + _tuning(data.get("scouts"), data.get("tuning"))
     )
+
+
+#: A task's tuning as the monitor shows it (broker/service/tuning.py).
+TUNING_COLUMNS = ["memory_mb", "walltime_s", "jobs", "percentile"]
+TUNING_COLUMNS += ["peak_rss_mb", "wall_time_s", "cpu_time_s", "output_bytes"]
+
+
+def _tuning(scouts: int | None, tuning: dict[str, Any] | None) -> str:
+    ran = f"<p>{cell(scouts)} scout job(s)</p>" if scouts else "<p>no scout jobs</p>"
+    if not tuning:
+        return ran + "<p class='muted'>not tuned</p>"
+    return ran + table(TUNING_COLUMNS, [[cell(tuning.get(c)) for c in TUNING_COLUMNS]], 0)
 
 
 def errors(data: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from broker.messaging.consumer import Incoming
 from broker.protocol import JobCommand
 from broker.security import senders
 from broker.service import kills, retries
+from broker.service.scouting import Scouting
 from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import JobState
@@ -33,6 +34,7 @@ class CommandHandler:
         self._settings = settings
         self._policy = retries.Policy.of(settings)
         self._limits = Limits.of(settings)
+        self._scouting = Scouting(settings)
 
     def __call__(self, batch: list[Incoming[JobCommand]]) -> None:
         """Carry out each command in order; answer each with what it changed."""
@@ -48,7 +50,7 @@ class CommandHandler:
                     log.info("kill of %d job(s): %s", len(rows), outcome)
                     changed = kills.changed(outcome)
                 else:
-                    outcome, changed = self._retry(conn, rows, t)
+                    outcome, changed = self._retry(conn, rows, t, incoming.user_id)
                 incoming.reply(_outcome(command.command, rows, changed, outcome))
 
     def _allowed(self, conn: Connection, incoming: Incoming[JobCommand]) -> list[RowMapping] | None:
@@ -65,13 +67,17 @@ class CommandHandler:
         return rows
 
     def _retry(
-        self, conn: Connection, rows: list[RowMapping], t: datetime
+        self, conn: Connection, rows: list[RowMapping], t: datetime, by: str | None
     ) -> tuple[dict[str, str], list[str]]:
+        """Retry the failed jobs; an exhausted task of theirs (or of the jobs held
+        for it) is resumed."""
         decided = self._decide(conn, rows)
         started = retries.retry(conn, decided, t, self._limits, self._policy)
         changed = [row["id"] for row, _ in decided]
         task_ids = {row["task_id"] for row, _ in decided if row["task_id"]}
+        resumed = self._scouting.resume(conn, {r["task_id"] for r in rows if r["task_id"]}, t, by)
         reopen(conn, task_ids)
+        changed += [r["id"] for r in rows if r["task_id"] in resumed and r["state"] == "pending"]
         log.info("retry by hand: %d of %d job(s) started again", started, len(rows))
         outcome = {
             row["id"]: f"is {row['state']}; only failed jobs are retried"

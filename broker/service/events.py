@@ -20,6 +20,7 @@ from broker.protocol import JobEvent
 from broker.security import senders
 from broker.service import retries, superseded
 from broker.service.kills import kill_commands
+from broker.service.scouting import Scouting
 from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import FINAL_STATES, JobState
@@ -61,6 +62,7 @@ class EventHandler:
         self._policy = retries.Policy.of(settings)
         self._limits = Limits.of(settings)
         self._ddm_root = settings.ddm_root
+        self._scouting = Scouting(settings)
 
     def __call__(self, batch: list[Incoming[JobEvent]]) -> None:
         """Apply each new event's transitions and heartbeats; retry what failed."""
@@ -80,6 +82,7 @@ class EventHandler:
             failed = _failures(accepted, rows, applied, after)
             decided = retries.decide_all(conn, failed, self._policy)
             retries.retry(conn, decided, t, self._limits, self._policy)
+            self._scouting.after_events(conn, accepted, rows, t)
 
 
 def _failures(

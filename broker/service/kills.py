@@ -22,7 +22,7 @@ S = JobState
 
 #: States where no pilot runs the job: killing it is a state change.
 CANCELLED_AT_ONCE = frozenset(
-    {S.DEFINED, S.ASSIGNED, S.THROTTLED, S.ACTIVATED, S.HOLDING, S.TRANSFERRING}
+    {S.PENDING, S.DEFINED, S.ASSIGNED, S.THROTTLED, S.ACTIVATED, S.HOLDING, S.TRANSFERRING}
 )
 #: States where a pilot holds the job: it must stop the payload first.
 TOLD_TO_PILOT = frozenset({S.SENT, S.STARTING, S.RUNNING})

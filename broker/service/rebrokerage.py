@@ -28,6 +28,7 @@ from broker.error_codes import ErrorFamily, TaskBufferError
 from broker.service import backoff, retries
 from broker.service.activation import Placement, release
 from broker.service.brokerage import Brokerage, Unplaced, settle
+from broker.service.scouting import Scouting, scouting_tasks
 from broker.service.site_health import SiteHealthCheck
 from broker.service.throttle import Limits
 from broker.settings import Settings
@@ -58,14 +59,18 @@ class Rebrokerage:
         self._settings = settings
         self._limits = Limits.of(settings)
         self._health = SiteHealthCheck(engine, settings)
+        self._scouting = Scouting(settings)
 
     def check(self, at: datetime | None = None) -> int:
-        """One pass; how many site statuses changed and jobs were re-brokered or released."""
+        """One pass; how many site statuses changed and jobs were re-brokered or released.
+        Tasks whose scouts ended without an event (the watchdog failed them) are reviewed
+        too."""
         t = at or now()
         changed = self._health.check(t)
         with transaction(self._engine) as conn:
             moved = self._rebroker(conn, _stranded(conn, t, self._settings.rebrokerage_idle_s), t)
             moved += backoff.set_up_due(conn, t, self._limits)
+            self._scouting.review(conn, scouting_tasks(conn), t)
             return changed + moved + release(conn, t, self._limits)
 
     def _rebroker(self, conn: Connection, rows: list[tuple[RowMapping, str]], t: datetime) -> int:

@@ -22,6 +22,7 @@ from broker.api import Receipt
 from broker.messaging.consumer import Incoming
 from broker.protocol import JobSpec, TaskSpec
 from broker.security import senders
+from broker.service import scouts
 from broker.service.brokerage import Brokerage
 from broker.service.intake import store_jobs
 from broker.service.throttle import Limits
@@ -29,6 +30,7 @@ from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.datasets import FileRecord, dataset_exists, dataset_files
 from broker.store.engine import transaction
+from broker.store.jobs import insert_new
 from broker.store.sites import known_sites
 from broker.store.tasks import insert_task, owners_of, taken_datasets
 
@@ -97,13 +99,23 @@ class TaskHandler:
                 specs = split(task, dataset_files(conn, task.input_dataset))
                 if not self._can_start(conn, incoming, specs):
                     continue
-                insert_task(conn, task, t, incoming.user_id)
+                plan = scouts.plan(task, specs, self._settings)
+                incoming.reply(Receipt(task.id, accepted=True, reason=plan.note))
+                insert_task(conn, task, t, incoming.user_id, plan)
                 owners = dict.fromkeys((s.id for s in specs), incoming.user_id)
                 placed, unplaced = store_jobs(
-                    conn, brokerage, specs, owners, t, Limits.of(self._settings)
+                    conn, brokerage, plan.brokered, owners, t, Limits.of(self._settings)
                 )
+                insert_new(conn, scouts.held_jobs(plan.held, owners), t)
+                scouts.started(task.id, plan)
                 sites |= {p.site for p in placed}
-                log.info("task %s: %d job(s), %d found no site", task.id, len(specs), len(unplaced))
+                log.info(
+                    "task %s: %d job(s), %d scout(s), %d found no site",
+                    task.id,
+                    len(specs),
+                    plan.scouts,
+                    len(unplaced),
+                )
         self._site_queues_ready(sites)
 
     @staticmethod

@@ -118,7 +118,8 @@ def _end_task(conn: Connection, task_id: str, now: datetime) -> TaskEnding | Non
     status = task_status(counts)
     ending = (
         update(tasks)
-        .where(tasks.c.id == task_id, tasks.c.status == "running")
+        # A scouting or exhausted task ends too once nothing of it is held (killed).
+        .where(tasks.c.id == task_id, tasks.c.status.in_(("running", "scouting", "exhausted")))
         .values(status=status, ended_at=now)
         .returning(tasks.c.owner)
     )

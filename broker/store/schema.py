@@ -8,6 +8,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -81,7 +82,14 @@ tasks = Table(
     #: The user that submitted the task (its message's validated ``user_id``).
     Column("owner", String(256)),
     Column("ended_at", Time),
+    #: How many of its first jobs are scouts (0: none); docs/reliability.md.
+    Column("scouts", Integer, nullable=False, server_default=text("0")),
+    #: The memory and walltime its jobs were tuned to, and from what (broker/service/tuning.py).
+    Column("tuning", JSON),
+    #: Why it is in its status (``exhausted``), or runs as it does (too small to scout).
+    Column("reason", Text),
     Index(None, "owner", "created_at"),
+    Index(None, "status"),
 )
 
 jobs = Table(
@@ -157,6 +165,12 @@ job_attempts = Table(
     Column("diagnostic", Text),
     #: Whether the attempt was retried after it ended, and why (the rule that decided).
     Column("retry_decision", Text),
+    # What the attempt asked for and what its payload used, from the pilot's last event.
+    Column("memory_mb", Integer),
+    Column("peak_rss_mb", Integer),
+    Column("cpu_time_s", Float),
+    Column("wall_time_s", Float),
+    Column("output_bytes", BigInteger),
     # The error list: failed attempts of the last hours.
     Index(None, "state", "ended_at"),
 )

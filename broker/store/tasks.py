@@ -7,7 +7,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select
 
@@ -19,8 +19,15 @@ from broker.store.datasets import ensure_dataset
 from broker.store.endings import task_status
 from broker.store.schema import dataset_contents, datasets, jobs, tasks
 
+if TYPE_CHECKING:
+    from broker.service.scouts import Plan
+
 #: The columns of a task that people see.
 PUBLIC_FIELDS = ("id", "name", "status", "created_at", "ended_at", "owner")
+#: What people see of a task's scouts and tuning (docs/reliability.md).
+TUNING_FIELDS = ("scouts", "tuning", "reason")
+#: Statuses stored by the service rather than worked out from the jobs' states.
+HELD_STATUSES = ("scouting", "exhausted")
 
 
 def taken_datasets(conn: Connection, spec: TaskSpec) -> list[str]:
@@ -32,16 +39,25 @@ def taken_datasets(conn: Connection, spec: TaskSpec) -> list[str]:
     return [name for name in wanted if name in found]
 
 
-def insert_task(conn: Connection, spec: TaskSpec, now: datetime, owner: str | None = None) -> None:
-    """Record a task as it is split into jobs, with its (open, empty) output and log datasets."""
+def insert_task(
+    conn: Connection,
+    spec: TaskSpec,
+    now: datetime,
+    owner: str | None = None,
+    plan: Plan | None = None,
+) -> None:
+    """Record a task as it is split into jobs (its scouts as ``plan`` says), with its
+    (open, empty) output and log datasets."""
     conn.execute(
         tasks.insert().values(
             id=spec.id,
             name=spec.name,
-            status="running",
+            status="running" if plan is None else plan.status,
             created_at=now,
             spec=dataclasses.asdict(spec),
             owner=owner,
+            scouts=0 if plan is None else plan.scouts,
+            reason=(plan.note or None) if plan is not None else None,
         )
     )
     ensure_dataset(conn, spec.output_dataset, "output", now, task_id=spec.id)
@@ -104,7 +120,9 @@ def _with_progress(conn: Connection, row: Any) -> dict[str, Any]:
         states[state] += 1
         files[_file_outcome(state)] += len(spec.get("input_files", []))
     task = iso_times({k: row[k] for k in PUBLIC_FIELDS})
-    task["status"] = task_status(dict(states))
+    if row["status"] not in HELD_STATUSES:
+        task["status"] = task_status(dict(states))
+    task |= {k: row[k] for k in TUNING_FIELDS}
     task["jobs"] = sum(states.values())
     task["jobs_by_state"] = dict(sorted(states.items()))
     task["files_done"] = files["done"]
@@ -120,12 +138,13 @@ def _file_outcome(state: str) -> str:
 
 
 def reopen(conn: Connection, task_ids: Iterable[str]) -> None:
-    """Tasks whose jobs were retried by hand are running again."""
+    """Tasks that had ended and whose jobs were retried by hand are running again
+    (a scouting or exhausted task keeps its status: ``broker.service.scouting``)."""
     wanted = sorted(set(task_ids))
     if wanted:
         conn.execute(
             tasks.update()
-            .where(tasks.c.id.in_(wanted), tasks.c.status != "running")
+            .where(tasks.c.id.in_(wanted), tasks.c.status.in_(("done", "finished", "failed")))
             .values(status="running", ended_at=None)
         )
 

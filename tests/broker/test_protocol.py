@@ -100,3 +100,11 @@ def test_an_event_with_files_round_trips() -> None:
         "e1", "j1", 1, "p1", "finished", 1.5, files=[FileInfo("s", "n", "g", 3, "0a0b0c0d", "log")]
     )
     assert decode_body(JobEvent, encode(event)) == event
+
+
+def test_a_task_asks_for_no_scouts_or_more_but_never_fewer() -> None:
+    task = {"command": "true", "input_dataset": "in", "output_dataset": "out"}
+    assert decode(TaskSpec, task).scouts is None
+    assert decode(TaskSpec, {**task, "scouts": 0}).scouts == 0
+    with pytest.raises(SpecError, match="field 'scouts' must be 0 or more, got -1"):
+        decode(TaskSpec, {**task, "scouts": -1})

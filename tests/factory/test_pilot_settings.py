@@ -22,6 +22,7 @@ CHANGED = {
     "site_queues_wait_s": 120.0,
     "confirm_timeout_s": 20.0,
     "kill_grace_s": 3.0,
+    "memory_check_s": 5.0,
     "work_dir": "/scratch/pandamq-work",
     "ddm_root": "/shared/pandamq-se",
     "log_level": "DEBUG",

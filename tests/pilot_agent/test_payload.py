@@ -37,3 +37,21 @@ def test_memory_counts_every_process_of_the_payload(tmp_path: Path) -> None:
         wait_for(lambda: payload.rss_mb() >= 240, timeout_s=20, what="both children's memory")
     finally:
         payload.stop(grace_s=1)
+
+
+def test_the_usage_of_a_payload_that_ended_is_its_peak_memory_cpu_and_wall_time(
+    tmp_path: Path,
+) -> None:
+    # Given a payload that holds 100 MB for a moment, spins the CPU, then exits
+    command = (
+        "python3 -c 'import time; x = bytearray(100 * 2**20); del x; "
+        "t = time.process_time()\nwhile time.process_time() - t < 0.3: pass'"
+    )
+    payload = Payload(JobSpec(command=command, id="j"), tmp_path)
+    # When it has ended, never sampled while it ran
+    assert payload.wait(20) == 0
+    usage = payload.usage()
+    # Then the kernel's peak of its memory, its CPU time and its wall time are reported
+    assert 100 <= usage.peak_rss_mb < 200
+    assert usage.cpu_time_s >= 0.3
+    assert usage.wall_time_s >= usage.cpu_time_s * 0.9
