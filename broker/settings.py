@@ -69,6 +69,16 @@ class Settings:
     activity_shares: str = "production=80,analysis=20"
     brokerage_interval_s: float = 10.0
     rebrokerage_idle_s: float = 3600.0
+    # fair share between users (docs/brokerage.md, "Users"); a cap of 0 is no cap
+    #: A user's waiting jobs lose 1 priority per this many of the user's jobs ahead of
+    #: them (PanDA's base - (active + n) / 5); 0: priorities are left as submitted.
+    user_priority_step: int = 5
+    #: A submission that would leave its user with more queued jobs is refused.
+    user_max_queued: int = 0
+    #: A user's jobs are activated only while the user has fewer activated and running ...
+    user_max_running: int = 0
+    #: ... and fewer at the job's site; the others stay throttled.
+    user_max_running_per_site: int = 0
     # data management (ddm_bridge): the local DDM's storage elements and transfers
     ddm_root: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-se"))
     transfer_threads: int = 4
@@ -266,6 +276,10 @@ def _check_observability(settings: Settings) -> None:
 
 #: Settings that are counts (0 meaning none, or no limit).
 NOT_NEGATIVE = (
+    "user_priority_step",
+    "user_max_queued",
+    "user_max_running",
+    "user_max_running_per_site",
     "factory_max_queued",
     "factory_max_running",
     "factory_max_submit",

@@ -89,6 +89,9 @@ jobs = Table(
     Column("brokerage", JSON),
     #: The user that submitted the job (its messages' validated ``user_id``).
     Column("owner", String(256)),
+    #: The priority it was submitted with; ``priority`` is that less what its user's
+    #: fair share takes (``broker.service.fairshare``). Empty on rows written before.
+    Column("base_priority", Integer),
     Index(None, "state", "priority"),
     Index(None, "task_id"),
     # The monitor's: sites x states and recent final jobs; a task's progress.
@@ -97,6 +100,9 @@ jobs = Table(
     # The submitter's API: a user's jobs (or everyone's), newest first, page by page.
     Index(None, "owner", "created_at", "id"),
     Index(None, "created_at", "id"),
+    # Fair share and user caps: a user's jobs in each live state, counted (an index
+    # seek per state, however many finished jobs the user has).
+    Index(None, "owner", "state"),
 )
 #: The live jobs of a task, so that "has this task ended?" reads no finished job.
 Index(
