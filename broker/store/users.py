@@ -78,3 +78,41 @@ def ahead_at(
         .group_by(jobs.c.site, jobs.c.owner)
     )
     return {(site, owner): n for site, owner, n in conn.execute(stmt)}
+
+
+#: Users the monitor and ``pandamq top`` list: those with the most queued jobs.
+USERS_SHOWN = 20
+
+
+def usage(conn: Connection, limit: int = USERS_SHOWN) -> list[dict[str, int | str | None]]:
+    """Each user's live jobs, the most queued first: waiting, activated, running,
+    queued (waiting and activated), and ``priority``, the highest of its waiting jobs
+    (the next one its fair share releases; None with none waiting)."""
+    stmt = (
+        select(jobs.c.owner, jobs.c.state, func.count(), func.max(jobs.c.priority))
+        .where(jobs.c.state.in_([*WAITING, *AHEAD]), jobs.c.owner.is_not(None))
+        .group_by(jobs.c.owner, jobs.c.state)
+    )
+    use: dict[str, UserUse] = defaultdict(UserUse)
+    top: dict[str, int] = {}
+    for owner, state, n, highest in conn.execute(stmt):
+        u = use[owner]
+        if state in WAITING:
+            u.waiting += n
+            top[owner] = max(top.get(owner, highest), highest)
+        elif state == S.ACTIVATED:
+            u.activated += n
+        else:
+            u.running += n
+    ordered = sorted(use.items(), key=lambda item: (-item[1].queued, -item[1].running, item[0]))
+    return [
+        {
+            "user": owner,
+            "waiting": u.waiting,
+            "activated": u.activated,
+            "running": u.running,
+            "queued": u.queued,
+            "priority": top.get(owner),
+        }
+        for owner, u in ordered[:limit]
+    ]

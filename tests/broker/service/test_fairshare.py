@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import uuid
-
 from sqlalchemy import Engine, select
 
 from broker.protocol import JobSpec
@@ -17,48 +14,12 @@ from broker.states import JobState
 from broker.store import transitions
 from broker.store.clock import now
 from broker.store.engine import transaction
-from broker.store.jobs import insert_defined
 from broker.store.schema import jobs
-from broker.store.sites import add_site
 from broker.store.transitions import Change
 from broker.store.users import user_use
+from tests.broker.service.jobs import TO_RUNNING, TO_THROTTLED, a_site, a_user, put
 
 S = JobState
-
-TO_THROTTLED = [S.DEFINED, S.ASSIGNED, S.THROTTLED]
-TO_RUNNING = [S.DEFINED, S.ASSIGNED, S.ACTIVATED, S.SENT, S.STARTING, S.RUNNING]
-
-
-def a_user() -> str:
-    """A user no other test has (the PostgreSQL database is shared by the session)."""
-    return f"user.{uuid.uuid4().hex[:8]}"
-
-
-def a_site(engine: Engine) -> str:
-    name = f"SITE_{uuid.uuid4().hex[:8].upper()}"
-    with transaction(engine) as conn:
-        add_site(conn, name)
-    return name
-
-
-def put(
-    engine: Engine, owner: str, site: str, path: list[JobState], priorities: list[int]
-) -> list[str]:
-    """Jobs of ``owner`` at ``site`` with those submitted priorities, moved along ``path``."""
-    prefix = uuid.uuid4().hex[:8]
-    ids = [f"{prefix}-{n:03d}" for n in range(len(priorities))]
-    with transaction(engine) as conn:
-        specs = [
-            JobSpec(command="true", id=i, priority=p) for i, p in zip(ids, priorities, strict=True)
-        ]
-        insert_defined(conn, specs, now(), dict.fromkeys(ids, owner))
-        changes = [
-            Change(i, 1, a, b, values={"site": site})
-            for i in ids
-            for a, b in itertools.pairwise(path)
-        ]
-        transitions.apply(conn, changes, now())
-    return ids
 
 
 def priorities(engine: Engine, ids: list[str]) -> list[int]:
