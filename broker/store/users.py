@@ -84,10 +84,11 @@ def ahead_at(
 USERS_SHOWN = 20
 
 
-def usage(conn: Connection, limit: int = USERS_SHOWN) -> list[dict[str, int | str | None]]:
+def usage(conn: Connection, limit: int | None = USERS_SHOWN) -> list[dict[str, int | str | None]]:
     """Each user's live jobs, the most queued first: waiting, activated, running,
     queued (waiting and activated), and ``priority``, the highest of its waiting jobs
-    (the next one its fair share releases; None with none waiting)."""
+    (the next one its fair share releases; None with none waiting). All users when
+    ``limit`` is None."""
     stmt = (
         select(jobs.c.owner, jobs.c.state, func.count(), func.max(jobs.c.priority))
         .where(jobs.c.state.in_([*WAITING, *AHEAD]), jobs.c.owner.is_not(None))
@@ -114,5 +115,5 @@ def usage(conn: Connection, limit: int = USERS_SHOWN) -> list[dict[str, int | st
             "queued": u.queued,
             "priority": top.get(owner),
         }
-        for owner, u in ordered[:limit]
+        for owner, u in (ordered if limit is None else ordered[:limit])
     ]
