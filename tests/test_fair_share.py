@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from broker import topology
+from broker.client import Client
 from broker.messaging.connection import connect, is_memory
 from broker.messaging.publisher import Outgoing, open_publisher
 from broker.protocol import JobSpec, encode
@@ -147,3 +148,24 @@ def test_a_users_backlog_does_not_hold_back_another_users_jobs(fair: System) -> 
     finally:
         fair.stop.set()
         cancel_left(fair, f"fair-{run}-")
+
+
+def test_a_submission_beyond_the_users_cap_of_queued_jobs_is_refused(settings: Settings) -> None:
+    # Given a service whose users may have 3 queued jobs, and a user of its own
+    system = System(settings.replace(user_max_queued=3))
+    try:
+        site = system.new_site()
+        system.start_broker()
+        with second_user(system.settings) as (own, _), Client(own) as client:
+            # When the user submits 4 jobs to a site no pilot serves
+            receipts = client.submit([JobSpec(command="true", site=site) for _ in range(4)])
+            user = client.user
+        # Then 3 are accepted and the 4th is refused, naming the rule
+        assert [r.accepted for r in receipts] == [True, True, True, False]
+        assert receipts[3].reason == (
+            f"job spec: user {user} has 3 queued job(s) and user_max_queued is 3: "
+            "1 more refused (submit again as earlier jobs start)"
+        )
+        assert system.states([r.id for r in receipts]).keys() == {r.id for r in receipts[:3]}
+    finally:
+        system.close()
