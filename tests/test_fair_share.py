@@ -26,12 +26,16 @@ from cli.benchmark.submissions import publish_specs
 from tests.harness import System, wait_for
 from tests.services import rabbitmq_user
 
-#: User A's backlog (the issue's number).
-BACKLOG = 10_000
+#: User A's backlog: the issue's 10,000 on the embedded defaults (about 15 s here); on
+#: RabbitMQ + PostgreSQL 2,000, as the 10,000 took 32-87 s there on this shared 2-core
+#: machine (storing them most of it). What is shown does not grow with the backlog
+#: beyond the site's queue: B's jobs outrank every throttled job of A's either way.
+BACKLOG = {"embedded": 10_000, "services": 2_000}
 #: User B's jobs.
 FEW = 10
-#: A site's queue: 20 activated jobs, the default (one pilot runs 1, and 2 x 1 < 20).
+#: A site's queue: 20 activated jobs, the default (three pilots run 3, and 2 x 3 < 20).
 CAP = 20
+PILOTS = 3
 
 
 @pytest.fixture
@@ -111,30 +115,32 @@ def cancel_left(system: System, prefix: str) -> None:
 
 
 def test_a_users_backlog_does_not_hold_back_another_users_jobs(fair: System) -> None:
-    # Given user A's 10,000 jobs at a site whose queue holds 20: 20 activated, the rest
-    # throttled
+    # Given user A's 10,000 jobs (2,000 on the services) at a site whose queue holds 20:
+    # 20 activated, the rest throttled
     site = fair.new_site()
     fair.start_broker()
     run = uuid.uuid4().hex[:8]
-    a_ids = [f"fair-{run}-a-{n:05d}" for n in range(BACKLOG)]
+    backlog = BACKLOG["embedded" if is_memory(fair.settings.broker_url) else "services"]
+    a_ids = [f"fair-{run}-a-{n:05d}" for n in range(backlog)]
     try:
         publish_specs(fair.settings, [JobSpec(command="true", id=i, site=site) for i in a_ids])
         wait_for(
-            lambda: stored(fair, a_ids) == {"activated": CAP, "throttled": BACKLOG - CAP},
-            timeout_s=120,
-            what=f"{BACKLOG} jobs of user A stored",
+            lambda: stored(fair, a_ids) == {"activated": CAP, "throttled": backlog - CAP},
+            timeout_s=90,
+            what=f"{backlog} jobs of user A stored",
         )
         # And then user B's 10 jobs of the same priority, whose ids sort after A's
         b_ids = [f"fair-{run}-b-{n:05d}" for n in range(FEW)]
         with second_user(fair.settings) as (b, b_user):
             publish_as(b, b_user, [JobSpec(command="true", id=i, site=site) for i in b_ids])
         wait_for(lambda: stored(fair, b_ids) == {"throttled": FEW}, what="user B's jobs throttled")
-        # When one pilot takes jobs from the site, as many as were queued and B's
-        fair.start_pilot(site, max_jobs=CAP + FEW)
+        # When three pilots take jobs from the site, as many as were queued and B's
+        for _ in range(PILOTS):
+            fair.start_pilot(site, max_jobs=(CAP + FEW) // PILOTS)
         wait_for(
-            lambda: set(fair.states(b_ids).values()) <= FINAL_STATES,
-            timeout_s=90,
-            what="user B's jobs done",
+            lambda: not set(fair.states(b_ids).values()) & {"throttled", "activated"},
+            timeout_s=60,
+            what="user B's jobs claimed",
         )
         # Then B's jobs were claimed right after the jobs that were in the site's queue
         # when B submitted (one dispatch cycle), not after A's backlog
@@ -142,7 +148,7 @@ def test_a_users_backlog_does_not_hold_back_another_users_jobs(fair: System) -> 
         last_b = max(order.index(i) for i in b_ids)
         a_before = [i for i in order[:last_b] if i in set(a_ids)]
         assert len(a_before) <= CAP, f"{len(a_before)} of A's jobs were claimed before B's last"
-        assert set(fair.states(b_ids).values()) == {"finished"}
+        assert set(fair.wait_final(b_ids).values()) == {"finished"}
         # And they were B's, submitted at the priority of A's
         assert fair.job(b_ids[0])["owner"] == b_user != fair.job(a_ids[0])["owner"]
     finally:
