@@ -5,7 +5,7 @@
 ``user_max_running_per_site`` at each site (0: no cap). Throttling
 (``broker.service.throttle``) asks this module, as it activates or releases
 jobs, which users are at a cap; each user's jobs are counted once per
-transaction, from the index on (owner, state), and as jobs are activated.
+transaction, from the index on (state, owner, priority), and as jobs are activated.
 """
 
 from __future__ import annotations

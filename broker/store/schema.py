@@ -100,9 +100,10 @@ jobs = Table(
     # The submitter's API: a user's jobs (or everyone's), newest first, page by page.
     Index(None, "owner", "created_at", "id"),
     Index(None, "created_at", "id"),
-    # Fair share and user caps: a user's jobs in each live state, counted (an index
-    # seek per state, however many finished jobs the user has).
-    Index(None, "owner", "state"),
+    # Fair share and users' caps: a user's jobs in each live state counted, and every
+    # user's with their highest priority (the monitor), from the index alone and one
+    # range per live state, however many finished jobs there are.
+    Index(None, "state", "owner", "priority"),
 )
 #: The live jobs of a task, so that "has this task ended?" reads no finished job.
 Index(

@@ -1,7 +1,8 @@
 """Users' jobs in SQL, counted: what fair share and users' caps go by.
 
 A user is a job's ``owner``, the validated ``user_id`` of its submission.
-Every count reads the index on (owner, state) or a site's jobs in a state.
+Every count reads the index on (state, owner, priority), one range per state (the
+live states only: a user's finished jobs are never read), or a site's jobs in a state.
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("base_priority", sa.Integer(), nullable=True))
-    op.create_index("ix_jobs_owner_state", "jobs", ["owner", "state"])
+    op.create_index("ix_jobs_state_owner_priority", "jobs", ["state", "owner", "priority"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_jobs_owner_state", table_name="jobs")
+    op.drop_index("ix_jobs_state_owner_priority", table_name="jobs")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_column("base_priority")
