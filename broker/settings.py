@@ -79,6 +79,9 @@ class Settings:
     user_max_running: int = 0
     #: ... and fewer at the job's site; the others stay throttled.
     user_max_running_per_site: int = 0
+    #: One user's own caps, ``USER:CAP=N,...`` with CAP max_queued, max_running or
+    #: max_running_per_site, e.g. ``user.prod:max_running=5000``.
+    user_caps: str = ""
     # data management (ddm_bridge): the local DDM's storage elements and transfers
     ddm_root: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-se"))
     transfer_threads: int = 4
@@ -128,6 +131,20 @@ class Settings:
             raise ConfigError("activity_shares: every share must be above 0")
         return shares
 
+    def user_cap_overrides(self) -> dict[str, dict[str, int]]:
+        """``user_caps`` as user → cap → count, e.g. ``{"user.prod": {"max_running": 5000}}``."""
+        caps: dict[str, dict[str, int]] = {}
+        for item in filter(None, (p.strip() for p in self.user_caps.split(","))):
+            user, _, rest = item.rpartition(":")
+            cap, _, value = rest.partition("=")
+            if not user or cap.strip() not in USER_CAPS or not value.strip().isdigit():
+                raise ConfigError(
+                    f"user_caps: expected USER:CAP=N with CAP one of {', '.join(USER_CAPS)} "
+                    f"and N a count, got {item!r}"
+                )
+            caps.setdefault(user.strip(), {})[cap.strip()] = int(value)
+        return caps
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; ``None`` values are ignored."""
         given = {k: v for k, v in changes.items() if v is not None}
@@ -149,6 +166,10 @@ class Settings:
         values.update(_read_env(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return _coerce_all(values)
+
+
+#: The caps ``user_caps`` may set for one user (each also a ``user_`` setting for all).
+USER_CAPS = ("max_queued", "max_running", "max_running_per_site")
 
 
 #: The settings a pilot reads, which a factory passes on to the pilots it starts
@@ -254,6 +275,7 @@ def _check(settings: Settings) -> None:
     if settings.batch_size < 1 or settings.publish_window < 1:
         raise ConfigError("batch_size and publish_window must be at least 1")
     settings.shares()
+    settings.user_cap_overrides()
     if settings.throttle_min_activated < 1:
         raise ConfigError("throttle_min_activated must be at least 1")
     if settings.transfer_threads < 1 or settings.transfer_retries < 0:

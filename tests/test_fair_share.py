@@ -169,7 +169,7 @@ def test_a_submission_beyond_the_users_cap_of_queued_jobs_is_refused(settings: S
         # Then 3 are accepted and the 4th is refused, naming the rule
         assert [r.accepted for r in receipts] == [True, True, True, False]
         assert receipts[3].reason == (
-            f"job spec: user {user} has 3 queued job(s) and user_max_queued is 3: "
+            f"job spec: user {user} has 3 queued job(s), user_max_queued 3: "
             "1 more refused (submit again as earlier jobs start)"
         )
         assert system.states([r.id for r in receipts]).keys() == {r.id for r in receipts[:3]}

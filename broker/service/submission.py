@@ -17,7 +17,7 @@ from broker.security import senders
 from broker.service.brokerage import Brokerage
 from broker.service.intake import store_jobs
 from broker.service.throttle import Limits
-from broker.service.user_caps import QueuedCap
+from broker.service.user_caps import Caps, QueuedCap
 from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.datasets import files_by_did
@@ -52,7 +52,7 @@ class SubmissionHandler:
             owners = {i.message.id: i.user_id for i in fresh}
             brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
             limits = Limits.of(self._settings)
-            valid = self._valid(conn, fresh, QueuedCap(conn, self._settings.user_max_queued))
+            valid = self._valid(conn, fresh, QueuedCap(conn, Caps.of(self._settings)))
             placed, _ = store_jobs(conn, brokerage, valid, owners, t, limits)
         for incoming in batch:
             incoming.reply(Receipt(incoming.message.id, accepted=True))

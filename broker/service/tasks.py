@@ -25,7 +25,7 @@ from broker.security import senders
 from broker.service.brokerage import Brokerage
 from broker.service.intake import store_jobs
 from broker.service.throttle import Limits
-from broker.service.user_caps import QueuedCap
+from broker.service.user_caps import Caps, QueuedCap
 from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.datasets import FileRecord, dataset_exists, dataset_files
@@ -89,7 +89,7 @@ class TaskHandler:
         with transaction(self._engine) as conn:
             seen = owners_of(conn, (i.message.id for i in batch))
             brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
-            cap = QueuedCap(conn, self._settings.user_max_queued)
+            cap = QueuedCap(conn, Caps.of(self._settings))
             for incoming in senders.allowed(batch, "task", senders.user_required):
                 task = incoming.message
                 incoming.reply(Receipt(task.id, accepted=True))

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, select
 
-from broker.service.user_caps import UserCaps
+from broker.service.user_caps import Caps, UserCaps
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store.schema import jobs, sites
@@ -54,8 +54,7 @@ class Limits:
         default_factory=lambda: {"production": 80.0, "analysis": 20.0}
     )
     priority_step: int = 5
-    user_max_running: int = 0
-    user_max_running_per_site: int = 0
+    users: Caps = field(default_factory=Caps)
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -65,14 +64,8 @@ class Limits:
             settings.throttle_running_factor,
             settings.shares(),
             settings.user_priority_step,
-            settings.user_max_running,
-            settings.user_max_running_per_site,
+            Caps.of(settings),
         )
-
-    @property
-    def user_caps(self) -> bool:
-        """Whether users' activated and running jobs are capped."""
-        return bool(self.user_max_running or self.user_max_running_per_site)
 
     def cap(self, running: int) -> int:
         """How many activated jobs a site with ``running`` jobs may hold."""
@@ -188,9 +181,7 @@ def split(
 
 def _caps(conn: Connection, limits: Limits) -> UserCaps | None:
     """Users' caps for one transaction's activations; None when users have none."""
-    if not limits.user_caps:
-        return None
-    return UserCaps(conn, limits.user_max_running, limits.user_max_running_per_site)
+    return UserCaps(conn, limits.users) if limits.users.running else None
 
 
 def next_throttled(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import Engine, select
 
+from broker.errors import ConfigError
 from broker.protocol import JobSpec
 from broker.service.activation import release
 from broker.service.fairshare import UserPriorities, new_priorities, reprioritise
 from broker.service.throttle import Limits, split
-from broker.service.user_caps import QueuedCap
+from broker.service.user_caps import Caps, QueuedCap
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store import transitions
@@ -83,7 +85,7 @@ def test_a_user_at_its_cap_at_a_site_leaves_room_to_another_user(engine: Engine)
     a_waiting = put(engine, a, site, TO_THROTTLED, [100] * 5)
     b_waiting = put(engine, b, site, TO_THROTTLED, [0] * 3)
     # When throttled jobs are released with room for 20, each user capped at 3 at a site
-    limits = Limits(user_max_running_per_site=3, priority_step=0)
+    limits = Limits(users=Caps(max_running_per_site=3), priority_step=0)
     with transaction(engine) as conn:
         release(conn, now(), limits, {site})
         stmt = select(jobs.c.id, jobs.c.state).where(jobs.c.site == site)
@@ -100,11 +102,11 @@ def test_a_user_at_its_total_cap_stays_throttled_with_the_rule_named(engine: Eng
     held = put(engine, a, quiet, TO_THROTTLED, [0] * 2)
     # When they are released with a cap of 2 activated or running jobs per user
     with transaction(engine) as conn:
-        assert release(conn, now(), Limits(user_max_running=2), {quiet}) == 0
+        assert release(conn, now(), Limits(users=Caps(max_running=2)), {quiet}) == 0
     # Then they wait; activation says why
     with transaction(engine) as conn:
         rows = conn.execute(select(jobs).where(jobs.c.id.in_(held))).mappings().all()
-        go, wait = split(conn, rows, Limits(user_max_running=2))
+        go, wait = split(conn, rows, Limits(users=Caps(max_running=2)))
     assert go == []
     assert set(wait.values()) == {
         f"user {a} at its cap: 2 job(s) activated or running, user_max_running 2"
@@ -116,14 +118,48 @@ def test_a_submission_beyond_the_users_cap_of_queued_jobs_is_refused(engine: Eng
     owner, site = a_user(), a_site(engine)
     put(engine, owner, site, TO_THROTTLED, [0] * 3)
     with transaction(engine) as conn:
-        cap = QueuedCap(conn, 5)
+        cap = QueuedCap(conn, Caps(max_queued=5))
         # When it submits 2 jobs, then 1 more, Then the first 2 pass and the third is refused
         assert cap.refusal(owner, 2) is None
         why = cap.refusal(owner, 1)
         assert why == (
-            f"user {owner} has 5 queued job(s) and user_max_queued is 5: 1 more refused "
+            f"user {owner} has 5 queued job(s), user_max_queued 5: 1 more refused "
             "(submit again as earlier jobs start)"
         )
         # And another user is not held back by it
         assert cap.refusal(a_user(), 5) is None
         assert user_use(conn, [owner])[owner].queued == 3
+
+
+def test_a_users_own_caps_replace_everyones(engine: Engine) -> None:
+    # Given everyone capped at 1 running job and user A at 3 (user_caps), each with 1
+    # running job and 3 throttled at a site
+    a, b, site = a_user(), a_user(), a_site(engine)
+    settings = Settings(user_max_running=1, user_caps=f"{a}:max_running=3")
+    for user in (a, b):
+        put(engine, user, site, TO_RUNNING, [0])
+        put(engine, user, site, TO_THROTTLED, [0] * 3)
+    # When throttled jobs are released
+    with transaction(engine) as conn:
+        release(conn, now(), Limits.of(settings), {site})
+        stmt = select(jobs.c.owner, jobs.c.state).where(jobs.c.site == site)
+        states = [(r.owner, r.state) for r in conn.execute(stmt)]
+    # Then A got 2 more activated, up to its own cap, and B none
+    assert states.count((a, "activated")) == 2
+    assert states.count((b, "activated")) == 0
+    # And a refusal names the user's own rule (its 3 queued: 2 activated, 1 throttled)
+    with transaction(engine) as conn:
+        caps = Caps.of(Settings(user_max_queued=100, user_caps=f"{a}:max_queued=1"))
+        assert QueuedCap(conn, caps).refusal(a) == (
+            f"user {a} has 3 queued job(s), user_caps {a}:max_queued=1: 1 more refused "
+            "(submit again as earlier jobs start)"
+        )
+
+
+def test_user_caps_that_do_not_parse_are_refused_naming_the_item() -> None:
+    with pytest.raises(ConfigError, match=r"user_caps: expected USER:CAP=N .* got 'alice=5'"):
+        Settings.load(environ={}, user_caps="alice=5")
+    with pytest.raises(ConfigError, match=r"got 'user\.a:max_jobs=5'"):
+        Settings.load(environ={}, user_caps="user.a:max_running=1,user.a:max_jobs=5")
+    overrides = Settings(user_caps="user.a:max_running=1, user.a:max_queued=9").user_cap_overrides()
+    assert overrides == {"user.a": {"max_running": 1, "max_queued": 9}}
