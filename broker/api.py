@@ -132,6 +132,7 @@ class AttemptRecord:
     error_family: str | None = None
     error_code: int | None = None
     diagnostic: str | None = None
+    retry_decision: str | None = None
 
 
 @dataclass(frozen=True)

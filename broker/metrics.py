@@ -67,6 +67,18 @@ JOB_ERRORS = Counter(
     "Failed job attempts, by site, error family and error code.",
     ["site", "error_family", "error_code"],
 )
+RETRY_RULE_MATCHES = Counter(
+    "pandamq_retry_rule_matches_total",
+    "Failed job attempts a retry rule decided (passive=false), or would have decided had it "
+    "been active (passive=true), by rule and action.",
+    ["rule", "action", "passive"],
+)
+SITE_STATUS_CHANGES = Counter(
+    "pandamq_site_status_changes_total",
+    "Site statuses the automatic rule changed (online -> test, test -> online, test -> test"
+    " when its probe jobs failed), by site.",
+    ["site", "from_status", "to_status"],
+)
 HEARTBEATS = Counter("pandamq_heartbeats_total", "Job heartbeats recorded.", ["site"])
 DISPATCH_LATENCY = Histogram(
     "pandamq_dispatch_latency_seconds",

@@ -26,7 +26,7 @@ from broker.errors import (
     SiteNotServed,
     TransactionConflict,
 )
-from broker.settings import Settings
+from broker.settings import Settings, broker_nodes
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def vhost_refusal(exc: RecoverableError, broker_url: str) -> BrokerRefused | Non
     """The permanent error an outage really is, if RabbitMQ refused the vhost; else None."""
     if getattr(exc.__cause__, "reply_code", None) not in REFUSED_VHOST_CODES:
         return None
-    parts = urlsplit(broker_url)
+    parts = urlsplit(broker_nodes(broker_url)[0])
     vhost = unquote(parts.path[1:]) or "/"
     user = parts.username or "USER"
     return BrokerRefused(

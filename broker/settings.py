@@ -56,6 +56,12 @@ class Settings:
     transferring_timeout_s: float = 172800.0
     assigned_timeout_s: float = 14400.0
     memory_retry_factor: float = 1.5
+    #: A job retried by ``increase_walltime`` asks for this much more walltime.
+    walltime_retry_factor: float = 1.5
+    #: A retried attempt waits about this long (twice as long after each failed attempt,
+    #: up to ``retry_backoff_max_s``, with jitter) before it is set up; 0: no wait.
+    retry_backoff_s: float = 60.0
+    retry_backoff_max_s: float = 3600.0
     kill_grace_s: float = 10.0
     work_dir: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-work"))
     log_level: str = "INFO"
@@ -82,6 +88,26 @@ class Settings:
     #: One user's own caps, ``USER:CAP=N,...`` with CAP max_queued, max_running or
     #: max_running_per_site, e.g. ``user.prod:max_running=5000``.
     user_caps: str = ""
+    # the planner's statistics of the hot tables (broker/store/statistics.py):
+    # how often the broker service checks them; 0 leaves them to the operator
+    statistics_interval_s: float = 2.0
+    # failing sites left out (docs/brokerage.md, "Failing sites left out")
+    #: A task's failures at a site count over this window ...
+    exclusion_window_s: float = 3600.0
+    #: ... and leave the site out for the task from this many failures ...
+    exclusion_min_failures: int = 3
+    #: ... when they are more than this many times the task's finished jobs there.
+    exclusion_failure_ratio: float = 2.0
+    #: A site whose jobs all failed (at least site_test_min_failures) over this window
+    #: goes to status test.
+    site_test_window_s: float = 1800.0
+    site_test_min_failures: int = 10
+    #: A site with jobs sent to pilots this long ago that never started goes to test.
+    site_start_timeout_s: float = 900.0
+    #: Probe jobs a site in test (by the automatic rule) takes at once.
+    site_probe_jobs: int = 2
+    #: After its probe jobs failed, a site in test gets new probes after this long.
+    site_probe_interval_s: float = 600.0
     # data management (ddm_bridge): the local DDM's storage elements and transfers
     ddm_root: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-se"))
     transfer_threads: int = 4
@@ -259,11 +285,18 @@ def _boolean(name: str, value: Any) -> bool:
     return _BOOLEANS[word]
 
 
+def broker_nodes(broker_url: str) -> list[str]:
+    """The URLs in ``broker_url``: one per RabbitMQ node of a cluster, separated by ``;``
+    (kombu's convention), tried in turn until one accepts the connection."""
+    return [url.strip() for url in broker_url.split(";") if url.strip()]
+
+
 def _check(settings: Settings) -> None:
-    scheme = settings.broker_url.split("://", 1)[0]
-    if scheme not in {"memory", "amqp", "amqps"}:
+    schemes = {url.split("://", 1)[0] for url in broker_nodes(settings.broker_url)}
+    if len(schemes) != 1 or not schemes <= {"memory", "amqp", "amqps"}:
         raise ConfigError(
-            f"broker_url {settings.broker_url!r}: scheme must be memory, amqp or amqps"
+            f"broker_url {settings.broker_url!r}: scheme must be memory, amqp or amqps, "
+            "the same for every node"
         )
     db_scheme = settings.database_url.split("://", 1)[0].split("+", 1)[0]
     if db_scheme not in {"sqlite", "postgresql"}:
@@ -278,6 +311,7 @@ def _check(settings: Settings) -> None:
     settings.user_cap_overrides()
     if settings.throttle_min_activated < 1:
         raise ConfigError("throttle_min_activated must be at least 1")
+    _check_exclusion(settings)
     if settings.transfer_threads < 1 or settings.transfer_retries < 0:
         raise ConfigError("transfer_threads must be at least 1 and transfer_retries at least 0")
     _check_observability(settings)
@@ -286,6 +320,30 @@ def _check(settings: Settings) -> None:
             "reconnect_initial_delay_s must be above 0 and at most reconnect_max_delay_s"
         )
     _check_factory(settings)
+    _check_retries(settings)
+
+
+def _check_retries(settings: Settings) -> None:
+    if not 0 <= settings.retry_backoff_s <= settings.retry_backoff_max_s:
+        raise ConfigError("retry_backoff_s must be at least 0 and at most retry_backoff_max_s")
+    if settings.walltime_retry_factor < 1:
+        raise ConfigError("walltime_retry_factor must be at least 1")
+
+
+def _check_exclusion(settings: Settings) -> None:
+    for name in ("exclusion_min_failures", "site_test_min_failures", "site_probe_jobs"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)}")
+    for name in (
+        "exclusion_window_s",
+        "site_test_window_s",
+        "site_start_timeout_s",
+        "site_probe_interval_s",
+    ):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be above 0, got {getattr(settings, name)}")
+    if settings.exclusion_failure_ratio < 0:
+        raise ConfigError("exclusion_failure_ratio must not be negative")
 
 
 def _check_observability(settings: Settings) -> None:

@@ -109,6 +109,8 @@ def demo(ctx: click.Context, count: int) -> None:
             work_dir=str(Path(tmp) / "work"),
             ddm_root=str(Path(tmp) / "se"),
             transfer_delay_s=TRANSFER_DELAY_S,
+            # Its jobs that fail on purpose are retried at once: the demo ends when all are.
+            retry_backoff_s=0.0,
         )
         settings(ctx)  # validate flags like every other command
         ok = _run(s, count)

@@ -8,12 +8,23 @@ from typing import Any
 import click
 
 from broker.brokerage.catalogue import SITE_STATUSES, read_catalogue
+from broker.security import identity
 from broker.store.engine import transaction
 from broker.store.sites import add_site, apply_catalogue, list_sites, set_status
 from cli.context import connection_options, database, settings
 from cli.render import print_json, print_table
 
-COLUMNS = ["name", "status", "se", "slots", "max_walltime_s", "releases", "max_queued"]
+COLUMNS = [
+    "name",
+    "status",
+    "status_by",
+    "status_reason",
+    "se",
+    "slots",
+    "max_walltime_s",
+    "releases",
+    "max_queued",
+]
 
 
 @click.group(invoke_without_command=True)
@@ -65,8 +76,9 @@ def sites_add(ctx: click.Context, name: str, status: str) -> None:
 def sites_apply(ctx: click.Context, file: Path) -> None:
     """Make the catalogue say what FILE (sites.toml) says; applying it again changes nothing."""
     configs = read_catalogue(file)
-    with transaction(database(settings(ctx))) as conn:
-        outcome = apply_catalogue(conn, configs)
+    s = settings(ctx)
+    with transaction(database(s)) as conn:
+        outcome = apply_catalogue(conn, configs, by=identity.of(s))
     for name, what in outcome.items():
         click.echo(f"site {name} {what}")
 
@@ -74,10 +86,13 @@ def sites_apply(ctx: click.Context, file: Path) -> None:
 @sites.command("set-status")
 @click.argument("name")
 @click.argument("status", type=click.Choice(SITE_STATUSES))
+@click.option("--reason", help="Why, shown with the status (`pandamq sites`, the monitor).")
 @connection_options
 @click.pass_context
-def sites_set_status(ctx: click.Context, name: str, status: str) -> None:
-    """Set a site's status (offline: its queued jobs are brokered elsewhere)."""
-    with transaction(database(settings(ctx))) as conn:
-        before = set_status(conn, name, status)
+def sites_set_status(ctx: click.Context, name: str, status: str, reason: str | None) -> None:
+    """Set a site's status (offline: its queued jobs are brokered elsewhere); the
+    automatic rule leaves a status set here as it is, except online."""
+    s = settings(ctx)
+    with transaction(database(s)) as conn:
+        before = set_status(conn, name, status, by=identity.of(s), reason=reason)
     click.echo(f"site {name}: {before} -> {status}")

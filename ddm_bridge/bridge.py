@@ -18,6 +18,7 @@ from broker.conflicts import retried
 from broker.error_codes import DDMError
 from broker.metrics import SUBSCRIPTIONS_ENDED
 from broker.reconnect import Backoff, until_stopped
+from broker.service import retries
 from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.store import datasets, subscriptions
@@ -134,7 +135,7 @@ class DDMBridge:
                 report.dataset,
                 DDMError.SUBSCRIPTION_FAILED,
                 report.error or "the DDM gave no reason",
-                self._settings.memory_retry_factor,
+                retries.Policy.of(self._settings),
                 t,
                 self._limits,
             )
@@ -154,7 +155,7 @@ class DDMBridge:
                         dataset,
                         DDMError.SUBSCRIPTION_TIMEOUT,
                         error,
-                        self._settings.memory_retry_factor,
+                        retries.Policy.of(self._settings),
                         t,
                         self._limits,
                     )

@@ -54,7 +54,7 @@ def failed(
     dataset: str,
     code: DDMError,
     error: str,
-    memory_factor: float,
+    policy: retries.Policy,
     now: datetime,
     limits: Limits,
 ) -> int:
@@ -69,10 +69,8 @@ def failed(
         for job_id, attempt, state in waiting
     ]
     applied = {c.job_id for c in transitions.apply(conn, changes, now)}
-    failure = retries.Failure(ErrorFamily.DDM.value, int(code))
-    decided = [
-        (rows[j], retries.decide(rows[j], failure, memory_factor)) for j in applied if j in rows
-    ]
-    retries.retry(conn, decided, now, limits)
+    failure = retries.Failure(ErrorFamily.DDM.value, int(code), diagnostic=text)
+    decided = retries.decide_all(conn, [(rows[j], failure) for j in applied if j in rows], policy)
+    retries.retry(conn, decided, now, limits, policy)
     log.warning("%s: %d job(s) failed: %s", dataset, len(applied), error)
     return len(applied)

@@ -84,6 +84,8 @@ def test_settings(broker_url: str, database_url: str, tmp_path: Path) -> Setting
         # A process per test's broker would cost a second each; the process is
         # tested on its own, and by every test that runs `pandamq serve`.
         query_process=False,
+        # Retries set up at once; tests of the backoff ask for one.
+        retry_backoff_s=0.0,
     )
 
 

@@ -17,9 +17,11 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 
+from broker.settings import broker_nodes
 from tests.budget import TEARDOWN_S
 from tests.harness import wait_for
 
@@ -101,6 +103,11 @@ class RabbitMQNode:
 
     def start(self) -> None:
         """Start the node and wait until it accepts connections."""
+        self.launch()
+        self.wait_started()
+
+    def launch(self) -> None:
+        """Start the node's server, without waiting for it (several nodes boot side by side)."""
         with (self.base / "server.out").open("ab") as out:
             self._server = subprocess.Popen(
                 ["rabbitmq-server"],
@@ -110,6 +117,9 @@ class RabbitMQNode:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def wait_started(self) -> None:
+        """Wait until the launched node accepts connections."""
         wait_for(self._booted, RABBITMQ_START_S, what=f"RabbitMQ node {self.name} to start")
 
     def _booted(self) -> bool:
@@ -128,6 +138,20 @@ class RabbitMQNode:
         except subprocess.TimeoutExpired:
             os.killpg(self._server.pid, signal.SIGKILL)
             self._server.wait()
+
+    def kill(self) -> None:
+        """``kill -9`` the node: no goodbye to its peers or clients, as when a machine dies.
+
+        The Erlang VM runs in a session of its own (the packaged script switches to the
+        ``rabbitmq`` user), so it is killed by the pid it reports, then the script ends.
+        """
+        if not self.running:
+            return
+        assert self._server is not None
+        vm = int(self.ctl("eval", "list_to_integer(os:getpid()).").stdout.strip())
+        os.kill(vm, signal.SIGKILL)
+        self._server.wait(RABBITMQ_STOP_S)
+        wait_for(lambda: not _alive(vm), RABBITMQ_STOP_S, what=f"the VM of {self.name} to end")
 
     def restart(self) -> None:
         """Stop the node, then start it again; queues and persistent messages stay."""
@@ -167,6 +191,72 @@ class RabbitMQNode:
         """Stop the node and delete its files."""
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class RabbitMQCluster:
+    """Three (or more) private RabbitMQ nodes joined into one cluster.
+
+    The nodes run as the ``rabbitmq`` user, so they share its Erlang cookie. They
+    boot side by side; then every node but the first joins the first.
+    """
+
+    def __init__(self, size: int = 3) -> None:
+        self.nodes = [RabbitMQNode() for _ in range(size)]
+
+    def start(self) -> None:
+        """Start every node, then join them into one cluster."""
+        for node in self.nodes:
+            node.launch()
+        for node in self.nodes:
+            node.wait_started()
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            node.ctl("stop_app")
+            node.ctl("join_cluster", first.name)
+            node.ctl("start_app")
+        running = first.ctl("eval", "length(rabbit_nodes:all_running()).").stdout.strip()
+        assert running == str(len(self.nodes)), f"{running} of {len(self.nodes)} nodes run"
+
+    def url(self, vhost: str) -> str:
+        """A broker URL naming every node (``;``-separated), for clients that fail over."""
+        return ";".join(node.url(vhost) for node in self.nodes)
+
+    def add_vhost(self) -> str:
+        """A new vhost for guest, on the whole cluster; the URL of every node for it."""
+        vhost = f"pandamq-{uuid.uuid4().hex[:8]}"
+        self.nodes[0].ctl("add_vhost", vhost)
+        self.nodes[0].ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        return self.url(vhost)
+
+    def running(self) -> list[RabbitMQNode]:
+        """The nodes whose server runs."""
+        return [node for node in self.nodes if node.running]
+
+    def leaders(self, vhost_url: str) -> dict[str, str]:
+        """Each quorum queue of the vhost and the node that leads it."""
+        return self._queues(vhost_url, "leader")
+
+    def depths(self, vhost_url: str) -> dict[str, int]:
+        """Each queue of the vhost and the messages in it."""
+        return {name: int(n) for name, n in self._queues(vhost_url, "messages").items()}
+
+    def _queues(self, vhost_url: str, column: str) -> dict[str, str]:
+        vhost = unquote(urlsplit(broker_nodes(vhost_url)[0]).path[1:])
+        out = self.running()[0].ctl("list_queues", "-p", vhost, "name", column, "-s")
+        return dict(line.split("\t") for line in out.stdout.splitlines() if "\t" in line)
+
+    def remove(self) -> None:
+        """Stop every node and delete their files."""
+        for node in self.nodes:
+            node.remove()
 
 
 class PostgresCluster:

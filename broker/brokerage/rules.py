@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.brokerage.catalogue import SiteConfig
+from broker.brokerage.exclusion import Probation
 from broker.protocol import JobSpec
 
 #: Statuses a site may have and still take a job that names it (PanDA: pre-assigned).
@@ -50,13 +51,33 @@ class Load:
     running: int = 0
 
 
-def skip_reason(needs: Needs, site: SiteConfig, load: Load) -> str | None:
-    """Why ``site`` cannot take the job, or None if it can."""
-    for rule in (_status, _release, _walltime, _slot, _queue_full):
+def skip_reason(
+    needs: Needs, site: SiteConfig, load: Load, probation: Probation | None = None
+) -> str | None:
+    """Why ``site`` cannot take the job, or None if it can. A site in ``test`` on
+    ``probation`` passes the status rule: whether it takes one more probe job is a
+    reason of its own (``left_out``)."""
+    on_probation = probation is not None and site.status == "test"
+    for rule in (_release, _walltime, _slot, _queue_full) if on_probation else _RULES:
         reason = rule(needs, site, load)
         if reason is not None:
             return reason
     return None
+
+
+def left_out(
+    needs: Needs, site: SiteConfig, load: Load, probation: Probation | None, excluded: str | None
+) -> str | None:
+    """Why a site that passes every rule is left out for a while: it is on probation
+    and has its probe jobs, or the job's task fails there (``excluded``). A job that
+    names the site is never left out."""
+    if needs.site == site.name:
+        return None
+    if probation is not None and site.status == "test":
+        refusal = probation.refusal(load.queued + load.running)
+        if refusal is not None:
+            return refusal
+    return excluded
 
 
 def _status(needs: Needs, site: SiteConfig, load: Load) -> str | None:
@@ -99,6 +120,9 @@ def _queue_full(needs: Needs, site: SiteConfig, load: Load) -> str | None:
     return f"queue full: {load.queued} jobs queued, the site's cap is {site.max_queued}"
 
 
+_RULES = (_status, _release, _walltime, _slot, _queue_full)
+
+
 def weight(load: Load, data_fraction: float, data_weight: float) -> float:
     """PanDA's weight: (running + 1) / (queued + 10), times a bonus for input data at the site."""
     return (load.running + 1) / (load.queued + 10) * (1 + data_weight * data_fraction)
@@ -123,27 +147,63 @@ class Decision:
         }
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """Sites left out for a while (docs/brokerage.md, "Failing sites left out"):
+    the sites in ``test`` on probation, and the reason each site is left out for
+    the job's task."""
+
+    probation: Mapping[str, Probation] = field(default_factory=dict)
+    excluded: Mapping[str, str] = field(default_factory=dict)
+
+
 def choose(
     needs: Needs,
     sites: Iterable[SiteConfig],
     loads: Mapping[str, Load],
     data: Mapping[str, float],
     data_weight: float,
+    left: LeftOut | None = None,
 ) -> Decision:
-    """The site of highest weight among those that pass every filter (ties by name)."""
+    """The site of highest weight among those that pass every filter and are not left
+    out (ties by name); when only sites left out remain, the best of them, saying so."""
+    left = left or LeftOut()
     weights: dict[str, float] = {}
     skipped: dict[str, str] = {}
+    spare: dict[str, float] = {}
     for site in sites:
         load = loads.get(site.name, Load())
-        reason = skip_reason(needs, site, load)
+        probation = left.probation.get(site.name)
+        reason = skip_reason(needs, site, load, probation)
+        w = round(weight(load, data.get(site.name, 0.0), data_weight), 4)
         if reason is None:
-            weights[site.name] = round(weight(load, data.get(site.name, 0.0), data_weight), 4)
+            reason = left_out(needs, site, load, probation, left.excluded.get(site.name))
+            if reason is not None:
+                spare[site.name] = w
+        if reason is None:
+            weights[site.name] = w
         else:
             skipped[site.name] = reason
+    if not weights and spare:
+        return _despite(spare, skipped)
     if not weights:
         return Decision(None, _nowhere(needs, skipped), weights, skipped)
     best = min(weights, key=lambda name: (-weights[name], name))
-    return Decision(best, _why(best, weights, loads, data), weights, skipped)
+    why = _why(best, weights, loads, data)
+    if best in left.probation:
+        why += "; a probe job of a site in test"
+    return Decision(best, why, weights, skipped)
+
+
+def _despite(spare: dict[str, float], skipped: dict[str, str]) -> Decision:
+    """A job that only sites left out for a while could take goes to the best of them
+    rather than failing: being left out steers jobs elsewhere, it refuses none."""
+    best = min(spare, key=lambda name: (-spare[name], name))
+    why = (
+        f"site {best} although left out ({skipped[best]}): no other site fits;"
+        f" the highest weight {spare[best]} of {len(spare)} site(s) left out"
+    )
+    return Decision(best, why, dict(spare), {n: r for n, r in skipped.items() if n != best})
 
 
 def _why(

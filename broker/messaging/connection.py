@@ -11,7 +11,7 @@ from kombu import Connection
 
 from broker.errors import BrokerRefused, BrokerUnavailable
 from broker.messaging import tls
-from broker.settings import Settings
+from broker.settings import Settings, broker_nodes
 
 #: The memory transport polls its queues; keep the demo's latency low.
 MEMORY_POLLING_INTERVAL_S = 0.005
@@ -34,19 +34,41 @@ def broker_errors(connection: Connection, doing: str) -> Iterator[None]:
 
 
 def connect(settings: Settings, heartbeat: int = 0, timeout_s: float = 10.0) -> Connection:
-    """An open connection to the message broker, or ``BrokerUnavailable``."""
-    conn = _build(settings, heartbeat, timeout_s)
-    try:
-        _open(conn, settings)
-    except BaseException:
-        # Drop the half-open connection now, not in a destructor at some later time.
-        conn.collect()
-        raise
-    return conn
+    """An open connection to the message broker, or ``BrokerUnavailable``.
+
+    A ``broker_url`` naming several nodes of a cluster (``amqp://a/v;amqp://b/v``)
+    is tried node by node, starting from the one this process reached last, so
+    that a client whose node has gone moves to another at its next attempt. A
+    refusal (credentials, vhost, certificate) is the same on every node and is
+    raised at once; only when no node answers is the last outage raised.
+    """
+    nodes = broker_nodes(settings.broker_url)
+    start = _last_reached.get(settings.broker_url, 0) % len(nodes)
+    unreachable: BrokerUnavailable | None = None
+    for n in [*range(start, len(nodes)), *range(start)]:
+        conn = _build(settings, nodes[n], heartbeat, timeout_s)
+        try:
+            _open(conn, settings, nodes[n])
+        except BrokerUnavailable as exc:
+            conn.collect()
+            unreachable = exc
+            continue
+        except BaseException:
+            # Drop the half-open connection now, not in a destructor at some later time.
+            conn.collect()
+            raise
+        _last_reached[settings.broker_url] = n
+        return conn
+    assert unreachable is not None
+    raise unreachable
 
 
-def _open(conn: Connection, settings: Settings) -> None:
-    where = shown(settings.broker_url)
+#: The node each broker URL of this process last reached.
+_last_reached: dict[str, int] = {}
+
+
+def _open(conn: Connection, settings: Settings, url: str) -> None:
+    where = shown(url)
     try:
         # One attempt: kombu's connect() retries once after 2 s; callers choose their backoff.
         conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
@@ -59,12 +81,16 @@ def _open(conn: Connection, settings: Settings) -> None:
         raise tls.explain(exc, settings, where) or BrokerUnavailable(
             f"cannot reach the message broker at {where}: {exc or type(exc).__name__}; "
             "check that RabbitMQ is running and PANDAMQ_BROKER_URL is right"
-            + tls.plain_on_tls_hint(settings.broker_url, exc)
+            + tls.plain_on_tls_hint(url, exc)
         ) from exc
 
 
 def shown(url: str) -> str:
-    """A broker URL fit for a log line: no password."""
+    """A broker URL (of one node or several) fit for a log line: no password."""
+    return ";".join(_without_password(node) for node in broker_nodes(url))
+
+
+def _without_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -72,14 +98,14 @@ def shown(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _build(settings: Settings, heartbeat: int, timeout_s: float) -> Connection:
-    url = settings.broker_url
+def _build(settings: Settings, url: str, heartbeat: int, timeout_s: float) -> Connection:
     if is_memory(url):
         return Connection(url, transport_options={"polling_interval": MEMORY_POLLING_INTERVAL_S})
-    url = url.replace("amqps://", "amqp://", 1) if url.startswith("amqps://") else url
+    tls_on = url.startswith("amqps://")
+    url = url.replace("amqps://", "amqp://", 1) if tls_on else url
     options: dict[str, Any] = {"heartbeat": heartbeat, "connect_timeout": timeout_s}
-    if settings.broker_url.startswith("amqps://"):
-        options["ssl"] = tls.options(settings)
+    if tls_on:
+        options["ssl"] = tls.options(settings, urlsplit(url).hostname)
         if settings.tls_cert:
             options["login_method"] = "EXTERNAL"
     return Connection(url, **options)

@@ -84,6 +84,11 @@ class DirectPublisher:
         return count
 
 
+#: The first pause before nacked messages are published again; it doubles up to the most.
+NACK_PAUSE_S = 0.2
+NACK_PAUSE_MAX_S = 2.0
+
+
 class ConfirmingPublisher:
     """RabbitMQ publisher confirms, pipelined over a window, on py-amqp's channel."""
 
@@ -92,25 +97,38 @@ class ConfirmingPublisher:
         self._user_id = user_id
         self._window = window
         self._timeout_s = timeout_s
-        self._channel: amqp.Channel = connection.channel()
+        self._unconfirmed: dict[int, Outgoing] = {}
+        self._open_channel()
+        self._nacked: list[Outgoing] = []
+        self._failures: list[str] = []
+
+    def _open_channel(self) -> None:
+        self._channel: amqp.Channel = self._connection.channel()
         self._channel.confirm_select()
         self._channel.events["basic_ack"].add(self._on_ack)
         self._channel.events["basic_nack"].add(self._on_nack)
         self._channel.events["basic_return"].add(self._on_return)
         self._next_tag = 1
-        self._unconfirmed: set[int] = set()
-        self._failures: list[str] = []
 
     def publish(self, messages: Iterable[Outgoing]) -> int:
-        """Publish with up to ``window`` unconfirmed; wait until all are confirmed."""
+        """Publish with up to ``window`` unconfirmed; wait until all are confirmed.
+
+        A message the broker nacks (a quorum queue electing a new leader after a
+        node's loss nacks what it cannot take yet) is published again after a short
+        pause, on a new channel (the old one may keep the queue's former leader),
+        until it is confirmed or the confirm timeout has passed since the first
+        nack; handlers take a message twice as once, so sending again is safe.
+        """
         count = 0
         self._failures = []
+        self._nacked = []
         try:
             for m in messages:
                 self._wait_below(self._window)
                 self._send(m)
                 count += 1
             self._wait_below(1)
+            self._publish_nacked_again()
         except self._connection.channel_errors as exc:
             raise BrokerRefused(f"the message broker refused a publish: {exc}") from exc
         except (*self._connection.connection_errors, OSError) as exc:
@@ -120,6 +138,24 @@ class ConfirmingPublisher:
                 f"{len(self._failures)} message(s) not accepted: {self._failures[0]}"
             )
         return count
+
+    def _publish_nacked_again(self) -> None:
+        deadline = time.monotonic() + self._timeout_s
+        pause = NACK_PAUSE_S
+        while self._nacked and time.monotonic() + pause < deadline:
+            time.sleep(pause)
+            pause = min(2 * pause, NACK_PAUSE_MAX_S)
+            again, self._nacked = self._nacked, []
+            self._channel.close()
+            self._open_channel()
+            for m in again:
+                self._wait_below(self._window)
+                self._send(m)
+            self._wait_below(1)
+        if self._nacked:
+            self._failures.append(
+                f"{len(self._nacked)} nacked by the broker for {self._timeout_s} s"
+            )
 
     def _send(self, m: Outgoing) -> None:
         message = amqp.Message(
@@ -134,7 +170,7 @@ class ConfirmingPublisher:
         self._channel.basic_publish(
             message, exchange=m.exchange, routing_key=m.routing_key, mandatory=m.mandatory
         )
-        self._unconfirmed.add(self._next_tag)
+        self._unconfirmed[self._next_tag] = m
         self._next_tag += 1
 
     def _wait_below(self, limit: int) -> None:
@@ -150,18 +186,16 @@ class ConfirmingPublisher:
             except TimeoutError:
                 continue
 
-    def _settle(self, tag: int, multiple: bool) -> None:
-        if multiple:
-            self._unconfirmed = {t for t in self._unconfirmed if t > tag}
-        else:
-            self._unconfirmed.discard(tag)
+    def _settle(self, tag: int, multiple: bool) -> list[Outgoing]:
+        """Forget the confirmed (or nacked) messages; those messages."""
+        tags = [t for t in self._unconfirmed if t <= tag] if multiple else [tag]
+        return [m for t in tags if (m := self._unconfirmed.pop(t, None)) is not None]
 
     def _on_ack(self, tag: int, multiple: bool) -> None:
         self._settle(tag, multiple)
 
     def _on_nack(self, tag: int, multiple: bool) -> None:
-        self._failures.append(f"nacked by the broker (delivery tag {tag})")
-        self._settle(tag, multiple)
+        self._nacked += self._settle(tag, multiple)
 
     def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
         self._failures.append(f"no queue for exchange {exchange!r} routing key {routing_key!r}")

@@ -12,13 +12,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from broker.errors import BrokerRefused, ConfigError, PandaMQError
-from broker.settings import Settings
+from broker.settings import Settings, broker_nodes
 
 
-def options(settings: Settings) -> dict[str, Any]:
-    """py-amqp's ``ssl`` options: verify the server against ``tls_ca`` and its hostname."""
+def options(settings: Settings, host: str | None = None) -> dict[str, Any]:
+    """py-amqp's ``ssl`` options: verify the server against ``tls_ca`` and its hostname
+    (``host``, the node connected to; by default the first node's of ``broker_url``)."""
     _readable(settings)
-    host = urlsplit(settings.broker_url).hostname or "localhost"
+    host = host or urlsplit(broker_nodes(settings.broker_url)[0]).hostname or "localhost"
     opts: dict[str, Any] = {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": host}
     if settings.tls_ca:
         opts["ca_certs"] = settings.tls_ca

@@ -23,9 +23,10 @@ ATTEMPT_COLUMNS = (
     "error_code",
     "exit_code",
     "diagnostic",
+    "retry_decision",
 )
 ATTEMPT_HEADERS = ["attempt", "site", "pilot", "state", "started", "ended"]
-ATTEMPT_HEADERS += ["family", "code", "exit", "diagnostic"]
+ATTEMPT_HEADERS += ["family", "code", "exit", "diagnostic", "retry"]
 
 
 def dashboard(data: dict[str, Any]) -> str:
@@ -36,6 +37,8 @@ def dashboard(data: dict[str, Any]) -> str:
     return (
         f"<p>Active jobs, and jobs that ended in the last {cell(data['window'])}.</p>"
         + table(headers, rows)
+        + "<h2>Sites left out</h2>"
+        + _left_out(data["left_out"])
         + "<h2>Recent failures</h2>"
         + _failures(data["recent_failures"])
         + "<h2>Users</h2>"
@@ -49,6 +52,53 @@ def _users(users: list[dict[str, Any]]) -> str:
         return "<p class='muted'>none</p>"
     rows = [[cell(u[c]) for c in USER_COLUMNS] for u in users]
     return table(USER_COLUMNS, rows, text_columns=1)
+
+
+LEFT_OUT_COLUMNS = ["site", "status", "set by", "since", "why", "until"]
+NONE = "<p class='muted'>none</p>"
+
+
+def _left_out(sites: list[dict[str, Any]]) -> str:
+    if not sites:
+        return "<p class='muted'>none: every site is online</p>"
+    rows = [
+        [
+            link(f"/sites/{quote(s['name'], safe='')}", s["name"]),
+            cell(s["status"]),
+            cell(s["status_by"]),
+            cell(s["status_at"]),
+            cell(s["status_reason"]),
+            cell(s["until"]),
+        ]
+        for s in sites
+    ]
+    return table(LEFT_OUT_COLUMNS, rows, text_columns=6)
+
+
+def site(data: dict[str, Any]) -> str:
+    """A site: its status (who, why, since, until), the tasks it is left out for, history."""
+    name = data["name"]
+    tasks = [
+        [link(f"/tasks/{quote(t['task_id'], safe='')}", t["task_id"]), cell(t["reason"])]
+        for t in data["tasks_left_out"]
+    ]
+    history = [
+        [cell(h[c]) for c in ("at", "from_status", "to_status", "status_by", "reason")]
+        for h in data["history"]
+    ]
+    return (
+        fields(data, ["status", "status_by", "status_at", "status_reason", "until", "probe_at"])
+        + f"<p>{link('/errors', 'Errors at ' + name, site=name)} · "
+        + f"{link('/jobs', 'Running jobs', state='running', site=name)}</p>"
+        + "<h2>Tasks left out here</h2>"
+        + (
+            table(["task", "why, and until when"], tasks, 2)
+            if tasks
+            else "<p class='muted'>none</p>"
+        )
+        + "<h2>Status history</h2>"
+        + table(["at", "from", "to", "set by", "why"], history, text_columns=5)
+    )
 
 
 def _site_cells(row: dict[str, Any], states: list[str]) -> list[str]:

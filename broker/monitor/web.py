@@ -18,8 +18,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from sqlalchemy import Connection, Engine
 
+from broker.brokerage.exclusion import ExclusionPolicy
 from broker.errors import BadInput, NotFound, PandaMQError
-from broker.monitor import datasets, render, views
+from broker.monitor import datasets, render, sites, views
 from broker.monitor.pages import error_page, page
 from broker.monitor.window import DEFAULT_WINDOW, since
 from broker.store.clock import now
@@ -94,11 +95,24 @@ ROUTES = [
 ]
 
 
+def _site_routes(policy: ExclusionPolicy) -> list[Route]:
+    """The site page, which judges the task exclusions with the broker's ``policy``."""
+    return [
+        Route(
+            re.compile(r"^/sites/(?P<name>[^/]+)$"),
+            "Site",
+            lambda c, m, _q: sites.site_page(c, m["name"], policy, now()),
+            render.site,
+        )
+    ]
+
+
 class MonitorApp:
     """The WSGI application."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, policy: ExclusionPolicy | None = None) -> None:
         self._engine = engine
+        self._routes = [*ROUTES, *_site_routes(policy or ExclusionPolicy())]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Answer one request with a page or its JSON."""
@@ -112,7 +126,7 @@ class MonitorApp:
         return [body]
 
     def _answer(self, path: str, query: Query, as_json: bool) -> tuple[str, bytes, str]:
-        for route in ROUTES:
+        for route in self._routes:
             match = route.pattern.match(path)
             if match is not None:
                 return self._page(route, match, query, as_json, path)
@@ -164,11 +178,12 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("monitor: " + format, *args)
 
 
-def monitor_server(engine: Engine, host: str, port: int) -> WSGIServer:
+def monitor_server(
+    engine: Engine, host: str, port: int, policy: ExclusionPolicy | None = None
+) -> WSGIServer:
     """A server of the monitor on ``host:port`` (port 0: any free port); not started."""
+    app = MonitorApp(engine, policy)
     try:
-        return make_server(
-            host, port, MonitorApp(engine), ThreadingWSGIServer, handler_class=_QuietHandler
-        )
+        return make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
     except OSError as exc:
         raise BadInput(f"cannot serve the monitor on {host}:{port}: {exc.strerror}") from exc

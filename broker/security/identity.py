@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from broker.errors import NotAllowed
-from broker.settings import Settings
+from broker.settings import Settings, broker_nodes
 
 PILOT = "pilot."
 SERVICE = "service."
@@ -54,7 +54,7 @@ def of(settings: Settings) -> str:
         return common_name(load_cert(Path(settings.tls_cert)))
     if settings.broker_url.startswith("memory://"):
         return getpass.getuser()
-    username = urlsplit(settings.broker_url).username
+    username = urlsplit(broker_nodes(settings.broker_url)[0]).username
     return unquote(username) if username else "guest"
 
 

@@ -11,22 +11,26 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from broker.brokerage.rules import Decision, Load, Needs, choose
+from broker.brokerage.exclusion import AUTOMATIC, ExclusionPolicy, Probation, task_exclusion
+from broker.brokerage.rules import Decision, LeftOut, Load, Needs, choose
 from broker.error_codes import BrokerageError, ErrorFamily
 from broker.protocol import JobSpec
 from broker.service.activation import Placement
 from broker.service.setup import set_up
 from broker.service.throttle import RUNNING, Limits
+from broker.settings import Settings
 from broker.states import JobState
 from broker.store import transitions
+from broker.store.clock import as_utc, now
 from broker.store.datasets import file_replicas
 from broker.store.schema import jobs
+from broker.store.site_status import statuses, task_outcomes
 from broker.store.sites import site_configs
 from broker.store.transitions import Change
 
@@ -63,9 +67,22 @@ class Brokerage:
 
     conn: Connection
     data_weight: float
+    #: A task's failures at a site that leave the site out for the task.
+    exclusion: ExclusionPolicy = field(default_factory=ExclusionPolicy)
+    #: How many probe jobs a site the automatic rule put in ``test`` takes at once.
+    probe_jobs: int = 2
+
+    @classmethod
+    def of(cls, conn: Connection, settings: Settings) -> Brokerage:
+        """Brokerage with the settings' weights and exclusions."""
+        policy = exclusion_policy(settings)
+        return cls(conn, settings.brokerage_data_weight, policy, settings.site_probe_jobs)
 
     def __post_init__(self) -> None:
+        self._now = now()
         self._catalogue = site_configs(self.conn)
+        self._probation = probations(self.conn, self.probe_jobs, self._now)
+        self._excluded: dict[str, dict[str, str]] = {}
         # Counted for the sites a job may go to, when one first may: a backlog at
         # other sites costs nothing (a submission batch names its sites).
         self._loads: dict[str, Load] = {}
@@ -110,10 +127,22 @@ class Brokerage:
         self._count([s.name for s in sites])
         self._look_up([spec])
         data = self.locality(spec.input_files) if spec.input_files else {}
-        decision = choose(needs, sites, self._loads, data, self.data_weight)
+        left = LeftOut(self._probation, self._task_exclusions(spec.task_id))
+        decision = choose(needs, sites, self._loads, data, self.data_weight, left)
         if decision.site is not None:
             self._loads.setdefault(decision.site, Load()).queued += 1
         return decision
+
+    def _task_exclusions(self, task_id: str | None) -> dict[str, str]:
+        """Why each site is left out for the jobs of ``task_id`` (looked up once per task)."""
+        if task_id is None:
+            return {}
+        if task_id not in self._excluded:
+            cutoff = self._now - timedelta(seconds=self.exclusion.window_s)
+            outcomes = task_outcomes(self.conn, task_id, cutoff)
+            reasons = {s: task_exclusion(task_id, o, self.exclusion) for s, o in outcomes.items()}
+            self._excluded[task_id] = {s: r for s, r in reasons.items() if r is not None}
+        return self._excluded[task_id]
 
     def place(
         self, specs: Iterable[JobSpec], attempt: int = 1
@@ -134,6 +163,28 @@ class Brokerage:
                     Placement(spec, attempt, decision.site, decision.why, decision.record())
                 )
         return placed, unplaced
+
+
+def exclusion_policy(settings: Settings) -> ExclusionPolicy:
+    """When a task's failures at a site leave the site out for the task, from the settings."""
+    return ExclusionPolicy(
+        settings.exclusion_min_failures,
+        settings.exclusion_failure_ratio,
+        settings.exclusion_window_s,
+    )
+
+
+def probations(conn: Connection, probe_jobs: int, t: datetime) -> dict[str, Probation]:
+    """The sites the automatic rule put in ``test``, as brokerage sends them probe jobs."""
+    found = {}
+    for row in statuses(conn):
+        if row["status"] != "test" or row["status_by"] != AUTOMATIC:
+            continue
+        probe_at = as_utc(row["probe_at"]) if row["probe_at"] else None
+        since = as_utc(row["status_at"]) if row["status_at"] else t
+        paused = probe_at if probe_at is not None and probe_at > t else None
+        found[row["name"]] = Probation(probe_jobs, since, row["status_reason"] or "", paused)
+    return found
 
 
 @dataclass(frozen=True)

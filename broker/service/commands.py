@@ -31,7 +31,7 @@ class CommandHandler:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
-        self._memory_factor = settings.memory_retry_factor
+        self._policy = retries.Policy.of(settings)
         self._limits = Limits.of(settings)
 
     def __call__(self, batch: list[Incoming[JobCommand]]) -> None:
@@ -67,8 +67,8 @@ class CommandHandler:
     def _retry(
         self, conn: Connection, rows: list[RowMapping], t: datetime
     ) -> tuple[dict[str, str], list[str]]:
-        decided = self._decide(rows)
-        started = retries.retry(conn, decided, t, self._limits)
+        decided = self._decide(conn, rows)
+        started = retries.retry(conn, decided, t, self._limits, self._policy)
         changed = [row["id"] for row, _ in decided]
         task_ids = {row["task_id"] for row, _ in decided if row["task_id"]}
         reopen(conn, task_ids)
@@ -80,13 +80,12 @@ class CommandHandler:
         }
         return outcome, changed
 
-    def _decide(self, rows: list[RowMapping]) -> list[tuple[RowMapping, retries.Decision]]:
-        """Only failed jobs are retried by hand; their error does not matter then."""
-        return [
-            (row, retries.decide(row, _failure_of(row), self._memory_factor, by_hand=True))
-            for row in rows
-            if row["state"] == JobState.FAILED
-        ]
+    def _decide(
+        self, conn: Connection, rows: list[RowMapping]
+    ) -> list[tuple[RowMapping, retries.Decision]]:
+        """Only failed jobs are retried by hand; their error does not stop it then."""
+        failed = [(row, _failure_of(row)) for row in rows if row["state"] == JobState.FAILED]
+        return retries.decide_all(conn, failed, self._policy, by_hand=True)
 
 
 def _missing(command: JobCommand, rows: list[RowMapping]) -> str | None:
@@ -122,5 +121,8 @@ def _targets(conn: Connection, command: JobCommand) -> list[RowMapping]:
 def _failure_of(row: RowMapping) -> retries.Failure:
     family = row["error_family"]
     return retries.Failure(
-        ErrorFamily(family).value if family else None, row["error_code"], row["exit_code"]
+        ErrorFamily(family).value if family else None,
+        row["error_code"],
+        row["exit_code"],
+        row["diagnostic"],
     )

@@ -58,7 +58,7 @@ class EventHandler:
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
-        self._memory_factor = settings.memory_retry_factor
+        self._policy = retries.Policy.of(settings)
         self._limits = Limits.of(settings)
         self._ddm_root = settings.ddm_root
 
@@ -77,29 +77,25 @@ class EventHandler:
             after = outputs.register(conn, accepted, rows, self._ddm_root, t)
             applied = transitions.apply(conn, _changes(accepted, rows, t, after), t)
             _heartbeats(conn, accepted, rows, t)
-            decided = self._retry_decisions(accepted, rows, applied, after)
-            retries.retry(conn, decided, t, self._limits)
+            failed = _failures(accepted, rows, applied, after)
+            decided = retries.decide_all(conn, failed, self._policy)
+            retries.retry(conn, decided, t, self._limits, self._policy)
 
-    def _retry_decisions(
-        self,
-        events: list[JobEvent],
-        rows: dict[str, RowMapping],
-        applied: list[Change],
-        after: dict[str, outputs.AfterHolding],
-    ) -> list[tuple[RowMapping, retries.Decision]]:
-        """The retry decision of each attempt that failed, by the pilot's report or because
-        its files were refused."""
-        failed = {c.job_id for c in applied if c.to_state == S.FAILED}
-        return [
-            (
-                rows[e.job_id],
-                retries.decide(
-                    rows[e.job_id], _failure(e, after.get(e.job_id)), self._memory_factor
-                ),
-            )
-            for e in events
-            if e.kind in ("finished", "failed") and e.job_id in failed
-        ]
+
+def _failures(
+    events: list[JobEvent],
+    rows: dict[str, RowMapping],
+    applied: list[Change],
+    after: dict[str, outputs.AfterHolding],
+) -> list[tuple[RowMapping, retries.Failure]]:
+    """Each attempt that failed, by the pilot's report or because its files were refused,
+    and why."""
+    failed = {c.job_id for c in applied if c.to_state == S.FAILED}
+    return [
+        (rows[e.job_id], _failure(e, after.get(e.job_id)))
+        for e in events
+        if e.kind in ("finished", "failed") and e.job_id in failed
+    ]
 
 
 def _new_events(conn: Connection, batch: list[Incoming[JobEvent]]) -> list[Incoming[JobEvent]]:
@@ -194,9 +190,11 @@ def _failure(event: JobEvent, then: outputs.AfterHolding | None = None) -> retri
     """Why the attempt failed: its files were refused (``then``), or as the pilot says."""
     if then is not None and then.target == S.FAILED:
         values = then.values
-        return retries.Failure(values["error_family"], values["error_code"], event.exit_code)
+        return retries.Failure(
+            values["error_family"], values["error_code"], event.exit_code, values["diagnostic"]
+        )
     family = ErrorFamily.PILOT.value if event.error_code is not None else None
-    return retries.Failure(family, event.error_code, event.exit_code)
+    return retries.Failure(family, event.error_code, event.exit_code, event.diagnostic or None)
 
 
 def _path(event: JobEvent, then: outputs.AfterHolding | None) -> tuple[JobState, ...]:

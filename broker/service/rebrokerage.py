@@ -8,8 +8,11 @@ anew, away from that site. The old attempt's dispatch may still sit in the
 old queue; a pilot claiming it is refused (superseded attempt), so a job is
 never run twice. A job that names its site keeps waiting for it.
 
-Also here: the periodic release of throttled jobs, for queues that drain
-without claims this process saw. Safe with several broker processes: rows
+Also here: the automatic rule on site statuses (``broker.service.site_health``),
+judged first, so that a site just put in ``test`` gets no job of this pass;
+the set-up of retries whose backoff is over (``broker.service.backoff``); and
+the periodic release of throttled jobs, for queues that drain without claims
+this process saw. Safe with several broker processes: rows
 are taken with ``FOR UPDATE SKIP LOCKED`` and every change is a
 compare-and-set.
 """
@@ -22,9 +25,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, RowMapping, func, select
 
 from broker.error_codes import ErrorFamily, TaskBufferError
-from broker.service import retries
+from broker.service import backoff, retries
 from broker.service.activation import Placement, release
 from broker.service.brokerage import Brokerage, Unplaced, settle
+from broker.service.site_health import SiteHealthCheck
 from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import JobState
@@ -46,19 +50,23 @@ BATCH = 1000
 
 
 class Rebrokerage:
-    """Periodic work of the broker service: re-brokerage, then the release of throttled jobs."""
+    """Periodic work of the broker service: site statuses, re-brokerage, retries whose
+    backoff is over, then the release of throttled jobs."""
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
         self._limits = Limits.of(settings)
+        self._health = SiteHealthCheck(engine, settings)
 
     def check(self, at: datetime | None = None) -> int:
-        """One pass; how many jobs were re-brokered or released."""
+        """One pass; how many site statuses changed and jobs were re-brokered or released."""
         t = at or now()
+        changed = self._health.check(t)
         with transaction(self._engine) as conn:
             moved = self._rebroker(conn, _stranded(conn, t, self._settings.rebrokerage_idle_s), t)
-            return moved + release(conn, t, self._limits)
+            moved += backoff.set_up_due(conn, t, self._limits)
+            return changed + moved + release(conn, t, self._limits)
 
     def _rebroker(self, conn: Connection, rows: list[tuple[RowMapping, str]], t: datetime) -> int:
         if not rows:
@@ -71,7 +79,7 @@ class Rebrokerage:
             if row["id"] in closed
         ]
         started = retries.new_attempts(conn, wanted, t, ended=S.CLOSED)
-        brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
+        brokerage = Brokerage.of(conn, self._settings)
         placed, unplaced = [], []
         for row, decision in wanted:
             if row["id"] not in started:

@@ -43,10 +43,6 @@ log = logging.getLogger(__name__)
 OUTBOX_SWEEP_S = 1.0
 
 
-#: How often the service looks at PostgreSQL's counters for tables to analyse.
-STATISTICS_CHECK_S = 2.0
-
-
 class _Every:
     """A periodic pass of the loop: run at most once every ``interval_s``."""
 
@@ -212,8 +208,9 @@ class BrokerService:
             _Every(s.watchdog_interval_s, lambda: retried(watchdog.check, "watchdog pass")),
             _Every(s.brokerage_interval_s, lambda: retried(priorities.check, "user priorities")),
             _Every(s.brokerage_interval_s, lambda: self._rebroker(rebrokerage)),
-            _Every(STATISTICS_CHECK_S, self._refresh_statistics),
         ]
+        if s.statistics_interval_s > 0:
+            passes.append(_Every(s.statistics_interval_s, self._refresh_statistics))
         sweep = _Every(OUTBOX_SWEEP_S, relay.relay)
         while not stop.is_set():
             handled = consumer.poll(s.poll_interval_s)

@@ -50,7 +50,7 @@ class SubmissionHandler:
         with transaction(self._engine) as conn:
             fresh = self._fresh(conn, batch)
             owners = {i.message.id: i.user_id for i in fresh}
-            brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
+            brokerage = Brokerage.of(conn, self._settings)
             limits = Limits.of(self._settings)
             valid = self._valid(conn, fresh, QueuedCap(conn, Caps.of(self._settings)))
             placed, _ = store_jobs(conn, brokerage, valid, owners, t, limits)

@@ -88,7 +88,7 @@ class TaskHandler:
         sites: set[str] = set()
         with transaction(self._engine) as conn:
             seen = owners_of(conn, (i.message.id for i in batch))
-            brokerage = Brokerage(conn, self._settings.brokerage_data_weight)
+            brokerage = Brokerage.of(conn, self._settings)
             cap = QueuedCap(conn, Caps.of(self._settings))
             for incoming in senders.allowed(batch, "task", senders.user_required):
                 task = incoming.message

@@ -115,10 +115,12 @@ class Watchdog:
             return 0
         changes = [_fail(row, rule, t) for row in rows]
         applied = {c.job_id for c in transitions.apply(conn, changes, t)}
-        failure = retries.Failure(ErrorFamily.DISPATCHER.value, int(rule.code))
-        factor = self._settings.memory_retry_factor
-        decided = [(r, retries.decide(r, failure, factor)) for r in rows if r["id"] in applied]
-        retries.retry(conn, decided, t, Limits.of(self._settings))
+        policy = retries.Policy.of(self._settings)
+        failed = [
+            (r, _failure(rule, c)) for r, c in zip(rows, changes, strict=True) if r["id"] in applied
+        ]
+        decided = retries.decide_all(conn, failed, policy)
+        retries.retry(conn, decided, t, Limits.of(self._settings), policy)
         for change in changes:
             if change.job_id in applied:
                 log.warning(
@@ -149,6 +151,12 @@ def _stalled(conn: Connection, rule: Rule, cutoff: datetime) -> list[RowMapping]
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     return list(conn.execute(stmt).mappings())
+
+
+def _failure(rule: Rule, change: Change) -> retries.Failure:
+    return retries.Failure(
+        ErrorFamily.DISPATCHER.value, int(rule.code), diagnostic=change.values["diagnostic"]
+    )
 
 
 def _fail(row: RowMapping, rule: Rule, t: datetime) -> Change:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -47,6 +48,26 @@ sites = Table(
     Column("releases", JSON),
     Column("max_queued", Integer),
     Column("modified_at", Time),
+    #: Who set the status: an operator's identity, or ``automatic`` (docs/brokerage.md).
+    Column("status_by", String(256)),
+    Column("status_reason", Text),
+    Column("status_at", Time),
+    #: A site the automatic rule put in ``test``: its probe jobs count from this time.
+    Column("probe_at", Time),
+)
+
+#: Every change of a site's status, by whom and why.
+site_status_changes = Table(
+    "site_status_changes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("site", ID, ForeignKey("sites.name"), nullable=False),
+    Column("from_status", String(16)),
+    Column("to_status", String(16), nullable=False),
+    Column("at", Time, nullable=False),
+    Column("status_by", String(256)),
+    Column("reason", Text),
+    Index(None, "site", "at"),
 )
 
 tasks = Table(
@@ -92,6 +113,8 @@ jobs = Table(
     #: The priority it was submitted with; ``priority`` is that less what its user's
     #: fair share takes (``broker.service.fairshare``). Empty on rows written before.
     Column("base_priority", Integer),
+    #: A retried attempt waits in ``defined`` until then (its backoff), set up after.
+    Column("retry_at", Time),
     Index(None, "state", "priority"),
     Index(None, "task_id"),
     # The monitor's: sites x states and recent final jobs; a task's progress.
@@ -139,6 +162,8 @@ job_attempts = Table(
     Column("error_family", String(16)),
     Column("error_code", Integer),
     Column("diagnostic", Text),
+    #: Whether the attempt was retried after it ended, and why (the rule that decided).
+    Column("retry_decision", Text),
     # The error list: failed attempts of the last hours.
     Index(None, "state", "ended_at"),
 )
@@ -181,6 +206,26 @@ pilots = Table(
     Column("exit_code", Integer),
     Index(None, "site", "state"),
     Index(None, "last_seen"),
+)
+
+#: Operators' retry rules (``pandamq retry-rules apply``); the defaults are in
+#: ``broker.retry_rules.defaults``. ``position`` is the rule's place in its file.
+retry_rules = Table(
+    "retry_rules",
+    metadata,
+    Column("name", ID, primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("error_family", String(16)),
+    Column("error_code", Integer),
+    Column("exit_code", Integer),
+    Column("diagnostic", Text),
+    Column("site", ID),
+    Column("task_id", ID),
+    Column("action", String(32), nullable=False),
+    Column("max_attempts", Integer),
+    Column("passive", Boolean, nullable=False, server_default=false()),
+    Column("created_at", Time, nullable=False),
+    Column("modified_at", Time, nullable=False),
 )
 
 outbox = Table(

@@ -107,6 +107,8 @@ class Pandamq:
             "PANDAMQ_DATABASE_URL": database_url,
             "PANDAMQ_WORK_DIR": str(tmp_path / "work"),
             "PANDAMQ_DDM_ROOT": str(tmp_path / "se"),
+            # Retries set up at once; tests of the backoff ask for one.
+            "PANDAMQ_RETRY_BACKOFF_S": "0",
             # A stuck service killed with SIGABRT writes every thread's stack to its log.
             "PYTHONFAULTHANDLER": "1",
         }

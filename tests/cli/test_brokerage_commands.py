@@ -10,6 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from broker.protocol import JobSpec
+from broker.security import identity
 from cli.main import pandamq
 from tests.harness import System, wait_for
 from tests.test_brokerage import new_dataset
@@ -66,8 +67,11 @@ def test_sites_apply_is_idempotent_and_sites_json_shows_it(system: System, tmp_p
 def test_sites_set_status_and_its_errors(system: System, tmp_path: Path) -> None:
     path, a, _ = catalogue(tmp_path)
     cli(system, "sites", "apply", str(path))
-    result = cli(system, "sites", "set-status", a, "offline")
+    result = cli(system, "sites", "set-status", a, "offline", "--reason", "disk full")
     assert result.exit_code == 0 and f"site {a}: online -> offline" in result.stdout
+    listed = {s["name"]: s for s in json.loads(cli(system, "sites", "--json").stdout)}
+    assert listed[a]["status_by"] == identity.of(system.settings)
+    assert listed[a]["status_reason"] == "disk full"
     unknown = cli(system, "sites", "set-status", "NO_SUCH_SITE", "online")
     assert unknown.exit_code == 2
     assert unknown.stderr.strip().startswith("pandamq: error: no site 'NO_SUCH_SITE'")

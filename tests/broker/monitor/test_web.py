@@ -7,12 +7,14 @@ import uuid
 from typing import Any
 from urllib.parse import quote, unquote
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert, update
 
 from broker.monitor.web import MonitorApp
 from broker.store.clock import now
 from broker.store.datasets import FileRecord, register
 from broker.store.engine import transaction
+from broker.store.schema import jobs, tasks
+from broker.store.site_status import StatusChange, change_status
 from tests.broker.monitor.seed import failed_job, new_site
 from tests.broker.service.jobs import TO_RUNNING, TO_THROTTLED, a_site, a_user, put
 
@@ -91,3 +93,34 @@ def test_datasets_list_and_page_show_files_and_replicas(engine: Engine) -> None:
     data = get(engine, f"/api/datasets/{quote(name, safe='')}")[2]
     assert data["replicas"] == [{"site": site, "state": "available", "files": 2}]
     assert get(engine, "/api/datasets/nope")[0] == "404 Not Found"
+
+
+def test_sites_left_out_show_who_why_and_until_when(engine: Engine) -> None:
+    # Given a site the automatic rule put in test, whose 3 jobs of one task failed
+    task_id = f"task-{uuid.uuid4().hex[:8]}"
+    with transaction(engine) as conn:
+        site = new_site(conn)
+        conn.execute(insert(tasks).values(id=task_id, status="running", created_at=now()))
+        ids = [failed_job(conn, site, 1305, "segfault") for _ in range(3)]
+        conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(task_id=task_id))
+        change = StatusChange(site, "online", "test", "automatic", "all 3 jobs failed", now())
+        assert change_status(conn, change, now())
+    # When a person opens the sites page and the site's page
+    _, _, dashboard = get(engine, "/api/")
+    _, _, html = get(engine, "/")
+    _, _, page = get(engine, f"/api/sites/{site}")
+    # Then the site is listed as left out, with who, why and until when
+    (row,) = [r for r in dashboard["left_out"] if r["name"] == site]
+    assert (row["status"], row["status_by"], row["status_reason"]) == (
+        "test",
+        "automatic",
+        "all 3 jobs failed",
+    )
+    assert row["until"] == "online once a probe job finishes"
+    assert f"/sites/{site}" in html and "Sites left out" in html
+    # And its page has its history and the task it is left out for, until when
+    assert [(h["from_status"], h["to_status"]) for h in page["history"]] == [("online", "test")]
+    (task,) = page["tasks_left_out"]
+    assert task["task_id"] == task_id and task["reason"].startswith(f"task {task_id}: 3 failed")
+    assert " until " in task["reason"]
+    assert get(engine, "/sites/NO_SUCH_SITE")[0] == "404 Not Found"

@@ -28,7 +28,7 @@ LOST_S = 60
 def superseded_job(engine: Engine, root: Path, max_attempts: int = 3) -> tuple[str, Settings]:
     """A job whose attempt 1, on PILOT, the watchdog failed (and retried as attempt 2,
     unless it was the last)."""
-    settings = Settings(lost_heartbeat_s=LOST_S, ddm_root=str(root))
+    settings = Settings(lost_heartbeat_s=LOST_S, ddm_root=str(root), retry_backoff_s=0.0)
     stalled = now() - timedelta(seconds=LOST_S + 1)
     (job_id,) = jobs_in(engine, JobState.RUNNING, at=stalled, max_attempts=max_attempts)
     Watchdog(engine, settings).check(at=now())

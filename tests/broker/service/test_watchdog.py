@@ -24,6 +24,7 @@ SETTINGS = Settings(
     holding_timeout_s=300,
     transferring_timeout_s=400,
     assigned_timeout_s=500,
+    retry_backoff_s=0.0,
 )
 
 

@@ -76,7 +76,7 @@ def test_two_retries_at_one_site_do_not_deadlock_on_its_row(
     def retry(job_id: str) -> int:
         with transaction(pg) as conn:
             job = load(conn, [job_id], lock=True)[job_id]
-            decision = retries.decide(job, Failure("pilot", 1, 1), 1.5)
+            decision = retries.decide(job, Failure("pilot", 1, 1))
             return retries.retry(conn, [(job, decision)], now(), Limits(min_activated=100))
 
     # When both run at once, on two connections
