@@ -91,6 +91,19 @@ class Settings:
     activity_shares: str = "production=80,analysis=20"
     brokerage_interval_s: float = 10.0
     rebrokerage_idle_s: float = 3600.0
+    # fair share between users (docs/brokerage.md, "Users"); a cap of 0 is no cap
+    #: A user's waiting jobs lose 1 priority per this many of the user's jobs ahead of
+    #: them (PanDA's base - (active + n) / 5); 0: priorities are left as submitted.
+    user_priority_step: int = 5
+    #: A submission that would leave its user with more queued jobs is refused.
+    user_max_queued: int = 0
+    #: A user's jobs are activated only while the user has fewer activated and running ...
+    user_max_running: int = 0
+    #: ... and fewer at the job's site; the others stay throttled.
+    user_max_running_per_site: int = 0
+    #: One user's own caps, ``USER:CAP=N,...`` with CAP max_queued, max_running or
+    #: max_running_per_site, e.g. ``user.prod:max_running=5000``.
+    user_caps: str = ""
     # the planner's statistics of the hot tables (broker/store/statistics.py):
     # how often the broker service checks them; 0 leaves them to the operator
     statistics_interval_s: float = 2.0
@@ -160,6 +173,20 @@ class Settings:
             raise ConfigError("activity_shares: every share must be above 0")
         return shares
 
+    def user_cap_overrides(self) -> dict[str, dict[str, int]]:
+        """``user_caps`` as user → cap → count, e.g. ``{"user.prod": {"max_running": 5000}}``."""
+        caps: dict[str, dict[str, int]] = {}
+        for item in filter(None, (p.strip() for p in self.user_caps.split(","))):
+            user, _, rest = item.rpartition(":")
+            cap, _, value = rest.partition("=")
+            if not user or cap.strip() not in USER_CAPS or not value.strip().isdigit():
+                raise ConfigError(
+                    f"user_caps: expected USER:CAP=N with CAP one of {', '.join(USER_CAPS)} "
+                    f"and N a count, got {item!r}"
+                )
+            caps.setdefault(user.strip(), {})[cap.strip()] = int(value)
+        return caps
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; ``None`` values are ignored."""
         given = {k: v for k, v in changes.items() if v is not None}
@@ -181,6 +208,10 @@ class Settings:
         values.update(_read_env(env))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return _coerce_all(values)
+
+
+#: The caps ``user_caps`` may set for one user (each also a ``user_`` setting for all).
+USER_CAPS = ("max_queued", "max_running", "max_running_per_site")
 
 
 #: The settings a pilot reads, which a factory passes on to the pilots it starts
@@ -294,6 +325,7 @@ def _check(settings: Settings) -> None:
     if settings.batch_size < 1 or settings.publish_window < 1:
         raise ConfigError("batch_size and publish_window must be at least 1")
     settings.shares()
+    settings.user_cap_overrides()
     if settings.throttle_min_activated < 1:
         raise ConfigError("throttle_min_activated must be at least 1")
     _check_exclusion(settings)
@@ -355,6 +387,10 @@ def _check_observability(settings: Settings) -> None:
 
 #: Settings that are counts (0 meaning none, or no limit).
 NOT_NEGATIVE = (
+    "user_priority_step",
+    "user_max_queued",
+    "user_max_running",
+    "user_max_running_per_site",
     "factory_max_queued",
     "factory_max_running",
     "factory_max_submit",

@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from sqlalchemy import Engine
 
+from broker.monitor.render import USER_COLUMNS
 from broker.monitor.views import dashboard
 from broker.monitor.window import DEFAULT_WINDOW, since
 from broker.stopping import stop_on_signals
@@ -30,6 +31,8 @@ from cli.render import table
 FAILURE_COLUMNS = ["job_id", "attempt", "site", "error_code", "exit_code", "diagnostic"]
 #: Failures listed under the table: few, so that it fits a terminal.
 RECENT_FAILURES = 5
+#: Users listed, the most queued first: few, so that it fits a terminal.
+USERS_SHOWN = 10
 #: Under the live table: how to leave it.
 QUIT_HINT = "q or Ctrl-C to quit"
 #: How often a wait between redraws looks at the keyboard and for a signal.
@@ -55,7 +58,8 @@ KEY_POLL_S = 0.1
 @connection_options
 @click.pass_context
 def top(ctx: click.Context, window: str, interval: float, once: bool) -> None:
-    """Sites x states, running/queued ratio, error rate and recent failures, live."""
+    """Sites x states, running/queued ratio, error rate, users' queued and running jobs
+    and recent failures, live."""
     engine = database(settings(ctx))
     since(window, now())  # a bad window is an error before the screen is taken
     if once:
@@ -103,7 +107,11 @@ def _frame(engine: Engine, window: str, hint: str | None = None) -> Group:
     with transaction(engine) as conn:
         data = dashboard(conn, since(window, now()), window)
     failures = data["recent_failures"][:RECENT_FAILURES]
-    return Group(_sites(data, hint), table(failures, FAILURE_COLUMNS, "recent failures"))
+    return Group(
+        _sites(data, hint),
+        table(data["users"][:USERS_SHOWN], USER_COLUMNS, "users (most queued first)"),
+        table(failures, FAILURE_COLUMNS, "recent failures"),
+    )
 
 
 def _sites(data: dict[str, Any], hint: str | None) -> Table:

@@ -6,6 +6,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 
@@ -52,3 +53,22 @@ def delete_vhost(vhost: str) -> None:
     subprocess.run(
         ["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60, check=False
     )
+
+
+@contextmanager
+def rabbitmq_user(broker_url: str, name: str) -> Iterator[str]:
+    """A RabbitMQ user ``name`` with every permission on ``broker_url``'s vhost; yields
+    that URL with the user's login; deletes the user afterwards."""
+    parts = urlsplit(broker_url)
+    vhost = unquote(parts.path.lstrip("/")) or "/"
+    password = uuid.uuid4().hex
+    _rabbitmqctl("add_user", name, password)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, name, ".*", ".*", ".*")
+        yield urlunsplit(
+            parts._replace(netloc=f"{quote(name)}:{password}@{parts.hostname}:{parts.port}")
+        )
+    finally:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_user", name], capture_output=True, timeout=60, check=False
+        )

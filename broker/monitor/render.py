@@ -9,6 +9,8 @@ from broker.monitor.pages import cell, fields, link, pre, table
 from broker.store.jobs import PUBLIC_FIELDS
 
 FAILURE_COLUMNS = ["job", "attempt", "site", "family", "code", "exit", "diagnostic", "ended"]
+#: A user's row of the dashboard (and of ``pandamq top``).
+USER_COLUMNS = ["user", "queued", "waiting", "activated", "running", "priority"]
 HISTORY_COLUMNS = ("attempt", "from_state", "to_state", "at", "reason")
 ATTEMPT_COLUMNS = (
     "attempt",
@@ -39,7 +41,17 @@ def dashboard(data: dict[str, Any]) -> str:
         + _left_out(data["left_out"])
         + "<h2>Recent failures</h2>"
         + _failures(data["recent_failures"])
+        + "<h2>Users</h2>"
+        + _users(data["users"])
     )
+
+
+def _users(users: list[dict[str, Any]]) -> str:
+    """Each user's queued and running jobs, and the priority its next job goes at."""
+    if not users:
+        return "<p class='muted'>none</p>"
+    rows = [[cell(u[c]) for c in USER_COLUMNS] for u in users]
+    return table(USER_COLUMNS, rows, text_columns=1)
 
 
 LEFT_OUT_COLUMNS = ["site", "status", "set by", "since", "why", "until"]

@@ -27,6 +27,7 @@ from broker.states import JobState
 from broker.store.clock import iso_times, now
 from broker.store.jobs import get_job
 from broker.store.schema import tasks
+from broker.store.users import usage
 from ddm_bridge.payload_log import log_tail
 
 #: The columns of the sites x states table, in the order a job walks them.
@@ -37,7 +38,8 @@ QUEUED = {JobState.DEFINED.value, *QUEUED_STATES}
 
 def dashboard(conn: Connection, since: datetime, window: str) -> dict[str, Any]:
     """Sites x states (active, and final within the window), ratios, error rate, failures,
-    and the sites left out (status other than online)."""
+    the sites left out (status other than online), and the users with the most queued
+    jobs (``broker.store.users.usage``)."""
     table = by_site(site_state_counts(conn, since))
     sites = [_site_row(site, counts) for site, counts in table.items()]
     return {
@@ -48,6 +50,7 @@ def dashboard(conn: Connection, since: datetime, window: str) -> dict[str, Any]:
         "totals": _site_row("total", _sum(table.values())),
         "recent_failures": recent_failures(conn, since),
         "left_out": left_out(conn, now()),
+        "users": usage(conn),
     }
 
 

@@ -1,8 +1,11 @@
-"""Gauges read from SQL when Prometheus scrapes: jobs, pilots and queue depth per site.
+"""Gauges read from SQL when Prometheus scrapes: jobs, pilots and queue depth per site,
+and users' queued and running jobs.
 
-A scrape costs three GROUP BY statements over indexed columns (active jobs
+A scrape costs four GROUP BY statements over indexed columns (active jobs
 only, never the history), and at most one set per ``metrics_refresh_s``
-however many scrapers there are.
+however many scrapers there are. Users are a label whose values grow with the
+users, so only the ``USERS_SHOWN`` with the most queued jobs have their own;
+the others are summed under ``OTHER_USERS``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from broker.errors import PandaMQError
 from broker.monitor.queries import active_counts, pilots_alive, queue_depth
 from broker.store.clock import now
 from broker.store.engine import transaction
+from broker.store.users import USERS_SHOWN, usage
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +58,41 @@ class SQLGauges(Collector):
                 jobs = active_counts(conn)
                 pilots = pilots_alive(conn, now() - self._pilot_seen)
                 depth = queue_depth(conn)
+                users = user_gauge(usage(conn, limit=None))
         except PandaMQError as exc:
             # The last values stay; the scrape still answers, with process metrics.
             log.warning("metrics: cannot read the database: %s", exc)
             return
-        self._families = _families(jobs, {(site,): n for site, n in pilots.items()}, depth)
+        pilot_gauge = {(site,): n for site, n in pilots.items()}
+        self._families = _families(jobs, pilot_gauge, depth, users)
         self._read_at = time.monotonic()
 
 
 def described() -> list[GaugeMetricFamily]:
     """The gauges with their names and help, without values."""
-    return _families({}, {}, {})
+    return _families({}, {}, {}, {})
+
+
+#: The label value of the users beyond the ``USERS_SHOWN`` with the most queued jobs.
+OTHER_USERS = "(others)"
+
+
+def user_gauge(users: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """(user, queued|running) → jobs: the first ``USERS_SHOWN`` users (``usage`` lists
+    them most queued first) by name, the rest summed as ``OTHER_USERS``."""
+    values: dict[tuple[str, str], int] = {}
+    for n, u in enumerate(users):
+        name = u["user"] if n < USERS_SHOWN else OTHER_USERS
+        for use in ("queued", "running"):
+            values[(name, use)] = values.get((name, use), 0) + u[use]
+    return values
 
 
 def _families(
     jobs: dict[tuple[str, str], int],
     pilots: dict[tuple[str], int],
     depth: dict[tuple[str, str], int],
+    users: dict[tuple[str, str], int],
 ) -> list[GaugeMetricFamily]:
     return [
         _family("pandamq_jobs", "Jobs not final, per site and state.", ["site", "state"], jobs),
@@ -85,6 +107,13 @@ def _families(
             "Activated jobs waiting for a pilot, per site and resource type.",
             ["site", "resource_type"],
             depth,
+        ),
+        _family(
+            "pandamq_user_jobs",
+            "Jobs of each user with the most queued ones: queued (not yet at a pilot) or "
+            "running (sent, starting, running).",
+            ["user", "use"],
+            users,
         ),
     ]
 

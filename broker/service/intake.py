@@ -25,6 +25,7 @@ from broker.protocol import JobSpec
 from broker.service import throttle
 from broker.service.activation import NOTHING_TO_WAIT_FOR, Placement, dispatch
 from broker.service.brokerage import Brokerage, Unplaced, failed_brokerage
+from broker.service.fairshare import new_priorities
 from broker.service.setup import AT_SITE, unregistered, waiting_for_inputs
 from broker.service.throttle import Limits, Row
 from broker.states import JobState
@@ -49,8 +50,9 @@ def store_jobs(
     """Place, and insert in the state they reach, new jobs (``owners`` by job id) within
     the sites' ``limits``; (placed, unplaced), as ``Brokerage.place``."""
     placed, unplaced = brokerage.place(specs)
+    priorities = new_priorities(conn, specs, owners, limits.priority_step)
     failed = [_failed(u, owners.get(u.spec.id)) for u in unplaced]
-    assigned = [_assigned(p, owners.get(p.spec.id)) for p in placed]
+    assigned = [_assigned(p, owners.get(p.spec.id), priorities[p.spec.id]) for p in placed]
     known = brokerage.file_ids()
     ready = _check_inputs(assigned, placed, known, brokerage)
     go = _activate(conn, ready, limits)
@@ -67,8 +69,8 @@ def _failed(unplaced: Unplaced, owner: str | None) -> NewJob:
     return job
 
 
-def _assigned(placement: Placement, owner: str | None) -> NewJob:
-    job = NewJob(placement.spec, owner)
+def _assigned(placement: Placement, owner: str | None, priority: int) -> NewJob:
+    job = NewJob(placement.spec, owner, priority=priority)
     job.move(S.ASSIGNED, placement.why, placement.values())
     return job
 
@@ -100,7 +102,7 @@ def _activate(
 ) -> list[Row]:
     """Move the ready jobs to ``activated`` as far as their sites' caps allow, the others
     to ``throttled``; the rows of those activated (for their dispatch)."""
-    rows = [_row(p) for _, p, _ in ready]
+    rows = [_row(job, p) for job, p, _ in ready]
     go, wait = throttle.split(conn, rows, limits)
     activated = {row["id"] for row in go}
     for job, _, why in ready:
@@ -111,7 +113,7 @@ def _activate(
     return go
 
 
-def _row(p: Placement) -> Row:
+def _row(job: NewJob, p: Placement) -> Row:
     """A placed new job as throttling and its dispatch read it."""
     spec = p.spec
     return {
@@ -119,6 +121,7 @@ def _row(p: Placement) -> Row:
         "attempt": p.attempt,
         "site": p.site,
         "resource_type": resource_type(spec.cores, spec.memory_mb),
-        "priority": spec.priority,
+        "priority": spec.priority if job.priority is None else job.priority,
         "activity": spec.activity,
+        "owner": job.owner,
     }

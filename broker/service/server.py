@@ -23,6 +23,7 @@ from broker.security import identity
 from broker.service.claims import ClaimHandler
 from broker.service.commands import CommandHandler
 from broker.service.events import EventHandler
+from broker.service.fairshare import UserPriorities
 from broker.service.queries import QueryService, run_in_process
 from broker.service.rebrokerage import Rebrokerage
 from broker.service.relay import OutboxRelay
@@ -201,9 +202,11 @@ class BrokerService:
             # Pilots were cut off too, and reconnect on their own backoff.
             watchdog.after_outage()
         rebrokerage = Rebrokerage(self._engine, self._settings)
+        priorities = UserPriorities(self._engine, self._settings)
         s = self._settings
         passes = [
             _Every(s.watchdog_interval_s, lambda: retried(watchdog.check, "watchdog pass")),
+            _Every(s.brokerage_interval_s, lambda: retried(priorities.check, "user priorities")),
             _Every(s.brokerage_interval_s, lambda: self._rebroker(rebrokerage)),
         ]
         if s.statistics_interval_s > 0:

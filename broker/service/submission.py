@@ -17,6 +17,7 @@ from broker.security import senders
 from broker.service.brokerage import Brokerage
 from broker.service.intake import store_jobs
 from broker.service.throttle import Limits
+from broker.service.user_caps import Caps, QueuedCap
 from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.datasets import files_by_did
@@ -51,7 +52,7 @@ class SubmissionHandler:
             owners = {i.message.id: i.user_id for i in fresh}
             brokerage = Brokerage.of(conn, self._settings)
             limits = Limits.of(self._settings)
-            valid = self._valid(conn, fresh)
+            valid = self._valid(conn, fresh, QueuedCap(conn, Caps.of(self._settings)))
             placed, _ = store_jobs(conn, brokerage, valid, owners, t, limits)
         for incoming in batch:
             incoming.reply(Receipt(incoming.message.id, accepted=True))
@@ -79,15 +80,18 @@ class SubmissionHandler:
         return [i for job_id, i in fresh.items() if job_id not in seen]
 
     @staticmethod
-    def _valid(conn: Connection, fresh: list[Incoming[JobSpec]]) -> list[JobSpec]:
-        """The new jobs that can be brokered; refuse those naming what does not exist."""
+    def _valid(conn: Connection, fresh: list[Incoming[JobSpec]], cap: QueuedCap) -> list[JobSpec]:
+        """The new jobs that can be brokered; refuse those naming what does not exist, and
+        those beyond their user's cap of queued jobs."""
         statuses = known_sites(conn, {i.message.site for i in fresh if i.message.site})
         tasks = known_tasks(conn, {i.message.task_id for i in fresh if i.message.task_id})
         registered = set(files_by_did(conn, {d for i in fresh for d in i.message.input_files}))
         valid = []
         for incoming in fresh:
-            refusal = _refusal(incoming.message, statuses, tasks) or _unregistered(
-                incoming.message, registered
+            refusal = (
+                _refusal(incoming.message, statuses, tasks)
+                or _unregistered(incoming.message, registered)
+                or _over_cap(cap.refusal(incoming.user_id))
             )
             if refusal is None:
                 valid.append(incoming.message)
@@ -109,6 +113,10 @@ def _refusal(spec: JobSpec, statuses: dict[str, str], tasks: set[str]) -> str | 
     if spec.site and statuses[spec.site] == "offline":
         return f"job spec: site {spec.site!r} is offline and takes no jobs"
     return None
+
+
+def _over_cap(why: str | None) -> str | None:
+    return None if why is None else f"job spec: {why}"
 
 
 def _unregistered(spec: JobSpec, registered: set[str]) -> str | None:

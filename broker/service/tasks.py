@@ -26,6 +26,7 @@ from broker.service import scouts
 from broker.service.brokerage import Brokerage
 from broker.service.intake import store_jobs
 from broker.service.throttle import Limits
+from broker.service.user_caps import Caps, QueuedCap
 from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.datasets import FileRecord, dataset_exists, dataset_files
@@ -90,6 +91,7 @@ class TaskHandler:
         with transaction(self._engine) as conn:
             seen = owners_of(conn, (i.message.id for i in batch))
             brokerage = Brokerage.of(conn, self._settings)
+            cap = QueuedCap(conn, Caps.of(self._settings))
             for incoming in senders.allowed(batch, "task", senders.user_required):
                 task = incoming.message
                 incoming.reply(Receipt(task.id, accepted=True))
@@ -97,7 +99,7 @@ class TaskHandler:
                     continue
                 seen[task.id] = incoming.user_id
                 specs = split(task, dataset_files(conn, task.input_dataset))
-                if not self._can_start(conn, incoming, specs):
+                if not self._can_start(conn, incoming, specs, cap):
                     continue
                 plan = scouts.plan(task, specs, self._settings)
                 incoming.reply(Receipt(task.id, accepted=True, reason=plan.note))
@@ -119,10 +121,13 @@ class TaskHandler:
         self._site_queues_ready(sites)
 
     @staticmethod
-    def _can_start(conn: Connection, incoming: Incoming[TaskSpec], specs: list[JobSpec]) -> bool:
+    def _can_start(
+        conn: Connection, incoming: Incoming[TaskSpec], specs: list[JobSpec], cap: QueuedCap
+    ) -> bool:
         """Refuse a task whose input dataset is missing or empty, whose output or log
-        dataset exists already, or that names sites not in the catalogue."""
-        why = _refusal(conn, incoming.message, specs)
+        dataset exists already, that names sites not in the catalogue, or whose jobs
+        would take its user beyond the cap of queued jobs."""
+        why = _refusal(conn, incoming.message, specs) or cap.refusal(incoming.user_id, len(specs))
         if why is not None:
             incoming.refuse(
                 f"task spec: {why}", "not_found" if "does not exist" in why else "bad_input"

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, select
 
+from broker.service.user_caps import Caps, UserCaps
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store.schema import jobs, sites
@@ -33,6 +34,7 @@ COLUMNS = (
     jobs.c.resource_type,
     jobs.c.priority,
     jobs.c.activity,
+    jobs.c.owner,
 )
 #: A job as activation and throttling read it, the values of ``COLUMNS`` by name: read
 #: from SQL, or a new job's before it is written (``broker.service.intake``).
@@ -43,19 +45,26 @@ DEFAULT_ACTIVITY = "production"
 
 @dataclass(frozen=True)
 class Limits:
-    """The cap of activated jobs per site, and the shares of the activities."""
+    """The cap of activated jobs per site, the shares of the activities, and what users
+    may take (``broker.service.fairshare``, ``broker.service.user_caps``; 0: no cap)."""
 
     min_activated: int = 20
     running_factor: float = 2.0
     shares: Mapping[str, float] = field(
         default_factory=lambda: {"production": 80.0, "analysis": 20.0}
     )
+    priority_step: int = 5
+    users: Caps = field(default_factory=Caps)
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
         """The limits a deployment is configured with."""
         return cls(
-            settings.throttle_min_activated, settings.throttle_running_factor, settings.shares()
+            settings.throttle_min_activated,
+            settings.throttle_running_factor,
+            settings.shares(),
+            settings.user_priority_step,
+            Caps.of(settings),
         )
 
     def cap(self, running: int) -> int:
@@ -153,17 +162,26 @@ def split(
     if use is None:
         lock_sites(conn, by_site)
         use = site_use(conn, by_site)
+    caps = _caps(conn, limits)
     go: list[Row] = []
     wait: dict[str, str] = {}
     for site, group in by_site.items():
         u = use[site]
         n = room(u, limits)
         ordered = fair_order(group, u, limits)
+        if caps is not None:
+            ordered, held_by_user = caps.admit(site, ordered, n)
+            wait |= held_by_user
         go += ordered[:n]
-        held = u.activated + min(n, len(group))
+        held = u.activated + min(n, len(ordered))
         why = f"site {site} queue full: {held} activated, cap {limits.cap(u.running)}"
         wait |= {r["id"]: why for r in ordered[n:]}
     return go, wait
+
+
+def _caps(conn: Connection, limits: Limits) -> UserCaps | None:
+    """Users' caps for one transaction's activations; None when users have none."""
+    return UserCaps(conn, limits.users) if limits.users.running else None
 
 
 def next_throttled(
@@ -183,17 +201,40 @@ def next_throttled(
     lock_sites(conn, with_throttled)
     use = site_use(conn, with_throttled)
     rows: list[Row] = []
+    caps = _caps(conn, limits)
     for site, activity in pairs:
         n = room(use[site], limits)
         if n:
-            rows += conn.execute(
-                select(*COLUMNS)
-                .where(
-                    jobs.c.site == site,
-                    jobs.c.activity.is_(None) if activity is None else jobs.c.activity == activity,
-                    jobs.c.state == S.THROTTLED,
-                )
-                .order_by(jobs.c.priority.desc(), jobs.c.id)
-                .limit(n)
-            ).mappings()
+            rows += _first_throttled(conn, site, activity, n, caps)
     return rows, use
+
+
+#: How many times the first throttled jobs of a site are read again, leaving out users
+#: found at their caps (each read finds more of them, or is the last).
+CAP_READS = 3
+
+
+def _first_throttled(
+    conn: Connection, site: str, activity: str | None, n: int, caps: UserCaps | None
+) -> list[Row]:
+    """The first ``n`` throttled jobs of an activity at a site, in release order, of
+    users not at their caps."""
+    stmt = (
+        select(*COLUMNS)
+        .where(
+            jobs.c.site == site,
+            jobs.c.activity.is_(None) if activity is None else jobs.c.activity == activity,
+            jobs.c.state == S.THROTTLED,
+        )
+        .order_by(jobs.c.priority.desc(), jobs.c.id)
+        .limit(n)
+    )
+    left_out: set[str] = set()
+    for _ in range(CAP_READS):
+        where = jobs.c.owner.is_(None) | jobs.c.owner.not_in(sorted(left_out))
+        rows: list[Row] = list(conn.execute(stmt.where(where) if left_out else stmt).mappings())
+        full = set() if caps is None else caps.full(site, {r["owner"] for r in rows}) - left_out
+        if not full:
+            break
+        left_out |= full
+    return rows

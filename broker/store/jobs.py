@@ -24,12 +24,14 @@ from broker.topology import resource_type
 
 @dataclasses.dataclass
 class NewJob:
-    """A job to insert with its first attempt: its spec, its owner, and the moves it
-    made from ``defined`` before it was first written (none: it is inserted ``defined``)."""
+    """A job to insert with its first attempt: its spec, its owner, the moves it made
+    from ``defined`` before it was first written (none: it is inserted ``defined``), and
+    its priority when its user's fair share sets one (``broker.service.fairshare``)."""
 
     spec: JobSpec
     owner: str | None = None
     moves: list[Change] = dataclasses.field(default_factory=list)
+    priority: int | None = None
 
     @property
     def state(self) -> JobState:
@@ -120,7 +122,8 @@ def _job_row(new: NewJob, now: datetime) -> dict[str, Any]:
         "site": None,
         "resource_type": resource_type(spec.cores, spec.memory_mb),
         "attempt": 1,
-        "priority": spec.priority,
+        "priority": spec.priority if new.priority is None else new.priority,
+        "base_priority": spec.priority,
         "max_attempts": spec.max_attempts,
         "spec": fields_of(spec),
         "activity": spec.activity,

@@ -118,6 +118,9 @@ jobs = Table(
     Column("brokerage", JSON),
     #: The user that submitted the job (its messages' validated ``user_id``).
     Column("owner", String(256)),
+    #: The priority it was submitted with; ``priority`` is that less what its user's
+    #: fair share takes (``broker.service.fairshare``). Empty on rows written before.
+    Column("base_priority", Integer),
     #: A retried attempt waits in ``defined`` until then (its backoff), set up after.
     Column("retry_at", Time),
     Index(None, "state", "priority"),
@@ -128,6 +131,10 @@ jobs = Table(
     # The submitter's API: a user's jobs (or everyone's), newest first, page by page.
     Index(None, "owner", "created_at", "id"),
     Index(None, "created_at", "id"),
+    # Fair share and users' caps: a user's jobs in each live state counted, and every
+    # user's with their highest priority (the monitor), from the index alone and one
+    # range per live state, however many finished jobs there are.
+    Index(None, "state", "owner", "priority"),
 )
 #: The live jobs of a task, so that "has this task ended?" reads no finished job.
 Index(

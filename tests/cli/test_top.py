@@ -17,6 +17,7 @@ from broker.store.engine import transaction
 from cli.main import pandamq
 from cli.top import QUIT_HINT
 from tests.broker.monitor.seed import failed_job, new_site
+from tests.broker.service.jobs import TO_RUNNING, TO_THROTTLED, a_site, a_user, put
 from tests.cli.processes import PANDAMQ
 
 
@@ -35,6 +36,21 @@ def test_top_draws_sites_by_state_with_error_rate_and_failures(engine: Engine) -
     row = next(line for line in result.stdout.splitlines() if f" {site} " in line)
     assert "2" in row.split() and "100.0%" in row
     assert "disk full" in result.stdout and job_id[:12] in result.stdout
+
+
+def test_top_shows_each_users_queued_and_running_jobs_and_priority(engine: Engine) -> None:
+    # Given a user with 2 running jobs and 30 throttled ones, the highest at priority 7
+    # (30: among the 20 users of the most queued jobs in a database other tests share)
+    user, site = a_user(), a_site(engine)
+    put(engine, user, site, TO_RUNNING, [0, 0])
+    put(engine, user, site, TO_THROTTLED, [5] * 29 + [7])
+    env = {"PANDAMQ_DATABASE_URL": engine.url.render_as_string(False), "PANDAMQ_CONFIG": None}
+    # When one frame is drawn
+    result = CliRunner(env=env).invoke(pandamq, ["top", "--once"])
+    # Then the user's row: 30 queued, 30 waiting, 0 activated, 2 running, next at priority 7
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if f" {user} " in line)
+    assert [c for c in row.split() if c != "│"] == [user, "30", "30", "0", "2", "7"], row
 
 
 def test_live_top_says_how_to_quit_and_q_quits(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from broker.store.engine import transaction
 from broker.store.schema import jobs, tasks
 from broker.store.site_status import StatusChange, change_status
 from tests.broker.monitor.seed import failed_job, new_site
+from tests.broker.service.jobs import TO_RUNNING, TO_THROTTLED, a_site, a_user, put
 
 
 def get(engine: Engine, path: str) -> tuple[str, str, Any]:
@@ -44,6 +45,26 @@ def test_every_page_is_also_json(engine: Engine) -> None:
     _, _, dashboard = get(engine, "/api/")
     row = next(r for r in dashboard["sites"] if r["site"] == site)
     assert row["counts"] == {"failed": 1} and row["error_rate"] == 1.0
+
+
+def test_the_dashboard_shows_each_users_queued_and_running_jobs(engine: Engine) -> None:
+    # Given a user with 1 running job and 25 throttled ones at priority 3
+    user, site = a_user(), a_site(engine)
+    put(engine, user, site, TO_RUNNING, [0])
+    put(engine, user, site, TO_THROTTLED, [3] * 25)
+    # When the dashboard is read, Then its users list the user's jobs and next priority
+    _, _, dashboard = get(engine, "/api/")
+    row = next(u for u in dashboard["users"] if u["user"] == user)
+    assert row == {
+        "user": user,
+        "waiting": 25,
+        "activated": 0,
+        "running": 1,
+        "queued": 25,
+        "priority": 3,
+    }
+    _, _, page = get(engine, "/")
+    assert "<h2>Users</h2>" in page and user in page
 
 
 def test_missing_pages_and_bad_queries_say_so(engine: Engine) -> None:

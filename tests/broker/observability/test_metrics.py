@@ -8,11 +8,14 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
 
 from broker.monitor.queries import active_counts
 from broker.observability.exporter import register_gauges
+from broker.observability.gauges import OTHER_USERS, SQLGauges, user_gauge
 from broker.protocol import JobSpec
 from broker.store.engine import transaction
+from tests.broker.service.jobs import TO_RUNNING, TO_THROTTLED, a_site, a_user, put
 from tests.harness import System, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -98,3 +101,25 @@ def test_metrics_follow_jobs_and_agree_with_sql(system: System, scrape: str) -> 
     assert moved("pandamq_payload_duration_seconds_sum", site=site) >= 1.5
     assert moved("pandamq_heartbeats_total", site=site) >= 1
     assert value(after, "process_cpu_seconds_total") > 0
+
+
+def test_user_gauges_name_the_20_most_queued_users_and_sum_the_others() -> None:
+    # Given 22 users, the most queued first (as the monitor lists them)
+    users = [{"user": f"user.u{n:02d}", "queued": 100 - n, "running": 1} for n in range(22)]
+    # When they become the gauge's values
+    values = user_gauge(users)
+    # Then the first 20 have their own series and the last 2 are summed as one
+    assert values[("user.u00", "queued")] == 100 and values[("user.u19", "running")] == 1
+    assert values[(OTHER_USERS, "queued")] == 80 + 79 and values[(OTHER_USERS, "running")] == 2
+    assert len({user for user, _ in values}) == 21
+
+
+def test_the_user_gauge_is_read_from_sql(engine: Engine) -> None:
+    # Given a user with 2 running and 4 throttled jobs
+    user, site = a_user(), a_site(engine)
+    put(engine, user, site, TO_RUNNING, [0, 0])
+    put(engine, user, site, TO_THROTTLED, [0] * 40)
+    # When the gauges are collected, Then the user's series say so
+    family = next(f for f in SQLGauges(engine, 0, 60).collect() if f.name == "pandamq_user_jobs")
+    values = {tuple(s.labels.values()): s.value for s in family.samples}
+    assert values[(user, "queued")] == 40 and values[(user, "running")] == 2

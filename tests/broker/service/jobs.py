@@ -57,3 +57,40 @@ def row(engine: Engine, job_id: str) -> RowMapping:
     """The job's row now."""
     with transaction(engine) as conn:
         return load(conn, [job_id])[job_id]
+
+
+#: The ways to a throttled and to a running job, for jobs of one user (``put``).
+TO_THROTTLED = [S.DEFINED, S.ASSIGNED, S.THROTTLED]
+TO_RUNNING = [S.DEFINED, S.ASSIGNED, S.ACTIVATED, S.SENT, S.STARTING, S.RUNNING]
+
+
+def a_user() -> str:
+    """A user no other test has (the PostgreSQL database is shared by the session)."""
+    return f"user.{uuid.uuid4().hex[:8]}"
+
+
+def a_site(engine: Engine) -> str:
+    name = f"SITE_{uuid.uuid4().hex[:8].upper()}"
+    with transaction(engine) as conn:
+        add_site(conn, name)
+    return name
+
+
+def put(
+    engine: Engine, owner: str, site: str, path: list[JobState], priorities: list[int]
+) -> list[str]:
+    """Jobs of ``owner`` at ``site`` with those submitted priorities, moved along ``path``."""
+    prefix = uuid.uuid4().hex[:8]
+    ids = [f"{prefix}-{n:03d}" for n in range(len(priorities))]
+    with transaction(engine) as conn:
+        specs = [
+            JobSpec(command="true", id=i, priority=p) for i, p in zip(ids, priorities, strict=True)
+        ]
+        insert_defined(conn, specs, now(), dict.fromkeys(ids, owner))
+        changes = [
+            Change(i, 1, a, b, values={"site": site})
+            for i in ids
+            for a, b in itertools.pairwise(path)
+        ]
+        transitions.apply(conn, changes, now())
+    return ids
