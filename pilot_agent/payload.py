@@ -56,6 +56,9 @@ class Payload:
         except OSError as exc:
             raise PayloadNotStarted(f"cannot start payload in {work_dir}: {exc}") from exc
         self._started = time.monotonic()
+        # The kernel's peak of a process starts from that of the process it was forked
+        # from (the pilot) and survives exec: below this floor it says nothing of the payload.
+        self._inherited_mb = own_peak_mb()
         self._ended: float | None = None
         self._peak_mb = 0
         self._cpu_s = 0.0
@@ -89,11 +92,17 @@ class Payload:
         self._process.returncode = os.waitstatus_to_exitcode(status)
         self._ended = time.monotonic()
         self._cpu_s = usage.ru_utime + usage.ru_stime
-        self._peak_mb = max(self._peak_mb, usage.ru_maxrss // 1024)  # ru_maxrss is in KB
+        kernel_peak_mb = usage.ru_maxrss // 1024  # ru_maxrss is in KB
+        if kernel_peak_mb > self._inherited_mb:
+            self._peak_mb = max(self._peak_mb, kernel_peak_mb)
         return True
 
     def usage(self) -> Usage:
-        """What the payload used: peak memory (sampled, or the kernel's), CPU and wall time."""
+        """What the payload used: peak memory, CPU and wall time.
+
+        The peak is the kernel's where it rose above the pilot's own (which a forked
+        process inherits), else the largest sampled (``rss_mb``).
+        """
         end = self._ended if self._ended is not None else time.monotonic()
         return Usage(self._peak_mb, round(self._cpu_s, 3), round(end - self._started, 3))
 
@@ -148,3 +157,15 @@ def _rss_pages(pid: int) -> int:
         return int((Path("/proc") / str(pid) / "statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def own_peak_mb() -> int:
+    """This process's peak resident memory (``VmHWM``), in MB; 0 if unknown."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    return 0

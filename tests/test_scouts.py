@@ -30,6 +30,14 @@ HOG = (
     "python3 -c 'import time; x = bytearray(120 * 2**20); time.sleep(0.6)' "
     "&& cat {inputs} > {outputs}"
 )
+#: The issue's scouts of 3 GB: 3,072 MiB written page by page (so that they are resident),
+#: held while the pilot measures them, then the output.
+HOG_3GB = (
+    "python3 -c 'import time; x = bytearray(3 * 2**30); x[::4096] = bytes(len(x) // 4096); "
+    "time.sleep(0.6)' && cat {inputs} > {outputs}"
+)
+#: A slot that takes the 3 GB jobs once they ask for enough.
+BIG = ResourceSlot("SCORE_HIMEM", 1, 8000)
 
 
 @pytest.fixture
@@ -71,17 +79,17 @@ def test_scouts_that_need_more_memory_tune_the_other_jobs_so_none_runs_out(
     measured: System,
 ) -> None:
     system = measured
-    # Given a task of 6 jobs that asks for 100 MB but whose payload uses about 130 MB,
-    # with 2 scouts
-    (site,) = new_sites(system, {})
+    # Given a task of 6 jobs that asks for 2,500 MB but whose payload uses 3 GB, with
+    # 2 scouts, at a site whose slots have 8,000 MB
+    (site,) = new_sites(system, {"slots": (BIG,)})
     dataset = new_dataset(system, 6, site=site)
     system.start_broker()
     task_id = submit(
         system,
-        command=HOG,
+        command=HOG_3GB,
         input_dataset=dataset,
         output_dataset=f"{dataset}.out",
-        memory_mb=100,
+        memory_mb=2500,
         sites=[site],
         scouts=2,
     )
@@ -94,24 +102,24 @@ def test_scouts_that_need_more_memory_tune_the_other_jobs_so_none_runs_out(
         4,
     )
     # When pilots run them
-    system.start_pilot(site)
-    system.start_pilot(site)
+    system.start_pilot(site, memory_mb=BIG.memory_mb)
+    system.start_pilot(site, memory_mb=BIG.memory_mb)
     wait_for(lambda: task_of(system, task_id).get("status") == "done", 60, what="the task done")
-    # Then the scouts ran out of memory at 100 MB and finished with more (the retry rules)
+    # Then the scouts ran out of memory at 2,500 MB and finished with more (the retry rules)
     task, jobs = task_of(system, task_id), jobs_of(system, task_id)
     scouts = [jobs[f"{task_id}-{n:06d}"] for n in (1, 2)]
     assert all(s["attempts"][0]["error_code"] == PilotError.OUT_OF_MEMORY for s in scouts)
     # And the other jobs asked for the tuned memory, above the peak the scouts measured,
     # and none of them ran out of memory
     tuning = task["tuning"]
-    assert 120 <= tuning["peak_rss_mb"] < tuning["memory_mb"] <= 1.2 * tuning["peak_rss_mb"] + 1
-    assert tuning["memory_mb"] > 100 and tuning["walltime_s"] >= 60
+    assert 3072 <= tuning["peak_rss_mb"] < tuning["memory_mb"] <= 1.2 * tuning["peak_rss_mb"] + 1
+    assert tuning["memory_mb"] > 2500 and tuning["walltime_s"] >= 60
     assert tuning["wall_time_s"] >= 0.6 and tuning["cpu_time_s"] > 0 and tuning["output_bytes"] > 0
     # (tuned from the 2 scouts, then again from 4 or more finished jobs)
     assert tuning["jobs"] >= 4
     others = [jobs[f"{task_id}-{n:06d}"] for n in range(3, 7)]
     (memory,) = {o["spec"]["memory_mb"] for o in others}  # tuned at release, all the same
-    assert memory > 100 and abs(memory - tuning["memory_mb"]) <= 0.1 * memory
+    assert memory > 3072 and abs(memory - tuning["memory_mb"]) <= 0.1 * memory
     assert [len(o["attempts"]) for o in others] == [1] * 4
     assert all(o["state"] == "finished" for o in others)
     assert all(0 < o["attempts"][0]["peak_rss_mb"] < memory for o in others)
