@@ -97,12 +97,14 @@ class Settings:
     user_priority_step: int = 5
     #: A submission that would leave its user with more queued jobs is refused.
     user_max_queued: int = 0
+    #: Brokerage leaves out a site where the user has this many queued jobs already.
+    user_max_queued_per_site: int = 0
     #: A user's jobs are activated only while the user has fewer activated and running ...
     user_max_running: int = 0
     #: ... and fewer at the job's site; the others stay throttled.
     user_max_running_per_site: int = 0
-    #: One user's own caps, ``USER:CAP=N,...`` with CAP max_queued, max_running or
-    #: max_running_per_site, e.g. ``user.prod:max_running=5000``.
+    #: One user's own caps, ``USER:CAP=N,...`` with CAP max_queued, max_queued_per_site,
+    #: max_running or max_running_per_site, e.g. ``user.prod:max_running=5000``.
     user_caps: str = ""
     # the planner's statistics of the hot tables (broker/store/statistics.py):
     # how often the broker service checks them; 0 leaves them to the operator
@@ -211,7 +213,7 @@ class Settings:
 
 
 #: The caps ``user_caps`` may set for one user (each also a ``user_`` setting for all).
-USER_CAPS = ("max_queued", "max_running", "max_running_per_site")
+USER_CAPS = ("max_queued", "max_queued_per_site", "max_running", "max_running_per_site")
 
 
 #: The settings a pilot reads, which a factory passes on to the pilots it starts
@@ -389,6 +391,7 @@ def _check_observability(settings: Settings) -> None:
 NOT_NEGATIVE = (
     "user_priority_step",
     "user_max_queued",
+    "user_max_queued_per_site",
     "user_max_running",
     "user_max_running_per_site",
     "factory_max_queued",

@@ -164,17 +164,20 @@ def choose(
     data: Mapping[str, float],
     data_weight: float,
     left: LeftOut | None = None,
+    refused: Mapping[str, str] | None = None,
 ) -> Decision:
     """The site of highest weight among those that pass every filter and are not left
-    out (ties by name); when only sites left out remain, the best of them, saying so."""
+    out (ties by name); when only sites left out remain, the best of them, saying so.
+    ``refused`` names sites the job may not go to at all, and why (a user's cap)."""
     left = left or LeftOut()
+    refused = refused or {}
     weights: dict[str, float] = {}
     skipped: dict[str, str] = {}
     spare: dict[str, float] = {}
     for site in sites:
         load = loads.get(site.name, Load())
         probation = left.probation.get(site.name)
-        reason = skip_reason(needs, site, load, probation)
+        reason = refused.get(site.name) or skip_reason(needs, site, load, probation)
         w = round(weight(load, data.get(site.name, 0.0), data_weight), 4)
         if reason is None:
             reason = left_out(needs, site, load, probation, left.excluded.get(site.name))

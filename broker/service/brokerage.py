@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +24,7 @@ from broker.protocol import JobSpec
 from broker.service.activation import Placement
 from broker.service.setup import set_up
 from broker.service.throttle import RUNNING, Limits
+from broker.service.user_caps import Caps, QueuedPerSiteCap
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store import transitions
@@ -71,12 +72,20 @@ class Brokerage:
     exclusion: ExclusionPolicy = field(default_factory=ExclusionPolicy)
     #: How many probe jobs a site the automatic rule put in ``test`` takes at once.
     probe_jobs: int = 2
+    #: Users' caps; brokerage keeps to their queued jobs per site.
+    caps: Caps = field(default_factory=Caps)
 
     @classmethod
     def of(cls, conn: Connection, settings: Settings) -> Brokerage:
-        """Brokerage with the settings' weights and exclusions."""
+        """Brokerage with the settings' weights, exclusions and users' caps."""
         policy = exclusion_policy(settings)
-        return cls(conn, settings.brokerage_data_weight, policy, settings.site_probe_jobs)
+        return cls(
+            conn,
+            settings.brokerage_data_weight,
+            policy,
+            settings.site_probe_jobs,
+            Caps.of(settings),
+        )
 
     def __post_init__(self) -> None:
         self._now = now()
@@ -88,6 +97,7 @@ class Brokerage:
         self._loads: dict[str, Load] = {}
         self._files: dict[str, tuple[int, set[str]]] = {}
         self._looked_up: set[str] = set()
+        self._per_site = QueuedPerSiteCap(self.conn, self.caps)
 
     def _look_up(self, specs: Iterable[JobSpec]) -> None:
         """Where the input files of ``specs`` have replicas, in one query per slice of
@@ -119,8 +129,14 @@ class Brokerage:
                 counts[site] += 1
         return {site: n / len(files) for site, n in counts.items()}
 
-    def decide(self, spec: JobSpec, exclude: Iterable[str] = ()) -> Decision:
-        """Where ``spec`` goes; the chosen site counts one more queued job afterwards."""
+    def decide(
+        self, spec: JobSpec, exclude: Iterable[str] = (), owner: str | None = None
+    ) -> Decision:
+        """Where ``spec`` goes; the chosen site counts one more queued job afterwards.
+
+        With the job's ``owner`` (a new submission), sites where the user has
+        ``user_max_queued_per_site`` queued jobs are refused it.
+        """
         needs = Needs.of(spec)
         left_out = set(exclude)
         sites = [s for s in needs.candidates(self._catalogue) if s.name not in left_out]
@@ -128,9 +144,11 @@ class Brokerage:
         self._look_up([spec])
         data = self.locality(spec.input_files) if spec.input_files else {}
         left = LeftOut(self._probation, self._task_exclusions(spec.task_id))
-        decision = choose(needs, sites, self._loads, data, self.data_weight, left)
+        refused = self._per_site.full_sites(owner, [s.name for s in sites])
+        decision = choose(needs, sites, self._loads, data, self.data_weight, left, refused)
         if decision.site is not None:
             self._loads.setdefault(decision.site, Load()).queued += 1
+            self._per_site.placed(owner, decision.site)
         return decision
 
     def _task_exclusions(self, task_id: str | None) -> dict[str, str]:
@@ -145,9 +163,14 @@ class Brokerage:
         return self._excluded[task_id]
 
     def place(
-        self, specs: Iterable[JobSpec], attempt: int = 1
+        self,
+        specs: Iterable[JobSpec],
+        attempt: int = 1,
+        owners: Mapping[str, str | None] | None = None,
     ) -> tuple[list[Placement], list[Unplaced]]:
-        """Decide a site for each job, highest priority first; (placed, unplaced)."""
+        """Decide a site for each job (of its ``owners`` by job id, for new submissions),
+        highest priority first; (placed, unplaced)."""
+        owners = owners or {}
         placed, unplaced = [], []
         ordered = sorted(specs, key=lambda s: -s.priority)
         self._look_up(ordered)
@@ -155,7 +178,7 @@ class Brokerage:
         asked = {Needs(site=spec.site, sites=tuple(spec.sites)) for spec in ordered}
         self._count(c.name for needs in asked for c in needs.candidates(self._catalogue))
         for spec in ordered:
-            decision = self.decide(spec)
+            decision = self.decide(spec, owner=owners.get(spec.id))
             if decision.site is None:
                 unplaced.append(Unplaced(spec, attempt, decision))
             else:

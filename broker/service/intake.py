@@ -49,7 +49,7 @@ def store_jobs(
 ) -> tuple[list[Placement], list[Unplaced]]:
     """Place, and insert in the state they reach, new jobs (``owners`` by job id) within
     the sites' ``limits``; (placed, unplaced), as ``Brokerage.place``."""
-    placed, unplaced = brokerage.place(specs)
+    placed, unplaced = brokerage.place(specs, owners=owners)
     priorities = new_priorities(conn, specs, owners, limits.priority_step)
     failed = [_failed(u, owners.get(u.spec.id)) for u in unplaced]
     assigned = [_assigned(p, owners.get(p.spec.id), priorities[p.spec.id]) for p in placed]

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping
 
 from broker.settings import Settings
-from broker.store.users import ahead_at, user_use
+from broker.store.users import ahead_at, queued_at, user_use
 
 #: A job as throttling reads it (``broker.service.throttle.Row``).
 Row = RowMapping | Mapping[str, Any]
@@ -32,6 +32,7 @@ class Caps:
     max_running: int = 0
     max_running_per_site: int = 0
     overrides: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    max_queued_per_site: int = 0
 
     @classmethod
     def of(cls, settings: Settings) -> Caps:
@@ -41,6 +42,7 @@ class Caps:
             settings.user_max_running,
             settings.user_max_running_per_site,
             settings.user_cap_overrides(),
+            settings.user_max_queued_per_site,
         )
 
     def of_user(self, owner: str, cap: str) -> tuple[int, str]:
@@ -55,7 +57,11 @@ class Caps:
     def running(self) -> bool:
         """Whether some user's activated and running jobs are capped."""
         own = {cap for caps in self.overrides.values() for cap, n in caps.items() if n}
-        return bool(self.max_running or self.max_running_per_site or own - {"max_queued"})
+        return bool(
+            self.max_running
+            or self.max_running_per_site
+            or own - {"max_queued", "max_queued_per_site"}
+        )
 
 
 class UserCaps:
@@ -149,3 +155,37 @@ class QueuedCap:
             )
         self._queued[owner] = queued + new
         return None
+
+
+class QueuedPerSiteCap:
+    """``user_max_queued_per_site``: brokerage leaves out a site where the job's user has
+    that many queued jobs already (waiting or activated), counted once per transaction
+    and as brokerage places jobs there."""
+
+    def __init__(self, conn: Connection, caps: Caps) -> None:
+        self._conn = conn
+        self._caps = caps
+        self._queued: dict[tuple[str, str], int] = {}
+
+    def full_sites(self, owner: str | None, sites: Iterable[str]) -> dict[str, str]:
+        """Those of ``sites`` where ``owner`` is at its cap, and why."""
+        if owner is None:
+            return {}
+        cap, rule = self._caps.of_user(owner, "max_queued_per_site")
+        if not cap:
+            return {}
+        names = set(sites)
+        new = {s for s in names if (s, owner) not in self._queued}
+        if new:
+            found = queued_at(self._conn, new, [owner])
+            self._queued |= {(s, owner): found.get((s, owner), 0) for s in new}
+        return {
+            s: f"user {owner} has {self._queued[(s, owner)]} queued job(s) here, {rule}"
+            for s in sorted(names)
+            if self._queued[(s, owner)] >= cap
+        }
+
+    def placed(self, owner: str | None, site: str) -> None:
+        """Count one more queued job of ``owner`` at ``site``."""
+        if owner is not None and (site, owner) in self._queued:
+            self._queued[(site, owner)] += 1

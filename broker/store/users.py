@@ -81,6 +81,25 @@ def ahead_at(
     return {(site, owner): n for site, owner, n in conn.execute(stmt)}
 
 
+def queued_at(
+    conn: Connection, sites: Iterable[str], owners: Iterable[str]
+) -> dict[tuple[str, str], int]:
+    """Queued jobs (waiting or activated) of each of ``owners`` at each of ``sites``."""
+    wanted, who = sorted(set(sites)), sorted(set(owners))
+    if not wanted or not who:
+        return {}
+    stmt = (
+        select(jobs.c.site, jobs.c.owner, func.count())
+        .where(
+            jobs.c.site.in_(wanted),
+            jobs.c.state.in_([*WAITING, S.ACTIVATED]),
+            jobs.c.owner.in_(who),
+        )
+        .group_by(jobs.c.site, jobs.c.owner)
+    )
+    return {(site, owner): n for site, owner, n in conn.execute(stmt)}
+
+
 #: Users the monitor and ``pandamq top`` list: those with the most queued jobs.
 USERS_SHOWN = 20
 

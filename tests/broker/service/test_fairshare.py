@@ -8,6 +8,7 @@ from sqlalchemy import Engine, select
 from broker.errors import ConfigError
 from broker.protocol import JobSpec
 from broker.service.activation import release
+from broker.service.brokerage import Brokerage
 from broker.service.fairshare import UserPriorities, new_priorities, reprioritise
 from broker.service.throttle import Limits, split
 from broker.service.user_caps import Caps, QueuedCap
@@ -129,6 +130,33 @@ def test_a_submission_beyond_the_users_cap_of_queued_jobs_is_refused(engine: Eng
         # And another user is not held back by it
         assert cap.refusal(a_user(), 5) is None
         assert user_use(conn, [owner])[owner].queued == 3
+
+
+def test_brokerage_leaves_out_a_site_where_the_user_has_its_cap_of_queued_jobs(
+    engine: Engine,
+) -> None:
+    # Given a user with 2 throttled jobs at site a, a cap of 2 queued jobs per site,
+    # and another site b
+    owner, a, b = a_user(), a_site(engine), a_site(engine)
+    put(engine, owner, a, TO_THROTTLED, [0] * 2)
+    caps = Caps(max_queued_per_site=2)
+    free = JobSpec(command="true", id="free", sites=[a, b])
+    pinned = JobSpec(command="true", id="pinned", site=a)
+    others = JobSpec(command="true", id="others", site=a)
+    owners = {"free": owner, "pinned": owner, "others": a_user()}
+    with transaction(engine) as conn:
+        # When jobs of the user that may go to either, or only to a, are brokered
+        placed, unplaced = Brokerage(conn, 10.0, caps=caps).place([free, pinned, others], 1, owners)
+    # Then the first goes to b, saying why not a; the one pinned to a is not placed,
+    # naming the rule; another user's job goes to a
+    where = {p.spec.id: p for p in placed}
+    why_not_a = f"user {owner} has 2 queued job(s) here, user_max_queued_per_site 2"
+    assert where["free"].site == b
+    assert where["free"].record is not None
+    assert where["free"].record["skipped"] == {a: why_not_a}
+    assert where["others"].site == a
+    (refused,) = unplaced
+    assert refused.spec.id == "pinned" and why_not_a in str(refused.failure())
 
 
 def test_a_users_own_caps_replace_everyones(engine: Engine) -> None:
