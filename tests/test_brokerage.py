@@ -238,8 +238,14 @@ def test_data_locality_then_spill_over(system: System) -> None:
 
 
 def test_activation_keeps_to_the_cap_and_higher_priority_is_claimed_first(capped: System) -> None:
-    # Given 12 jobs of shuffled priorities at a site whose queue holds 3
     (site,) = new_sites(capped, {})
+    higher_priority_is_claimed_first(capped, site)
+
+
+def higher_priority_is_claimed_first(capped: System, site: str) -> None:
+    """12 jobs of shuffled priorities at a site whose queue holds 3 (``capped``), taken by
+    one pilot: after the 3 queued first, highest priority first."""
+    # Given 12 jobs of shuffled priorities at a site whose queue holds 3
     capped.start_broker()
     priorities = list(range(12))
     random.shuffle(priorities)

@@ -3,7 +3,6 @@ to another when theirs goes; ordering by priority holds without queue priorities
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from tests.conftest import test_settings
 from tests.harness import System, wait_for
 from tests.nodes import RABBITMQ_START_S, RabbitMQCluster, RabbitMQNode
 from tests.services import postgres_database
-from tests.test_brokerage import claims, max_activated
+from tests.test_brokerage import higher_priority_is_claimed_first
 
 #: Three nodes boot side by side and join; a node's loss, its return and the jobs around.
 CLUSTER_TEST_TIMEOUT_S = 3 * RABBITMQ_START_S + 120.0
@@ -108,23 +107,6 @@ def test_higher_priority_is_claimed_first_on_quorum_queues(on_cluster: Settings)
         )
     )
     try:
-        site = capped.new_site()
-        capped.start_broker()
-        priorities = list(range(12))
-        random.shuffle(priorities)
-        ids = capped.submit(*[JobSpec(command="true", site=site, priority=p) for p in priorities])
-        wait_for(
-            lambda: sorted(capped.states(ids).values()) == ["activated"] * 3 + ["throttled"] * 9,
-            what="3 activated and 9 throttled",
-        )
-        # When one pilot takes them all
-        capped.start_pilot(site)
-        capped.wait_final(ids)
-        # Then after the 3 queued first, jobs were claimed highest priority first
-        priority = dict(zip(ids, priorities, strict=True))
-        order = [priority[j] for j in claims(capped, ids)]
-        assert len(order) == 12
-        assert order[3:] == sorted(order[3:], reverse=True), order
-        assert max_activated(capped, ids) == 3
+        higher_priority_is_claimed_first(capped, capped.new_site())
     finally:
         capped.close()

@@ -70,31 +70,25 @@ def ahead_at(
     conn: Connection, sites: Iterable[str], owners: Iterable[str]
 ) -> dict[tuple[str, str], int]:
     """Activated and running jobs of each of ``owners`` at each of ``sites``."""
-    wanted, who = sorted(set(sites)), sorted(set(owners))
-    if not wanted or not who:
-        return {}
-    stmt = (
-        select(jobs.c.site, jobs.c.owner, func.count())
-        .where(jobs.c.site.in_(wanted), jobs.c.state.in_(AHEAD), jobs.c.owner.in_(who))
-        .group_by(jobs.c.site, jobs.c.owner)
-    )
-    return {(site, owner): n for site, owner, n in conn.execute(stmt)}
+    return _at_sites(conn, sites, owners, AHEAD)
 
 
 def queued_at(
     conn: Connection, sites: Iterable[str], owners: Iterable[str]
 ) -> dict[tuple[str, str], int]:
     """Queued jobs (waiting or activated) of each of ``owners`` at each of ``sites``."""
+    return _at_sites(conn, sites, owners, (*WAITING, S.ACTIVATED))
+
+
+def _at_sites(
+    conn: Connection, sites: Iterable[str], owners: Iterable[str], states: Iterable[JobState]
+) -> dict[tuple[str, str], int]:
     wanted, who = sorted(set(sites)), sorted(set(owners))
     if not wanted or not who:
         return {}
     stmt = (
         select(jobs.c.site, jobs.c.owner, func.count())
-        .where(
-            jobs.c.site.in_(wanted),
-            jobs.c.state.in_([*WAITING, S.ACTIVATED]),
-            jobs.c.owner.in_(who),
-        )
+        .where(jobs.c.site.in_(wanted), jobs.c.state.in_(list(states)), jobs.c.owner.in_(who))
         .group_by(jobs.c.site, jobs.c.owner)
     )
     return {(site, owner): n for site, owner, n in conn.execute(stmt)}
