@@ -55,6 +55,24 @@ def submit(system: System, **fields: Any) -> str:
     return task.id
 
 
+def copying_task(system: System, jobs: int, scouts: int) -> str:
+    """A task of ``jobs`` jobs that copy their input, asking for ``scouts``, at a new
+    site whose SE holds the inputs, with the broker started; its id, once stored."""
+    (site,) = new_sites(system, {})
+    dataset = new_dataset(system, jobs, site=site)
+    system.start_broker()
+    task_id = submit(
+        system,
+        command="cat {inputs} > {outputs}",
+        input_dataset=dataset,
+        output_dataset=f"{dataset}.out",
+        sites=[site],
+        scouts=scouts,
+    )
+    wait_for(lambda: stored(system, task_id, jobs), what=f"the task's {jobs} jobs")
+    return task_id
+
+
 def task_of(system: System, task_id: str) -> dict[str, Any]:
     """The task as ``pandamq task ID`` shows it; empty until it is stored."""
     with transaction(system.engine) as conn:
@@ -169,18 +187,7 @@ def test_a_task_too_small_to_scout_runs_without_scouts_and_says_so(system: Syste
     # Given a task of 3 jobs that asks for 2 scouts (scouting needs 4 jobs)
     too_small = TASK_SCOUTING.labels(outcome="too_small")
     counted = too_small._value.get()
-    (site,) = new_sites(system, {})
-    dataset = new_dataset(system, 3, site=site)
-    system.start_broker()
-    task_id = submit(
-        system,
-        command="cat {inputs} > {outputs}",
-        input_dataset=dataset,
-        output_dataset=f"{dataset}.out",
-        sites=[site],
-        scouts=2,
-    )
-    wait_for(lambda: stored(system, task_id, 3), what="the task's 3 jobs")
+    task_id = copying_task(system, 3, scouts=2)
     # Then it runs without scouts, none held, and says why (and it is counted)
     task = task_of(system, task_id)
     assert too_small._value.get() == counted + 1
@@ -225,18 +232,7 @@ def test_a_task_whose_jobs_run_out_of_memory_at_the_largest_slot_is_exhausted(
 
 def test_a_scouting_task_that_is_killed_ends(system: System) -> None:
     # Given a task scouting, with no pilot: 2 scouts queued and 2 jobs held
-    (site,) = new_sites(system, {})
-    dataset = new_dataset(system, 4, site=site)
-    system.start_broker()
-    task_id = submit(
-        system,
-        command="cat {inputs} > {outputs}",
-        input_dataset=dataset,
-        output_dataset=f"{dataset}.out",
-        sites=[site],
-        scouts=2,
-    )
-    wait_for(lambda: stored(system, task_id, 4), what="the task's 4 jobs")
+    task_id = copying_task(system, 4, scouts=2)
     # When it is killed
     queue = topology.Topology(system.settings.queue_type).commands_queue()
     publish_to(system.settings, queue, [encode(JobCommand("kill", task_id=task_id))])
