@@ -131,12 +131,27 @@ def write(directory: Path, stem: str, key: Key, cert: x509.Certificate) -> Issue
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(issued.key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_MODE)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
-    os.chmod(issued.key, KEY_MODE)
+    write_private(issued.key, pem)
     issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return issued
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret readable by its owner only (``KEY_MODE``), never for a moment more.
+
+    It goes to a new file made 0600 and then takes the place of ``path``: an old
+    file there with a wider mode is replaced, not written into.
+    """
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_MODE)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(partial, KEY_MODE)  # the umask may have narrowed it; never widened
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def load_ca(directory: Path) -> tuple[Key, x509.Certificate]:
