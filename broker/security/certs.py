@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker.errors import BadInput, ConfigError
+from broker.security.secrets import SECRET_MODE, write_private
 
 CA_NAME = "ca"
 CA_DAYS = 3650
 #: Long enough for a development deployment, short enough to be noticed.
 CERT_DAYS = 365
-KEY_MODE = 0o600
+KEY_MODE = SECRET_MODE
 ORGANISATION = "pandamq"
 
 Key = ec.EllipticCurvePrivateKey
@@ -134,24 +134,6 @@ def write(directory: Path, stem: str, key: Key, cert: x509.Certificate) -> Issue
     write_private(issued.key, pem)
     issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return issued
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret readable by its owner only (``KEY_MODE``), never for a moment more.
-
-    It goes to a new file made 0600 and then takes the place of ``path``: an old
-    file there with a wider mode is replaced, not written into.
-    """
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_MODE)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(partial, KEY_MODE)  # the umask may have narrowed it; never widened
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 def load_ca(directory: Path) -> tuple[Key, x509.Certificate]:
