@@ -83,7 +83,7 @@ def check(
 def _address(url: str) -> tuple[str, int]:
     first = broker_nodes(url)[0] if url.strip() else ""
     parts = urlsplit(first if "://" in first else f"amqps://{first}")
-    if parts.scheme not in ("amqps", "https") or not parts.hostname:
+    if parts.scheme != "amqps" or not parts.hostname:
         raise BadInput(f"{url!r}: give amqps://HOST[:PORT][/VHOST] or HOST:PORT")
     try:
         return parts.hostname, parts.port or AMQPS_PORT

@@ -53,6 +53,8 @@ def test_show_prints_subject_issuer_and_expiry(tmp_path: Path) -> None:
         (["issue", "--pilot", "a b"], "--pilot 'a b' must be 1-64 letters"),
         (["issue", "--pilot", "A"], "cannot read certificate"),
         (["show", "nowhere.pem"], "cannot read certificate nowhere.pem"),
+        (["check", "http://rabbit"], "'http://rabbit': give amqps://HOST[:PORT][/VHOST]"),
+        (["check", "amqps://rabbit:99999"], "'amqps://rabbit:99999': Port out of range"),
     ],
 )
 def test_bad_requests_are_one_line_exit_2(tmp_path: Path, args: list[str], error: str) -> None:
@@ -100,3 +102,9 @@ def test_issue_and_show_warn_before_a_certificate_expires(tmp_path: Path) -> Non
     # And a year's certificate is not warned about
     code, _, err = run("certs", "issue", "--user", "carol", "--dir", str(tmp_path))
     assert code == 0 and err == ""
+
+
+def test_check_of_a_server_that_does_not_answer_is_one_line_exit_1() -> None:
+    code, _, err = run("certs", "check", "127.0.0.1:1")
+    assert code == 1 and err.startswith("pandamq: error: cannot reach 127.0.0.1:1: ")
+    assert err.count("\n") == 1
