@@ -73,7 +73,7 @@ def _mismatch(settings: Settings, where: str, exc: ssl.SSLCertVerificationError)
         (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
     )
     try:
-        chain = presented.fetch(host, parts.port or 5671, settings.tls_ca, client).chain
+        chain = presented.chain_of(host, parts.port or 5671, client)
     except PandaMQError:
         chain = []
     return presented.mismatch(host, chain[0]) if chain else str(exc.verify_message)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from broker.errors import BrokerRefused, BrokerUnavailable
+from broker.errors import BrokerRefused, BrokerUnavailable, ConfigError
 
 #: A certificate expiring within this many days is warned about.
 WARN_DAYS = 30
@@ -44,7 +44,7 @@ def fetch(
 ) -> Presented:
     """Connect to ``host:port``, read the chain it presents, and verify it as a client would
     (against ``ca``, or the system's CAs, and ``host``)."""
-    chain = _chain(host, port, _context(None, client, verify=False), timeout_s)
+    chain = chain_of(host, port, client, timeout_s)
     try:
         _handshake(host, port, _context(ca, client, verify=True), timeout_s)
     except ssl.SSLCertVerificationError as exc:
@@ -55,6 +55,13 @@ def fetch(
     return Presented(host, port, chain, None)
 
 
+def chain_of(
+    host: str, port: int, client: tuple[str, str] | None = None, timeout_s: float = 10.0
+) -> list[x509.Certificate]:
+    """The chain ``host:port`` presents, read without verifying it."""
+    return _chain(host, port, _context(None, client, verify=False), timeout_s)
+
+
 def _context(ca: str | None, client: tuple[str, str] | None, verify: bool) -> ssl.SSLContext:
     context = (
         ssl.create_default_context(cafile=ca) if verify else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -63,7 +70,10 @@ def _context(ca: str | None, client: tuple[str, str] | None, verify: bool) -> ss
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if client is not None:
-        context.load_cert_chain(*client)
+        try:
+            context.load_cert_chain(*client)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"cannot load the client certificate {client[0]}: {exc}") from exc
     return context
 
 
