@@ -18,6 +18,7 @@ from broker.protocol import (
     decode,
     decode_body,
     encode,
+    trim,
 )
 
 
@@ -108,3 +109,25 @@ def test_a_task_asks_for_no_scouts_or_more_but_never_fewer() -> None:
     assert decode(TaskSpec, {**task, "scouts": 0}).scouts == 0
     with pytest.raises(SpecError, match="field 'scouts' must be 0 or more, got -1"):
         decode(TaskSpec, {**task, "scouts": -1})
+
+
+def test_numbers_json_cannot_hold_are_refused() -> None:
+    # Given events whose time is infinite, and a spec whose priority is beyond any column
+    infinite = b'{"event_id":"e","job_id":"j","attempt":1,"pilot_id":"p","kind":"running",'
+    infinite += b'"time":1e999}'
+    huge = b'{"command": "true", "priority": 3000000000}'
+    # When they are decoded, Then each is refused naming its field
+    with pytest.raises(SpecError, match="field 'time' must be a finite number"):
+        decode_body(JobEvent, infinite)
+    with pytest.raises(SpecError, match="field 'priority' must be at most 2147483647"):
+        decode_body(JobSpec, huge)
+
+
+def test_trim_keeps_the_end_of_a_long_diagnostic() -> None:
+    # Given an event with a 20,000-character diagnostic
+    event = JobEvent("e", "j", 1, "p", "failed", 0.0, diagnostic="a" * 19_990 + "0123456789")
+    # When it is trimmed, Then its last 10,000 characters are kept, and the field named
+    trimmed, cut = trim(event)
+    assert cut == ["diagnostic"] and len(trimmed.diagnostic) == 10_000
+    assert trimmed.diagnostic.endswith("0123456789")
+    assert trim(trimmed) == (trimmed, [])
