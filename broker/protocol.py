@@ -421,8 +421,7 @@ def _check_column(label: str, name: str, hint: Any, column: Sequence[Any]) -> No
     if allowed is not None and set(map(type, column)) <= allowed and _in_range(column):
         return
     for n, value in enumerate(column):
-        if allowed is None or type(value) not in allowed:
-            _convert(label, f"rows[{n}].{name}", hint, value)
+        _convert(label, f"rows[{n}].{name}", hint, value)
 
 
 def _in_range(column: Sequence[Any]) -> bool:
