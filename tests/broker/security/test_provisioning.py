@@ -32,9 +32,34 @@ def test_a_sites_pilots_read_only_their_sites_queues_and_their_own_private_ones(
         topology.DEAD_LETTER_QUEUE,
         topology.JOBS_EXCHANGE,
     ]
-    assert all(matches(p.read, n) and matches(p.configure, n) for n in own)
+    assert all(matches(p.read, n) for n in own)
     assert not any(matches(p.read, n) or matches(p.configure, n) for n in others)
     assert t.pilot_job_queue("SITE.A", "SCORE").exchange.name == ""
+    # And they declare (and could delete) their private queues only, no job queue, no exchange
+    assert all(matches(p.configure, n) for n in own[1:])
+    shared = [topology.REPLIES_EXCHANGE, topology.CONTROL_EXCHANGE, own[0]]
+    assert not any(matches(p.configure, n) for n in shared)
+    assert t.reply_queue("node-1-abc", "SITE.A", "f00d").exchange.no_declare
+
+
+def test_a_pilot_with_its_own_identity_reaches_only_its_own_private_queues_and_keys() -> None:
+    # Given pilot A1's permissions at site S
+    p = provisioning.pilot_permissions("S", "A1")
+    topics = {t[0]: t[1:] for t in provisioning.pilot_topic_permissions("S", "A1")}
+    mine = [topology.reply_queue_name("S", "A1", "f00d"), topology.control_queue_name("S", "A1", "x")]
+    theirs = [
+        topology.reply_queue_name("S", "A2", "f00d"),
+        topology.control_queue_name("S", "A2", "x"),
+        topology.reply_queue_name("S", "A1x", "f00d"),
+    ]
+    # Then it configures and reads its own queues only, and binds them with its own key only
+    assert all(matches(p.configure, n) and matches(p.read, n) for n in mine)
+    assert not any(matches(p.configure, n) or matches(p.read, n) for n in theirs)
+    for exchange in (topology.REPLIES_EXCHANGE, topology.CONTROL_EXCHANGE):
+        write, read = topics[exchange]
+        assert matches(read, "S.A1") and not matches(read, "S.A2") and write == "^$"
+    # And it still reads its site's job queues
+    assert matches(p.read, topology.job_queue_name("S", "SCORE"))
 
 
 def test_a_sites_pilots_publish_only_claims_events_and_dead_letters() -> None:
@@ -97,7 +122,8 @@ def test_submitters_declare_bind_and_read_only_their_own_follow_queues() -> None
 def test_a_names_regex_characters_are_escaped() -> None:
     # Given a user whose name has characters that mean something in a regex
     p = provisioning.submitter_permissions("a.b+c")
-    ((_, _, read),) = provisioning.submitter_topic_permissions("a.b+c")
+    topics = provisioning.submitter_topic_permissions("a.b+c")
+    (read,) = [t[2] for t in topics if t[0] == topology.ENDINGS_EXCHANGE]
     # Then they are taken literally
     assert matches(p.configure, topology.follow_queue_name("user.a.b+c", "t"))
     assert not matches(p.configure, topology.follow_queue_name("user.aXbbc", "t"))
@@ -106,8 +132,12 @@ def test_a_names_regex_characters_are_escaped() -> None:
 
 def test_submitters_bind_only_to_their_own_endings_operators_to_everyones() -> None:
     # Given alice's topic permissions, and an operator's
-    ((exchange, write, read),) = provisioning.submitter_topic_permissions("alice")
-    ((op_exchange, op_write, op_read),) = provisioning.operator_topic_permissions()
+    ((exchange, write, read),) = [
+        t for t in provisioning.submitter_topic_permissions("alice") if t[1:] != ["^$", "^$"]
+    ]
+    ((op_exchange, op_write, op_read),) = [
+        t for t in provisioning.operator_topic_permissions("prod") if t[1:] != ["^$", "^$"]
+    ]
     own = [
         topology.job_ending_key("user.alice", None, "j1"),
         topology.job_ending_key("user.alice", "t1", "j1"),
@@ -150,10 +180,11 @@ def test_the_plan_gives_submitters_and_operators_their_topic_permissions() -> No
     # When its topic permissions on the endings exchange are read
     topics = [c for c in commands if c[0] == "set_topic_permissions"]
     endings = {c[3]: c[5:] for c in topics if c[4] == topology.ENDINGS_EXCHANGE}
-    # Then alice's are her own, and prod, an operator once, reads every owner's
+    # Then alice's are her own, prod, an operator once, reads every owner's, a pilot none
     assert endings == {
-        "user.alice": [provisioning.NOTHING, r"^user\.alice\."],
-        "user.prod": [provisioning.NOTHING, provisioning.EVERYTHING],
+        "pilot.S": [provisioning.NOTHING, provisioning.NOTHING],
+        "user.alice": [provisioning.NOTHING, r"^(?:user\.alice\.(?:.+))$"],
+        "user.prod": [provisioning.NOTHING, "^(?:.*)$"],
     }
     assert [c[1] for c in commands if c[0] == "add_user"].count("user.prod") == 1
 
