@@ -17,7 +17,7 @@ from broker.security import certs, provisioning
 from broker.settings import Settings
 from tests.nodes import RabbitMQNode, free_port, private_dir
 
-#: The most a deployment's provisioning may take: some thirty rabbitmqctl calls, each an
+#: The most a deployment's provisioning may take: some forty rabbitmqctl calls, each an
 #: Erlang VM of its own (~0.5 s each on a quiet machine, seconds on a busy one).
 PROVISIONING_S = 120.0
 
@@ -69,12 +69,17 @@ class TlsRabbitMQNode(RabbitMQNode):
         return certs.write(directory, common_name, key, cert)
 
     def provision(
-        self, vhost: str, sites: list[str], users: list[str], operators: Sequence[str] = ()
+        self,
+        vhost: str,
+        sites: list[str],
+        users: list[str],
+        operators: Sequence[str] = (),
+        pilots: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Provision a deployment in ``vhost`` as ``pandamq rabbitmq provision --apply`` does,
-        within ``PROVISIONING_S``."""
+        within ``PROVISIONING_S``; ``pilots`` (site, pilot id) get a user each."""
         deadline = time.monotonic() + PROVISIONING_S
-        commands = provisioning.plan(vhost, sites, users, ["broker"], operators)
+        commands = provisioning.plan(vhost, sites, users, ["broker"], operators, pilots)
         provisioning.apply(commands, lambda command: self._run(command, deadline))
 
     def _run(self, command: list[str], deadline: float) -> tuple[int, str]:

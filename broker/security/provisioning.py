@@ -71,8 +71,9 @@ def permissions(who: Who) -> Permissions:
 
 
 def topic_permissions(who: Who) -> list[Command]:
-    """``who``'s routing keys on each topic exchange: those it may publish with, and
-    those it may bind its own queues with (none for the service: it may use any)."""
+    """``who``'s routing keys on each topic exchange it publishes to or binds to: those
+    it may publish with, and those it may bind its own queues with (none for the
+    service: it may use any). Other exchanges it may neither write nor read at all."""
     if who.role is Role.SERVICE:
         return []
     exchanges = sorted({r.exchange for r in ROUTES if r.topic})
@@ -85,7 +86,8 @@ def topic_permissions(who: Who) -> list[Command]:
             for r in routes
             if who.role in r.readers and r.private
         ]
-        commands.append([exchange, anchored(write), anchored(read)])
+        if write or read:
+            commands.append([exchange, anchored(write), anchored(read)])
     return commands
 
 
