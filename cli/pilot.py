@@ -48,7 +48,10 @@ from pilot_agent.agent import Pilot, Slot
     default=None,
     help="Exit after this many seconds without a job (default: wait for ever).",
 )
-@click.option("--pilot-id", default=None, help="The pilot's name (default: its identity's, else node, pid, random).",
+@click.option(
+    "--pilot-id",
+    default=None,
+    help="The pilot's name (default: its identity's, else node, pid, random).",
 )
 @connection_options
 @click.pass_context

@@ -29,7 +29,6 @@ from broker.errors import BadInput, RecoverableError, SiteNotServed, SpecError, 
 from broker.messaging.dead_letters import dead_letter
 from broker.messaging.publisher import Outgoing
 from broker.observability.logs import job_context
-from broker.security import identity
 from broker.protocol import (
     NAME_PATTERN,
     SLOT_TOO_SMALL,
@@ -44,6 +43,7 @@ from broker.protocol import (
     decode_body,
     encode,
 )
+from broker.security import identity
 from broker.settings import Settings
 from pilot_agent.link import Link
 from pilot_agent.payload import Payload, PayloadNotStarted, Usage

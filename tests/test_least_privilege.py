@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from amqp import Message
 from amqp.exceptions import AccessRefused, AMQPError
-
-import pytest
 
 from broker import topology
 from broker.client import Client
@@ -112,12 +111,12 @@ def test_a_pilot_cannot_claim_report_finish_fail_or_ack_the_kill_of_another_pilo
     assert receipt.accepted, receipt.reason
     wait_for(lambda: d.system.states([spec.id]) == {spec.id: "running"}, what="A2 runs it")
     claims, events = _refused("claim"), _refused("event")
-    # When pilot A1 of the same site claims it as A2 (answer to itself, or to A2), as
-    # itself with the answer to A2, and reports a heartbeat, its end (finished, failed) and a kill's end (cancelled) as A2,
-    # and reports it finished as itself
+    # When pilot A1 of the same site claims it as A2 (answer to itself, or to A2), and
+    # as itself with the answer to A2; reports a heartbeat, its end (finished, failed)
+    # and a kill's end (cancelled) as A2; and reports it finished as itself
     forged = [uuid.uuid4().hex for _ in range(5)]
     kinds: list[EventKind] = ["heartbeat", "finished", "failed", "cancelled"]
-    as_a2 = [JobEvent(e, spec.id, 1, "A2", k, 0.0) for e, k in zip(forged, kinds, strict=False)]
+    as_a2 = [JobEvent(e, spec.id, 1, "A2", k, 0.0) for e, k in zip(forged[:4], kinds, strict=True)]
     as_a1 = JobEvent(forged[4], spec.id, 1, "A1", "finished", 0.0, exit_code=0)
     to_a1, to_a2 = (topology.pilot_address(d.site, p) for p in ("A1", "A2"))
     publish(
@@ -158,7 +157,6 @@ def test_a_pilot_cannot_claim_report_finish_fail_or_ack_the_kill_of_another_pilo
     assert job["pilot_id"] == "A2" and job["attempt"] == 1
     reported = {t["reason"] for t in job["transitions"] if "reported by" in (t["reason"] or "")}
     assert reported == {f"{k} reported by pilot A2" for k in ("starting", "running", "finished")}
-
 
 
 # What each role may do, written out by hand from the registry's intent
@@ -263,22 +261,35 @@ def _roles(site: str, other: str) -> list[Role]:
             same,
             [q for p in ("A1", "A2") for q, _, _ in private(p, p.lower())],
         ),
-        Role("submitter", "user.alice", follow("user.alice"), [], people, {alice_all},
-             [q for _, q in PEOPLES_REQUESTS]),
+        Role(
+            "submitter",
+            "user.alice",
+            follow("user.alice"),
+            [],
+            people,
+            {alice_all},
+            [q for _, q in PEOPLES_REQUESTS],
+        ),
         Role(
             "operator",
             "user.prod",
             follow("user.prod"),
             [],
             people,
-            {alice_all, (T.ENDINGS_EXCHANGE, "user.bob.#"), (T.ENDINGS_EXCHANGE, "#"),
-             (T.ENDINGS_EXCHANGE, "user.prod.#")},
+            {
+                alice_all,
+                (T.ENDINGS_EXCHANGE, "user.bob.#"),
+                (T.ENDINGS_EXCHANGE, "#"),
+                (T.ENDINGS_EXCHANGE, "user.prod.#"),
+            },
             [q for _, q in PEOPLES_REQUESTS],
         ),
     ]
 
 
-def _candidates(site: str, other: str, roles: list[Role]) -> tuple[list[str], list[tuple[str, str]]]:
+def _candidates(
+    site: str, other: str, roles: list[Role]
+) -> tuple[list[str], list[tuple[str, str]]]:
     """Every queue and every (exchange, routing key) the test tries with each role."""
     queues = [*SERVICE_QUEUES, T.job_queue_name(site, "SCORE"), T.job_queue_name(other, "SCORE")]
     queues += [T.reply_queue_name(other, "x", "t"), T.follow_queue_name("user.bob", "t")]

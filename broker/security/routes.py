@@ -7,9 +7,10 @@ message is either in this table, and so in everyone's permissions, or sent
 by nobody (tests/broker/security/test_routes.py checks that every message of
 the protocol has its route).
 
-Names are patterns: ``<site>``, ``<pilot>`` and ``<user>`` are the sender's or
-reader's own (a pilot's site and pilot id, a person's user name); the other
-placeholders stand for any value of their kind (``<rest>``: the task and job
+Names are patterns, as the protocol's ``QUEUE`` names them: ``<site>``,
+``<pilot_id>`` and ``<owner>`` are the sender's or reader's own (a pilot's
+site and pilot id, a person's user name); the other placeholders stand for
+any value of their kind (``<rest>``: the task and job
 of an ending, ``<owner>.<task>.<job>`` or ``<owner>.<task>``, or ``#``).
 """
 
@@ -111,8 +112,8 @@ ROUTES: tuple[Route, ...] = (
         ("JobEnding", "TaskEnding"),
         topology.ENDINGS_EXCHANGE,
         True,
-        "<user>.<rest>",
-        "pandamq.follow.<user>.<tag>",
+        "<owner>.<rest>",
+        "pandamq.follow.<owner>.<tag>",
         SERVICE,
         PEOPLE,
         private=True,
@@ -140,8 +141,8 @@ ROUTES: tuple[Route, ...] = (
         ("ClaimReply",),
         topology.REPLIES_EXCHANGE,
         True,
-        "<site>.<pilot>",
-        "pandamq.reply.<site>.<pilot>.<tag>",
+        "<site>.<pilot_id>",
+        "pandamq.reply.<site>.<pilot_id>.<tag>",
         SERVICE,
         PILOTS,
         private=True,
@@ -159,8 +160,8 @@ ROUTES: tuple[Route, ...] = (
         ("PilotCommand",),
         topology.CONTROL_EXCHANGE,
         True,
-        "<site>.<pilot>",
-        "pandamq.control.<site>.<pilot>.<tag>",
+        "<site>.<pilot_id>",
+        "pandamq.control.<site>.<pilot_id>.<tag>",
         SERVICE,
         PILOTS,
         private=True,
@@ -198,7 +199,7 @@ class Who:
 
     def bound(self) -> dict[str, str]:
         """The placeholders this identity fixes."""
-        values = {"site": self.site, "pilot": self.pilot, "user": self.user}
+        values = {"site": self.site, "pilot_id": self.pilot, "owner": self.user}
         return {k: v for k, v in values.items() if v is not None}
 
 
@@ -233,3 +234,61 @@ def sent_by(role: Role) -> list[Route]:
 def read_by(role: Role) -> list[Route]:
     """The routes whose queues ``role`` reads."""
     return [r for r in ROUTES if role in r.readers]
+
+
+ROLE_WORDS = {
+    Role.SERVICE: "the broker service (`service.<name>`)",
+    Role.SUBMITTER: "a submitter (`user.<name>`)",
+    Role.OPERATOR: "an operator (`user.<name>`, production role)",
+    Role.PILOT: "a pilot (`pilot.<site>:<pilot_id>`, or `pilot.<site>` shared)",
+}
+
+
+def _code(text: str) -> str:
+    return f"`{text}`" if text else "(default)"
+
+
+def _roles(roles: frozenset[Role]) -> str:
+    return ", ".join(r.value for r in Role if r in roles)
+
+
+def table() -> list[str]:
+    """docs/operations.md's table of routes, one row each (checked by the doc test)."""
+    lines = [
+        "| message | exchange | routing key | queue | sent by | read by |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in ROUTES:
+        messages = ", ".join(m if m == "dead letter" else f"`{m}`" for m in r.messages)
+        queue = _code(r.queue) + (" (the reader's own)" if r.private else "")
+        lines.append(
+            f"| {messages} | {_code(r.exchange)} | {_code(r.key)} | {queue} "
+            f"| {_roles(r.senders)} | {_roles(r.readers)} |"
+        )
+    return lines
+
+
+def role_table() -> list[str]:
+    """docs/operations.md's table of what each role may do, derived from the routes."""
+    lines = [
+        "| role | declares, binds and deletes | publishes to | binds to | reads |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for role in Role:
+        if role is Role.SERVICE:
+            lines.append(
+                f"| {ROLE_WORDS[role]} | everything | everything | everything | everything |"
+            )
+            continue
+        reading = read_by(role)
+        own = [f"`{r.queue}`" for r in reading if r.private]
+        sends = [f"`{r.exchange}` (`{r.key}`)" for r in sent_by(role) if not r.free]
+        binds = [
+            f"`{r.exchange}` (`{'any key' if role in r.reads_all else r.key}`)"
+            for r in reading
+            if r.private
+        ]
+        reads = [f"`{r.queue}`" for r in reading]
+        cells = [", ".join(c) or "nothing" for c in (own, sends, binds, reads)]
+        lines.append(f"| {ROLE_WORDS[role]} | " + " | ".join(cells) + " |")
+    return lines

@@ -46,7 +46,10 @@ def test_a_pilot_with_its_own_identity_reaches_only_its_own_private_queues_and_k
     # Given pilot A1's permissions at site S
     p = provisioning.pilot_permissions("S", "A1")
     topics = {t[0]: t[1:] for t in provisioning.pilot_topic_permissions("S", "A1")}
-    mine = [topology.reply_queue_name("S", "A1", "f00d"), topology.control_queue_name("S", "A1", "x")]
+    mine = [
+        topology.reply_queue_name("S", "A1", "f00d"),
+        topology.control_queue_name("S", "A1", "x"),
+    ]
     theirs = [
         topology.reply_queue_name("S", "A2", "f00d"),
         topology.control_queue_name("S", "A2", "x"),
