@@ -10,6 +10,7 @@ from broker.security import provisioning
 from broker.store.engine import transaction
 from broker.store.sites import list_sites
 from cli.context import connection_options, database, settings
+from cli.render import print_json
 
 
 @click.group("rabbitmq")
@@ -47,6 +48,12 @@ def rabbitmq() -> None:
     help="A service with full rights in the vhost: service.NAME.",
 )
 @click.option("--apply", "apply_", is_flag=True, help="Run the commands with rabbitmqctl.")
+@click.option(
+    "--definitions",
+    "as_definitions",
+    is_flag=True,
+    help="Print RabbitMQ definitions (JSON) for `rabbitmqctl import_definitions` instead.",
+)
 @click.option("--node", help="The RabbitMQ node rabbitmqctl talks to (-n).")
 @connection_options
 @click.pass_context
@@ -59,6 +66,7 @@ def provision(
     operators: tuple[str, ...],
     services: tuple[str, ...],
     apply_: bool,
+    as_definitions: bool,
     node: str | None,
 ) -> None:
     """Print (or --apply) the rabbitmqctl commands for the vhost, users and permissions."""
@@ -69,6 +77,9 @@ def provision(
             "no site: name them with --site or --pilot, or add them to the catalogue first"
         )
     commands = provisioning.plan(vhost, chosen, users, services, operators, own)
+    if as_definitions:
+        print_json(provisioning.definitions(commands))
+        return
     if not apply_:
         click.echo(provisioning.shell(commands, node))
         return

@@ -195,3 +195,19 @@ def test_apply_accepts_existing_users_and_reports_other_failures() -> None:
 
     commands = provisioning.plan("v", ["S"], [], ["broker"])
     assert provisioning.apply(commands, run) == len(commands) == len(ran)
+
+
+def test_the_plan_as_definitions_holds_every_user_and_permission_without_a_password() -> None:
+    # Given a plan with a site's shared pilots, one pilot of its own, a person and a service
+    commands = provisioning.plan("v", ["S"], ["alice"], ["broker"], pilots=[("S", "A1")])
+    # When it is turned into RabbitMQ definitions
+    d = provisioning.definitions(commands)
+    # Then each user is there once, with no password, and every grant of the plan
+    names = ["service.broker", "user.alice", "pilot.S", "pilot.S:A1"]
+    assert [u["name"] for u in d["users"]] == names  # type: ignore[attr-defined]
+    assert {u["password_hash"] for u in d["users"]} == {""}  # type: ignore[attr-defined]
+    assert d["vhosts"] == [{"name": "v"}]
+    grants = {(p["user"], p["configure"], p["write"], p["read"]) for p in d["permissions"]}  # type: ignore[attr-defined]
+    assert grants == {(c[3], *c[4:]) for c in commands if c[0] == "set_permissions"}
+    topics = [(t["user"], t["exchange"], t["write"], t["read"]) for t in d["topic_permissions"]]  # type: ignore[attr-defined]
+    assert topics == [tuple(c[3:]) for c in commands if c[0] == "set_topic_permissions"]
