@@ -3,11 +3,16 @@ submitter only the API's exchanges and their own follow queues and endings."""
 
 from __future__ import annotations
 
+import json
 import re
+
+import pytest
+from click.testing import CliRunner
 
 from broker import topology
 from broker.client import follow
 from broker.security import provisioning
+from cli.main import pandamq
 
 
 def matches(pattern: str, name: str) -> bool:
@@ -211,3 +216,23 @@ def test_the_plan_as_definitions_holds_every_user_and_permission_without_a_passw
     assert grants == {(c[3], *c[4:]) for c in commands if c[0] == "set_permissions"}
     topics = [(t["user"], t["exchange"], t["write"], t["read"]) for t in d["topic_permissions"]]  # type: ignore[attr-defined]
     assert topics == [tuple(c[3:]) for c in commands if c[0] == "set_topic_permissions"]
+
+
+def test_provision_takes_pilots_of_their_own_and_prints_definitions() -> None:
+    # Given pandamq rabbitmq provision with a pilot of its own and --definitions
+    args = ["rabbitmq", "provision", "--vhost", "v", "--pilot", "SITE_A:wn1", "--definitions"]
+    result = CliRunner(env={"PANDAMQ_CONFIG": None}).invoke(pandamq, args)
+    # Then it prints the definitions of the pilot's user, and needs no catalogue
+    assert result.exit_code == 0, result.output
+    users = [u["name"] for u in json.loads(result.stdout)["users"]]
+    assert users == ["service.broker", "pilot.SITE_A:wn1"]
+
+
+@pytest.mark.parametrize("pilot", ["SITE_A", "SITE_A:", "SITE A:wn1", "SITE_A:wn 1"])
+def test_a_pilot_without_a_valid_site_and_id_is_one_clear_error(pilot: str) -> None:
+    args = ["rabbitmq", "provision", "--vhost", "v", "--pilot", pilot]
+    result = CliRunner(env={"PANDAMQ_CONFIG": None}).invoke(pandamq, args)
+    assert result.exit_code == 2
+    assert result.stderr == f"pandamq: error: --pilot {pilot!r} must be SITE:PILOT_ID, each " + (
+        "1-64 letters, digits, '_', '.' or '-'\n"
+    )
