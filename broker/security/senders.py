@@ -81,9 +81,12 @@ def claim_refusal(incoming: Incoming[ClaimRequest], rows: dict[str, RowMapping])
     why = job_site_refusal(incoming, "claim", rows) or pilot_refusal(
         incoming.user_id, "claim", claim.pilot_id
     )
-    own = topology.pilot_address(claim.site, claim.pilot_id)
-    if why is None and identity.pilot_of(incoming.user_id or "") and claim.reply_to != own:
-        why = f"{incoming.user_id} may have claim answers sent to {own} only, not {claim.reply_to}"
+    user = incoming.user_id or ""
+    pilot_id, site = identity.pilot_of(user), identity.site_of(user)
+    if why is None and pilot_id is not None and site is not None:
+        own = topology.pilot_address(site, pilot_id)
+        if claim.reply_to != own:
+            why = f"{user} may have claim answers sent to {own} only, not {claim.reply_to}"
     return why
 
 
