@@ -1,7 +1,11 @@
-"""A pilot's identity is its own, on a real TLS RabbitMQ node: pilot A1 of a site can
-neither claim, report on, finish, fail nor acknowledge the kill of a job pilot A2 of
-the same site holds, by naming A2 in what it sends. Each attempt is dead-lettered
-with the reason and counted, and A2's job runs on to its end."""
+"""Identity and least privilege on a real TLS RabbitMQ node.
+
+A pilot's identity is its own: pilot A1 of a site can neither claim, report on,
+finish, fail nor acknowledge the kill of a job pilot A2 of the same site holds, by
+naming A2 in what it sends; each attempt is dead-lettered with the reason and
+counted, and A2's job runs on to its end. And every role's credentials try every
+operation on every queue and exchange: what the registry of routes allows works,
+RabbitMQ refuses the rest."""
 
 from __future__ import annotations
 
@@ -218,7 +222,7 @@ class Role:
         return [q for q, _, _ in self.own] + self.declares
 
 
-def _roles(site: str, other: str) -> list[Role]:
+def _roles(site: str) -> list[Role]:
     def private(pilot_id: str, tag: str) -> list[tuple[str, str, str]]:
         key = T.pilot_address(site, pilot_id)
         return [
@@ -382,7 +386,7 @@ def test_every_role_may_do_what_the_registry_says_and_rabbitmq_refuses_the_rest(
             [*shape.service_queues(), *shape.site_queues([site, other])],
             [*exchanges, shape.endings_exchange()],
         )
-    roles = _roles(site, other)
+    roles = _roles(site)
     queues, keys = _candidates(site, other, roles)
     wrong: dict[str, dict[str, tuple[str, str]]] = {}
     try:
