@@ -157,7 +157,7 @@ class ClaimRequest:
 class ClaimReply:
     """The broker's answer to a claim: granted with the job, or refused with a reason."""
 
-    QUEUE: ClassVar[str] = "pandamq.reply.<pilot_id>"
+    QUEUE: ClassVar[str] = "pandamq.reply.<site>.<pilot_id>.<tag>"
     job_id: str
     attempt: int
     granted: bool
@@ -285,7 +285,7 @@ class TaskSpec:
 class PilotCommand:
     """The broker tells a pilot to stop the payload of a job attempt it runs."""
 
-    QUEUE: ClassVar[str] = "pandamq.control.<pilot_id>"
+    QUEUE: ClassVar[str] = "pandamq.control.<site>.<pilot_id>.<tag>"
     command: Literal["kill"]
     job_id: str
     attempt: int

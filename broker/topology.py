@@ -238,6 +238,8 @@ class Topology:
         )
 
     def _private(self, name: str, exchange: Exchange, site: str, pilot_id: str) -> Queue:
+        # The exchange is the broker service's to declare: a pilot may not configure it.
+        exchange = Exchange(exchange.name, exchange.type, durable=True, no_declare=True)
         return Queue(
             name,
             exchange,

@@ -9,7 +9,7 @@ import click
 
 from broker.errors import BadInput
 from broker.protocol import NAME_PATTERN
-from broker.security import certs, identity
+from broker.security import certs, identity, provisioning
 from cli.certs_check import WARN_OPTION, check, warn_if_expiring
 from cli.render import print_json
 
@@ -44,7 +44,12 @@ def init(directory: Path, force: bool) -> None:
 
 
 @certs_group.command("issue")
-@click.option("--pilot", "site", help="For the pilots of SITE: user pilot.SITE.")
+@click.option(
+    "--pilot",
+    "site",
+    help="For one pilot, SITE:PILOT_ID (user pilot.SITE:PILOT_ID), or every pilot of SITE "
+    "(user pilot.SITE).",
+)
 @click.option("--service", help="For a service (broker, ddm): user service.NAME.")
 @click.option("--user", help="For a person who submits jobs: user user.NAME.")
 @click.option("--server", help="For RabbitMQ itself: its host name, which clients verify.")
@@ -78,7 +83,6 @@ def _common_name(
     site: str | None, service: str | None, user: str | None, server: str | None
 ) -> str:
     makers: dict[str, Callable[[str], str]] = {
-        "--pilot": identity.pilot_user,
         "--service": identity.service_user,
         "--user": identity.submitter_user,
         "--server": str,
@@ -90,6 +94,15 @@ def _common_name(
             "give exactly one of --pilot SITE, --service NAME, --user NAME, --server HOST"
         )
     flag, value = chosen[0]
+    if flag == "--pilot":
+        site, pilot_id = provisioning.parse_pilot(value)
+        for part in (site, pilot_id):
+            if part is not None and not NAME_PATTERN.match(part):
+                raise BadInput(
+                    f"--pilot {value!r} must be 1-64 letters, digits, '_', '.' or '-' "
+                    "(SITE, or SITE:PILOT_ID each so)"
+                )
+        return identity.pilot_user(site, pilot_id)
     if not NAME_PATTERN.match(value):
         raise BadInput(f"{flag} {value!r} must be 1-64 letters, digits, '_', '.' or '-'")
     return makers[flag](value)

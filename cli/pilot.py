@@ -48,7 +48,11 @@ from pilot_agent.agent import Pilot, Slot
     default=None,
     help="Exit after this many seconds without a job (default: wait for ever).",
 )
-@click.option("--pilot-id", default=None, help="The pilot's name (default: node, pid, random).")
+@click.option(
+    "--pilot-id",
+    default=None,
+    help="The pilot's name (default: its identity's, else node, pid, random).",
+)
 @connection_options
 @click.pass_context
 def pilot(
@@ -66,8 +70,9 @@ def pilot(
     """Pull jobs from SITE's queues and run them, until --max-jobs, --max-idle or SIGTERM."""
     s = settings(ctx, heartbeat_interval_s=heartbeat_interval, log_level=log_level)
     setup_logging(s.log_level, s.log_format)
-    identity.check_pilot_site(s, site)
-    agent = Pilot(s, Slot(site, cores, memory_mb, walltime_s), max_jobs, pilot_id, max_idle)
+    own = identity.check_pilot_site(s, site, pilot_id)
+    slot = Slot(site, cores, memory_mb, walltime_s)
+    agent = Pilot(s, slot, max_jobs, pilot_id or own, max_idle)
     ran = agent.run(stop_on_signals())
     click.echo(f"pilot {agent.pilot_id} ran {ran} job(s)")
     if not agent.connected:

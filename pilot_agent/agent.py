@@ -43,6 +43,7 @@ from broker.protocol import (
     decode_body,
     encode,
 )
+from broker.security import identity
 from broker.settings import Settings
 from pilot_agent.link import Link
 from pilot_agent.payload import Payload, PayloadNotStarted, Usage
@@ -99,7 +100,8 @@ class Pilot:
         self.max_jobs = max_jobs
         if pilot_id is not None and not NAME_PATTERN.match(pilot_id):
             raise BadInput(f"pilot id {pilot_id!r} must be 1-64 letters, digits, '_', '.' or '-'")
-        self.pilot_id = pilot_id or new_pilot_id()
+        # A pilot logging in with an identity of its own is the pilot it names.
+        self.pilot_id = pilot_id or identity.pilot_of(identity.of(settings)) or new_pilot_id()
         #: Leave after this long without a job (pilots a factory starts); None: never.
         self.max_idle_s = max_idle_s
         self._idle_since = time.monotonic()

@@ -3,9 +3,14 @@
 Every publisher sets the AMQP ``user_id`` property to the user it logged in
 as, and RabbitMQ refuses a message whose ``user_id`` is not that user, so
 the broker service can trust it. User names follow the certificates' common
-names: ``pilot.<site>`` for a site's pilots, ``service.<name>`` for
-services, ``user.<name>`` for people who submit jobs. On the in-process
-transport (one process, no login) the identity is the local user.
+names: ``pilot.<site>:<pilot_id>`` for one pilot of a site (its own
+identity: the service takes the pilot's id from it, not from what the
+pilot writes), ``pilot.<site>`` for every pilot of a site sharing one
+identity (the site is trusted, the pilot id is not), ``service.<name>`` for
+services, ``user.<name>`` for people who submit jobs. Sites and pilot ids
+may hold dots but never ``:``, so a pilot identity parses one way only. On
+the in-process transport (one process, no login) the identity is the local
+user.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from broker.settings import Settings, broker_nodes
 PILOT = "pilot."
 SERVICE = "service."
 USER = "user."
+#: Between the site and the pilot id in a pilot's own identity.
+PILOT_SEPARATOR = ":"
 
 
-def pilot_user(site: str) -> str:
-    """The RabbitMQ user of every pilot of ``site``."""
-    return PILOT + site
+def pilot_user(site: str, pilot_id: str | None = None) -> str:
+    """The RabbitMQ user of one pilot of ``site`` (``pilot.<site>:<pilot_id>``), or of
+    every pilot of ``site`` sharing one (``pilot.<site>``)."""
+    return PILOT + site + (PILOT_SEPARATOR + pilot_id if pilot_id else "")
 
 
 def service_user(name: str) -> str:
@@ -39,7 +47,18 @@ def submitter_user(name: str) -> str:
 
 def site_of(identity: str) -> str | None:
     """The site a pilot identity is bound to; None for every other identity."""
-    return identity[len(PILOT) :] if identity.startswith(PILOT) else None
+    if not identity.startswith(PILOT):
+        return None
+    return identity[len(PILOT) :].partition(PILOT_SEPARATOR)[0]
+
+
+def pilot_of(identity: str) -> str | None:
+    """The pilot id a pilot's own identity is bound to; None for a site's shared one,
+    and for every identity that is not a pilot's."""
+    if not identity.startswith(PILOT):
+        return None
+    _, sep, pilot_id = identity[len(PILOT) :].partition(PILOT_SEPARATOR)
+    return pilot_id if sep else None
 
 
 def of(settings: Settings) -> str:
@@ -71,11 +90,17 @@ def may_manage(settings: Settings, identity: str, owner: str | None) -> str | No
     return f"{identity} does not own it ({whose}) and has no production role"
 
 
-def check_pilot_site(settings: Settings, site: str) -> None:
-    """Refuse to run a pilot for ``site`` with another site's pilot certificate."""
+def check_pilot_site(settings: Settings, site: str, pilot_id: str | None = None) -> str | None:
+    """Refuse to run a pilot for ``site`` with another site's pilot certificate, or
+    as another pilot than its own identity names; the pilot id that identity binds
+    it to (None: any)."""
     user = of(settings)
     bound = site_of(user)
     if bound is not None and bound != site:
         raise NotAllowed(
             f"this pilot logs in as {user}, which may serve site {bound} only, not {site}"
         )
+    own = pilot_of(user)
+    if own is not None and pilot_id is not None and pilot_id != own:
+        raise NotAllowed(f"this pilot logs in as {user}, which is pilot {own}, not {pilot_id}")
+    return own

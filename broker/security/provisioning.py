@@ -1,16 +1,20 @@
-"""RabbitMQ for a deployment: the vhost, a user per service, per site's pilots
-and per submitter, and the permissions that keep each to its own part.
+"""RabbitMQ for a deployment: the vhost, a user per service, per pilot (or per
+site's pilots) and per submitter, and the permissions that keep each to its
+own part, all derived from the one registry of routes
+(``broker.security.routes``).
 
-A site's pilots (user ``pilot.<site>``) may declare and read only their
-site's job queues and their own reply and control queues, and publish only
-claims, events (routing keys of their own site) and dead letters. A
-submitter (``user.<name>``) may publish requests to the submitter's API
-exchanges, and declare, bind and read its own follow queues, bound only to
-its own jobs' endings (a topic permission on the endings exchange); an
-operator (a submitter with the production role) may follow everyone's
-endings. Answers come by direct reply-to, which needs no permission. The
-broker service may do everything in the vhost. The plan is a list of
-``rabbitmqctl`` commands, printed for an operator or run here.
+A pilot (user ``pilot.<site>:<pilot_id>``, or ``pilot.<site>`` shared by a
+site's pilots) may read only its site's job queues, declare, bind and
+delete only its own reply and control queues (bound only to its own keys),
+and publish only claims, events (routing keys of its own site) and dead
+letters; it declares no exchange. A submitter (``user.<name>``) may publish
+requests to the submitter's API exchanges, and declare, bind and read its
+own follow queues, bound only to its own jobs' endings (a topic permission
+on the endings exchange); an operator (a submitter with the production
+role) may bind to everyone's endings. Answers come by direct reply-to,
+which needs no permission. The broker service may do everything in the
+vhost. The plan is a list of ``rabbitmqctl`` commands, printed for an
+operator or run here.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from broker import topology
 from broker.errors import BrokerRefused, ConfigError
 from broker.security import identity
+from broker.security.routes import ROUTES, Role, Who, anchored, pattern, read_by, sent_by
 
 Command = list[str]
 #: Runs one rabbitmqctl command (arguments after ``rabbitmqctl``); (exit code, message).
@@ -32,6 +36,8 @@ Runner = Callable[[Command], tuple[int, str]]
 
 EVERYTHING = ".*"
 NOTHING = "^$"
+#: A binding key of any shape (``#`` too), for a reader that may bind to anyone's.
+ANY_KEY = ".*"
 
 
 @dataclass(frozen=True)
@@ -47,60 +53,92 @@ class Permissions:
         return [self.configure, self.write, self.read]
 
 
-def _names(*alternatives: str) -> str:
-    return r"^pandamq\.(" + "|".join(alternatives) + r")$"
-
-
-def pilot_permissions(site: str) -> Permissions:
-    """The pilots of ``site``: their job queues, their private queues, claims and events."""
-    s = re.escape(site)
-    own = (rf"jobs\.{s}\.[A-Z_]+", rf"reply\.{s}\..+", rf"control\.{s}\..+")
+def permissions(who: Who) -> Permissions:
+    """``who``'s permissions, from the routes: configure its own private queues; write
+    the exchanges it sends on and its own queues (binding needs it); read the queues
+    it reads and the exchanges it binds its own queues to."""
+    if who.role is Role.SERVICE:
+        return Permissions(EVERYTHING, EVERYTHING, EVERYTHING)
+    reading = [r for r in read_by(who.role) if not r.free]
+    own = [pattern(r.queue, who) for r in reading if r.private]
+    sends = [re.escape(r.exchange) for r in sent_by(who.role) if not r.free]
+    binds = [re.escape(r.exchange) for r in reading if r.private]
     return Permissions(
-        configure=_names(*own, "replies", "control"),
-        write=_names("claims", "events", "dlx", *own[1:]),
-        read=_names(*own, "replies", "control"),
+        configure=anchored(own),
+        write=anchored(sends + own),
+        read=anchored([pattern(r.queue, who) for r in reading] + binds),
     )
 
 
-def pilot_topic_permissions(site: str) -> list[Command]:
-    """Routing keys a site's pilots may use: their site's on events, replies and control."""
-    key = "^" + re.escape(site) + r"\."
-    return [
-        [topology.EVENTS_EXCHANGE, key, NOTHING],
-        [topology.REPLIES_EXCHANGE, NOTHING, key],
-        [topology.CONTROL_EXCHANGE, NOTHING, key],
-    ]
+def topic_permissions(who: Who) -> list[Command]:
+    """``who``'s routing keys on each topic exchange it publishes to or binds to: those
+    it may publish with, and those it may bind its own queues with (none for the
+    service: it may use any). Other exchanges it may neither write nor read at all."""
+    if who.role is Role.SERVICE:
+        return []
+    exchanges = sorted({r.exchange for r in ROUTES if r.topic})
+    commands = []
+    for exchange in exchanges:
+        routes = [r for r in ROUTES if r.exchange == exchange]
+        write = [pattern(r.key, who) for r in routes if who.role in r.senders]
+        read = [
+            ANY_KEY if who.role in r.reads_all else pattern(r.key, who)
+            for r in routes
+            if who.role in r.readers and r.private
+        ]
+        if write or read:
+            commands.append([exchange, anchored(write), anchored(read)])
+    return commands
+
+
+def pilot(site: str, pilot_id: str | None = None) -> Who:
+    """A pilot of ``site``: one with an identity of its own, or (None) all of them."""
+    return Who(Role.PILOT, site=site, pilot=pilot_id)
+
+
+def submitter(name: str, operator: bool = False) -> Who:
+    """A person, ``user.<name>``; an operator binds to everyone's endings."""
+    role = Role.OPERATOR if operator else Role.SUBMITTER
+    return Who(role, user=identity.submitter_user(name))
+
+
+def pilot_permissions(site: str, pilot_id: str | None = None) -> Permissions:
+    """The pilots of ``site`` (or one of them): their job queues, their private queues,
+    claims, events and dead letters."""
+    return permissions(pilot(site, pilot_id))
+
+
+def pilot_topic_permissions(site: str, pilot_id: str | None = None) -> list[Command]:
+    """Routing keys a site's pilots may use: their site's on events, their own on replies
+    and control."""
+    return topic_permissions(pilot(site, pilot_id))
 
 
 def submitter_permissions(name: str) -> Permissions:
     """A person: requests to the submitter's API exchanges (the broker service
     declares their queues), and follow queues of their own bound to endings."""
-    own = _follow_queues(identity.submitter_user(name))
-    return Permissions(
-        configure=_names(own),
-        write=_names("submit", "tasks", "commands", "queries", own),
-        read=_names("endings", own),
-    )
-
-
-def _follow_queues(user: str) -> str:
-    return rf"follow\.{re.escape(user)}\..+"
+    return permissions(submitter(name))
 
 
 def submitter_topic_permissions(name: str) -> list[Command]:
     """A person binds only to endings routed with their own name first."""
-    own = "^" + re.escape(identity.submitter_user(name)) + r"\."
-    return [[topology.ENDINGS_EXCHANGE, NOTHING, own]]
+    return topic_permissions(submitter(name))
 
 
-def operator_topic_permissions() -> list[Command]:
+def operator_topic_permissions(name: str) -> list[Command]:
     """An operator (production role) binds to anyone's endings."""
-    return [[topology.ENDINGS_EXCHANGE, NOTHING, EVERYTHING]]
+    return topic_permissions(submitter(name, operator=True))
 
 
 def service_permissions() -> Permissions:
     """The broker service owns the whole topology."""
-    return Permissions(EVERYTHING, EVERYTHING, EVERYTHING)
+    return permissions(Who(Role.SERVICE))
+
+
+def parse_pilot(value: str) -> tuple[str, str | None]:
+    """``SITE`` (every pilot of the site) or ``SITE:PILOT_ID`` (one pilot) as (site, id)."""
+    site, sep, pilot_id = value.partition(identity.PILOT_SEPARATOR)
+    return site, (pilot_id if sep else None)
 
 
 def plan(
@@ -109,29 +147,31 @@ def plan(
     submitters: Iterable[str],
     services: Iterable[str],
     operators: Iterable[str] = (),
+    pilots: Iterable[tuple[str, str]] = (),
 ) -> list[Command]:
     """``rabbitmqctl`` commands that provision the deployment; safe to run again.
 
-    A name among both ``submitters`` and ``operators`` is provisioned as an operator.
+    ``sites`` get one user shared by their pilots, ``pilots`` (site, pilot id) one
+    user each. A name among both ``submitters`` and ``operators`` is provisioned as
+    an operator.
     """
     chosen = list(operators)
     people = [n for n in submitters if n not in chosen]
+    whos = [Who(Role.SERVICE) for _ in services]
+    users = [identity.service_user(n) for n in services]
+    for name, operator in [(n, False) for n in people] + [(n, True) for n in chosen]:
+        whos.append(submitter(name, operator))
+        users.append(identity.submitter_user(name))
+    for site in sites:
+        whos.append(pilot(site))
+        users.append(identity.pilot_user(site))
+    for site, pilot_id in pilots:
+        whos.append(pilot(site, pilot_id))
+        users.append(identity.pilot_user(site, pilot_id))
     commands: list[Command] = [["add_vhost", vhost]]
-    grants: list[tuple[str, Permissions, list[Command]]] = [
-        (identity.service_user(n), service_permissions(), []) for n in services
-    ]
-    grants += [_person(n, submitter_topic_permissions(n)) for n in people]
-    grants += [_person(n, operator_topic_permissions()) for n in chosen]
-    grants += [
-        (identity.pilot_user(s), pilot_permissions(s), pilot_topic_permissions(s)) for s in sites
-    ]
-    for user, permissions, topics in grants:
-        commands += _user(vhost, user, permissions, topics)
+    for user, who in zip(users, whos, strict=True):
+        commands += _user(vhost, user, permissions(who), topic_permissions(who))
     return commands
-
-
-def _person(name: str, topics: list[Command]) -> tuple[str, Permissions, list[Command]]:
-    return identity.submitter_user(name), submitter_permissions(name), topics
 
 
 def _user(vhost: str, user: str, permissions: Permissions, topics: list[Command]) -> list[Command]:
@@ -186,3 +226,35 @@ def rabbitmqctl(node: str | None = None) -> Runner:
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else "no message"
+
+
+def definitions(commands: Sequence[Command]) -> dict[str, object]:
+    """The plan as RabbitMQ definitions, for ``rabbitmqctl import_definitions``: one
+    call instead of one per command. Users come without a password (certificate login
+    only); importing replaces the password of a user that has one."""
+    users: list[dict[str, object]] = []
+    vhosts, grants, topics = [], [], []
+    for command in commands:
+        verb, args = command[0], command[1:]
+        if verb == "add_vhost":
+            vhosts.append({"name": args[0]})
+        elif verb == "add_user":
+            users.append(
+                {
+                    "name": args[0],
+                    "password_hash": "",
+                    "hashing_algorithm": "rabbit_password_hashing_sha256",
+                    "tags": [],
+                }
+            )
+        elif verb == "set_permissions":
+            vhost, user, configure, write, read = args[1:]
+            grants.append(
+                {"user": user, "vhost": vhost, "configure": configure, "write": write, "read": read}
+            )
+        elif verb == "set_topic_permissions":
+            vhost, user, exchange, write, read = args[1:]
+            topics.append(
+                {"user": user, "vhost": vhost, "exchange": exchange, "write": write, "read": read}
+            )
+    return {"users": users, "vhosts": vhosts, "permissions": grants, "topic_permissions": topics}

@@ -55,9 +55,7 @@ class ClaimHandler:
         t = now()
         with transaction(self._engine) as conn:
             rows = load(conn, (i.message.job_id for i in batch), lock=True)
-            claimable = senders.allowed(
-                batch, "claim", lambda i: senders.job_site_refusal(i, "claim", rows)
-            )
+            claimable = senders.allowed(batch, "claim", lambda i: senders.claim_refusal(i, rows))
             requests = [i.message for i in claimable]
             changes = _claim_changes(requests, rows, t)
             won = {c.job_id: c.values["pilot_id"] for c in transitions.apply(conn, changes, t)}

@@ -2,7 +2,8 @@
 
 An event is applied once: the first history row it causes carries its id, and
 a redelivered event whose id is already in the history is skipped. Only the
-pilot that claimed an attempt may report on it; anything else is refused.
+pilot that claimed an attempt may report on it, and a pilot with an identity
+of its own only as itself; anything else is refused and counted.
 """
 
 from __future__ import annotations
@@ -129,9 +130,11 @@ def _authorised(
     if row is None:
         incoming.refuse(f"event for unknown job {event.job_id!r}")
         return False
-    if not senders.check(
-        incoming, "event", senders.site_refusal(incoming.user_id, "report on", row["site"])
-    ):
+    user_id = incoming.user_id
+    why = senders.site_refusal(user_id, "report on", row["site"]) or senders.pilot_refusal(
+        user_id, "report", event.pilot_id
+    )
+    if not senders.check(incoming, "event", why):
         return False
     if event.attempt != row["attempt"]:
         log.info(
@@ -139,10 +142,7 @@ def _authorised(
         )
         older.append(event)
         return False
-    if event.pilot_id != row["pilot_id"]:
-        incoming.refuse(f"pilot {event.pilot_id!r} did not claim job {event.job_id!r}")
-        return False
-    return True
+    return senders.check(incoming, "event", senders.holder_refusal(event.pilot_id, row))
 
 
 def _changes(

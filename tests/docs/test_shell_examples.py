@@ -101,13 +101,14 @@ def test_every_document_names_a_session_that_exists_and_every_substitution_is_us
 
 
 def test_alices_permissions_in_operations_are_those_provision_gives() -> None:
-    # Given the rabbitmqctl commands operations.md shows for user.alice (not run: users
+    # Given the rabbitmqctl commands operations.md shows for user.alice and a pilot (not run: users
     # belong to the whole RabbitMQ node)
     blocks = shell_blocks(ROOT / "docs" / "operations.md")
     (block,) = [b for b in blocks if "set_topic_permissions -p pandamq user.alice" in b.text]
     shown = [shlex.split(c.text.replace("\\\n", " "), comments=True) for c in block.commands()]
-    # When provision prints its commands for alice
+    # When provision prints its commands for alice and the pilot
     args = ["rabbitmq", "provision", "--vhost", "pandamq", "--user", "alice", "--site", "SITE_A"]
+    args += ["--pilot", "SITE_A:wn1"]
     result = CliRunner(env={"PANDAMQ_CONFIG": None}).invoke(pandamq, args)
     assert result.exit_code == 0, result.output
     printed = [shlex.split(line) for line in result.stdout.splitlines() if "rabbitmqctl" in line]

@@ -46,11 +46,20 @@ def test_show_prints_subject_issuer_and_expiry(tmp_path: Path) -> None:
     assert "rabbitmq_user:  pilot.SITE_A" in out and "expired:        false" in out
 
 
+def test_issue_makes_a_certificate_for_one_pilot_of_a_site(tmp_path: Path) -> None:
+    run("certs", "init", "--dir", str(tmp_path))
+    code, out, _ = run("certs", "issue", "--pilot", "SITE.A:wn-1", "--dir", str(tmp_path))
+    assert code == 0, out
+    _, shown, _ = run("certs", "show", str(tmp_path / "pilot.SITE.A:wn-1.pem"))
+    assert "rabbitmq_user:  pilot.SITE.A:wn-1" in shown
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [
         (["issue", "--pilot", "A", "--user", "b"], "give exactly one of --pilot SITE"),
         (["issue", "--pilot", "a b"], "--pilot 'a b' must be 1-64 letters"),
+        (["issue", "--pilot", "A:b c"], "--pilot 'A:b c' must be 1-64 letters"),
         (["issue", "--pilot", "A"], "cannot read certificate"),
         (["show", "nowhere.pem"], "cannot read certificate nowhere.pem"),
         (["check", "http://rabbit"], "'http://rabbit': give amqps://HOST[:PORT][/VHOST]"),

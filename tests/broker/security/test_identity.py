@@ -60,3 +60,21 @@ def test_a_pilot_certificate_serves_its_own_site_only(tmp_path: Path) -> None:
     identity.check_pilot_site(s, "SITE_A")
     with pytest.raises(NotAllowed, match=r"logs in as pilot\.SITE_A, which may serve site SITE_A"):
         identity.check_pilot_site(s, "SITE_B")
+
+
+def test_a_pilots_own_identity_names_its_site_and_pilot_id() -> None:
+    own = identity.pilot_user("SITE.A", "wn-1.x")
+    assert own == "pilot.SITE.A:wn-1.x"
+    assert (identity.site_of(own), identity.pilot_of(own)) == ("SITE.A", "wn-1.x")
+    assert (identity.site_of("pilot.SITE.A"), identity.pilot_of("pilot.SITE.A")) == ("SITE.A", None)
+    assert identity.pilot_of("user.a:b") is None
+
+
+def test_a_pilot_with_its_own_certificate_is_the_pilot_it_names(tmp_path: Path) -> None:
+    cn = identity.pilot_user("SITE_A", "A1")
+    issued = certs.write(tmp_path, cn, *certs.issue(*certs.make_ca(), cn))
+    s = Settings(broker_url="amqps://h/v", tls_cert=str(issued.cert), tls_key=str(issued.key))
+    assert identity.check_pilot_site(s, "SITE_A") == "A1"
+    assert identity.check_pilot_site(s, "SITE_A", "A1") == "A1"
+    with pytest.raises(NotAllowed, match=r"logs in as pilot\.SITE_A:A1, which is pilot A1, not A2"):
+        identity.check_pilot_site(s, "SITE_A", "A2")

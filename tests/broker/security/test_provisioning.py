@@ -3,11 +3,16 @@ submitter only the API's exchanges and their own follow queues and endings."""
 
 from __future__ import annotations
 
+import json
 import re
+
+import pytest
+from click.testing import CliRunner
 
 from broker import topology
 from broker.client import follow
 from broker.security import provisioning
+from cli.main import pandamq
 
 
 def matches(pattern: str, name: str) -> bool:
@@ -32,9 +37,37 @@ def test_a_sites_pilots_read_only_their_sites_queues_and_their_own_private_ones(
         topology.DEAD_LETTER_QUEUE,
         topology.JOBS_EXCHANGE,
     ]
-    assert all(matches(p.read, n) and matches(p.configure, n) for n in own)
+    assert all(matches(p.read, n) for n in own)
     assert not any(matches(p.read, n) or matches(p.configure, n) for n in others)
     assert t.pilot_job_queue("SITE.A", "SCORE").exchange.name == ""
+    # And they declare (and could delete) their private queues only, no job queue, no exchange
+    assert all(matches(p.configure, n) for n in own[1:])
+    shared = [topology.REPLIES_EXCHANGE, topology.CONTROL_EXCHANGE, own[0]]
+    assert not any(matches(p.configure, n) for n in shared)
+    assert t.reply_queue("node-1-abc", "SITE.A", "f00d").exchange.no_declare
+
+
+def test_a_pilot_with_its_own_identity_reaches_only_its_own_private_queues_and_keys() -> None:
+    # Given pilot A1's permissions at site S
+    p = provisioning.pilot_permissions("S", "A1")
+    topics = {t[0]: t[1:] for t in provisioning.pilot_topic_permissions("S", "A1")}
+    mine = [
+        topology.reply_queue_name("S", "A1", "f00d"),
+        topology.control_queue_name("S", "A1", "x"),
+    ]
+    theirs = [
+        topology.reply_queue_name("S", "A2", "f00d"),
+        topology.control_queue_name("S", "A2", "x"),
+        topology.reply_queue_name("S", "A1x", "f00d"),
+    ]
+    # Then it configures and reads its own queues only, and binds them with its own key only
+    assert all(matches(p.configure, n) and matches(p.read, n) for n in mine)
+    assert not any(matches(p.configure, n) or matches(p.read, n) for n in theirs)
+    for exchange in (topology.REPLIES_EXCHANGE, topology.CONTROL_EXCHANGE):
+        write, read = topics[exchange]
+        assert matches(read, "S.A1") and not matches(read, "S.A2") and write == "^$"
+    # And it still reads its site's job queues
+    assert matches(p.read, topology.job_queue_name("S", "SCORE"))
 
 
 def test_a_sites_pilots_publish_only_claims_events_and_dead_letters() -> None:
@@ -107,7 +140,7 @@ def test_a_names_regex_characters_are_escaped() -> None:
 def test_submitters_bind_only_to_their_own_endings_operators_to_everyones() -> None:
     # Given alice's topic permissions, and an operator's
     ((exchange, write, read),) = provisioning.submitter_topic_permissions("alice")
-    ((op_exchange, op_write, op_read),) = provisioning.operator_topic_permissions()
+    ((op_exchange, op_write, op_read),) = provisioning.operator_topic_permissions("prod")
     own = [
         topology.job_ending_key("user.alice", None, "j1"),
         topology.job_ending_key("user.alice", "t1", "j1"),
@@ -152,8 +185,8 @@ def test_the_plan_gives_submitters_and_operators_their_topic_permissions() -> No
     endings = {c[3]: c[5:] for c in topics if c[4] == topology.ENDINGS_EXCHANGE}
     # Then alice's are her own, and prod, an operator once, reads every owner's
     assert endings == {
-        "user.alice": [provisioning.NOTHING, r"^user\.alice\."],
-        "user.prod": [provisioning.NOTHING, provisioning.EVERYTHING],
+        "user.alice": [provisioning.NOTHING, r"^(?:user\.alice\.(?:.+))$"],
+        "user.prod": [provisioning.NOTHING, "^(?:.*)$"],
     }
     assert [c[1] for c in commands if c[0] == "add_user"].count("user.prod") == 1
 
@@ -167,3 +200,39 @@ def test_apply_accepts_existing_users_and_reports_other_failures() -> None:
 
     commands = provisioning.plan("v", ["S"], [], ["broker"])
     assert provisioning.apply(commands, run) == len(commands) == len(ran)
+
+
+def test_the_plan_as_definitions_holds_every_user_and_permission_without_a_password() -> None:
+    # Given a plan with a site's shared pilots, one pilot of its own, a person and a service
+    commands = provisioning.plan("v", ["S"], ["alice"], ["broker"], pilots=[("S", "A1")])
+    # When it is turned into RabbitMQ definitions
+    d = provisioning.definitions(commands)
+    # Then each user is there once, with no password, and every grant of the plan
+    names = ["service.broker", "user.alice", "pilot.S", "pilot.S:A1"]
+    assert [u["name"] for u in d["users"]] == names  # type: ignore[attr-defined]
+    assert {u["password_hash"] for u in d["users"]} == {""}  # type: ignore[attr-defined]
+    assert d["vhosts"] == [{"name": "v"}]
+    grants = {(p["user"], p["configure"], p["write"], p["read"]) for p in d["permissions"]}  # type: ignore[attr-defined]
+    assert grants == {(c[3], *c[4:]) for c in commands if c[0] == "set_permissions"}
+    topics = [(t["user"], t["exchange"], t["write"], t["read"]) for t in d["topic_permissions"]]  # type: ignore[attr-defined]
+    assert topics == [tuple(c[3:]) for c in commands if c[0] == "set_topic_permissions"]
+
+
+def test_provision_takes_pilots_of_their_own_and_prints_definitions() -> None:
+    # Given pandamq rabbitmq provision with a pilot of its own and --definitions
+    args = ["rabbitmq", "provision", "--vhost", "v", "--pilot", "SITE_A:wn1", "--definitions"]
+    result = CliRunner(env={"PANDAMQ_CONFIG": None}).invoke(pandamq, args)
+    # Then it prints the definitions of the pilot's user, and needs no catalogue
+    assert result.exit_code == 0, result.output
+    users = [u["name"] for u in json.loads(result.stdout)["users"]]
+    assert users == ["service.broker", "pilot.SITE_A:wn1"]
+
+
+@pytest.mark.parametrize("pilot", ["SITE_A", "SITE_A:", "SITE A:wn1", "SITE_A:wn 1"])
+def test_a_pilot_without_a_valid_site_and_id_is_one_clear_error(pilot: str) -> None:
+    args = ["rabbitmq", "provision", "--vhost", "v", "--pilot", pilot]
+    result = CliRunner(env={"PANDAMQ_CONFIG": None}).invoke(pandamq, args)
+    assert result.exit_code == 2
+    assert result.stderr == f"pandamq: error: --pilot {pilot!r} must be SITE:PILOT_ID, each " + (
+        "1-64 letters, digits, '_', '.' or '-'\n"
+    )

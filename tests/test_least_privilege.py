@@ -1,0 +1,416 @@
+"""Identity and least privilege on a real TLS RabbitMQ node.
+
+A pilot's identity is its own: pilot A1 of a site can neither claim, report on,
+finish, fail nor acknowledge the kill of a job pilot A2 of the same site holds, by
+naming A2 in what it sends; each attempt is dead-lettered with the reason and
+counted, and A2's job runs on to its end. And every role's credentials try every
+operation on every queue and exchange: what the registry of routes allows works,
+RabbitMQ refuses the rest."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from amqp import Message
+from amqp.exceptions import AccessRefused, AMQPError
+
+from broker import topology
+from broker.client import Client
+from broker.messaging.connection import connect
+from broker.messaging.publisher import Outgoing
+from broker.metrics import REFUSED_SENDERS
+from broker.protocol import ClaimRequest, EventKind, JobEvent, JobSpec, encode
+from broker.security import identity
+from broker.settings import Settings
+from tests.budget import TEARDOWN_S, capped
+from tests.conftest import test_settings
+from tests.harness import System, dead_letters, publish, wait_for
+from tests.nodes import RABBITMQ_START_S
+from tests.tls import PROVISIONING_S, TlsRabbitMQNode
+
+#: The test's own waits: a job of a few seconds watched to its end.
+TEST_WAITS_S = 90.0
+TLS_TIMEOUT_S = RABBITMQ_START_S + PROVISIONING_S + TEST_WAITS_S + TEARDOWN_S
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(TLS_TIMEOUT_S)]
+
+
+@dataclass(frozen=True)
+class Site:
+    """A provisioned vhost on the TLS node: one site, two pilots of their own there."""
+
+    vhost: str
+    site: str
+
+
+@pytest.fixture(scope="module")
+def two_pilots(tls_rabbitmq_node: TlsRabbitMQNode) -> Site:
+    """Provisioned once for the module (some 30 rabbitmqctl commands): the site's shared
+    pilot identity, pilots A1 and A2 with their own, alice and the operator prod."""
+    vhost = tls_rabbitmq_node.add_vhost().rsplit("/", 1)[1]
+    site = f"SITE_{uuid.uuid4().hex[:8].upper()}"
+    pilots = [(site, "A1"), (site, "A2")]
+    tls_rabbitmq_node.provision(vhost, [site], ["alice"], operators=["prod"], pilots=pilots)
+    return Site(vhost, site)
+
+
+@dataclass
+class Deployment:
+    node: TlsRabbitMQNode
+    vhost: str
+    site: str
+    system: System
+    base: Settings
+    certs_dir: Path
+
+    def as_(self, common_name: str) -> Settings:
+        issued = self.node.certificate(common_name, self.certs_dir)
+        return self.node.settings_for(self.base, self.vhost, issued)
+
+    def admin(self) -> Settings:
+        return self.base.replace(broker_url=self.node.url(self.vhost))
+
+
+@pytest.fixture
+def deployment(
+    tls_rabbitmq_node: TlsRabbitMQNode,
+    two_pilots: Site,
+    services: tuple[str, str],
+    tmp_path: Path,
+) -> Iterator[Deployment]:
+    node, vhost = tls_rabbitmq_node, two_pilots.vhost
+    base = test_settings(node.url(vhost), services[1], tmp_path)
+    certs_dir = tmp_path / "certs"
+    service = node.settings_for(base, vhost, node.certificate("service.broker", certs_dir))
+    system = System(service)
+    try:
+        system.add_site(two_pilots.site)
+        system.start_broker()
+        yield Deployment(node, vhost, two_pilots.site, system, base, certs_dir)
+    finally:
+        system.close()
+    assert not dead_letters(base.replace(broker_url=node.url(vhost)))
+
+
+def _refused(kind: str) -> float:
+    return REFUSED_SENDERS.labels(kind=kind)._value.get()  # type: ignore[no-any-return]
+
+
+def test_a_pilot_cannot_claim_report_finish_fail_or_ack_the_kill_of_another_pilots_job(
+    deployment: Deployment,
+) -> None:
+    # Given pilot A2, logging in with a certificate of its own, running alice's job
+    d = deployment
+    a1, a2 = identity.pilot_user(d.site, "A1"), identity.pilot_user(d.site, "A2")
+    pilot_a2 = d.system.start_pilot(d.site, settings=d.as_(a2))
+    assert pilot_a2.pilot_id == "A2"
+    spec = JobSpec(command="sleep 4", id=uuid.uuid4().hex, site=d.site)
+    with Client(d.as_("user.alice")) as alice:
+        (receipt,) = alice.submit([spec])
+    assert receipt.accepted, receipt.reason
+    wait_for(lambda: d.system.states([spec.id]) == {spec.id: "running"}, what="A2 runs it")
+    claims, events = _refused("claim"), _refused("event")
+    # When pilot A1 of the same site claims it as A2 (answer to itself, or to A2), and
+    # as itself with the answer to A2; reports a heartbeat, its end (finished, failed)
+    # and a kill's end (cancelled) as A2; and reports it finished as itself
+    forged = [uuid.uuid4().hex for _ in range(5)]
+    kinds: list[EventKind] = ["heartbeat", "finished", "failed", "cancelled"]
+    as_a2 = [JobEvent(e, spec.id, 1, "A2", k, 0.0) for e, k in zip(forged[:4], kinds, strict=True)]
+    as_a1 = JobEvent(forged[4], spec.id, 1, "A1", "finished", 0.0, exit_code=0)
+    to_a1, to_a2 = (topology.pilot_address(d.site, p) for p in ("A1", "A2"))
+    publish(
+        d.as_(a1),
+        *(
+            Outgoing(
+                topology.CLAIMS_EXCHANGE,
+                topology.CLAIMS_QUEUE,
+                encode(ClaimRequest(spec.id, 1, pilot_id, d.site, reply_to)),
+            )
+            for pilot_id, reply_to in (("A2", to_a1), ("A2", to_a2), ("A1", to_a2))
+        ),
+        *(
+            Outgoing(
+                topology.EVENTS_EXCHANGE, topology.event_routing_key(d.site, e.kind), encode(e)
+            )
+            for e in [*as_a2, as_a1]
+        ),
+    )
+    # Then each is dead-lettered, saying why, and counted
+    taken: list[str] = []
+
+    def reasons() -> list[str] | None:
+        taken.extend(str(h[topology.REASON_HEADER]) for _, h in dead_letters(d.admin()))
+        return taken if len(taken) >= 8 else None
+
+    wait_for(reasons, timeout_s=capped(30), what="eight dead letters")
+    assert sorted(taken) == sorted(
+        [f"{a1} is pilot A1 and may not claim as pilot A2"] * 2
+        + [f"{a1} may have claim answers sent to {to_a1} only, not {to_a2}"]
+        + [f"{a1} is pilot A1 and may not report as pilot A2"] * 4
+        + [f"pilot 'A1' did not claim job {spec.id!r}"]
+    )
+    assert (_refused("claim") - claims, _refused("event") - events) == (3, 5)
+    # And A2's job ran on to its end, as A2 reported it, with none of A1's events
+    assert d.system.wait_final([spec.id], timeout_s=capped(60)) == {spec.id: "finished"}
+    job = d.system.job(spec.id)
+    assert job["pilot_id"] == "A2" and job["attempt"] == 1
+    reported = {t["reason"] for t in job["transitions"] if "reported by" in (t["reason"] or "")}
+    assert reported == {f"{k} reported by pilot A2" for k in ("starting", "running", "finished")}
+
+
+# What each role may do, written out by hand from the registry's intent
+# (broker/security/routes.py), and tried against RabbitMQ itself.
+
+T = topology
+SERVICE_QUEUES = [
+    T.SUBMIT_QUEUE,
+    T.TASKS_QUEUE,
+    T.COMMANDS_QUEUE,
+    T.QUERIES_QUEUE,
+    T.CLAIMS_QUEUE,
+    T.EVENTS_QUEUE,
+    T.DEAD_LETTER_QUEUE,
+]
+EXCHANGES = [
+    T.SUBMIT_EXCHANGE,
+    T.TASKS_EXCHANGE,
+    T.COMMANDS_EXCHANGE,
+    T.QUERIES_EXCHANGE,
+    T.CLAIMS_EXCHANGE,
+    T.EVENTS_EXCHANGE,
+    T.JOBS_EXCHANGE,
+    T.REPLIES_EXCHANGE,
+    T.CONTROL_EXCHANGE,
+    T.ENDINGS_EXCHANGE,
+    T.DEAD_LETTER_EXCHANGE,
+]
+PEOPLES_REQUESTS = [
+    (T.SUBMIT_EXCHANGE, T.SUBMIT_QUEUE),
+    (T.TASKS_EXCHANGE, T.TASKS_QUEUE),
+    (T.COMMANDS_EXCHANGE, T.COMMANDS_QUEUE),
+    (T.QUERIES_EXCHANGE, T.QUERIES_QUEUE),
+]
+
+
+@dataclass(frozen=True)
+class Role:
+    """One role's identity and what it may do; anything else RabbitMQ must refuse."""
+
+    name: str
+    common_name: str
+    #: Private queues it declares: (queue, exchange, routing key).
+    own: list[tuple[str, str, str]]
+    #: Other queues it consumes (and so, RabbitMQ's rule, may purge).
+    reads: list[str]
+    publishes: set[tuple[str, str]]
+    #: (exchange, key) it may bind its own queues with.
+    binds: set[tuple[str, str]]
+    #: Service queues named as an exchange it publishes to: RabbitMQ's permissions
+    #: do not tell the two apart, so it may bind them too (docs/operations.md).
+    same_names: list[str]
+    #: Other private queues it may declare, bind and delete (a site's shared identity:
+    #: every pilot's of its site).
+    declares: list[str] = field(default_factory=list)
+
+    def queues(self) -> list[str]:
+        """Every queue it may declare, bind, read, purge and delete."""
+        return [q for q, _, _ in self.own] + self.declares
+
+
+def _roles(site: str) -> list[Role]:
+    def private(pilot_id: str, tag: str) -> list[tuple[str, str, str]]:
+        key = T.pilot_address(site, pilot_id)
+        return [
+            (T.reply_queue_name(site, pilot_id, tag), T.REPLIES_EXCHANGE, key),
+            (T.control_queue_name(site, pilot_id, tag), T.CONTROL_EXCHANGE, key),
+        ]
+
+    def follow(user: str) -> list[tuple[str, str, str]]:
+        return [(T.follow_queue_name(user, "t"), T.ENDINGS_EXCHANGE, f"{user}.#")]
+
+    pilots_send = {
+        (T.CLAIMS_EXCHANGE, T.CLAIMS_QUEUE),
+        (T.EVENTS_EXCHANGE, T.event_routing_key(site, "running")),
+        (T.DEAD_LETTER_EXCHANGE, "x"),
+    }
+    job_queue = T.job_queue_name(site, "SCORE")
+    same = [T.CLAIMS_QUEUE, T.EVENTS_QUEUE]
+    a1, a2, p9 = (T.pilot_address(site, p) for p in ("A1", "A2", "P9"))
+    anyones = {(x, k) for x in (T.REPLIES_EXCHANGE, T.CONTROL_EXCHANGE) for k in (a1, a2, p9)}
+    people = set(PEOPLES_REQUESTS)
+    alice_all = (T.ENDINGS_EXCHANGE, "user.alice.#")
+    return [
+        Role(
+            "pilot A1",
+            identity.pilot_user(site, "A1"),
+            private("A1", "a1"),
+            [job_queue],
+            pilots_send,
+            {(T.REPLIES_EXCHANGE, a1), (T.CONTROL_EXCHANGE, a1)},
+            same,
+        ),
+        # A site's shared identity may reach every pilot's queues and keys of its site.
+        Role(
+            "pilot of the site",
+            identity.pilot_user(site),
+            private("P9", "p9"),
+            [job_queue],
+            pilots_send,
+            anyones,
+            same,
+            [q for p in ("A1", "A2") for q, _, _ in private(p, p.lower())],
+        ),
+        Role(
+            "submitter",
+            "user.alice",
+            follow("user.alice"),
+            [],
+            people,
+            {alice_all},
+            [q for _, q in PEOPLES_REQUESTS],
+        ),
+        Role(
+            "operator",
+            "user.prod",
+            follow("user.prod"),
+            [],
+            people,
+            {
+                alice_all,
+                (T.ENDINGS_EXCHANGE, "user.bob.#"),
+                (T.ENDINGS_EXCHANGE, "#"),
+                (T.ENDINGS_EXCHANGE, "user.prod.#"),
+            },
+            [q for _, q in PEOPLES_REQUESTS],
+        ),
+    ]
+
+
+def _candidates(
+    site: str, other: str, roles: list[Role]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every queue and every (exchange, routing key) the test tries with each role."""
+    queues = [*SERVICE_QUEUES, T.job_queue_name(site, "SCORE"), T.job_queue_name(other, "SCORE")]
+    queues += [T.reply_queue_name(other, "x", "t"), T.follow_queue_name("user.bob", "t")]
+    queues += sorted({q for r in roles for q in r.queues()})
+    keys = [*PEOPLES_REQUESTS, (T.CLAIMS_EXCHANGE, T.CLAIMS_QUEUE), (T.DEAD_LETTER_EXCHANGE, "x")]
+    keys += [(T.EVENTS_EXCHANGE, T.event_routing_key(s, "running")) for s in (site, other)]
+    keys += [(T.JOBS_EXCHANGE, T.job_routing_key(site, "SCORE"))]
+    for exchange in (T.REPLIES_EXCHANGE, T.CONTROL_EXCHANGE):
+        keys += [(exchange, T.pilot_address(site, p)) for p in ("A1", "A2", "P9")]
+        keys += [(exchange, T.pilot_address(other, "x"))]
+    keys += [(T.ENDINGS_EXCHANGE, k) for k in ("user.alice.#", "user.bob.#", "user.prod.#", "#")]
+    return queues, keys
+
+
+def _try(connection: Any, op: Callable[[Any], object]) -> str:
+    """``ok``, ``refused`` (ACCESS_REFUSED) or the error, of one operation on a channel of
+    its own; a passive declare after it brings back a refused publish."""
+    channel = connection.channel()
+    try:
+        op(channel)
+        channel.exchange_declare("amq.direct", "direct", passive=True)
+    except AccessRefused:
+        return "refused"
+    except AMQPError as exc:
+        return f"error: {exc}"
+    finally:
+        if channel.is_open:
+            channel.close()
+    return "ok"
+
+
+def _outcomes(
+    connection: Any, role: Role, queues: list[str], keys: list[tuple[str, str]]
+) -> dict[str, tuple[str, str]]:
+    """What RabbitMQ answered to each operation with ``role``'s credentials, and what it
+    should have: {operation: (outcome, expected)}."""
+    mine = set(role.queues())
+    readable = mine | set(role.reads)
+    bindable = mine | set(role.same_names)
+    tried: dict[str, tuple[str, str]] = {}
+
+    def expect(what: str, op: Callable[[Any], object], allowed: bool) -> None:
+        tried[what] = (_try(connection, op), "ok" if allowed else "refused")
+
+    for q in queues:
+        expect(
+            f"declare queue {q}",
+            lambda ch, q=q: ch.queue_declare(q, exclusive=True, auto_delete=True),
+            q in mine,
+        )
+    # Its own queues with every key; every other queue with the keys it may use.
+    binds = [(q, x, k) for q in queues if q in mine for x, k in keys]
+    binds += [(q, x, k) for q in queues if q not in mine for x, k in sorted(role.binds)]
+    for q, x, k in binds:
+        expect(
+            f"bind {q} to {x} with {k}",
+            lambda ch, q=q, x=x, k=k: ch.queue_bind(q, x, k),
+            q in bindable and (x, k) in role.binds,
+        )
+    for x, k in keys:
+        expect(
+            f"publish to {x} with {k}",
+            lambda ch, x=x, k=k: ch.basic_publish(Message(b"{}"), x, k),
+            (x, k) in role.publishes,
+        )
+    for q in queues:
+        expect(f"consume {q}", lambda ch, q=q: ch.basic_get(q, no_ack=True), q in readable)
+        expect(f"purge {q}", lambda ch, q=q: ch.queue_purge(q), q in readable)
+    for x in EXCHANGES:
+        expect(f"declare exchange {x}", lambda ch, x=x: ch.exchange_declare(x, "topic"), False)
+        expect(f"delete exchange {x}", lambda ch, x=x: ch.exchange_delete(x), False)
+    for q in queues:
+        expect(f"delete queue {q}", lambda ch, q=q: ch.queue_delete(q), q in mine)
+    return tried
+
+
+def test_every_role_may_do_what_the_registry_says_and_rabbitmq_refuses_the_rest(
+    tls_rabbitmq_node: TlsRabbitMQNode, two_pilots: Site, tmp_path: Path
+) -> None:
+    # Given the deployment's topology, declared as the broker service does, with another
+    # site's job queues too
+    node, site, other = tls_rabbitmq_node, two_pilots.site, f"OTHER_{uuid.uuid4().hex[:6]}"
+    base = Settings()
+    admin = base.replace(broker_url=node.url(two_pilots.vhost))
+    shape = topology.Topology(base.queue_type)
+    exchanges = [shape.jobs_exchange(), shape.control_exchange(), shape.replies_exchange()]
+    with connect(admin) as connection:
+        topology.declare(
+            connection.default_channel,
+            [*shape.service_queues(), *shape.site_queues([site, other])],
+            [*exchanges, shape.endings_exchange()],
+        )
+    roles = _roles(site)
+    queues, keys = _candidates(site, other, roles)
+    wrong: dict[str, dict[str, tuple[str, str]]] = {}
+    try:
+        for role in roles:
+            # When each role tries every operation with its own certificate
+            issued = node.certificate(role.common_name, tmp_path)
+            with connect(node.settings_for(base, two_pilots.vhost, issued)) as connection:
+                tried = _outcomes(connection, role, queues, keys)
+            wrong[role.name] = {what: got for what, got in tried.items() if got[0] != got[1]}
+            allowed = sum(1 for got in tried.values() if got[1] == "ok")
+            assert allowed > 5 and len(tried) - allowed > 80, (role.name, allowed, len(tried))
+    finally:
+        _clean(admin, roles, keys)
+    # Then what it may do worked, and RabbitMQ refused everything else (ACCESS_REFUSED)
+    assert wrong == {role.name: {} for role in roles}
+
+
+def _clean(admin: Settings, roles: list[Role], keys: list[tuple[str, str]]) -> None:
+    """Empty the service's queues and undo the bindings the test made on them."""
+    with connect(admin) as connection:
+        channel = connection.channel()
+        for q in {q for r in roles for q in r.same_names}:
+            for x, k in keys:
+                channel.queue_unbind(q, x, k)
+        for q in SERVICE_QUEUES:
+            channel.queue_purge(q)
+        channel.close()
