@@ -11,6 +11,7 @@ from kombu import Connection
 
 from broker.errors import BrokerRefused, BrokerUnavailable
 from broker.messaging import tls
+from broker.security import token_login
 from broker.settings import Settings, broker_nodes
 
 #: The memory transport polls its queues; keep the demo's latency low.
@@ -73,16 +74,31 @@ def _open(conn: Connection, settings: Settings, url: str) -> None:
         # One attempt: kombu's connect() retries once after 2 s; callers choose their backoff.
         conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
     except conn.channel_errors as exc:
-        raise BrokerRefused(
+        raise _token_refusal(conn, settings, where, exc) or BrokerRefused(
             f"the message broker at {where} refused the connection: {exc}; "
             "check the user and password (or certificate) and the vhost"
         ) from exc
     except (*conn.connection_errors, OSError) as exc:
-        raise tls.explain(exc, settings, where) or BrokerUnavailable(
-            f"cannot reach the message broker at {where}: {exc or type(exc).__name__}; "
-            "check that RabbitMQ is running and PANDAMQ_BROKER_URL is right"
-            + tls.plain_on_tls_hint(url, exc)
+        raise (
+            _token_refusal(conn, settings, where, exc)
+            or tls.explain(exc, settings, where)
+            or BrokerUnavailable(
+                f"cannot reach the message broker at {where}: {exc or type(exc).__name__}; "
+                "check that RabbitMQ is running and PANDAMQ_BROKER_URL is right"
+                + tls.plain_on_tls_hint(url, exc)
+            )
         ) from exc
+
+
+def _token_refusal(
+    conn: Connection, settings: Settings, where: str, exc: BaseException
+) -> BrokerRefused | None:
+    """Why RabbitMQ refused this connection's token, if it logged in with one and did."""
+    if not settings.broker_token_file:
+        return None
+    return token_login.explain(
+        conn.password, settings.broker_token_file, where, conn.virtual_host, exc
+    )
 
 
 def shown(url: str) -> str:
@@ -104,6 +120,11 @@ def _build(settings: Settings, url: str, heartbeat: int, timeout_s: float) -> Co
     tls_on = url.startswith("amqps://")
     url = url.replace("amqps://", "amqp://", 1) if tls_on else url
     options: dict[str, Any] = {"heartbeat": heartbeat, "connect_timeout": timeout_s}
+    if settings.broker_token_file:
+        # Read at every connection: a token renewed in the file is used at the next one.
+        token = token_login.read(settings.broker_token_file)
+        options["userid"] = token_login.user(token_login.claims_of(token, ""))
+        options["password"] = token
     if tls_on:
         options["ssl"] = tls.options(settings, urlsplit(url).hostname)
         if settings.tls_cert:
