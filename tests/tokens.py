@@ -49,7 +49,9 @@ class TokenRabbitMQNode(RabbitMQNode):
         """The amqp:// URL of a vhost without a user: the token says who."""
         return f"amqp://127.0.0.1:{self.port}/{vhost}"
 
-    def settings_for(self, base: Settings, vhost: str, token_file: Path, **changes: object) -> Settings:
+    def settings_for(
+        self, base: Settings, vhost: str, token_file: Path, **changes: object
+    ) -> Settings:
         """``base`` logging in to ``vhost`` with the token in ``token_file``."""
         return base.replace(
             broker_url=self.token_url(vhost), broker_token_file=str(token_file), **changes

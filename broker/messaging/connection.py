@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -9,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from kombu import Connection
 
-from broker.errors import BrokerRefused, BrokerUnavailable
+from broker.errors import BrokerRefused, BrokerUnavailable, PandaMQError
 from broker.messaging import tls
 from broker.security import token_login
 from broker.settings import Settings, broker_nodes
@@ -29,9 +31,26 @@ def broker_errors(connection: Connection, doing: str) -> Iterator[None]:
     try:
         yield
     except connection.channel_errors as exc:
-        raise BrokerRefused(f"the message broker refused {doing}: {exc}") from exc
+        raise refusal(connection, exc, doing) from exc
     except (*connection.connection_errors, OSError) as exc:
         raise BrokerUnavailable(f"lost the message broker while {doing}: {exc}") from exc
+
+
+def refusal(connection: Connection, exc: BaseException, doing: str) -> PandaMQError:
+    """RabbitMQ refused what a connection was ``doing``: for good, or, if the token it
+    logged in with has expired since, until it reconnects with the renewed token file
+    (RabbitMQ 3.10 keeps such a connection open but refuses its operations)."""
+    expires = _token_expiry.get(connection)
+    if expires is not None and expires <= time.time():
+        return BrokerUnavailable(
+            f"the token this connection logged in with expired while {doing}: {exc}; "
+            "the next connection reads broker_token_file again"
+        )
+    return BrokerRefused(f"the message broker refused {doing}: {exc}")
+
+
+#: When the token of each open connection that logged in with one expires.
+_token_expiry: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
 
 
 def connect(settings: Settings, heartbeat: int = 0, timeout_s: float = 10.0) -> Connection:
@@ -120,13 +139,17 @@ def _build(settings: Settings, url: str, heartbeat: int, timeout_s: float) -> Co
     tls_on = url.startswith("amqps://")
     url = url.replace("amqps://", "amqp://", 1) if tls_on else url
     options: dict[str, Any] = {"heartbeat": heartbeat, "connect_timeout": timeout_s}
-    if settings.broker_token_file:
-        # Read at every connection: a token renewed in the file is used at the next one.
-        token = token_login.read(settings.broker_token_file)
-        options["userid"] = token_login.user(token_login.claims_of(token, ""))
-        options["password"] = token
     if tls_on:
         options["ssl"] = tls.options(settings, urlsplit(url).hostname)
         if settings.tls_cert:
             options["login_method"] = "EXTERNAL"
-    return Connection(url, **options)
+    if not settings.broker_token_file:
+        return Connection(url, **options)
+    # Read at every connection: a token renewed in the file is used at the next one.
+    token = token_login.read(settings.broker_token_file)
+    claims = token_login.claims_of(token, settings.broker_token_file)
+    connection = Connection(url, userid=token_login.user(claims), password=token, **options)
+    expires = token_login.expires(claims)
+    if expires is not None:
+        _token_expiry[connection] = expires
+    return connection
