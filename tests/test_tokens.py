@@ -50,13 +50,11 @@ def token_node() -> Iterator[TokenRabbitMQNode]:
 
 
 @dataclass
-class Deployment:
-    """A vhost on the token node, a broker service logged in by token, one site."""
+class TokenVhost:
+    """A vhost of the test's own on the token node, and where its tokens go."""
 
     node: TokenRabbitMQNode
     vhost: str
-    system: System
-    site: str
     base: Settings
     tokens_dir: Path
 
@@ -81,26 +79,45 @@ class Deployment:
         }
 
 
+@dataclass
+class Deployment(TokenVhost):
+    """A token vhost with a broker service logged in by token, and one site."""
+
+    system: System
+    site: str
+
+
+@pytest.fixture(scope="module")
+def module_vhost(token_node: TokenRabbitMQNode) -> str:
+    """The module's vhost on its node (each rabbitmqctl call costs seconds here)."""
+    return token_node.add_vhost().rsplit("/", 1)[1]
+
+
 @pytest.fixture
-def deployment(
-    token_node: TokenRabbitMQNode, services: tuple[str, str], tmp_path: Path
-) -> Iterator[Deployment]:
-    """A broker service of the test's own, logged in as service.broker with a token."""
-    vhost = token_node.add_vhost().rsplit("/", 1)[1]
-    base = test_settings(token_node.url(vhost), services[1], tmp_path)
-    service_token = tmp_path / "service.broker.token"
-    service_token.write_text(token_node.token("service.broker", vhost))
-    system = System(token_node.settings_for(base, vhost, service_token))
+def token_vhost(token_node: TokenRabbitMQNode, module_vhost: str, tmp_path: Path) -> TokenVhost:
+    """The module's vhost, with the test's own directories (and no database)."""
+    tokens_dir = tmp_path / "tokens"
+    tokens_dir.mkdir()
+    no_database = f"sqlite:///{tmp_path / 'unused.sqlite'}"
+    base = test_settings(token_node.url(module_vhost), no_database, tmp_path)
+    return TokenVhost(token_node, module_vhost, base, tokens_dir)
+
+
+@pytest.fixture
+def deployment(token_vhost: TokenVhost, services: tuple[str, str]) -> Iterator[Deployment]:
+    """A broker service of the test's own, on a database of its own, logged in as
+    service.broker with a token."""
+    v = token_vhost
+    v.base = v.base.replace(database_url=services[1])
+    service = v.node.settings_for(v.base, v.vhost, v.token_file("service.broker"))
+    system = System(service)
     try:
         site = system.new_site()
         system.start_broker()
-        tokens_dir = tmp_path / "tokens"
-        tokens_dir.mkdir()
-        yield Deployment(token_node, vhost, system, site, base, tokens_dir)
+        yield Deployment(v.node, v.vhost, v.base, v.tokens_dir, system, site)
     finally:
         system.close()
-    assert not dead_letters(base)
-    token_node.ctl("delete_vhost", vhost)
+    assert not dead_letters(v.base)
 
 
 def test_a_pilot_and_a_submitter_logged_in_by_token_run_a_job(
@@ -129,7 +146,7 @@ def test_a_pilot_and_a_submitter_logged_in_by_token_run_a_job(
     assert d.system.job(submitted.stdout.strip())["owner"] == "user.alice"
 
 
-def _refused_cli_line(d: Deployment, token_file: Path) -> str:
+def _refused_cli_line(d: TokenVhost, token_file: Path) -> str:
     """What ``pandamq jobs`` prints when it logs in with ``token_file``; it must fail."""
     result = CliRunner(env=d.env(token_file)).invoke(pandamq, ["jobs"])
     assert result.exit_code == 1, result.output
@@ -146,10 +163,10 @@ def _refused_cli_line(d: Deployment, token_file: Path) -> str:
     ],
 )
 def test_a_bad_token_is_refused_at_login_with_one_line(
-    deployment: Deployment, kind: str, claims: dict[str, object], code: int, why: str
+    token_vhost: TokenVhost, kind: str, claims: dict[str, object], code: int, why: str
 ) -> None:
     # Given a token of alice's that is expired, signed by another key, or for another vhost
-    d = deployment
+    d = token_vhost
     token_file = d.token_file("user.alice", **claims)
     settings = d.node.settings_for(d.base, d.vhost, token_file)
     # When a client logs in with it, Then RabbitMQ refuses the login (or the vhost)
@@ -195,9 +212,9 @@ def _declare_follow_queue(connection: Connection) -> None:
         channel.close()
 
 
-def test_a_renewed_token_file_is_used_at_the_next_connection(deployment: Deployment) -> None:
+def test_a_renewed_token_file_is_used_at_the_next_connection(token_vhost: TokenVhost) -> None:
     # Given a connection logged in with a token of alice's that expires in 3 s
-    d = deployment
+    d = token_vhost
     settings = d.as_("user.alice", minutes=3 / 60)
     connection = connect(settings)
     try:
