@@ -20,7 +20,7 @@ from broker.client import Client
 from broker.errors import BrokerRefused, BrokerUnavailable
 from broker.messaging.connection import broker_errors, connect
 from broker.protocol import JobSpec
-from broker.security import tokens
+from broker.security import scopes, tokens
 from broker.settings import Settings
 from cli.main import pandamq
 from tests.budget import TEARDOWN_S, capped
@@ -232,3 +232,17 @@ def test_a_renewed_token_file_is_used_at_the_next_connection(token_vhost: TokenV
     # And the next connection logs in with the renewed token
     with connect(settings) as renewed:
         _declare_follow_queue(renewed)
+
+
+def test_a_token_too_long_for_rabbitmqs_login_frame_is_named_so(token_vhost: TokenVhost) -> None:
+    # Given alice's token with some hundred scopes more than she needs (over 4 KB)
+    d = token_vhost
+    padding = [f"pandamq.read:{d.vhost}/pandamq.padding.{n:04d}" for n in range(100)]
+    granted = scopes.scopes(scopes.for_user("user.alice"), d.vhost) + padding
+    token_file = d.tokens_dir / "long.token"
+    token_file.write_text(tokens.issue(d.node.key, tokens.DEFAULT_KID, "user.alice", granted))
+    # When a pandamq command logs in with it, Then RabbitMQ drops the connection, and the
+    # line says why
+    line = _refused_cli_line(d, token_file)
+    assert f"dropped the login with the token in {token_file}: the token has " in line
+    assert "RabbitMQ takes a login of at most 4096 bytes; ask for a token with fewer" in line

@@ -94,6 +94,11 @@ def _matches(vhost: str, pattern: str) -> bool:
 #: 530 at opening the vhost (no scope for it).
 LOGIN_REFUSED = 403
 VHOST_REFUSED = 530
+#: RabbitMQ 3.10 reads the login frame (the token, and the client's properties) with
+#: at most this many bytes (``initial_frame_max``) and resets a connection that sends more.
+LOGIN_FRAME_BYTES = 4096
+#: What the login frame holds besides the token, about.
+LOGIN_FRAME_OVERHEAD = 600
 
 
 def explain(
@@ -101,6 +106,15 @@ def explain(
 ) -> BrokerRefused | None:
     """One line saying why RabbitMQ at ``where`` refused ``token`` (from ``path``), if it did."""
     code = getattr(exc, "reply_code", None)
+    if (
+        isinstance(exc, ConnectionResetError)
+        and len(token) > LOGIN_FRAME_BYTES - LOGIN_FRAME_OVERHEAD
+    ):
+        return BrokerRefused(
+            f"the message broker at {where} dropped the login with the token in {path}: "
+            f"the token has {len(token)} bytes, and RabbitMQ takes a login of at most "
+            f"{LOGIN_FRAME_BYTES} bytes; ask for a token with fewer scopes"
+        )
     if code not in (LOGIN_REFUSED, VHOST_REFUSED):
         return None
     claims = claims_of(token, path)
