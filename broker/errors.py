@@ -66,6 +66,10 @@ class BrokerRefused(PermanentError):
     """The message broker refused an operation (permissions, a queue declared differently)."""
 
 
+class CertificateProblem(PermanentError):
+    """A certificate has expired, is not trusted, or is not for the host it is used for."""
+
+
 class DatabaseRefused(PermanentError):
     """The database server answers but refuses the connection (no such database or user,
     a wrong password): waiting will not fix it."""

@@ -38,6 +38,11 @@ ILLEGAL_TRANSITIONS = Counter(
 DEAD_LETTERED = Counter(
     "pandamq_dead_lettered_total", "Messages sent to the dead-letter queue.", ["queue"]
 )
+FIELDS_TRIMMED = Counter(
+    "pandamq_fields_trimmed_total",
+    "Free texts of received messages (a payload's stderr tail) cut to their end.",
+    ["queue", "field"],
+)
 CLAIMS = Counter("pandamq_claims_total", "Claim requests answered.", ["result"])
 SUBSCRIPTIONS_ENDED = Counter(
     "pandamq_subscriptions_ended_total", "Dataset subscriptions ended, by how.", ["state"]

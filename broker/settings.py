@@ -49,6 +49,8 @@ class Settings:
     query_process: bool = True
     site_queues_wait_s: float = 60.0
     batch_size: int = 500
+    #: A message body longer than this is dead-lettered unread by the service consuming it.
+    max_message_bytes: int = 16 * 1024 * 1024
     publish_window: int = 1000
     confirm_timeout_s: float = 30.0
     poll_interval_s: float = 0.05

@@ -10,6 +10,7 @@ import click
 from broker.errors import BadInput
 from broker.protocol import NAME_PATTERN
 from broker.security import certs, identity
+from cli.certs_check import WARN_OPTION, check, warn_if_expiring
 from cli.render import print_json
 
 DIR_OPTION = click.option(
@@ -50,6 +51,7 @@ def init(directory: Path, force: bool) -> None:
 @click.option("--host", "hosts", multiple=True, help="Another name or IP of the server.")
 @click.option("--days", type=click.IntRange(1), default=certs.CERT_DAYS, show_default=True)
 @DIR_OPTION
+@WARN_OPTION
 def issue(
     site: str | None,
     service: str | None,
@@ -58,15 +60,18 @@ def issue(
     hosts: tuple[str, ...],
     days: int,
     directory: Path,
+    warn_days: int,
 ) -> None:
     """Issue a key and certificate signed by the CA in --dir."""
     name = _common_name(site, service, user, server)
     ca_key, ca_cert = certs.load_ca(directory)
+    warn_if_expiring(ca_cert, f"the CA {directory / certs.CA_NAME}.pem", warn_days)
     key, cert = certs.issue(
         ca_key, ca_cert, name, hosts=(server, *hosts) if server else (), days=days
     )
     issued = certs.write(directory, name, key, cert)
     click.echo(f"certificate for {name} written: {issued.cert} (key {issued.key})")
+    warn_if_expiring(cert, str(issued.cert), warn_days)
 
 
 def _common_name(
@@ -93,11 +98,17 @@ def _common_name(
 @certs_group.command("show")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def show(file: Path, as_json: bool) -> None:
+@WARN_OPTION
+def show(file: Path, as_json: bool, warn_days: int) -> None:
     """Print a certificate's subject, issuer, validity and RabbitMQ user."""
-    details = certs.describe(certs.load_cert(file))
+    cert = certs.load_cert(file)
+    details = certs.describe(cert)
     if as_json:
         print_json(details)
-        return
-    for key, value in details.items():
-        click.echo(f"{key + ':':<15} {value}")
+    else:
+        for key, value in details.items():
+            click.echo(f"{key + ':':<15} {value}")
+    warn_if_expiring(cert, str(file), warn_days)
+
+
+certs_group.add_command(check)

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from broker.client import Client
 from broker.errors import BadInput, PandaMQError
 from broker.observability import logs
+from broker.security.secrets import has_password, redact
 from broker.settings import Settings
 from broker.store.engine import open_engine
 from broker.store.migrate import require_current
@@ -51,7 +52,7 @@ class Group(click.Group):
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"pandamq: error: {_one_line(message)}", err=True)
+    click.echo(f"pandamq: error: {_one_line(redact(message))}", err=True)
     sys.exit(code)
 
 
@@ -70,9 +71,20 @@ def _one_line(text: str) -> str:
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if param.name in URL_OPTIONS and isinstance(value, str) and has_password(value):
+        flag = f"--{str(param.name).replace('_', '-')}"
+        click.echo(
+            f"pandamq: warning: the password in {flag} can be read by every user of this "
+            f"machine (ps); set {URL_OPTIONS[param.name]} or put it in the --config file",
+            err=True,
+        )
     if value is not None:
         ctx.ensure_object(dict).setdefault("overrides", {})[param.name] = value
     return value
+
+
+#: The command-line options that take a URL, and the variable to give it in instead.
+URL_OPTIONS = {"broker_url": "PANDAMQ_BROKER_URL", "database_url": "PANDAMQ_DATABASE_URL"}
 
 
 def connection_options(command: F) -> F:

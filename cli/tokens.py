@@ -11,7 +11,7 @@ import click
 
 from broker.errors import BadInput
 from broker.protocol import NAME_PATTERN
-from broker.security import identity, scopes, token_login, tokens
+from broker.security import identity, scopes, secrets, token_login, tokens
 from cli.render import print_json
 
 DIR_OPTION = click.option(
@@ -127,7 +127,7 @@ def issue(
     if out is None:
         click.echo(token)
         return
-    tokens.write_secret(out, token.encode() + b"\n")
+    secrets.write_private(out, token.encode() + b"\n")
     ends = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=minutes)
     click.echo(f"token for {name} (vhost {vhost}, until {ends:%Y-%m-%d %H:%M} UTC) written: {out}")
 

@@ -29,6 +29,12 @@ class Usage:
     wall_time_s: float
 
 
+def payload_environment() -> dict[str, str]:
+    """The pilot's environment without its ``PANDAMQ_*`` settings: a payload is the user's
+    code and gets neither the broker URL (and its password) nor the pilot's key files."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PANDAMQ_")}
+
+
 class PayloadNotStarted(PandaMQError):
     """The payload command could not be started."""
 
@@ -41,7 +47,7 @@ class Payload:
         self.work_dir = work_dir
         self.stdout_path = work_dir / "payload.stdout"
         self.stderr_path = work_dir / "payload.stderr"
-        env = {**os.environ, **spec.environment, "PANDAMQ_JOB_ID": spec.id}
+        env = {**payload_environment(), **spec.environment, "PANDAMQ_JOB_ID": spec.id}
         try:
             with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
                 self._process = subprocess.Popen(

@@ -20,6 +20,8 @@ from tests.nodes import RabbitMQNode, free_port, private_dir
 #: The most a deployment's provisioning may take: some thirty rabbitmqctl calls, each an
 #: Erlang VM of its own (~0.5 s each on a quiet machine, seconds on a busy one).
 PROVISIONING_S = 120.0
+#: A loopback address the node also listens on, which its server certificate does not name.
+UNNAMED_HOST = "127.0.0.2"
 
 
 class TlsRabbitMQNode(RabbitMQNode):
@@ -41,6 +43,8 @@ class TlsRabbitMQNode(RabbitMQNode):
             extra_config="\n".join(
                 [
                     f"listeners.ssl.default = 127.0.0.1:{self.tls_port}",
+                    # The same port on a loopback address its certificate does not name.
+                    f"listeners.ssl.unnamed = {UNNAMED_HOST}:{self.tls_port}",
                     f"ssl_options.cacertfile = {self.ca}",
                     f"ssl_options.certfile = {server.cert}",
                     f"ssl_options.keyfile = {server.key}",
@@ -56,9 +60,9 @@ class TlsRabbitMQNode(RabbitMQNode):
             plugins=("rabbitmq_auth_mechanism_ssl",),
         )
 
-    def tls_url(self, vhost: str) -> str:
+    def tls_url(self, vhost: str, host: str = "127.0.0.1") -> str:
         """The amqps:// URL of a vhost (no user: the certificate says who)."""
-        return f"amqps://127.0.0.1:{self.tls_port}/{vhost}"
+        return f"amqps://{host}:{self.tls_port}/{vhost}"
 
     def certificate(
         self, common_name: str, directory: Path, days: int = 30, age_days: int = 0

@@ -44,7 +44,7 @@ from broker.errors import (
 )
 from broker.messaging.connection import connect
 from broker.messaging.publisher import Outgoing
-from broker.protocol import JobCommand, JobSpec, TaskSpec, decode, encode
+from broker.protocol import JobCommand, JobSpec, TaskSpec, decode, decode_table, encode
 from broker.reconnect import Backoff
 from broker.security import identity
 from broker.settings import Settings
@@ -131,8 +131,7 @@ class Client:
         """One page of jobs, newest first; its ``cursor`` asks for the next page."""
         query = Query("jobs", "", site, state, task, owner, since, limit=limit, cursor=cursor)
         answer = self._query(query)
-        page = decode(JobPage, _data(answer))
-        return JobPage(page.jobs, answer.cursor)
+        return JobPage(decode_table(JobSummary, _data(answer)), answer.cursor)
 
     def job(self, job_id: str) -> JobRecord:
         """One job: spec, history, attempts, files, brokerage."""
@@ -148,7 +147,7 @@ class Client:
         for start in range(0, len(job_ids), STATES_CHUNK):
             part = list(job_ids[start : start + STATES_CHUNK])
             answer = self._query(Query("states", job_ids=part, limit=max(1, len(part))))
-            found |= {j.id: j for j in decode(JobPage, _data(answer)).jobs}
+            found |= {j.id: j for j in decode_table(JobSummary, _data(answer))}
         return found
 
     def tasks(self, limit: int = 1000, owner: str | None = None) -> list[dict[str, Any]]:

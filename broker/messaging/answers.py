@@ -44,7 +44,7 @@ def reply_address(delivery: Message) -> str | None:
 def check_size(max_bytes: int | None, body: bytes | str) -> None:
     """Refuse a body longer than ``max_bytes`` before reading it."""
     if max_bytes is not None and len(body) > max_bytes:
-        raise SpecError(f"request of {len(body)} bytes refused unread: at most {max_bytes}")
+        raise SpecError(f"message of {len(body)} bytes refused unread: at most {max_bytes}")
 
 
 def send(

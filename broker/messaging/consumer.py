@@ -22,8 +22,9 @@ from broker.conflicts import retried
 from broker.errors import BrokerUnavailable, RecoverableError, SpecError
 from broker.messaging import answers
 from broker.messaging.dead_letters import dead_letter
-from broker.messaging.publisher import Publisher
-from broker.protocol import decode_body
+from broker.messaging.publisher import CONTENT_TYPE, Publisher
+from broker.metrics import FIELDS_TRIMMED
+from broker.protocol import decode_body, trim
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +94,12 @@ class BatchConsumer:
         publisher: Publisher,
         batch_size: int,
         after_batch: Callable[[], object] = lambda: None,
+        max_bytes: int | None = None,
     ) -> None:
-        """``after_batch`` runs after each handled batch (the broker relays its outbox)."""
+        """``after_batch`` runs after each handled batch (the broker relays its outbox);
+        bodies longer than ``max_bytes`` (``max_message_bytes``) are refused unread."""
         self._after_batch = after_batch
+        self._max_bytes = max_bytes
         self._connection = connection
         self._publisher = publisher
         self._batch_size = batch_size
@@ -116,7 +120,8 @@ class BatchConsumer:
         the others, in the order added: add events before claims, so that a claim never
         overtakes the end of the pilot's previous job.
         """
-        stream = _Stream(queue, message_type, handler, urgent, max_bytes)
+        limits = [n for n in (max_bytes, self._max_bytes) if n is not None]
+        stream = _Stream(queue, message_type, handler, urgent, min(limits, default=None))
         stream.channel = self._connection.channel()
         stream.channel.basic_qos(0, self._batch_size, False)
         consumer = Consumer(stream.channel, queues=[queue], on_message=stream.buffer.append)
@@ -184,12 +189,12 @@ class BatchConsumer:
         refused: list[tuple[Message, str]] = []
         for delivery in deliveries:
             try:
-                answers.check_size(stream.max_bytes, delivery.body)
-                message = decode_body(stream.message_type, delivery.body)
-                user_id = delivery.properties.get("user_id")
-                batch.append(Incoming(message, delivery, user_id=user_id))
+                message = _decoded(stream, delivery)
             except SpecError as exc:
                 refused.append((delivery, str(exc)))
+                continue
+            user_id = delivery.properties.get("user_id")
+            batch.append(Incoming(message, delivery, user_id=user_id))
         return batch, refused
 
     def _ack(self, deliveries: list[Message]) -> None:
@@ -198,6 +203,32 @@ class BatchConsumer:
             return
         for delivery in deliveries:
             delivery.ack()
+
+
+def _decoded(stream: _Stream, delivery: Message) -> Any:
+    """The delivery's message, checked once here for every queue: its size, its content
+    type and encoding, its body against the protocol; long free texts trimmed."""
+    answers.check_size(stream.max_bytes, delivery.body)
+    _check_content(delivery)
+    message, cut = trim(decode_body(stream.message_type, delivery.body))
+    for name in cut:
+        FIELDS_TRIMMED.labels(queue=stream.queue.name, field=name).inc()
+        log.warning("trimmed field %r of a message from %s to its end", name, stream.queue.name)
+    return message
+
+
+#: Content encodings a JSON body may come with (none said: UTF-8 JSON).
+ENCODINGS = frozenset({"", "utf-8", "utf8"})
+
+
+def _check_content(delivery: Message) -> None:
+    """Refuse a body that says it is not UTF-8 JSON (a pickle, a compressed body)."""
+    content_type = (delivery.content_type or "").partition(";")[0].strip().lower()
+    encoding = (delivery.content_encoding or "").strip().lower()
+    if content_type not in ("", CONTENT_TYPE):
+        raise SpecError(f"content type {content_type!r} refused: messages are {CONTENT_TYPE}")
+    if encoding not in ENCODINGS:
+        raise SpecError(f"content encoding {encoding!r} refused: messages are UTF-8 JSON")
 
 
 def _handle(handler: Handler, batch: list[Incoming[Any]]) -> None:

@@ -38,8 +38,18 @@ def _readable(settings: Settings) -> None:
             raise ConfigError(f"{name} {path!r}: no such readable file")
 
 
+#: OpenSSL's verify codes for a certificate that is not for the host connected to.
+NAME_MISMATCH = frozenset({62, 64})  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH
+
+
 def explain(exc: BaseException, settings: Settings, where: str) -> PandaMQError | None:
     """One line saying why a TLS connection to ``where`` failed; None if not a TLS failure."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in NAME_MISMATCH:
+        return BrokerRefused(
+            f"the message broker at {where} is not the host its certificate names: "
+            f"{_mismatch(settings, where, exc)}; connect by a name the certificate holds, "
+            "or give the server a certificate for this name (pandamq certs issue --server)"
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return BrokerRefused(
             f"the certificate of the message broker at {where} is not trusted: "
@@ -51,6 +61,22 @@ def explain(exc: BaseException, settings: Settings, where: str) -> PandaMQError 
             f"{_client_cert_problem(settings)}"
         )
     return None
+
+
+def _mismatch(settings: Settings, where: str, exc: ssl.SSLCertVerificationError) -> str:
+    """The names the server's certificate holds, read in a second, unverified handshake."""
+    from broker.security import presented
+
+    parts = urlsplit(where)
+    host = parts.hostname or "localhost"
+    client = (
+        (settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
+    )
+    try:
+        chain = presented.chain_of(host, parts.port or 5671, client)
+    except PandaMQError:
+        chain = []
+    return presented.mismatch(host, chain[0]) if chain else str(exc.verify_message)
 
 
 def _client_cert_problem(settings: Settings) -> str:

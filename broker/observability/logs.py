@@ -13,6 +13,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from broker.security.secrets import redact
+
 #: The fields a log record may carry about the work it is about.
 CONTEXT_FIELDS = ("job_id", "attempt", "task_id", "site", "pilot_id")
 
@@ -47,11 +49,24 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class Redacting(logging.Formatter):
+    """Another formatter's lines with URL passwords and private keys cut out
+    (``broker.security.secrets``): whatever a message or a traceback holds."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The inner formatter's line, redacted."""
+        return redact(self._inner.format(record))
+
+
 def setup(level: str, log_format: str = "text") -> None:
-    """Log on stderr at ``level``, as text or JSON lines."""
+    """Log on stderr at ``level``, as text or JSON lines, secrets cut out."""
     handler = logging.StreamHandler(sys.stderr)
     formatter = JSONFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    handler.setFormatter(formatter)
+    handler.setFormatter(Redacting(formatter))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker.errors import BadInput, ConfigError
+from broker.security.secrets import SECRET_MODE, write_private
 
 CA_NAME = "ca"
 CA_DAYS = 3650
 #: Long enough for a development deployment, short enough to be noticed.
 CERT_DAYS = 365
-KEY_MODE = 0o600
+KEY_MODE = SECRET_MODE
 ORGANISATION = "pandamq"
 
 Key = ec.EllipticCurvePrivateKey
@@ -131,10 +131,7 @@ def write(directory: Path, stem: str, key: Key, cert: x509.Certificate) -> Issue
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(issued.key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_MODE)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
-    os.chmod(issued.key, KEY_MODE)
+    write_private(issued.key, pem)
     issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return issued
 

@@ -9,7 +9,6 @@ an issuer of its own needs none of this (docs/operations.md, "Token login").
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,8 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from broker.errors import ConfigError
-from broker.security.certs import KEY_MODE
 from broker.security.scopes import RESOURCE_SERVER_ID
+from broker.security.secrets import write_private
 
 ALGORITHM = "RS256"
 DEFAULT_KID = "pandamq-dev"
@@ -61,21 +60,13 @@ def write(directory: Path, kid: str, key: Key) -> SigningKey:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    write_secret(written.key, private)
+    write_private(written.key, private)
     written.public.write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
     return written
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` readable by its owner only, from the first byte on."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_MODE)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.chmod(path, KEY_MODE)
 
 
 def load(directory: Path, kid: str) -> Key:

@@ -87,7 +87,9 @@ class QueryService:
             publisher = open_publisher(
                 connection, s.publish_window, s.confirm_timeout_s, identity.of(s)
             )
-            consumer = BatchConsumer(connection, publisher, s.batch_size)
+            consumer = BatchConsumer(
+                connection, publisher, s.batch_size, max_bytes=s.max_message_bytes
+            )
             consumer.add(queue, Query, QueryHandler(self._engine, s), max_bytes=MAX_QUERY_BYTES)
             backoff.succeeded()
             if ready is not None:

@@ -35,7 +35,7 @@ from broker.settings import Settings
 from broker.store import job_pages
 from broker.store.clock import now
 from broker.store.datasets import describe, list_datasets
-from broker.store.jobs import get_job, owners_of, summaries
+from broker.store.jobs import PUBLIC_FIELDS, get_job, owners_of, summaries
 from broker.store.subscriptions import moving
 from broker.store.tasks import get_task, list_tasks
 from ddm_bridge.payload_log import read_log, stored_log
@@ -78,9 +78,7 @@ class Reader:
         wanted = job_pages.JobFilter(query.site, query.state, query.task, owner, query.since)
         modified = since(query.since, now()) if query.since else None
         rows, cursor = job_pages.page(self._conn, wanted, query.cursor, query.limit, modified)
-        # The rows go out as they are: they have JobSummary's fields, and building a
-        # dataclass of each only to encode it again cost a fifth of a page's time.
-        return {"jobs": rows}, cursor
+        return job_table(rows), cursor
 
     def _job(self, query: Query, asker: Asker) -> tuple[Any, str]:
         found = get_job(self._conn, query.id)
@@ -110,8 +108,8 @@ class Reader:
     def _states(self, query: Query, asker: Asker) -> tuple[Any, str]:
         """Each of ``job_ids`` the asker may see, as it is now (a follower's catch-up)."""
         rows = summaries(self._conn, query.job_ids)
-        mine = [r for r in rows if asker.operator or r["owner"] == asker.user]
-        return {"jobs": mine}, ""
+        mine = [r for r in rows if asker.operator or r[OWNER] == asker.user]
+        return job_table(mine), ""
 
     def _errors(self, query: Query, asker: Asker) -> tuple[Any, str]:
         window = query.since or DEFAULT_WINDOW
@@ -124,6 +122,16 @@ class Reader:
         found = describe(self._conn, query.id)
         found["subscriptions"] = moving(self._conn, query.id)
         return found, ""
+
+
+#: Where the owner is in a row of ``PUBLIC_FIELDS``.
+OWNER = PUBLIC_FIELDS.index("owner")
+
+
+def job_table(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Rows of ``PUBLIC_FIELDS`` as a ``JobTable``'s data: the rows go out as they
+    are, with no ``JobSummary`` built and taken apart again per job."""
+    return {"fields": PUBLIC_FIELDS, "rows": rows}
 
 
 def _listed_owner(query: Query, asker: Asker, what: str) -> str | None:

@@ -157,8 +157,9 @@ class BrokerService:
         self, connection: Connection, publisher: Publisher, relay: OutboxRelay
     ) -> BatchConsumer:
         # What a batch wrote to the outbox leaves at once, not after the other queues' batches.
+        s = self._settings
         consumer = BatchConsumer(
-            connection, publisher, self._settings.batch_size, after_batch=relay.relay_own
+            connection, publisher, s.batch_size, relay.relay_own, s.max_message_bytes
         )
         # Pilots first, events before claims: a site's queue is capped by its running jobs.
         consumer.add(

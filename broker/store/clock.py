@@ -5,6 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import ColumnElement, String
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
 
 def now() -> datetime:
     """The current time in UTC."""
@@ -27,3 +32,31 @@ def iso_times(record: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, datetime):
             record[key] = as_utc(value).isoformat()
     return record
+
+
+class IsoUtc(FunctionElement[str]):
+    """A time column read as an ISO 8601 UTC string that the database writes: a page
+    of 1,000 jobs has 2,000 times, and turning each into a datetime and back into a
+    string in Python took a third of the page's time."""
+
+    type = String()
+    name = "iso_utc"
+    inherit_cache = True
+
+
+def iso_utc(column: ColumnElement[datetime]) -> IsoUtc:
+    """``column`` as an ISO 8601 UTC string (microseconds always shown)."""
+    return IsoUtc(column)
+
+
+@compiles(IsoUtc, "postgresql")
+def _iso_utc_postgresql(element: IsoUtc, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+
+
+@compiles(IsoUtc, "sqlite")
+def _iso_utc_sqlite(element: IsoUtc, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite keeps a time as the text 'YYYY-MM-DD HH:MM:SS.ffffff', in UTC here.
+    column = compiler.process(element.clauses, **kw)
+    return f"replace({column}, ' ', 'T') || '+00:00'"

@@ -15,8 +15,11 @@ from sqlalchemy import Connection, Select, select, tuple_
 
 from broker.errors import BadInput
 from broker.store.clock import as_utc
-from broker.store.jobs import PUBLIC_FIELDS, public
+from broker.store.jobs import PUBLIC_FIELDS, public_columns
 from broker.store.schema import jobs
+
+#: Where the job id and its creation time are in a row of ``PUBLIC_FIELDS``.
+ID, CREATED = PUBLIC_FIELDS.index("id"), PUBLIC_FIELDS.index("created_at")
 
 
 @dataclass(frozen=True)
@@ -41,20 +44,20 @@ def page(
     cursor: str,
     limit: int,
     modified_since: datetime | None = None,
-) -> tuple[list[dict[str, Any]], str]:
-    """Up to ``limit`` jobs after ``cursor`` (empty: the newest), and the next cursor
-    (empty when this page is the last)."""
-    rows = conn.execute(statement(wanted, cursor, limit, modified_since)).mappings().all()
+) -> tuple[list[tuple[Any, ...]], str]:
+    """Up to ``limit`` jobs after ``cursor`` (empty: the newest), as rows of
+    ``PUBLIC_FIELDS``, and the next cursor (empty when this page is the last)."""
+    rows = [tuple(r) for r in conn.execute(statement(wanted, cursor, limit, modified_since))]
     shown = rows[:limit]
     more = len(rows) > limit
-    return [public(r) for r in shown], _cursor(shown[-1], wanted) if more else ""
+    return shown, _cursor(shown[-1], wanted) if more else ""
 
 
 def statement(
     wanted: JobFilter, cursor: str, limit: int, modified_since: datetime | None = None
 ) -> Select[Any]:
     """The page's query: ``limit`` + 1 jobs after ``cursor``, the last telling if there is more."""
-    stmt = select(*(jobs.c[name] for name in PUBLIC_FIELDS))
+    stmt = select(*public_columns())
     for column, value in (
         (jobs.c.site, wanted.site),
         (jobs.c.state, wanted.state),
@@ -74,8 +77,8 @@ def statement(
     return stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)
 
 
-def _cursor(row: Any, wanted: JobFilter) -> str:
-    data = [as_utc(row["created_at"]).isoformat(), row["id"], wanted.digest()]
+def _cursor(row: tuple[Any, ...], wanted: JobFilter) -> str:
+    data = [row[CREATED], row[ID], wanted.digest()]
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
 
 

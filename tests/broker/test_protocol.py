@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
+from broker import api
 from broker.errors import SpecError
 from broker.protocol import (
     ClaimReply,
@@ -17,7 +19,9 @@ from broker.protocol import (
     TaskSpec,
     decode,
     decode_body,
+    decode_table,
     encode,
+    trim,
 )
 
 
@@ -108,3 +112,79 @@ def test_a_task_asks_for_no_scouts_or_more_but_never_fewer() -> None:
     assert decode(TaskSpec, {**task, "scouts": 0}).scouts == 0
     with pytest.raises(SpecError, match="field 'scouts' must be 0 or more, got -1"):
         decode(TaskSpec, {**task, "scouts": -1})
+
+
+def test_numbers_json_cannot_hold_are_refused() -> None:
+    # Given events whose time is infinite, and a spec whose priority is beyond any column
+    infinite = b'{"event_id":"e","job_id":"j","attempt":1,"pilot_id":"p","kind":"running",'
+    infinite += b'"time":1e999}'
+    huge = b'{"command": "true", "priority": 3000000000}'
+    # When they are decoded, Then each is refused naming its field
+    with pytest.raises(SpecError, match="field 'time' must be a finite number"):
+        decode_body(JobEvent, infinite)
+    with pytest.raises(SpecError, match="field 'priority' must be at most 2147483647"):
+        decode_body(JobSpec, huge)
+
+
+def test_trim_keeps_the_end_of_a_long_diagnostic() -> None:
+    # Given an event with a 20,000-character diagnostic
+    event = JobEvent("e", "j", 1, "p", "failed", 0.0, diagnostic="a" * 19_990 + "0123456789")
+    # When it is trimmed, Then its last 10,000 characters are kept, and the field named
+    trimmed, cut = trim(event)
+    assert cut == ["diagnostic"] and len(trimmed.diagnostic) == 10_000
+    assert trimmed.diagnostic.endswith("0123456789")
+    assert trim(trimmed) == (trimmed, [])
+
+
+TABLE_FIELDS = ["id", "state", "attempt", "resource_type", "priority", "created_at", "owner"]
+TABLE_ROW = ["j-1", "running", 1, "SCORE", 0, "2026-12-03T10:00:00.000000+00:00", "alice"]
+
+
+def test_a_job_table_is_read_into_summaries_in_the_class_order() -> None:
+    fields = [*TABLE_FIELDS, "modified_at"]
+    summary = api.JobSummary(
+        "j-1", "running", 1, "SCORE", 0, TABLE_ROW[5], TABLE_ROW[5], owner="alice"
+    )
+    table = {"fields": fields, "rows": [[*TABLE_ROW, TABLE_ROW[5]]]}
+    assert decode_table(api.JobSummary, table) == [summary]
+    every = [f.name for f in dataclasses.fields(api.JobSummary)]
+    row = [getattr(summary, name) for name in reversed(every)]
+    assert decode_table(api.JobSummary, {"fields": every[::-1], "rows": [row]}) == [summary]
+
+
+@pytest.mark.parametrize(
+    ("fields", "row", "refusal"),
+    [
+        (TABLE_FIELDS, TABLE_ROW, "missing required field 'modified_at'"),
+        ([*TABLE_FIELDS, "x"], [*TABLE_ROW, 1], "unknown field(s) 'x'"),
+        ([*TABLE_FIELDS, "id"], [*TABLE_ROW, "j"], "a field is named twice"),
+        ([*TABLE_FIELDS, "modified_at"], TABLE_ROW, "row 0 must be an array of 8 values"),
+        (
+            [*TABLE_FIELDS, "modified_at"],
+            ["j-1", "running", True, *TABLE_ROW[3:], "t"],
+            "field 'rows[0].attempt' must be an integer, got a boolean",
+        ),
+        (
+            [*TABLE_FIELDS, "modified_at"],
+            ["j-1", "running", 2**70, *TABLE_ROW[3:], "t"],
+            "field 'rows[0].attempt' is out of range",
+        ),
+        (
+            [*TABLE_FIELDS, "modified_at"],
+            [*TABLE_ROW, None],
+            "field 'rows[0].modified_at' must be a string, got null",
+        ),
+    ],
+)
+def test_a_job_table_is_read_as_strictly_as_one_object_per_job(
+    fields: list[str], row: list[Any], refusal: str
+) -> None:
+    with pytest.raises(SpecError) as refused:
+        decode_table(api.JobSummary, {"fields": fields, "rows": [row]})
+    assert refusal in str(refused.value)
+
+
+def test_a_job_table_that_is_not_one_is_refused() -> None:
+    for data in ([], {"rows": []}, {"fields": "id", "rows": []}, {"fields": [1], "rows": []}):
+        with pytest.raises(SpecError, match="table"):
+            decode_table(api.JobSummary, data)

@@ -25,6 +25,7 @@ from broker.factory.submitter import (
     pilot_command,
     pilot_environment,
 )
+from broker.security.secrets import write_private
 from broker.settings import Settings
 
 JOB_NAME = "pandamq-pilot"
@@ -134,7 +135,8 @@ class SlurmSubmitter:
 
     def _submit_one(self, shape: SlotShape, pilot_id: str) -> str:
         path = self._dir / f"{pilot_id}.sh"
-        path.write_text(self.script(shape, pilot_id))
+        # The script exports the pilot's settings, a broker URL's password among them.
+        write_private(path, self.script(shape, pilot_id).encode())
         # --parsable prints "<job id>" or "<job id>;<cluster>".
         return run(["sbatch", "--parsable", str(path)]).strip().split(";")[0]
 

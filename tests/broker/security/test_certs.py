@@ -53,6 +53,8 @@ def test_show_prints_subject_issuer_and_expiry(tmp_path: Path) -> None:
         (["issue", "--pilot", "a b"], "--pilot 'a b' must be 1-64 letters"),
         (["issue", "--pilot", "A"], "cannot read certificate"),
         (["show", "nowhere.pem"], "cannot read certificate nowhere.pem"),
+        (["check", "http://rabbit"], "'http://rabbit': give amqps://HOST[:PORT][/VHOST]"),
+        (["check", "amqps://rabbit:99999"], "'amqps://rabbit:99999': Port out of range"),
     ],
 )
 def test_bad_requests_are_one_line_exit_2(tmp_path: Path, args: list[str], error: str) -> None:
@@ -70,3 +72,39 @@ def test_a_file_that_is_not_a_certificate_is_bad_input(tmp_path: Path) -> None:
     (tmp_path / "x.pem").write_text("hello")
     with pytest.raises(BadInput, match="is not a PEM certificate"):
         certs.load_cert(tmp_path / "x.pem")
+
+
+def test_a_key_replaces_a_world_readable_file_and_is_0600(tmp_path: Path) -> None:
+    # Given a CA, and a world-readable file where alice's key goes
+    run("certs", "init", "--dir", str(tmp_path))
+    old = tmp_path / "user.alice.key"
+    old.write_text("old")
+    old.chmod(0o644)
+    # When her certificate is issued
+    assert run("certs", "issue", "--user", "alice", "--dir", str(tmp_path))[0] == 0
+    # Then her key replaced the file, readable by its owner only, and no partial file is left
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600 and b"PRIVATE KEY" in old.read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_issue_and_show_warn_before_a_certificate_expires(tmp_path: Path) -> None:
+    # Given a CA, When a certificate is issued for 10 days
+    run("certs", "init", "--dir", str(tmp_path))
+    code, _, err = run("certs", "issue", "--user", "bob", "--days", "10", "--dir", str(tmp_path))
+    # Then issue and show warn that it expires within the 30 days of the default threshold
+    cert = tmp_path / "user.bob.pem"
+    warning = f"pandamq: warning: {cert} expires in 10 day(s), on "
+    assert code == 0 and err.startswith(warning) and err.count("\n") == 1
+    code, _, err = run("certs", "show", str(cert))
+    assert code == 0 and err.startswith(warning)
+    # And a threshold below its days left says nothing
+    assert run("certs", "show", str(cert), "--warn-days", "5")[2] == ""
+    # And a year's certificate is not warned about
+    code, _, err = run("certs", "issue", "--user", "carol", "--dir", str(tmp_path))
+    assert code == 0 and err == ""
+
+
+def test_check_of_a_server_that_does_not_answer_is_one_line_exit_1() -> None:
+    code, _, err = run("certs", "check", "127.0.0.1:1")
+    assert code == 1 and err.startswith("pandamq: error: cannot reach 127.0.0.1:1: ")
+    assert err.count("\n") == 1
