@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from broker.errors import ConfigError
 
@@ -35,6 +36,9 @@ class Settings:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: A file holding a JWT access token, the login instead of a password or certificate
+    #: (RabbitMQ's oauth2 backend); read again at every connection, so a renewed one is used.
+    broker_token_file: str | None = None
     queue_type: str = "classic"
     heartbeat_interval_s: float = 1800.0
     claim_timeout_s: float = 30.0
@@ -228,6 +232,7 @@ PILOT_FIELDS = frozenset(
         "tls_ca",
         "tls_cert",
         "tls_key",
+        "broker_token_file",
         "queue_type",
         "heartbeat_interval_s",
         "claim_timeout_s",
@@ -319,6 +324,7 @@ def _check(settings: Settings) -> None:
             f"broker_url {settings.broker_url!r}: scheme must be memory, amqp or amqps, "
             "the same for every node"
         )
+    _check_login(settings)
     db_scheme = settings.database_url.split("://", 1)[0].split("+", 1)[0]
     if db_scheme not in {"sqlite", "postgresql"}:
         raise ConfigError(
@@ -343,6 +349,18 @@ def _check(settings: Settings) -> None:
     _check_factory(settings)
     _check_retries(settings)
     _check_tuning(settings)
+
+
+def _check_login(settings: Settings) -> None:
+    if not settings.broker_token_file:
+        return
+    if settings.tls_cert:
+        raise ConfigError("broker_token_file and tls_cert are two logins: set one of them")
+    if any(urlsplit(url).password for url in broker_nodes(settings.broker_url)):
+        raise ConfigError(
+            "broker_url has a password and broker_token_file is set: the token is the "
+            "password, leave the user and password out of the URL"
+        )
 
 
 def _check_tuning(settings: Settings) -> None:

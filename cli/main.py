@@ -23,6 +23,7 @@ from cli import (
     sites,
     submit,
     tasks,
+    tokens,
     top,
     watch,
 )
@@ -62,6 +63,7 @@ for command in (
     datasets.datasets,
     datasets.dataset,
     certs.certs_group,
+    tokens.tokens_group,
     rabbitmq.rabbitmq,
     errors.errors,
     top.top,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -9,8 +11,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from kombu import Connection
 
-from broker.errors import BrokerRefused, BrokerUnavailable
+from broker.errors import BrokerRefused, BrokerUnavailable, PandaMQError
 from broker.messaging import tls
+from broker.security import token_login
 from broker.settings import Settings, broker_nodes
 
 #: The memory transport polls its queues; keep the demo's latency low.
@@ -28,9 +31,26 @@ def broker_errors(connection: Connection, doing: str) -> Iterator[None]:
     try:
         yield
     except connection.channel_errors as exc:
-        raise BrokerRefused(f"the message broker refused {doing}: {exc}") from exc
+        raise refusal(connection, exc, doing) from exc
     except (*connection.connection_errors, OSError) as exc:
         raise BrokerUnavailable(f"lost the message broker while {doing}: {exc}") from exc
+
+
+def refusal(connection: Connection, exc: BaseException, doing: str) -> PandaMQError:
+    """RabbitMQ refused what a connection was ``doing``: for good, or, if the token it
+    logged in with has expired since, until it reconnects with the renewed token file
+    (RabbitMQ 3.10 keeps such a connection open but refuses its operations)."""
+    expires = _token_expiry.get(connection)
+    if expires is not None and expires <= time.time():
+        return BrokerUnavailable(
+            f"the token this connection logged in with expired while {doing}: {exc}; "
+            "the next connection reads broker_token_file again"
+        )
+    return BrokerRefused(f"the message broker refused {doing}: {exc}")
+
+
+#: When the token of each open connection that logged in with one expires.
+_token_expiry: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
 
 
 def connect(settings: Settings, heartbeat: int = 0, timeout_s: float = 10.0) -> Connection:
@@ -73,16 +93,31 @@ def _open(conn: Connection, settings: Settings, url: str) -> None:
         # One attempt: kombu's connect() retries once after 2 s; callers choose their backoff.
         conn.ensure_connection(max_retries=0, reraise_as_library_errors=False)
     except conn.channel_errors as exc:
-        raise BrokerRefused(
+        raise _token_refusal(conn, settings, where, exc) or BrokerRefused(
             f"the message broker at {where} refused the connection: {exc}; "
             "check the user and password (or certificate) and the vhost"
         ) from exc
     except (*conn.connection_errors, OSError) as exc:
-        raise tls.explain(exc, settings, where) or BrokerUnavailable(
-            f"cannot reach the message broker at {where}: {exc or type(exc).__name__}; "
-            "check that RabbitMQ is running and PANDAMQ_BROKER_URL is right"
-            + tls.plain_on_tls_hint(url, exc)
+        raise (
+            _token_refusal(conn, settings, where, exc)
+            or tls.explain(exc, settings, where)
+            or BrokerUnavailable(
+                f"cannot reach the message broker at {where}: {exc or type(exc).__name__}; "
+                "check that RabbitMQ is running and PANDAMQ_BROKER_URL is right"
+                + tls.plain_on_tls_hint(url, exc)
+            )
         ) from exc
+
+
+def _token_refusal(
+    conn: Connection, settings: Settings, where: str, exc: BaseException
+) -> BrokerRefused | None:
+    """Why RabbitMQ refused this connection's token, if it logged in with one and did."""
+    if not settings.broker_token_file:
+        return None
+    return token_login.explain(
+        conn.password, settings.broker_token_file, where, conn.virtual_host, exc
+    )
 
 
 def shown(url: str) -> str:
@@ -108,4 +143,13 @@ def _build(settings: Settings, url: str, heartbeat: int, timeout_s: float) -> Co
         options["ssl"] = tls.options(settings, urlsplit(url).hostname)
         if settings.tls_cert:
             options["login_method"] = "EXTERNAL"
-    return Connection(url, **options)
+    if not settings.broker_token_file:
+        return Connection(url, **options)
+    # Read at every connection: a token renewed in the file is used at the next one.
+    token = token_login.read(settings.broker_token_file)
+    claims = token_login.claims_of(token, settings.broker_token_file)
+    connection = Connection(url, userid=token_login.user(claims), password=token, **options)
+    expires = token_login.expires(claims)
+    if expires is not None:
+        _token_expiry[connection] = expires
+    return connection

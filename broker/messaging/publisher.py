@@ -16,7 +16,8 @@ from typing import Any, Protocol
 import amqp
 from kombu import Connection, Producer
 
-from broker.errors import BrokerRefused, BrokerUnavailable, PublishFailed
+from broker.errors import BrokerUnavailable, PublishFailed
+from broker.messaging.connection import refusal
 
 CONTENT_TYPE = "application/json"
 
@@ -130,7 +131,7 @@ class ConfirmingPublisher:
             self._wait_below(1)
             self._publish_nacked_again()
         except self._connection.channel_errors as exc:
-            raise BrokerRefused(f"the message broker refused a publish: {exc}") from exc
+            raise refusal(self._connection, exc, "a publish") from exc
         except (*self._connection.connection_errors, OSError) as exc:
             raise BrokerUnavailable(f"lost the message broker while publishing: {exc}") from exc
         if self._failures:

@@ -1,1 +1,1 @@
-"""Security: certificates, identities of message senders, RabbitMQ provisioning."""
+"""Security: certificates and access tokens, the identities of senders, RabbitMQ provisioning."""

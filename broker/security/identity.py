@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from broker.errors import NotAllowed
+from broker.security import token_login
 from broker.settings import Settings, broker_nodes
 
 PILOT = "pilot."
@@ -64,8 +65,9 @@ def pilot_of(identity: str) -> str | None:
 def of(settings: Settings) -> str:
     """The user this process logs in as, which its messages carry as ``user_id``.
 
-    A client certificate's common name (EXTERNAL login), else the URL's user,
-    else (in-process transport, or a URL without one) the local user.
+    A client certificate's common name (EXTERNAL login), else the token's user
+    (token login), else the URL's user, else (in-process transport, or a URL
+    without one) the local user.
     """
     if settings.tls_cert and settings.broker_url.startswith("amqps://"):
         from broker.security.certs import common_name, load_cert
@@ -73,6 +75,9 @@ def of(settings: Settings) -> str:
         return common_name(load_cert(Path(settings.tls_cert)))
     if settings.broker_url.startswith("memory://"):
         return getpass.getuser()
+    if settings.broker_token_file:
+        path = settings.broker_token_file
+        return token_login.user(token_login.claims_of(token_login.read(path), path))
     username = urlsplit(broker_nodes(settings.broker_url)[0]).username
     return unquote(username) if username else "guest"
 

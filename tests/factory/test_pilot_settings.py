@@ -30,6 +30,8 @@ CHANGED = {
     "reconnect_initial_delay_s": 1.5,
     "reconnect_max_delay_s": 60.0,
 }
+#: The other way a pilot logs in (a token file instead of a certificate: one or the other).
+TOKEN_LOGIN = {"broker_token_file": "/var/run/pandamq/pilot.SITE_A.token"}
 #: Read by modules the pilot imports, but only by functions the services call.
 SERVICE_ONLY = {
     "production_role": "broker.security.identity: the service's authorisation of a sender",
@@ -61,12 +63,14 @@ def test_every_setting_the_pilot_reads_is_a_pilot_setting() -> None:
 
 def test_a_factory_pilot_gets_every_pilot_setting_the_factory_has() -> None:
     # Given a factory whose pilot settings are all other than the defaults
-    assert set(CHANGED) == PILOT_FIELDS, "give a changed value to each pilot setting"
-    factory = Settings(database_url="postgresql+psycopg://pandamq:secret@db/pandamq", **CHANGED)
-    # When a pilot loads its settings from the environment the factory gives it
-    env = pilot_environment(factory)
-    pilot = Settings.load(environ=env)
-    # Then it has each of them, and not the database URL
-    assert {name: getattr(pilot, name) for name in PILOT_FIELDS} == CHANGED
-    assert "PANDAMQ_DATABASE_URL" not in env
-    assert not any("secret" in value for value in env.values())
+    assert set(CHANGED) | set(TOKEN_LOGIN) == PILOT_FIELDS, "give each pilot setting a value"
+    by_token = {k: v for k, v in CHANGED.items() if k not in ("tls_cert", "tls_key")}
+    for changed in (CHANGED, {**by_token, **TOKEN_LOGIN}):
+        factory = Settings(database_url="postgresql+psycopg://pandamq:secret@db/pandamq", **changed)
+        # When a pilot loads its settings from the environment the factory gives it
+        env = pilot_environment(factory)
+        pilot = Settings.load(environ=env)
+        # Then it has each of them, and not the database URL
+        assert {name: getattr(pilot, name) for name in changed} == changed
+        assert "PANDAMQ_DATABASE_URL" not in env
+        assert not any("secret" in value for value in env.values())
