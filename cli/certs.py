@@ -95,14 +95,7 @@ def _common_name(
         )
     flag, value = chosen[0]
     if flag == "--pilot":
-        site, pilot_id = provisioning.parse_pilot(value)
-        for part in (site, pilot_id):
-            if part is not None and not NAME_PATTERN.match(part):
-                raise BadInput(
-                    f"--pilot {value!r} must be 1-64 letters, digits, '_', '.' or '-' "
-                    "(SITE, or SITE:PILOT_ID each so)"
-                )
-        return identity.pilot_user(site, pilot_id)
+        return provisioning.pilot_user_of(value)
     if not NAME_PATTERN.match(value):
         raise BadInput(f"{flag} {value!r} must be 1-64 letters, digits, '_', '.' or '-'")
     return makers[flag](value)

@@ -11,7 +11,7 @@ import click
 
 from broker.errors import BadInput
 from broker.protocol import NAME_PATTERN
-from broker.security import identity, scopes, secrets, token_login, tokens
+from broker.security import identity, provisioning, scopes, secrets, token_login, tokens
 from cli.render import print_json
 
 DIR_OPTION = click.option(
@@ -81,7 +81,11 @@ def _absolute(written: tokens.SigningKey) -> tokens.SigningKey:
 
 
 @tokens_group.command("issue")
-@click.option("--pilot", "site", help="For the pilots of SITE: user pilot.SITE.")
+@click.option(
+    "--pilot",
+    "site",
+    help="For one pilot (SITE:PILOT_ID: user pilot.SITE:PILOT_ID) or every pilot of SITE.",
+)
 @click.option("--service", help="For a service (broker, ddm): user service.NAME.")
 @click.option("--user", help="For a person who submits jobs: user user.NAME.")
 @click.option("--operator", help="For a person who follows everyone's jobs: user user.NAME.")
@@ -146,6 +150,8 @@ def _user(site: str | None, service: str | None, user: str | None, operator: str
             "give exactly one of --pilot SITE, --service NAME, --user NAME, --operator NAME"
         )
     flag, value = chosen[0]
+    if flag == "--pilot":
+        return provisioning.pilot_user_of(value)
     _check_name(flag, value)
     return makers[flag](value)
 

@@ -26,7 +26,8 @@ import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from broker.errors import BrokerRefused, ConfigError
+from broker.errors import BadInput, BrokerRefused, ConfigError
+from broker.protocol import NAME_PATTERN
 from broker.security import identity
 from broker.security.routes import ROUTES, Role, Who, anchored, pattern, read_by, sent_by
 
@@ -139,6 +140,19 @@ def parse_pilot(value: str) -> tuple[str, str | None]:
     """``SITE`` (every pilot of the site) or ``SITE:PILOT_ID`` (one pilot) as (site, id)."""
     site, sep, pilot_id = value.partition(identity.PILOT_SEPARATOR)
     return site, (pilot_id if sep else None)
+
+
+def pilot_user_of(value: str) -> str:
+    """The RabbitMQ user that ``--pilot SITE`` or ``--pilot SITE:PILOT_ID`` names;
+    ``BadInput`` unless each part is a name."""
+    site, pilot_id = parse_pilot(value)
+    for part in (site, pilot_id):
+        if part is not None and not NAME_PATTERN.match(part):
+            raise BadInput(
+                f"--pilot {value!r} must be 1-64 letters, digits, '_', '.' or '-' "
+                "(SITE, or SITE:PILOT_ID each so)"
+            )
+    return identity.pilot_user(site, pilot_id)
 
 
 def plan(

@@ -220,6 +220,27 @@ def pattern(name: str, who: Who) -> str:
     return "".join(parts)
 
 
+#: Placeholders that stand for one of a few words: a wildcard name lists each.
+WORDS: dict[str, tuple[str, ...]] = {
+    "resource_type": tuple(topology.RESOURCE_TYPES),
+    "kind": get_args(EventKind),
+}
+
+
+def wildcards(name: str, who: Who) -> list[str]:
+    """The names ``name`` stands for, for ``who``, in RabbitMQ's wildcard form (``*``:
+    any text), as OAuth 2 scopes write them: a placeholder of a few words once per word."""
+    bound = who.bound()
+    names = [""]
+    at = 0
+    for m in _PLACEHOLDER.finditer(name):
+        word = m.group(1)
+        choices = (bound[word],) if word in bound else WORDS.get(word, ("*",))
+        names = [n + name[at : m.start()] + c for n in names for c in choices]
+        at = m.end()
+    return [n + name[at:] for n in names]
+
+
 def anchored(patterns: Iterable[str]) -> str:
     """One regex matching exactly the given patterns' names (nothing: ``^$``)."""
     unique = sorted(set(patterns))

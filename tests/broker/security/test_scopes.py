@@ -125,7 +125,7 @@ def test_scopes_name_the_vhost_percent_encoded_with_the_resource_server_prefix()
     granted = scopes.scopes(scopes.pilot_grants(SITE), "grid/prod", "rabbit-1")
     # Then each is prefixed with the id and names the vhost encoded
     assert f"rabbit-1.read:grid%2Fprod/{topology.job_queue_name(SITE, 'SCORE')}" in granted
-    assert f"rabbit-1.write:grid%2Fprod/{topology.EVENTS_EXCHANGE}/{SITE}.*" in granted
+    assert f"rabbit-1.write:grid%2Fprod/{topology.EVENTS_EXCHANGE}/{SITE}.finished" in granted
     assert all(s.startswith("rabbit-1.") for s in granted)
 
 
@@ -134,3 +134,11 @@ def test_the_wildcard_matcher_finds_each_part_at_its_first_place_as_rabbitmq_doe
     assert not wildcard("pandamq.jobs.SITE_AB.SCORE", "pandamq.jobs.SITE_A.*")
     assert wildcard("a.b", "a*b") and not wildcard("axbxb", "a*b")
     assert wildcard("grid/prod", "grid%2Fprod")
+
+
+def test_a_pilot_of_its_own_is_granted_only_its_own_reply_and_control_queues() -> None:
+    # Given the scopes of pilot wn1 of the site, from its own identity
+    granted = scopes.scopes(scopes.for_user(identity.pilot_user(SITE, "wn1")), VHOST)
+    # Then it reads its own reply queue and not another pilot's of the site
+    assert token_allows(granted, "read", f"pandamq.reply.{SITE}.wn1.1", None)
+    assert not token_allows(granted, "read", f"pandamq.reply.{SITE}.wn2.1", None)
