@@ -10,7 +10,10 @@ notes the machine's load average before and after, and samples PostgreSQL
 every 50 ms for the backends of the run's database that wait for a lock
 (``pg_stat_activity.wait_event_type = 'Lock'``): ``lock_waiting_mean`` is
 their mean number (so 0.3 is three tenths of one backend's time spent
-waiting), ``lock_waiting_share`` the share of samples with any. It prints a
+waiting), ``lock_waiting_share`` the share of samples with any. It also
+notes the CPU time used by the benchmark process (submitter and virtual
+pilots), by its broker processes and by the database's backends, per job
+(``cpu_ms_per_job``: from ``/proc``, so on the machine of the database). It prints a
 line of JSON per run, then every count's runs and median, and a last line of
 JSON.
 """
@@ -38,17 +41,41 @@ WAITING = (
 )
 
 
-class LockSampler:
-    """Counts, in a thread, the backends of the database waiting for a lock."""
+BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, database_url: str) -> None:
+
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process used so far; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class Sampler:
+    """Samples, in a thread, the backends of the run's database waiting for a lock, and
+    the CPU time of the benchmark process, of its broker processes and of the database's
+    backends (the last value seen of each process: what it used until then)."""
+
+    def __init__(self, database_url: str, bench_pid: int) -> None:
         url = make_url(database_url).set(drivername="postgresql")
         self._dsn = url.render_as_string(hide_password=False)
+        self._bench = bench_pid
         self._stop = threading.Event()
         self.samples: list[int] = []
+        self.cpu: dict[tuple[str, int], float] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> LockSampler:
+    def __enter__(self) -> Sampler:
         self._thread.start()
         return self
 
@@ -61,12 +88,37 @@ class LockSampler:
             while not self._stop.wait(SAMPLE_S):
                 row = conn.execute(WAITING).fetchone()
                 self.samples.append(int(row[0]) if row else 0)
+                backends = [int(r[0]) for r in conn.execute(BACKENDS)]
+                self._see("bench", [self._bench])
+                self._see("broker", self._brokers())
+                self._see("postgres", backends)
 
-    def figures(self) -> dict[str, float]:
+    def _brokers(self) -> list[int]:
+        found = []
+        for pid in children(self._bench):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"serve\x00broker" in command:
+                found.append(pid)
+        return found
+
+    def _see(self, kind: str, pids: list[int]) -> None:
+        for pid in pids:
+            used = cpu_s(pid)
+            if used is not None:
+                self.cpu[(kind, pid)] = used
+
+    def figures(self, jobs: int) -> dict[str, Any]:
         n = max(len(self.samples), 1)
+        by_kind: dict[str, float] = {}
+        for (kind, _), used in self.cpu.items():
+            by_kind[kind] = by_kind.get(kind, 0.0) + used
         return {
             "lock_waiting_mean": round(sum(self.samples) / n, 3),
             "lock_waiting_share": round(sum(1 for s in self.samples if s) / n, 3),
+            "cpu_ms_per_job": {k: round(v * 1000 / jobs, 2) for k, v in sorted(by_kind.items())},
         }
 
 
@@ -90,12 +142,13 @@ def run(args: argparse.Namespace, brokers: int) -> dict[str, Any]:
         *(["--pilots-per-site", str(args.pilots_per_site)] if args.mode == "full" else []),
     ]
     before = load()
-    with LockSampler(os.environ["PANDAMQ_DATABASE_URL"]) as sampler:
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    figures |= sampler.figures()
+    bench = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with Sampler(os.environ["PANDAMQ_DATABASE_URL"], bench.pid) as sampler:
+        out, err = bench.communicate()
+    if bench.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{err[-2000:]}")
+    figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    figures |= sampler.figures(args.jobs)
     figures |= {"load_before": before, "load_after": load()}
     return figures
 
