@@ -123,3 +123,9 @@ TASK_SCOUTING = Counter(
     "Tasks' scouting and tuning, by outcome (docs/reliability.md, scouts).",
     ["outcome"],
 )
+
+DUTY_RUNS = Counter(
+    "pandamq_duty_runs_total",
+    "Turns of periodic work this process took and ran (broker.service.duties), by duty.",
+    ["duty"],
+)

@@ -112,6 +112,10 @@ class Settings:
     # the planner's statistics of the hot tables (broker/store/statistics.py):
     # how often the broker service checks them; 0 leaves them to the operator
     statistics_interval_s: float = 2.0
+    #: How long a service process holds a duty of periodic work it took, or the DDM
+    #: subscriptions it serves, without renewing: a process that died frees them after
+    #: this (docs/operations.md, "Scaling out"). Longer than any one pass.
+    lease_s: float = 60.0
     # failing sites left out (docs/brokerage.md, "Failing sites left out")
     #: A task's failures at a site count over this window ...
     exclusion_window_s: float = 3600.0
@@ -416,7 +420,7 @@ def _check_factory(settings: Settings) -> None:
     for name in NOT_NEGATIVE:
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name} must not be negative, got {getattr(settings, name)}")
-    for name in ("factory_interval_s", "factory_pilot_idle_s"):
+    for name in ("factory_interval_s", "factory_pilot_idle_s", "lease_s"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be above 0, got {getattr(settings, name)}")
     if not 0 < settings.factory_failure_fraction <= 1:

@@ -2,8 +2,12 @@
 turns the DDM's reports into activations and failures, times out subscriptions
 that stopped moving, and closes the output datasets of finished tasks.
 
-One bridge per database: it holds the local DDM's transfers in memory, and
-resumes every subscription still in progress when it starts.
+Any number of bridges per database: each serves the subscriptions it holds
+(``ddm_bridge.holding``), so that one bridge copies each; the subscriptions
+of a bridge that died are taken by another once its hold ran out
+(``lease_s``), and a bridge that stops lets go of its own at once. Linking
+jobs to new dispatch datasets and closing datasets are duties that one
+bridge at a time does (``broker.service.duties``).
 """
 
 from __future__ import annotations
@@ -16,20 +20,25 @@ from sqlalchemy import Connection, Engine
 
 from broker.conflicts import retried
 from broker.error_codes import DDMError
+from broker.errors import RecoverableError
 from broker.metrics import SUBSCRIPTIONS_ENDED
 from broker.reconnect import Backoff, until_stopped
 from broker.service import retries
+from broker.service.duties import Duties
 from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.store import datasets, subscriptions
 from broker.store.clock import now
 from broker.store.engine import transaction
 from broker.store.migrate import require_current
-from ddm_bridge import callbacks, closing, dispatch
+from ddm_bridge import callbacks, closing, dispatch, holding
 from ddm_bridge.backend import DDMBackend, Report
 from ddm_bridge.backends.local import LocalDDM
 
 log = logging.getLogger(__name__)
+
+#: The bridges' duties: linking waiting jobs to new dispatch datasets, closing datasets.
+DISPATCH, CLOSING = "ddm-dispatch", "ddm-closing"
 
 
 class DDMBridge:
@@ -46,19 +55,25 @@ class DDMBridge:
         self._pending: list[Report] = []
         #: Subscriptions in progress that this bridge gave to the backend.
         self._asked: set[tuple[str, str]] = set()
+        self._duties = Duties(engine, settings, "ddm")
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         """Serve until ``stop`` is set, waiting out database outages."""
         backoff = Backoff("ddm bridge", self._settings)
         try:
-            until_stopped(lambda: self._serve(stop, ready, backoff), backoff, stop)
+            until_stopped(lambda: self._run(stop, ready, backoff), backoff, stop)
         finally:
             self.backend.stop()
+            self._let_go_if_up()
         log.info("ddm bridge stopped")
 
-    def _serve(
-        self, stop: threading.Event, ready: threading.Event | None, backoff: Backoff
-    ) -> None:
+    def _let_go_if_up(self) -> None:
+        try:
+            self.let_go()
+        except RecoverableError as exc:
+            log.warning("ddm bridge: could not let go of its subscriptions: %s", exc)
+
+    def _run(self, stop: threading.Event, ready: threading.Event | None, backoff: Backoff) -> None:
         require_current(self._engine)
         self.resume()
         backoff.succeeded()
@@ -70,22 +85,41 @@ class DDMBridge:
                 stop.wait(self._settings.ddm_poll_interval_s)
 
     def resume(self) -> None:
-        """Ask the backend again for every subscription in progress (after a restart)."""
+        """Ask the backend again for every subscription this bridge serves (after an outage)."""
         self._asked = set()
-        with transaction(self._engine) as conn:
-            active = subscriptions.active(conn)
-        self._ask(active)
 
     def step(self, at: datetime | None = None) -> int:
         """One pass; how many things changed (jobs, subscriptions, datasets)."""
         t = at or now()
+        changed = self._duties.turn(DISPATCH, 0.0, lambda: self._dispatch(t))
+        # (outside the transaction: a backend may use the database itself)
+        changed += self._ask(self._serve(t)) + self._apply_reports(t)
+        return changed + self._time_out(t) + self._duties.turn(CLOSING, 0.0, self._close)
+
+    def _dispatch(self, t: datetime) -> int:
+        """Link waiting jobs to dispatch datasets; the jobs activated and subscriptions made."""
         with transaction(self._engine) as conn:
             activated, new = dispatch.subscribe_waiting(conn, t, self._limits)
-            # also those the broker made (outputs shipped to their destination)
-            requested = subscriptions.active(conn, subscriptions.REQUESTED)
-        # (outside the transaction: a backend may use the database itself)
-        changed = activated + len(new) + self._ask(requested) + self._apply_reports(t)
-        return changed + self._time_out(t) + self._close()
+        return activated + len(new)
+
+    def _serve(self, t: datetime) -> list[tuple[str, str]]:
+        """Keep the subscriptions this bridge holds, and take those no bridge holds (also
+        those the broker made: outputs shipped to their destination); every one it serves.
+        Those it held and lost (it was cut off longer than its hold) it stops copying."""
+        hold = timedelta(seconds=self._settings.lease_s)
+        with transaction(self._engine) as conn:
+            served = holding.serve(conn, self._duties.holder, t, t + hold, t + hold / 2)
+        for dataset, site in self._asked - set(served):
+            log.warning("subscription of %s to %s is served by another bridge now", dataset, site)
+            self.backend.cancel(dataset, site)
+            self._asked.discard((dataset, site))
+        return served
+
+    def let_go(self) -> None:
+        """Leave the subscriptions this bridge serves to the other bridges (it stops)."""
+        with transaction(self._engine) as conn:
+            holding.let_go(conn, self._duties.holder)
+        self._duties.let_go()
 
     def _ask(self, wanted: list[tuple[str, str]]) -> int:
         """Give the backend the subscriptions it has not been given; how many."""
@@ -144,7 +178,9 @@ class DDMBridge:
         """Fail subscriptions that made no progress within ``subscription_timeout_s``."""
         timeout = self._settings.subscription_timeout_s
         with transaction(self._engine) as conn:
-            stalled = subscriptions.stalled(conn, t - timedelta(seconds=timeout))
+            stalled = subscriptions.stalled(
+                conn, t - timedelta(seconds=timeout), self._duties.holder
+            )
             for dataset, site in stalled:
                 error = f"no progress for {timeout:.0f} s"
                 if subscriptions.progress(

@@ -46,6 +46,8 @@ SETTINGS = Settings(
     sent_timeout_s=30.0,
     watchdog_interval_s=1.0,
     claim_timeout_s=5.0,
+    # the killed bridge's subscriptions are taken by its successor this soon
+    lease_s=5.0,
 )
 ENV = {
     f"PANDAMQ_{name.upper()}": str(getattr(SETTINGS, name))
@@ -55,6 +57,7 @@ ENV = {
         "sent_timeout_s",
         "watchdog_interval_s",
         "claim_timeout_s",
+        "lease_s",
     )
 }
 

@@ -1,6 +1,7 @@
 """The pilot factory's loop: per site, poll its pilots, then submit what the plan says.
 
-Each cycle, for each site it serves, the factory asks the batch system how
+Each cycle, for each site it serves (that no other factory of the same batch
+system holds: ``broker.service.duties``), the factory asks the batch system how
 its live pilots are doing and records it; cancels every pilot of a site that
 is ``offline``; otherwise submits pilots for the site's activated jobs
 within the limits (``plan``); and checks whether most of the site's recent
@@ -25,6 +26,7 @@ from broker.factory.pilots import LivePilot, Work
 from broker.factory.plan import Limits, plan
 from broker.factory.submitter import LIVE_STATES, BatchStatus, PilotState, SlotShape, Submitter
 from broker.metrics import PILOTS_DIED, PILOTS_ENDED, PILOTS_SUBMITTED
+from broker.service.duties import Duties
 from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.engine import transaction
@@ -53,6 +55,7 @@ class PilotFactory:
         self._sites = tuple(sites)
         self._limits = Limits.of(settings)
         self.health = SiteHealth(settings.factory_failure_window, settings.factory_failure_fraction)
+        self.duties = Duties(engine, settings, "factory")
 
     def run(self, stop: threading.Event) -> None:
         """A cycle every ``factory_interval_s`` until ``stop``; outages wait for the next cycle."""
@@ -64,16 +67,25 @@ class PilotFactory:
             except RecoverableError as exc:
                 log.warning("pilot factory: %s; next cycle in %.0f s", exc, self._interval())
             stop.wait(self._interval())
+        self.duties.let_go()
         log.info("pilot factory stopped")
 
     def _interval(self) -> float:
         return self._settings.factory_interval_s
 
     def cycle(self) -> int:
-        """One pass over the sites; the number of pilots submitted."""
+        """One pass over the sites this factory holds; the number of pilots submitted."""
         with transaction(self._engine) as conn:
             statuses = self._site_statuses(conn)
-        return sum(self._serve(site, status) for site, status in statuses.items())
+        return sum(
+            self._serve(site, status) for site, status in statuses.items() if self._holds(site)
+        )
+
+    def _holds(self, site: str) -> bool:
+        """Whether this factory serves ``site`` this cycle: no other factory of the same
+        batch system holds it (a factory that died frees its sites after ``lease_s``)."""
+        ttl = self._settings.factory_interval_s + self._settings.lease_s
+        return self.duties.hold(f"factory:{self._submitter.name}:{site}", ttl)
 
     def _site_statuses(self, conn: Connection) -> dict[str, str]:
         if self._sites:

@@ -22,6 +22,7 @@ from broker.reconnect import Backoff, until_stopped
 from broker.security import identity
 from broker.service.claims import ClaimHandler
 from broker.service.commands import CommandHandler
+from broker.service.duties import Duties, attempts_every
 from broker.service.events import EventHandler
 from broker.service.fairshare import UserPriorities
 from broker.service.queries import run_in_process, run_in_thread
@@ -141,11 +142,6 @@ class BrokerService:
         )
         self._declare_sites()
 
-    def _declare_sites(self) -> None:
-        """Declare the job queues of every site in the catalogue (new ones since last time)."""
-        with transaction(self._engine) as conn:
-            self.site_queues_ready({site["name"] for site in list_sites(conn)})
-
     def site_queues_ready(self, sites: set[str]) -> None:
         """Declare the job queues of sites not declared yet by this process."""
         new = sites - self._declared_sites
@@ -204,13 +200,18 @@ class BrokerService:
         rebrokerage = Rebrokerage(self._engine, self._settings)
         priorities = UserPriorities(self._engine, self._settings)
         s = self._settings
+        duties = Duties(self._engine, s, "broker")
         passes = [
-            _Every(s.watchdog_interval_s, lambda: retried(watchdog.check, "watchdog pass")),
-            _Every(s.brokerage_interval_s, lambda: retried(priorities.check, "user priorities")),
-            _Every(s.brokerage_interval_s, lambda: self._rebroker(rebrokerage)),
+            self._duty(duties, "watchdog", s.watchdog_interval_s, watchdog.check),
+            self._duty(duties, "user-priorities", s.brokerage_interval_s, priorities.check),
+            self._duty(duties, "rebrokerage", s.brokerage_interval_s, rebrokerage.check),
+            # Every process declares the queues of new sites on its own channel.
+            _Every(s.brokerage_interval_s, self._declare_sites),
         ]
         if s.statistics_interval_s > 0:
-            passes.append(_Every(s.statistics_interval_s, self._refresh_statistics))
+            passes.append(
+                self._duty(duties, "statistics", s.statistics_interval_s, self._refresh_statistics)
+            )
         sweep = _Every(OUTBOX_SWEEP_S, relay.relay)
         while not stop.is_set():
             handled = consumer.poll(s.poll_interval_s)
@@ -219,11 +220,22 @@ class BrokerService:
             if not sweep.run_if_due() and handled:
                 relay.relay_own()
 
+    @staticmethod
+    def _duty(duties: Duties, duty: str, interval_s: float, run: Callable[[], int]) -> _Every:
+        """A periodic pass that one broker process of all runs each period."""
+        what = f"{duty} pass"
+        return _Every(
+            attempts_every(interval_s),
+            lambda: duties.turn(duty, interval_s, lambda: retried(run, what)),
+        )
+
     def _refresh_statistics(self) -> int:
         """Analyse the hot tables that grew; it handles no message, so it counts 0."""
         statistics.refresh(self._engine)
         return 0
 
-    def _rebroker(self, rebrokerage: Rebrokerage) -> int:
-        self._declare_sites()
-        return retried(rebrokerage.check, "re-brokerage pass")
+    def _declare_sites(self) -> int:
+        """Declare the job queues of every site in the catalogue (new ones since last time)."""
+        with transaction(self._engine) as conn:
+            self.site_queues_ready({site["name"] for site in list_sites(conn)})
+        return 0

@@ -322,6 +322,9 @@ subscriptions = Table(
     Column("modified_at", Time, nullable=False),
     Column("started_at", Time),
     Column("ended_at", Time),
+    # The DDM bridge serving the subscription, and until when (``ddm_bridge.holding``).
+    Column("bridge", String(128)),
+    Column("bridge_until", Time),
     UniqueConstraint("dataset", "site"),
     Index(None, "state"),
 )
@@ -336,4 +339,17 @@ job_files = Table(
     Column("dispatch_dataset", String(256), ForeignKey("datasets.name")),
     Index(None, "file_id"),
     Index(None, "dispatch_dataset"),
+)
+
+# Periodic work shared by the services (broker.store.leases): who holds each duty, and
+# until when.
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("until", Time, nullable=False),
+    Column("runs", BigInteger, nullable=False, server_default=text("0")),
+    Column("taken_at", Time, nullable=False),
 )

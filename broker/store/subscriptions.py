@@ -126,11 +126,14 @@ def count_placed(conn: Connection, keys: Iterable[tuple[str, str]]) -> None:
         )
 
 
-def stalled(conn: Connection, cutoff: datetime) -> list[tuple[str, str]]:
-    """(dataset, site) of subscriptions in progress that did not move since ``cutoff``."""
+def stalled(conn: Connection, cutoff: datetime, bridge: str | None = None) -> list[tuple[str, str]]:
+    """(dataset, site) of subscriptions in progress (that ``bridge`` serves) that did not
+    move since ``cutoff``."""
     stmt = select(subscriptions.c.dataset, subscriptions.c.site).where(
         subscriptions.c.state.in_(ACTIVE), subscriptions.c.modified_at < cutoff
     )
+    if bridge is not None:
+        stmt = stmt.where(subscriptions.c.bridge == bridge)
     return [(r.dataset, r.site) for r in conn.execute(stmt)]
 
 

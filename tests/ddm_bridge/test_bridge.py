@@ -156,11 +156,14 @@ def test_a_restarted_bridge_counts_each_file_of_a_subscription_once(system: Syst
     try:
         first.resume()
         wait_for(lambda: first.step() >= 0 and files_done(system, site_b) == 2, what="2 copied")
-        # When a new bridge starts, and resumes the subscription
+        # When a new bridge starts, and takes the subscription once the killed one's hold
+        # ran out
         second.resume()
+        later = now() + timedelta(seconds=system.settings.lease_s + 1)
         wait_for(
             lambda: (
-                second.step() >= 0 and subscriptions_to(system.engine, site_b)[0]["state"] == "done"
+                second.step(later) >= 0
+                and subscriptions_to(system.engine, site_b)[0]["state"] == "done"
             ),
             what="the subscription done",
         )
