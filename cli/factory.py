@@ -59,5 +59,7 @@ def factory(
     pilot_factory = PilotFactory(s, database(s), open_submitter(s), sites or sites_setting(s))
     if once:
         click.echo(f"submitted {pilot_factory.cycle()} pilot(s)")
+        # the sites it served are free at once for a running factory
+        pilot_factory.duties.let_go()
     else:
         pilot_factory.run(stop_on_signals())

@@ -119,7 +119,9 @@ def brokers(p: Pandamq, n: int) -> list[Served]:
 def test_three_broker_processes_run_each_duty_once_per_period(
     pandamq: Pandamq, engine: Engine
 ) -> None:
-    # Given three broker processes on one database, each duty due every second
+    # Given three broker processes on one database, each duty due every second (the
+    # session's database: earlier tests' processes may have taken turns already)
+    earlier = runs(engine)
     three = brokers(pandamq, 3)
     wait_for(lambda: set(DUTIES) <= set(runs(engine)), what="every duty run once")
     # When they run side by side for a while
@@ -138,10 +140,14 @@ def test_three_broker_processes_run_each_duty_once_per_period(
             assert PERIOD_S <= gap <= 1.25 * PERIOD_S + 1.0, (duty, first, second, gap)
         # And every turn taken is one the table counted
         assert after[duty][1] - before[duty][1] >= len(starts) - 1
-    # And the processes' own counts add up to the table's
+    # And the processes' own counts add up to the table's (read before and after them:
+    # the processes go on taking turns)
     for duty in DUTIES:
+        first = runs(engine)[duty][1]
         counted = sum(b.counter("pandamq_duty_runs_total", duty=duty) for b in three)
-        assert counted == runs(engine)[duty][1], duty
+        last = runs(engine)[duty][1]
+        ran_before = earlier.get(duty, ("", 0))[1]
+        assert first - ran_before <= counted <= last - ran_before, (duty, counted)
     # And the turns went to these processes only
     pids = {b.pid for b in three}
     assert {holder_pid(h) for taken in seen.values() for h, _ in taken.values()} <= pids

@@ -81,20 +81,24 @@ class SiteUse:
     by_activity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
-def lock_sites(conn: Connection, names: Iterable[str]) -> None:
-    """Serialise activation per site between broker processes (PostgreSQL row locks)."""
+def lock_sites(conn: Connection, names: Iterable[str], skip_locked: bool = False) -> set[str]:
+    """Serialise activation per site between broker processes (PostgreSQL row locks);
+    the sites locked. With ``skip_locked``, a site another transaction holds is left out
+    rather than waited for (SQLite, whose writers take turns: every site)."""
     wanted = sorted({name for name in names if name is not None})
-    if wanted and conn.dialect.name == "postgresql":
-        # FOR NO KEY UPDATE, not FOR UPDATE: it excludes another activation all the
-        # same, but not the FOR KEY SHARE lock that writing a job, replica or
-        # subscription at the site takes for its foreign key. With FOR UPDATE two
-        # retries at one site each held that lock and waited for the other's.
-        conn.execute(
-            select(sites.c.name)
-            .where(sites.c.name.in_(wanted))
-            .order_by(sites.c.name)
-            .with_for_update(key_share=True)
-        )
+    if not wanted or conn.dialect.name != "postgresql":
+        return set(wanted)
+    # FOR NO KEY UPDATE, not FOR UPDATE: it excludes another activation all the
+    # same, but not the FOR KEY SHARE lock that writing a job, replica or
+    # subscription at the site takes for its foreign key. With FOR UPDATE two
+    # retries at one site each held that lock and waited for the other's.
+    stmt = (
+        select(sites.c.name)
+        .where(sites.c.name.in_(wanted))
+        .order_by(sites.c.name)
+        .with_for_update(key_share=True, skip_locked=skip_locked)
+    )
+    return set(conn.scalars(stmt))
 
 
 def site_use(conn: Connection, names: Iterable[str]) -> dict[str, SiteUse]:
@@ -194,11 +198,13 @@ def next_throttled(
     wanted = set(site_names)
     if wanted:
         stmt = stmt.where(jobs.c.site.in_(wanted))
-    pairs = list(conn.execute(stmt))
-    with_throttled = {site for site, _ in pairs}
-    # Locked before the jobs are picked, so a second broker process picks after
-    # the first has activated its own, not the same jobs.
-    lock_sites(conn, with_throttled)
+    # Locked before the jobs are picked, so that a second broker process never picks
+    # the same jobs; a site another process is activating at is skipped, not waited
+    # for: that process releases there now, and the next claim there (or the periodic
+    # release) sees what it left.
+    found = list(conn.execute(stmt))
+    with_throttled = lock_sites(conn, {site for site, _ in found}, skip_locked=True)
+    pairs = [(site, activity) for site, activity in found if site in with_throttled]
     use = site_use(conn, with_throttled)
     rows: list[Row] = []
     caps = _caps(conn, limits)

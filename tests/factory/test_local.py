@@ -9,10 +9,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from broker.factory.pilots import DIED
-from broker.factory.submitter import PilotState
+from broker.factory.submitter import LIVE_STATES, PilotState
 from broker.factory.submitters.local import LocalSubmitter
 from broker.protocol import JobSpec
 from broker.settings import Settings
+from broker.store import leases
+from broker.store.engine import transaction
 from tests.factory.conftest import FactoryThread
 from tests.harness import System, wait_for
 
@@ -22,7 +24,9 @@ pytestmark = pytest.mark.services
 @pytest.fixture
 def system(rabbitmq_settings: Settings) -> Iterator[System]:
     """A broker service in this process on RabbitMQ; at most 4 pilots of 5 jobs each."""
-    settings = rabbitmq_settings.replace(factory_max_running=4, factory_pilot_max_jobs=5)
+    settings = rabbitmq_settings.replace(
+        factory_max_running=4, factory_pilot_max_jobs=5, lease_s=2.0
+    )
     s = System(settings)
     s.start_broker()
     yield s
@@ -100,3 +104,57 @@ def test_a_site_whose_pilots_die_without_a_job_is_flagged(
     labels = {"site": factory.site}
     assert REGISTRY.get_sample_value("pandamq_factory_site_failing", labels) == 1
     assert (REGISTRY.get_sample_value("pandamq_factory_pilots_died_total", labels) or 0) >= 5
+
+
+@pytest.mark.timeout(240)
+def test_two_factories_serving_one_site_submit_as_one(system: System) -> None:
+    # Given two factories of the local batch system serving one site, each allowed 4
+    # running pilots, and 20 queued jobs there
+    site = system.new_site()
+    two = [FactoryThread(system, LocalSubmitter(system.settings), site) for _ in range(2)]
+    ids = system.submit(*[JobSpec("sleep 0.3", site=site) for _ in range(20)])
+    try:
+        # When both run
+        for f in two:
+            f.start()
+        seen: list[int] = []
+
+        def drained() -> bool:
+            live = two[0].count(PilotState.SUBMITTED, PilotState.RUNNING)
+            assert live <= 4, f"{live} pilots live: both factories submitted for the site"
+            seen.append(live)
+            return set(system.states(ids).values()) == {"finished"}
+
+        wait_for(drained, 180, "every job finished")
+        # Then the site's pilots were those of one factory at a time, and they ran the jobs
+        assert max(seen) >= 1
+        # When the factory holding the site stops, the other one serves it
+        holder = next(f for f in two if f.factory.duties.holder in _lease_holders(system))
+        other = next(f for f in two if f is not holder)
+        holder.halt()
+        more = system.submit(*[JobSpec("true", site=site) for _ in range(3)])
+        wait_for(
+            lambda: set(system.states(more).values()) == {"finished"}, 120, "served by the other"
+        )
+        assert other.factory.duties.holder in _lease_holders(system)
+    finally:
+        for f in two:
+            f.halt()
+            _end_own_pilots(f)
+
+
+def _end_own_pilots(f: FactoryThread) -> None:
+    """End the pilots this factory's local batch system started: the other factory,
+    taking the site over, found them missing (they were not its processes)."""
+    ids = [str(p["batch_id"]) for p in f.pilots() if p["batch_id"]]
+    f.submitter.cancel(ids)
+    wait_for(
+        lambda: all(s.state not in LIVE_STATES for s in f.submitter.poll(ids).values()),
+        60,
+        "the factory's own pilots to end",
+    )
+
+
+def _lease_holders(system: System) -> set[str]:
+    with transaction(system.engine) as conn:
+        return {lease.holder for lease in leases.held(conn, "factory:").values()}

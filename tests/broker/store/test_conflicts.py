@@ -9,6 +9,7 @@ and real row locks.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,14 +22,17 @@ from broker.messaging import consumer
 from broker.messaging.consumer import Handler, Incoming
 from broker.protocol import JobSpec
 from broker.service import retries, throttle
+from broker.service.activation import release
 from broker.service.retries import Failure
 from broker.service.throttle import Limits
 from broker.states import JobState
+from broker.store import transitions
 from broker.store.clock import now
 from broker.store.engine import open_engine, transaction
 from broker.store.jobs import load
 from broker.store.migrate import upgrade
 from broker.store.schema import jobs
+from broker.store.transitions import Change
 from tests.broker.service.jobs import jobs_in, row
 
 pytestmark = pytest.mark.services
@@ -65,11 +69,13 @@ def test_two_retries_at_one_site_do_not_deadlock_on_its_row(
     barrier = threading.Barrier(2, timeout=BARRIER_TIMEOUT_S)
     real_lock_sites = throttle.lock_sites
 
-    def meeting_lock_sites(conn: Connection, names: Iterable[str]) -> None:
+    def meeting_lock_sites(
+        conn: Connection, names: Iterable[str], skip_locked: bool = False
+    ) -> set[str]:
         wanted = list(names)
         if wanted:
             barrier.wait()
-        real_lock_sites(conn, wanted)
+        return real_lock_sites(conn, wanted, skip_locked)
 
     monkeypatch.setattr(throttle, "lock_sites", meeting_lock_sites)
 
@@ -136,3 +142,24 @@ def test_a_batch_that_loses_a_deadlock_is_handled_again_in_place(pg: Engine) -> 
     # deadlock victim ran again at once and committed, and nothing was refused
     assert len(runs) == 3 and set(runs) == {first, second}
     assert [b[0].refused for b in batches] == [None, None]
+
+
+def test_a_release_skips_a_site_another_transaction_is_activating_at(pg: Engine) -> None:
+    # Given three throttled jobs at a site with room for them
+    site = f"SITE_{uuid.uuid4().hex[:8].upper()}"
+    ids = jobs_in(pg, S.ASSIGNED, count=3, site=site)
+    with transaction(pg) as conn:
+        transitions.apply(conn, [Change(i, 1, S.ASSIGNED, S.THROTTLED) for i in ids], now())
+    limits = Limits(min_activated=10)
+    # When another transaction holds the site (a broker process activating there)
+    with transaction(pg) as other:
+        assert throttle.lock_sites(other, [site]) == {site}
+        # Then a release at the site does not wait for it (a wait would end in an error
+        # after the lock timeout) and leaves the site's jobs to it
+        with transaction(pg) as conn:
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+            assert release(conn, now(), limits, {site}) == 0
+    # And once that transaction ended, a release activates them
+    with transaction(pg) as conn:
+        assert release(conn, now(), limits, {site}) == 3
+    assert {row(pg, i)["state"] for i in ids} == {"activated"}
