@@ -251,6 +251,11 @@ def test_every_job_finishes_once_through_a_node_loss_broker_kills_and_a_failover
     # And every RabbitMQ node runs again, and the promoted replica is the primary
     assert len(cluster.running()) == 3
     assert not pair.primary.in_recovery()
+    failed = sum(a["state"] == "failed" for a in attempts)
+    print(
+        f"{len(attempts)} attempts ({failed} failed), {run.copies():.0f} copies,",
+        f"{len(letters)} dead letters",
+    )
     run.engine.dispose()
 
 
