@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,11 @@ from sqlalchemy.engine import make_url
 PANDAMQ = str(Path(sys.executable).parent / "pandamq")
 SAMPLE_S = 0.05
 WAITING = (
-    "SELECT count(*) FROM pg_stat_activity "
+    "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 60) FROM pg_stat_activity "
     "WHERE datname = current_database() AND wait_event_type = 'Lock'"
 )
+#: How many of the statements seen waiting most often are named.
+WAITERS_NAMED = 4
 
 
 BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
@@ -72,6 +75,8 @@ class Sampler:
         self._bench = bench_pid
         self._stop = threading.Event()
         self.samples: list[int] = []
+        #: The statements seen waiting for a lock (their first 60 characters), and how often.
+        self.waiters: Counter[str] = Counter()
         self.cpu: dict[tuple[str, int], float] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -86,8 +91,9 @@ class Sampler:
     def _run(self) -> None:
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             while not self._stop.wait(SAMPLE_S):
-                row = conn.execute(WAITING).fetchone()
-                self.samples.append(int(row[0]) if row else 0)
+                waiting = [str(r[0]) for r in conn.execute(WAITING)]
+                self.samples.append(len(waiting))
+                self.waiters.update(waiting)
                 backends = [int(r[0]) for r in conn.execute(BACKENDS)]
                 self._see("bench", [self._bench])
                 self._see("broker", self._brokers())
@@ -118,6 +124,7 @@ class Sampler:
         return {
             "lock_waiting_mean": round(sum(self.samples) / n, 3),
             "lock_waiting_share": round(sum(1 for s in self.samples if s) / n, 3),
+            "lock_waiters": dict(self.waiters.most_common(WAITERS_NAMED)),
             "cpu_ms_per_job": {k: round(v * 1000 / jobs, 2) for k, v in sorted(by_kind.items())},
         }
 

@@ -27,6 +27,7 @@ from broker.store.schema import subscriptions as subscriptions_table
 from tests.cli.processes import READY, Pandamq, Service
 from tests.ddm_bridge.files import put_file
 from tests.harness import wait_for
+from tests.services import postgres_database
 
 #: The broker's periodic duties, each every second, and a lease a killed holder loses fast.
 PERIOD_S = 1.0
@@ -40,9 +41,17 @@ ENV = {
 }
 
 
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    """A database of these tests' own: a bridge serves every subscription in progress,
+    and other tests' processes leave some behind in the session's database."""
+    with postgres_database() as url:
+        yield url
+
+
 @pytest.fixture
-def pandamq(services: tuple[str, str], tmp_path: Path) -> Iterator[Pandamq]:
-    p = Pandamq(*services, tmp_path)
+def pandamq(services: tuple[str, str], database_url: str, tmp_path: Path) -> Iterator[Pandamq]:
+    p = Pandamq(services[0], database_url, tmp_path)
     p.env |= ENV
     p.run("db", "upgrade")
     yield p
@@ -119,8 +128,8 @@ def brokers(p: Pandamq, n: int) -> list[Served]:
 def test_three_broker_processes_run_each_duty_once_per_period(
     pandamq: Pandamq, engine: Engine
 ) -> None:
-    # Given three broker processes on one database, each duty due every second (the
-    # session's database: earlier tests' processes may have taken turns already)
+    # Given three broker processes on one database, each duty due every second (earlier
+    # tests' processes may have taken turns already)
     earlier = runs(engine)
     three = brokers(pandamq, 3)
     wait_for(lambda: set(DUTIES) <= set(runs(engine)), what="every duty run once")
@@ -205,7 +214,7 @@ def states_at(engine: Engine, site: str) -> dict[str, str]:
         return {r.dataset: r.state for r in rows}
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 def test_two_ddm_bridges_copy_each_file_of_a_subscription_once(
     pandamq: Pandamq, engine: Engine
 ) -> None:
@@ -213,15 +222,19 @@ def test_two_ddm_bridges_copy_each_file_of_a_subscription_once(
     bridges = [Served(pandamq, "ddm") for _ in range(2)]
     for b in bridges:
         b.service.wait_logged("ddm bridge ready")
-    # When 8 datasets of 5 files each are subscribed to a site
-    target = subscribe(pandamq, engine, files=5, datasets=8)
-    # Then every subscription is done, and 40 copies were made in all
-    wait_for(lambda: set(states_at(engine, target).values()) == {"done"}, what="subscriptions done")
-    wait_for(lambda: copies(bridges) >= 40, what="both bridges' counts")
-    assert copies(bridges) == 40
+    # When 6 datasets of 4 files each are subscribed to a site
+    target = subscribe(pandamq, engine, files=4, datasets=6)
+    # Then every subscription is done, and 24 copies were made in all
+    wait_for(
+        lambda: set(states_at(engine, target).values()) == {"done"},
+        timeout_s=120,
+        what="subscriptions done",
+    )
+    wait_for(lambda: copies(bridges) >= 24, what="both bridges' counts")
+    assert copies(bridges) == 24
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 def test_a_killed_bridges_subscriptions_are_taken_over_within_the_lease(
     pandamq: Pandamq, engine: Engine
 ) -> None:
@@ -230,7 +243,7 @@ def test_a_killed_bridges_subscriptions_are_taken_over_within_the_lease(
     bridges = [Served(pandamq, "ddm") for _ in range(2)]
     for b in bridges:
         b.service.wait_logged("ddm bridge ready")
-    target = subscribe(pandamq, engine, files=4, datasets=6)
+    target = subscribe(pandamq, engine, files=3, datasets=4)
     # When a bridge serving some of them is killed with SIGKILL mid-copy
     t = subscriptions_table
 
@@ -238,7 +251,9 @@ def test_a_killed_bridges_subscriptions_are_taken_over_within_the_lease(
         with transaction(engine) as conn:
             return set(conn.scalars(select(t.c.bridge).where(t.c.site == target)))
 
-    serving = wait_for(lambda: {h for h in served_by() if h}, what="subscriptions served")
+    serving = wait_for(
+        lambda: {h for h in served_by() if h}, timeout_s=60, what="subscriptions served"
+    )
     victim = next(b for b in bridges if b.pid in {holder_pid(h) for h in serving})
     os.kill(victim.pid, signal.SIGKILL)
     victim.service.wait(10)

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, func, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import bindparam
 
 from broker import topology
@@ -183,8 +184,11 @@ def _see_pilots(
     known = {row.id for row in conn.execute(select(pilots.c.id).where(pilots.c.id.in_(latest)))}
     new = [r for pid, r in latest.items() if pid not in known]
     if new:
+        # Another broker process may be recording the same new pilot (its claims to two
+        # sites' queues, in two batches): its row is kept, and counted on below.
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         conn.execute(
-            insert(pilots),
+            dialect.insert(pilots).on_conflict_do_nothing(index_elements=[pilots.c.id]),
             [
                 {
                     "id": r.pilot_id,

@@ -57,7 +57,7 @@ class Duties:
         ``interval_s`` ago, or its holder died); what it handled (0 if not taken)."""
         t = now()
         with transaction(self._engine) as conn:
-            if not leases.take(conn, duty, self.holder, t, t + self._lease):
+            if not leases.take(conn, duty, self.holder, t, t + self._lease, period_s=interval_s):
                 return 0
         DUTY_RUNS.labels(duty=duty).inc()
         try:
@@ -65,16 +65,18 @@ class Duties:
         except BaseException:
             self._free(duty)
             raise
+        ended = now()
         with transaction(self._engine) as conn:
-            leases.give_back(conn, duty, self.holder, now() + timedelta(seconds=interval_s))
+            leases.give_back(conn, duty, self.holder, ended, ended + timedelta(seconds=interval_s))
         return handled
 
     def _free(self, duty: str) -> None:
         """A pass that failed: the duty is free at once, for the next try of any process;
         if the database cannot be reached, the lease runs out by itself."""
         try:
+            t = now()
             with transaction(self._engine) as conn:
-                leases.give_back(conn, duty, self.holder, now())
+                leases.give_back(conn, duty, self.holder, t, t)
         except PandaMQError as exc:
             log.info("duty %s left to its lease's end: %s", duty, exc)
 

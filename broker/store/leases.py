@@ -12,7 +12,7 @@ on SQLite too (its writers take turns).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import Connection, select, update
@@ -23,13 +23,25 @@ from broker.store.schema import leases
 
 
 def take(
-    conn: Connection, name: str, holder: str, at: datetime, until: datetime, renew: bool = False
+    conn: Connection,
+    name: str,
+    holder: str,
+    at: datetime,
+    until: datetime,
+    renew: bool = False,
+    period_s: float | None = None,
 ) -> bool:
     """Take lease ``name`` for ``holder`` until ``until`` if it is free at ``at`` (with
-    ``renew``: or held by ``holder`` already); whether it was taken."""
+    ``renew``: or held by ``holder`` already; with ``period_s``: or given back that long
+    ago, whatever time its last holder gave it back until); whether it was taken."""
     free = leases.c.until <= at
     if renew:
         free = free | (leases.c.holder == holder)
+    if period_s is not None:
+        # A process with a shorter period than the last holder's (a deployment's
+        # settings changing, one process at a time) need not wait for the longer one.
+        ended = leases.c.given_at.is_not(None) & (leases.c.given_at >= leases.c.taken_at)
+        free = free | (ended & (leases.c.given_at <= at - timedelta(seconds=period_s)))
     stmt = select(leases.c.name).where(leases.c.name == name, free)
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
@@ -55,11 +67,13 @@ def _first(conn: Connection, name: str, holder: str, at: datetime, until: dateti
     return conn.execute(stmt).first() is not None
 
 
-def give_back(conn: Connection, name: str, holder: str, until: datetime) -> bool:
-    """Keep ``holder``'s lease ``name`` only until ``until`` (the next turn of a periodic
-    duty); False if ``holder`` no longer held it."""
+def give_back(conn: Connection, name: str, holder: str, at: datetime, until: datetime) -> bool:
+    """``holder`` gives its lease ``name`` back at ``at``, keeping it only until ``until``
+    (the next turn of a periodic duty); False if ``holder`` no longer held it."""
     stmt = (
-        update(leases).where(leases.c.name == name, leases.c.holder == holder).values(until=until)
+        update(leases)
+        .where(leases.c.name == name, leases.c.holder == holder)
+        .values(until=until, given_at=at)
     )
     return bool(conn.execute(stmt).rowcount)
 

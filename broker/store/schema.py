@@ -352,4 +352,6 @@ leases = Table(
     Column("until", Time, nullable=False),
     Column("runs", BigInteger, nullable=False, server_default=text("0")),
     Column("taken_at", Time, nullable=False),
+    # When its holder last gave it back (a turn of periodic work that ended).
+    Column("given_at", Time),
 )

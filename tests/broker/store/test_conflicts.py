@@ -9,6 +9,7 @@ and real row locks.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +21,10 @@ from sqlalchemy import Connection, Engine, select
 from broker.errors import TransactionConflict
 from broker.messaging import consumer
 from broker.messaging.consumer import Handler, Incoming
-from broker.protocol import JobSpec
+from broker.protocol import ClaimReply, ClaimRequest, JobSpec
 from broker.service import retries, throttle
 from broker.service.activation import release
+from broker.service.claims import _see_pilots
 from broker.service.retries import Failure
 from broker.service.throttle import Limits
 from broker.states import JobState
@@ -31,7 +33,7 @@ from broker.store.clock import now
 from broker.store.engine import open_engine, transaction
 from broker.store.jobs import load
 from broker.store.migrate import upgrade
-from broker.store.schema import jobs
+from broker.store.schema import jobs, pilots
 from broker.store.transitions import Change
 from tests.broker.service.jobs import jobs_in, row
 
@@ -163,3 +165,33 @@ def test_a_release_skips_a_site_another_transaction_is_activating_at(pg: Engine)
     with transaction(pg) as conn:
         assert release(conn, now(), limits, {site}) == 3
     assert {row(pg, i)["state"] for i in ids} == {"activated"}
+
+
+def test_two_brokers_recording_the_same_new_pilot_both_commit(pg: Engine) -> None:
+    # Given a new pilot whose claims of jobs at two sites reach two broker processes
+    pilot = f"pilot-{uuid.uuid4().hex[:12]}"
+    sites = [f"SITE_{uuid.uuid4().hex[:8].upper()}" for _ in range(2)]
+    for site in sites:
+        jobs_in(pg, S.RUNNING, site=site)
+    requests = [ClaimRequest("j", 1, pilot, site, "reply") for site in sites]
+    granted = ClaimReply("j", 1, granted=True)
+    first_recorded = threading.Event()
+
+    def first() -> None:
+        with transaction(pg) as conn:
+            _see_pilots(conn, [requests[0]], [granted], now())
+            first_recorded.set()
+            # (the second records the pilot meanwhile, not seeing this row yet)
+            time.sleep(1)
+
+    def second() -> None:
+        assert first_recorded.wait(BARRIER_TIMEOUT_S)
+        with transaction(pg) as conn:
+            _see_pilots(conn, [requests[1]], [granted], now())
+
+    # When both record it at once
+    together(first, second)
+    # Then both committed (neither failed on the pilot's key), counting both claims
+    with transaction(pg) as conn:
+        claimed = conn.execute(select(pilots.c.jobs_claimed).where(pilots.c.id == pilot))
+        assert claimed.scalar_one() == 2

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("until", sa.DateTime(timezone=True), nullable=False),
         sa.Column("runs", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("given_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_leases")),
     )
     with op.batch_alter_table("subscriptions", schema=None) as batch_op:
