@@ -53,7 +53,7 @@ CHAOS_TIMEOUT_S = (
     + TEARDOWN_S
 )
 
-#: About 7 minutes on this machine under others' load: run with ``-m long``.
+#: 4 to 7 minutes on this machine, by others' load: run with ``-m long``.
 pytestmark = [pytest.mark.services, pytest.mark.long, pytest.mark.timeout(CHAOS_TIMEOUT_S)]
 
 #: Short timeouts, so that attempts cut off by a kill are failed and retried quickly.
