@@ -33,6 +33,9 @@ class Settings:
 
     broker_url: str = LOCAL_RABBITMQ
     database_url: str = dataclasses.field(default_factory=default_database_url)
+    #: A streaming replica of the database that the web monitor and the submitter's
+    #: list queries read; empty: they read ``database_url``.
+    database_replica_url: str = ""
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -199,6 +202,10 @@ class Settings:
             caps.setdefault(user.strip(), {})[cap.strip()] = int(value)
         return caps
 
+    def reading_url(self) -> str:
+        """The database that read-only pages and lists may read: the replica, if any."""
+        return self.database_replica_url or self.database_url
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed; ``None`` values are ignored."""
         given = {k: v for k, v in changes.items() if v is not None}
@@ -329,11 +336,9 @@ def _check(settings: Settings) -> None:
             "the same for every node"
         )
     _check_login(settings)
-    db_scheme = settings.database_url.split("://", 1)[0].split("+", 1)[0]
-    if db_scheme not in {"sqlite", "postgresql"}:
-        raise ConfigError(
-            f"database_url {settings.database_url!r}: scheme must be sqlite or postgresql"
-        )
+    _check_database_url("database_url", settings.database_url)
+    if settings.database_replica_url:
+        _check_database_url("database_replica_url", settings.database_replica_url)
     if settings.queue_type not in {"classic", "quorum"}:
         raise ConfigError(f"queue_type must be classic or quorum, got {settings.queue_type!r}")
     if settings.batch_size < 1 or settings.publish_window < 1:
@@ -365,6 +370,12 @@ def _check_login(settings: Settings) -> None:
             "broker_url has a password and broker_token_file is set: the token is the "
             "password, leave the user and password out of the URL"
         )
+
+
+def _check_database_url(name: str, url: str) -> None:
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme not in {"sqlite", "postgresql"}:
+        raise ConfigError(f"{name} {url!r}: scheme must be sqlite or postgresql")
 
 
 def _check_tuning(settings: Settings) -> None:

@@ -110,9 +110,10 @@ def settings(ctx: click.Context, **overrides: Any) -> Settings:
     return Settings.load(obj.get("config"), **merged, **overrides)
 
 
-def database(s: Settings) -> Engine:
-    """An engine on a database that has the current schema; closed when the command ends."""
-    engine = open_engine(s.database_url, create=False)
+def database(s: Settings, url: str | None = None) -> Engine:
+    """An engine on a database (``database_url``, or ``url``) that has the current schema;
+    closed when the command ends."""
+    engine = open_engine(url or s.database_url, create=False)
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.call_on_close(engine.dispose)

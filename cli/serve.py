@@ -62,7 +62,12 @@ def serve(
     )
     setup_logging(s.log_level, s.log_format)
     stop = stop_on_signals()
-    monitor = start_monitor(s, database(s)) if service == "monitor" or with_monitor else None
+    # The monitor only reads: it may read a replica (database_replica_url).
+    monitor = (
+        start_monitor(s, database(s, s.reading_url()))
+        if service == "monitor" or with_monitor
+        else None
+    )
     services = Services(stop)
     try:
         if service != "monitor":

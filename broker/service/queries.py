@@ -2,8 +2,12 @@
 batches on a connection and a thread of their own, so that a burst of queries
 never holds up the claims and events of the broker service's loop.
 
-A batch is read in one transaction; each query is authorised by the identity
-RabbitMQ validated (``user_id``) and answered on its ``reply_to``.
+A batch is read in one transaction per database; each query is authorised by the
+identity RabbitMQ validated (``user_id``) and answered on its ``reply_to``. With a
+``database_replica_url``, lists and the data catalogue are read on the replica; a
+job, its log, a task and a follower's catch-up (``states``) are read on the primary,
+since the submitter acts on them at once (a catch-up behind the replica's lag would
+miss an ending published meanwhile).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from broker.reconnect import Backoff, until_stopped
 from broker.security import identity, senders
 from broker.service.reading import Asker, Reader
 from broker.settings import Settings
-from broker.store.engine import transaction
+from broker.store.engine import open_engine, transaction
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +46,39 @@ def error_kind(exc: PermanentError | BadInput) -> ErrorKind:
     return "bad_input" if isinstance(exc, BadInput) else "failed"
 
 
-class QueryHandler:
-    """Answers a batch of queries from one read transaction."""
+#: The queries a replica may answer: lists and the data catalogue, which may lag.
+REPLICA_QUERIES = frozenset({"jobs", "tasks", "errors", "datasets", "dataset"})
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+
+def replica_engine(settings: Settings) -> Engine | None:
+    """An engine on ``database_replica_url``, if one is set."""
+    url = settings.database_replica_url
+    return open_engine(url, create=False) if url else None
+
+
+class QueryHandler:
+    """Answers a batch of queries: those a replica may answer from one read transaction
+    on it, the others from one on the primary."""
+
+    def __init__(self, engine: Engine, settings: Settings, replica: Engine | None = None) -> None:
         self._engine = engine
+        self._replica = replica
         self._settings = settings
 
     def __call__(self, batch: list[Incoming[Query]]) -> None:
         """Answer each query the sender may ask; refuse the others with the rule."""
         allowed = senders.allowed(batch, "query", lambda i: senders.api_refusal(i.user_id))
-        with transaction(self._engine) as conn:
+        if self._replica is None:
+            self._answer(self._engine, allowed)
+            return
+        lagging = [i for i in allowed if i.message.what in REPLICA_QUERIES]
+        self._answer(self._replica, lagging)
+        self._answer(self._engine, [i for i in allowed if i.message.what not in REPLICA_QUERIES])
+
+    def _answer(self, engine: Engine, allowed: list[Incoming[Query]]) -> None:
+        if not allowed:
+            return
+        with transaction(engine) as conn:
             reader = Reader(conn, self._settings)
             for incoming in allowed:
                 asker = Asker.of(self._settings, str(incoming.user_id))
@@ -67,9 +93,10 @@ class QueryHandler:
 class QueryService:
     """Consumes ``pandamq.queries`` until stopped, waiting out outages."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, engine: Engine, replica: Engine | None = None) -> None:
         self._settings = settings
         self._engine = engine
+        self._replica = replica
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         """Serve until ``stop`` is set."""
@@ -90,12 +117,28 @@ class QueryService:
             consumer = BatchConsumer(
                 connection, publisher, s.batch_size, max_bytes=s.max_message_bytes
             )
-            consumer.add(queue, Query, QueryHandler(self._engine, s), max_bytes=MAX_QUERY_BYTES)
+            consumer.add(
+                queue,
+                Query,
+                QueryHandler(self._engine, s, self._replica),
+                max_bytes=MAX_QUERY_BYTES,
+            )
             backoff.succeeded()
             if ready is not None:
                 ready.set()
             while not stop.is_set():
                 consumer.poll(s.poll_interval_s)
+
+
+def run_in_thread(settings: Settings, engine: Engine, stop: threading.Event) -> None:
+    """Run the query service in this thread until ``stop`` is set, on ``engine`` and the
+    replica, if one is set."""
+    replica = replica_engine(settings)
+    try:
+        QueryService(settings, engine, replica).run(stop)
+    finally:
+        if replica is not None:
+            replica.dispose()
 
 
 #: How much lower than the broker's the query process's CPU priority is (nice).
@@ -136,7 +179,6 @@ def _child(settings: Settings, failures: Any, parent: int) -> None:
     """The query process: serve until SIGTERM (from the parent, or its process group),
     or until the parent is gone."""
     from broker.observability import logs
-    from broker.store.engine import open_engine
 
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it, after Ctrl-C too
@@ -154,9 +196,13 @@ def _child(settings: Settings, failures: Any, parent: int) -> None:
 
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()
     engine = open_engine(settings.database_url, create=False)
+    replica = None
     try:
-        QueryService(settings, engine).run(stop)
+        replica = replica_engine(settings)
+        QueryService(settings, engine, replica).run(stop)
     except errors.PandaMQError as exc:
         failures.put((type(exc).__name__, str(exc)))
     finally:
         engine.dispose()
+        if replica is not None:
+            replica.dispose()

@@ -25,7 +25,7 @@ from broker.service.commands import CommandHandler
 from broker.service.duties import Duties, attempts_every
 from broker.service.events import EventHandler
 from broker.service.fairshare import UserPriorities
-from broker.service.queries import QueryService, run_in_process
+from broker.service.queries import run_in_process, run_in_thread
 from broker.service.rebrokerage import Rebrokerage
 from broker.service.relay import OutboxRelay
 from broker.service.submission import SubmissionHandler
@@ -85,7 +85,7 @@ class BrokerService:
                 if self._settings.query_process and not is_memory(self._settings.broker_url):
                     run_in_process(self._settings, stop)
                 else:
-                    QueryService(self._settings, self._engine).run(stop)
+                    run_in_thread(self._settings, self._engine, stop)
             except BaseException as exc:  # raised again by run(), in the caller's thread
                 failed.append(exc)
                 stop.set()

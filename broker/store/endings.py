@@ -43,8 +43,11 @@ def noted(conn: Connection, job_ids: Iterable[str]) -> None:
 
 
 def forget(conn: Connection) -> None:
-    """Drop what was noted (the transaction rolled back)."""
-    conn.info.pop(_NOTED, None)
+    """Drop what was noted (the transaction rolled back). A connection lost in the
+    transaction has nothing to drop (its ``info`` went with it), and asking it for
+    ``info`` would raise, hiding the error that lost it."""
+    if not conn.invalidated:
+        conn.info.pop(_NOTED, None)
 
 
 def flush(conn: Connection, now: datetime) -> None:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from psycopg.pq import ConnStatus
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
@@ -96,10 +97,17 @@ def transaction(engine: Engine) -> Iterator[Connection]:
         # the statement's own (integrity, data), and go up as they are.
         if not isinstance(exc, OperationalError) and not exc.connection_invalidated:
             raise
-        where = engine.url.render_as_string()
-        if not exc.connection_invalidated and not _transient(exc) and _answers(engine):
+        if not is_outage(exc, engine):
+            where = engine.url.render_as_string()
             raise StatementFailed(f"database {where} failed a statement: {exc.orig}") from exc
         raise connection_error(exc, engine) from exc
+
+
+def is_outage(exc: DBAPIError, engine: Engine) -> bool:
+    """Whether an OperationalError (or a lost connection) is the database's, to wait out,
+    rather than the statement's: a connection lost or never made, an error that passes,
+    or a database that does not answer now."""
+    return exc.connection_invalidated or _transient(exc) or not _answers(engine)
 
 
 #: What PostgreSQL says when it refuses a connection for a reason waiting cannot fix,
@@ -150,11 +158,23 @@ TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58", "XX")
 TRANSIENT_SQLITE_WORDS = ("locked", "busy", "disk i/o", "unable to open")
 
 
+def _connection_not_made(exc: DBAPIError) -> bool:
+    """Whether libpq failed to make (or keep) the connection: its error has no SQLSTATE
+    but a connection whose status is not OK (a client-side error on a live connection,
+    such as too many parameters, has none)."""
+    pgconn = getattr(exc.orig, "pgconn", None)
+    return pgconn is not None and pgconn.status != ConnStatus.OK
+
+
 def _transient(exc: DBAPIError) -> bool:
     """Whether an OperationalError may pass by itself (rather than be the statement's)."""
     sqlstate = _sqlstate(exc)
     if sqlstate:
         return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+    if _connection_not_made(exc):
+        # e.g. only a read-only standby answered a read-write URL while a replica was
+        # being promoted: the next attempt, a moment later, may find the new primary.
+        return True
     text = str(exc.orig).lower()
     return any(word in text for word in TRANSIENT_SQLITE_WORDS)
 

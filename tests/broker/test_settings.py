@@ -30,6 +30,7 @@ def test_environment_wins_over_toml_and_flags_win_over_both(tmp_path: Path) -> N
     [
         ({"PANDAMQ_BROKER_URL": "http://x"}, "scheme must be memory, amqp or amqps"),
         ({"PANDAMQ_DATABASE_URL": "mysql://x"}, "scheme must be sqlite or postgresql"),
+        ({"PANDAMQ_DATABASE_REPLICA_URL": "mysql://x"}, "database_replica_url .* postgresql"),
         ({"PANDAMQ_BATCH_SIZE": "many"}, "batch_size must be a number"),
         ({"PANDAMQ_QUEUE_TYPE": "stream"}, "queue_type must be classic or quorum"),
     ],
@@ -37,6 +38,13 @@ def test_environment_wins_over_toml_and_flags_win_over_both(tmp_path: Path) -> N
 def test_bad_settings_are_refused(env: dict[str, str], says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         Settings.load(environ=env)
+
+
+def test_reads_go_to_the_replica_when_one_is_set() -> None:
+    primary = "postgresql+psycopg://pandamq@pg1/pandamq"
+    replica = "postgresql+psycopg://pandamq@pg2/pandamq"
+    assert Settings(database_url=primary).reading_url() == primary
+    assert Settings(database_url=primary, database_replica_url=replica).reading_url() == replica
 
 
 def test_unknown_or_broken_toml_is_refused(tmp_path: Path) -> None:

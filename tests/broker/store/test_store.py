@@ -5,20 +5,22 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError
 
 from broker.errors import DatabaseRefused, DatabaseUnavailable, SchemaMissing, StatementFailed
 from broker.messaging.publisher import Outgoing
 from broker.metrics import ILLEGAL_TRANSITIONS
 from broker.protocol import JobSpec
 from broker.states import JobState
-from broker.store import outbox, transitions
+from broker.store import endings, outbox, transitions
 from broker.store.bulk import update_each
 from broker.store.clock import now
-from broker.store.engine import open_engine, transaction
+from broker.store.engine import is_outage, open_engine, transaction
 from broker.store.jobs import get_job, insert_defined
 from broker.store.migrate import current_revision, head_revision, require_current, upgrade
 from broker.store.schema import job_transitions, jobs, metadata
@@ -126,6 +128,47 @@ def test_a_database_server_that_does_not_answer_is_an_outage_to_wait_out() -> No
     with pytest.raises(DatabaseUnavailable, match="cannot reach the database"):
         require_current(engine)
     engine.dispose()
+
+
+@pytest.mark.services
+def test_a_connection_lost_in_a_transaction_is_an_outage_to_wait_out(
+    services: tuple[str, str],
+) -> None:
+    # Given a transaction on PostgreSQL that has noted a job's ending
+    engine = open_engine(services[1])
+    upgrade(engine)
+    try:
+        with pytest.raises(DatabaseUnavailable), transaction(engine) as conn:
+            endings.noted(conn, ["lost-1"])
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            # When its session is ended under it (a failover, a restart), mid-transaction
+            with engine.connect() as other:
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+            conn.exec_driver_sql("SELECT 1")
+        # Then it is an outage to wait out (it was SQLAlchemy's PendingRollbackError, which
+        # ended the DDM bridge that met it), and the next transaction works
+        with transaction(engine) as conn:
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.services
+def test_a_connection_not_made_is_an_outage_even_when_the_database_answers_again(
+    services: tuple[str, str],
+) -> None:
+    # Given the error libpq gives a connection it could not make (no SQLSTATE)
+    with pytest.raises(psycopg.OperationalError) as failed:
+        psycopg.connect("postgresql://postgres@127.0.0.1:1/postgres", connect_timeout=5)
+    assert failed.value.sqlstate is None
+    lost = OperationalError(None, None, failed.value)
+    # When the database answers a moment later (the replica was just promoted)
+    engine = open_engine(services[1])
+    try:
+        # Then the error is an outage to wait out, not a statement that failed
+        assert is_outage(lost, engine)
+    finally:
+        engine.dispose()
 
 
 def test_an_illegal_change_is_refused_counted_and_not_applied(engine: Engine) -> None:
