@@ -418,15 +418,18 @@ def _table_header(cls: type[M], label: str, names: Any) -> dict[str, Any]:
 def _check_column(label: str, name: str, hint: Any, column: Sequence[Any]) -> None:
     """Every value of ``column`` fits ``hint``; else ``SpecError`` for the first that does not."""
     allowed = _cell_types(hint)
-    if allowed is not None and set(map(type, column)) <= allowed and _in_range(column):
-        return
+    if allowed is not None:
+        found = set(map(type, column))
+        if found <= allowed and (int not in found or _in_range(column)):
+            return
     for n, value in enumerate(column):
         _convert(label, f"rows[{n}].{name}", hint, value)
 
 
 def _in_range(column: Sequence[Any]) -> bool:
-    """No integer of ``column`` is beyond ``MAX_INTEGER`` (the others are not integers)."""
-    return max((abs(v) for v in column if type(v) is int), default=0) <= MAX_INTEGER
+    """No integer of ``column``, a column of integers and nulls, is beyond ``MAX_INTEGER``."""
+    numbers = [v for v in column if v is not None]
+    return not numbers or (max(numbers) <= MAX_INTEGER and min(numbers) >= -MAX_INTEGER)
 
 
 @functools.cache
