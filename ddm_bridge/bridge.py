@@ -56,6 +56,8 @@ class DDMBridge:
         #: Subscriptions in progress that this bridge gave to the backend.
         self._asked: set[tuple[str, str]] = set()
         self._duties = Duties(engine, settings, "ddm")
+        #: The schema was found current: there may be holds to let go of at the end.
+        self._ran = False
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         """Serve until ``stop`` is set, waiting out database outages."""
@@ -68,6 +70,8 @@ class DDMBridge:
         log.info("ddm bridge stopped")
 
     def _let_go_if_up(self) -> None:
+        if not self._ran:  # never served (a database without the schema): nothing held
+            return
         try:
             self.let_go()
         except RecoverableError as exc:
@@ -75,6 +79,7 @@ class DDMBridge:
 
     def _run(self, stop: threading.Event, ready: threading.Event | None, backoff: Backoff) -> None:
         require_current(self._engine)
+        self._ran = True
         self.resume()
         backoff.succeeded()
         log.info("ddm bridge ready")
