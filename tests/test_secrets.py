@@ -77,10 +77,14 @@ def test_a_password_on_the_command_line_is_warned_about_and_never_printed() -> N
     assert PASSWORD not in result.output
 
 
-def test_a_slurm_script_exporting_the_broker_url_is_its_owners_alone(tmp_path: Path) -> None:
+def test_a_slurm_script_exporting_the_broker_url_is_its_owners_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given a factory whose pilots log in with a password
     settings = Settings(broker_url=URL, work_dir=str(tmp_path))
-    # When it writes a pilot's batch script (on a host without sbatch, which then fails)
+    # When it writes a pilot's batch script (where no sbatch is on the PATH, even on a
+    # host with Slurm, so the submission fails after the script is written)
+    monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ConfigError, match="sbatch not found"):
         SlurmSubmitter(settings).submit(SlotShape("SITE_A", "SCORE", 1, 2000, 3600), ["p1"])
     # Then the script, which exports the URL, is readable by its owner only
