@@ -93,12 +93,19 @@ def activate(
     return _activate(conn, go, S.ASSIGNED, why, now)
 
 
-def release(conn: Connection, now: datetime, limits: Limits, site_names: Iterable[str] = ()) -> int:
+def release(
+    conn: Connection,
+    now: datetime,
+    limits: Limits,
+    site_names: Iterable[str] = (),
+    skip_locked: bool = False,
+) -> int:
     """``throttled → activated`` as sites' queues drain, by shares then priority; how many.
 
-    Only the named sites, or every site with throttled jobs when none is named.
+    Only the named sites, or every site with throttled jobs when none is named; with
+    ``skip_locked`` not the sites another transaction is activating at.
     """
-    rows, use = throttle.next_throttled(conn, limits, site_names)
+    rows, use = throttle.next_throttled(conn, limits, site_names, skip_locked)
     go, _ = throttle.split(conn, rows, limits, use)
     return _activate(conn, go, S.THROTTLED, "the site's queue has room", now)
 

@@ -71,7 +71,7 @@ class Rebrokerage:
             moved = self._rebroker(conn, _stranded(conn, t, self._settings.rebrokerage_idle_s), t)
             moved += backoff.set_up_due(conn, t, self._limits)
             self._scouting.review(conn, scouting_tasks(conn), t)
-            return changed + moved + release(conn, t, self._limits)
+            return changed + moved + release(conn, t, self._limits, skip_locked=True)
 
     def _rebroker(self, conn: Connection, rows: list[tuple[RowMapping, str]], t: datetime) -> int:
         if not rows:

@@ -189,21 +189,24 @@ def _caps(conn: Connection, limits: Limits) -> UserCaps | None:
 
 
 def next_throttled(
-    conn: Connection, limits: Limits, site_names: Iterable[str] = ()
+    conn: Connection, limits: Limits, site_names: Iterable[str] = (), skip_locked: bool = False
 ) -> tuple[list[Row], dict[str, SiteUse]]:
     """The throttled jobs that could be activated now: for each site with room, as many
     of each activity's first ones (priority, then age) as there is room; and what
-    each of those sites holds, counted with the sites locked (for :func:`split`)."""
+    each of those sites holds, counted with the sites locked (for :func:`split`).
+    With ``skip_locked``, a site another transaction holds is left out, not waited for."""
     stmt = select(jobs.c.site, jobs.c.activity).where(jobs.c.state == S.THROTTLED).distinct()
     wanted = set(site_names)
     if wanted:
         stmt = stmt.where(jobs.c.site.in_(wanted))
     # Locked before the jobs are picked, so that a second broker process never picks
-    # the same jobs; a site another process is activating at is skipped, not waited
-    # for: that process releases there now, and the next claim there (or the periodic
-    # release) sees what it left.
+    # the same jobs. The release after claims waits for a site another transaction
+    # holds: that one counted the site's queue before these claims made room in it,
+    # so skipping would leave the room empty until the next claim, and a job of lower
+    # priority already queued would be claimed before a higher one still throttled.
+    # The periodic release skips it (``skip_locked``): the claims' release follows.
     found = list(conn.execute(stmt))
-    with_throttled = lock_sites(conn, {site for site, _ in found}, skip_locked=True)
+    with_throttled = lock_sites(conn, {site for site, _ in found}, skip_locked=skip_locked)
     pairs = [(site, activity) for site, activity in found if site in with_throttled]
     use = site_use(conn, with_throttled)
     rows: list[Row] = []

@@ -146,7 +146,9 @@ def test_a_batch_that_loses_a_deadlock_is_handled_again_in_place(pg: Engine) -> 
     assert [b[0].refused for b in batches] == [None, None]
 
 
-def test_a_release_skips_a_site_another_transaction_is_activating_at(pg: Engine) -> None:
+def test_the_periodic_release_skips_a_site_another_transaction_is_activating_at(
+    pg: Engine,
+) -> None:
     # Given three throttled jobs at a site with room for them
     site = f"SITE_{uuid.uuid4().hex[:8].upper()}"
     ids = jobs_in(pg, S.ASSIGNED, count=3, site=site)
@@ -156,11 +158,11 @@ def test_a_release_skips_a_site_another_transaction_is_activating_at(pg: Engine)
     # When another transaction holds the site (a broker process activating there)
     with transaction(pg) as other:
         assert throttle.lock_sites(other, [site]) == {site}
-        # Then a release at the site does not wait for it (a wait would end in an error
-        # after the lock timeout) and leaves the site's jobs to it
+        # Then the periodic release (skip_locked) does not wait for it (a wait would end
+        # in an error after the lock timeout) and leaves the site's jobs to it
         with transaction(pg) as conn:
             conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
-            assert release(conn, now(), limits, {site}) == 0
+            assert release(conn, now(), limits, {site}, skip_locked=True) == 0
     # And once that transaction ended, a release activates them
     with transaction(pg) as conn:
         assert release(conn, now(), limits, {site}) == 3
