@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import Connection, Engine, bindparam, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ def refresh(engine: Engine) -> list[str]:
     try:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             return _analyse_if_first(conn)
-    except DBAPIError as exc:
+    except SQLAlchemyError as exc:
+        # (also PendingRollbackError: the unlock on a connection the database dropped
+        # mid-ANALYZE; the advisory lock went with that session)
         log.warning("could not refresh the planner's statistics: %s", " ".join(str(exc).split()))
         return []
 
