@@ -18,7 +18,7 @@ import re
 import time
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
@@ -354,14 +354,12 @@ def decode(cls: type[M], data: Any) -> M:
     if not isinstance(data, dict):
         raise SpecError(f"{label}: expected a JSON object, got {_json_type(data)}")
     hints, known = _shape(cls)
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise SpecError(f"{label}: unknown field(s) {', '.join(map(repr, unknown))}")
+    _refuse_unknown(label, data, known)
     values = {}
     for name, f in known.items():
         if name in data:
             values[name] = _convert(label, name, hints[name], data[name])
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        elif _required(f):
             raise SpecError(f"{label}: missing required field {name!r}")
     message = cls(**values)
     check = getattr(message, "check", None)
@@ -403,16 +401,23 @@ def _table_header(cls: type[M], label: str, names: Any) -> dict[str, Any]:
     hints, known = _shape(cls)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise SpecError(f"{label} table: 'fields' must be an array of strings")
-    unknown = sorted(set(names) - set(known))
-    if unknown:
-        raise SpecError(f"{label}: unknown field(s) {', '.join(map(repr, unknown))}")
+    _refuse_unknown(label, names, known)
     if len(set(names)) != len(names):
         raise SpecError(f"{label} table: a field is named twice in {names!r}")
     for name, f in known.items():
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and name not in names:
+        if _required(f) and name not in names:
             raise SpecError(f"{label}: missing required field {name!r}")
     return hints
+
+
+def _refuse_unknown(label: str, names: Iterable[str], known: Mapping[str, Any]) -> None:
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise SpecError(f"{label}: unknown field(s) {', '.join(map(repr, unknown))}")
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _check_column(label: str, name: str, hint: Any, column: Sequence[Any]) -> None:
