@@ -234,7 +234,7 @@ def summaries(conn: Connection, ids: Iterable[str]) -> list[tuple[Any, ...]]:
     columns = public_columns()
     for start in range(0, len(wanted), 500):
         stmt = select(*columns).where(jobs.c.id.in_(wanted[start : start + 500]))
-        found += [tuple(row) for row in conn.execute(stmt)]
+        found += [tuple(row) for row in conn.execute(stmt).all()]
     return found
 
 
