@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from amqp import Message
-from amqp.exceptions import AccessRefused, AMQPError
+from amqp.exceptions import AccessRefused, AMQPError, NotFound
 
 from broker import topology
 from broker.client import Client
@@ -194,6 +194,41 @@ def test_a_pilot_that_purges_its_sites_queue_loses_no_job(deployment: Deployment
 
 def _redispatched(site: str) -> float:
     return REDISPATCHED.labels(site=site)._value.get()  # type: ignore[no-any-return]
+
+
+def test_a_message_moved_from_a_queue_of_an_old_name_keeps_its_sender(
+    deployment: Deployment,
+) -> None:
+    # Given a claim pilot A1 forged as A2, left in the claims queue of its old name (only
+    # it bound, as before an upgrade)
+    d = deployment
+    a1 = identity.pilot_user(d.site, "A1")
+    claims = topology.Topology().claims_queue()
+    old = "pandamq.claims"
+    with connect(d.admin()) as connection:
+        channel = connection.default_channel
+        channel.queue_declare(old, durable=True, arguments=claims.queue_arguments)
+        channel.queue_bind(old, T.CLAIMS_EXCHANGE, T.CLAIMS_KEY)
+        channel.queue_unbind(claims.name, T.CLAIMS_EXCHANGE, T.CLAIMS_KEY)
+        try:
+            forged = ClaimRequest(uuid.uuid4().hex, 1, "A2", d.site, T.pilot_address(d.site, "A1"))
+            publish(d.as_(a1), Outgoing(T.CLAIMS_EXCHANGE, T.CLAIMS_KEY, encode(forged)))
+            assert queue_depth(d.admin(), old) == 1
+        finally:
+            channel.queue_bind(claims.name, T.CLAIMS_EXCHANGE, T.CLAIMS_KEY)
+    # When a broker service starts and moves it to the claims queue
+    d.system.start_broker()
+    # Then it is refused as A1's, the sender RabbitMQ validated, not the service's
+    taken: list[str] = []
+
+    def refused() -> list[str] | None:
+        taken.extend(str(h[topology.REASON_HEADER]) for _, h in dead_letters(d.admin()))
+        return taken or None
+
+    wait_for(refused, timeout_s=capped(30), what="the moved claim refused")
+    assert taken == [f"{a1} is pilot A1 and may not claim as pilot A2"]
+    with connect(d.admin()) as connection, pytest.raises(NotFound):
+        connection.default_channel.queue_declare(old, passive=True)
 
 
 # What each role may do, written out by hand from the registry's intent
