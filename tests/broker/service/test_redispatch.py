@@ -15,6 +15,8 @@ from broker.messaging.connection import connect
 from broker.metrics import CLAIMS, REDISPATCHED
 from broker.protocol import JobSpec
 from broker.service.activation import dispatch
+from broker.service.redispatch import Redispatch
+from broker.service.redispatch import queue_depth as queue_depth_of
 from broker.service.throttle import COLUMNS
 from broker.settings import Settings
 from broker.store.engine import transaction
@@ -98,3 +100,34 @@ def test_a_second_dispatch_of_a_job_is_refused_at_its_claim(quick: System) -> No
     # And each job ran once, and stays finished
     _ran_once(quick, ids)
     assert _redispatched(site) == 0
+
+
+def test_a_queue_short_for_one_pass_only_is_left_alone(settings: Settings) -> None:
+    # Given two jobs in their site's queue, and the broker's own redispatch duty idle
+    system = System(settings.replace(watchdog_interval_s=3600.0))
+    try:
+        ids, site = _waiting(system, 2)
+        queue = topology.job_queue_name(site, "SCORE")
+        with connect(settings) as connection:
+            redispatch = Redispatch(
+                system.engine, settings.replace(redispatch_after_s=0.0), queue_depth_of(connection)
+            )
+            assert redispatch.check() == 0
+            # When a pilot holds one delivery while it claims (the queue one short), on
+            # one pass only
+            channel = connection.channel()
+            held = channel.basic_get(queue, no_ack=False)
+            assert held is not None
+            assert redispatch.check() == 0
+            channel.basic_reject(held.delivery_tag, requeue=True)
+            wait_for(lambda: queue_depth(system.settings, queue) == 2, what="the delivery back")
+            # Then nothing is dispatched again
+            assert redispatch.check() == 0
+            # But a queue found short on two passes in a row has its jobs dispatched again
+            connection.default_channel.queue_purge(queue)
+            assert redispatch.check() == 0
+            assert redispatch.check() == 2
+        wait_for(lambda: queue_depth(system.settings, queue) == 2, what="the jobs dispatched again")
+        assert set(system.states(ids).values()) == {"activated"}
+    finally:
+        system.close()
