@@ -34,7 +34,7 @@ MAX_QUERY_BYTES = 512 * 1024
 class Query:
     """A submitter asks the broker service to read something for it."""
 
-    QUEUE: ClassVar[str] = "pandamq.queries"
+    QUEUE: ClassVar[str] = "pandamq.service.queries"
     what: QueryKind
     id: str = ""
     site: str | None = None

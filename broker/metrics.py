@@ -67,6 +67,17 @@ REFUSED_SENDERS = Counter(
     "Messages refused because their sender (user_id) may not do what they ask.",
     ["kind"],
 )
+MESSAGES_MOVED = Counter(
+    "pandamq_messages_moved_total",
+    "Messages the broker service moved from a queue of an old name to its new one.",
+    ["queue"],
+)
+REDISPATCHED = Counter(
+    "pandamq_jobs_redispatched_total",
+    "Activated jobs published again because their site's queue had lost their dispatch "
+    "(a purge), by site.",
+    ["site"],
+)
 JOB_ERRORS = Counter(
     "pandamq_job_errors_total",
     "Failed job attempts, by site, error family and error code.",

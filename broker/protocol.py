@@ -73,7 +73,7 @@ class FileInfo:
 class JobSpec:
     """What a submitter asks to run; the body of a submission."""
 
-    QUEUE: ClassVar[str] = "pandamq.submit"
+    QUEUE: ClassVar[str] = "pandamq.service.submit"
     command: str
     id: str = ""
     site: str | None = None
@@ -134,7 +134,7 @@ class JobDispatch:
 class ClaimRequest:
     """A pilot asks to run the job it was delivered."""
 
-    QUEUE: ClassVar[str] = "pandamq.claims"
+    QUEUE: ClassVar[str] = "pandamq.service.claims"
     job_id: str
     attempt: int
     pilot_id: str
@@ -172,7 +172,7 @@ class ClaimReply:
 class JobEvent:
     """A pilot reports progress of a job attempt it claimed."""
 
-    QUEUE: ClassVar[str] = "pandamq.events"
+    QUEUE: ClassVar[str] = "pandamq.service.events"
     event_id: str
     job_id: str
     attempt: int
@@ -211,7 +211,7 @@ class JobEvent:
 class JobCommand:
     """A person asks the broker to kill or retry jobs (by id, or every job of a task)."""
 
-    QUEUE: ClassVar[str] = "pandamq.commands"
+    QUEUE: ClassVar[str] = "pandamq.service.commands"
     command: Literal["kill", "retry"]
     job_ids: list[str] = field(default_factory=list)
     task_id: str | None = None
@@ -229,7 +229,7 @@ class TaskSpec:
     ``log_dataset``; both are made with the task and must not exist before.
     """
 
-    QUEUE: ClassVar[str] = "pandamq.tasks"
+    QUEUE: ClassVar[str] = "pandamq.service.tasks"
     command: str
     input_dataset: str
     output_dataset: str

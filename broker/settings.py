@@ -61,6 +61,9 @@ class Settings:
     watchdog_interval_s: float = 60.0
     lost_heartbeat_s: float = 7200.0
     sent_timeout_s: float = 1800.0
+    #: An activated job whose site's queue has lost its dispatch (a pilot purged it)
+    #: is dispatched again once it has waited this long (checked every watchdog pass).
+    redispatch_after_s: float = 300.0
     holding_timeout_s: float = 10800.0
     transferring_timeout_s: float = 172800.0
     assigned_timeout_s: float = 14400.0

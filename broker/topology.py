@@ -11,24 +11,69 @@ from typing import Any
 
 from kombu import Exchange, Queue, binding
 
+# RabbitMQ's permissions are regular expressions over names, and one name may be a
+# queue and an exchange at once: so every exchange is ``pandamq.<word>``, every
+# queue of the service's ``pandamq.service.<word>`` and every other queue
+# ``pandamq.<kind>.<...>`` of three words or more, and no role's permission on a
+# name it may use reaches a resource of the other kind (docs/protocol.md, names).
+SERVICE_QUEUE_PREFIX = "pandamq.service."
+
+
+def service_queue_name(word: str) -> str:
+    """A queue the broker service consumes: ``pandamq.service.<word>``."""
+    return SERVICE_QUEUE_PREFIX + word
+
+
 SUBMIT_EXCHANGE = "pandamq.submit"
-SUBMIT_QUEUE = "pandamq.submit"
+SUBMIT_KEY = "pandamq.submit"
+SUBMIT_QUEUE = service_queue_name("submit")
 JOBS_EXCHANGE = "pandamq.jobs"
 EVENTS_EXCHANGE = "pandamq.events"
-EVENTS_QUEUE = "pandamq.events"
+EVENTS_QUEUE = service_queue_name("events")
 CLAIMS_EXCHANGE = "pandamq.claims"
-CLAIMS_QUEUE = "pandamq.claims"
+CLAIMS_KEY = "pandamq.claims"
+CLAIMS_QUEUE = service_queue_name("claims")
 REPLIES_EXCHANGE = "pandamq.replies"
 CONTROL_EXCHANGE = "pandamq.control"
 COMMANDS_EXCHANGE = "pandamq.commands"
-COMMANDS_QUEUE = "pandamq.commands"
+COMMANDS_KEY = "pandamq.commands"
+COMMANDS_QUEUE = service_queue_name("commands")
 TASKS_EXCHANGE = "pandamq.tasks"
-TASKS_QUEUE = "pandamq.tasks"
+TASKS_KEY = "pandamq.tasks"
+TASKS_QUEUE = service_queue_name("tasks")
 QUERIES_EXCHANGE = "pandamq.queries"
-QUERIES_QUEUE = "pandamq.queries"
+QUERIES_KEY = "pandamq.queries"
+QUERIES_QUEUE = service_queue_name("queries")
 ENDINGS_EXCHANGE = "pandamq.endings"
 DEAD_LETTER_EXCHANGE = "pandamq.dlx"
-DEAD_LETTER_QUEUE = "pandamq.dead"
+DEAD_LETTER_QUEUE = service_queue_name("dead")
+
+#: Every exchange of the topology.
+EXCHANGES = (
+    SUBMIT_EXCHANGE,
+    TASKS_EXCHANGE,
+    COMMANDS_EXCHANGE,
+    QUERIES_EXCHANGE,
+    CLAIMS_EXCHANGE,
+    EVENTS_EXCHANGE,
+    JOBS_EXCHANGE,
+    REPLIES_EXCHANGE,
+    CONTROL_EXCHANGE,
+    ENDINGS_EXCHANGE,
+    DEAD_LETTER_EXCHANGE,
+)
+
+#: The service's queues' names before they moved to ``pandamq.service.<word>`` (each
+#: was its exchange's name): the service moves what they still hold (``broker.messaging.renames``).
+OLD_QUEUE_NAMES = {
+    "pandamq.submit": SUBMIT_QUEUE,
+    "pandamq.tasks": TASKS_QUEUE,
+    "pandamq.commands": COMMANDS_QUEUE,
+    "pandamq.queries": QUERIES_QUEUE,
+    "pandamq.claims": CLAIMS_QUEUE,
+    "pandamq.events": EVENTS_QUEUE,
+    "pandamq.dead": DEAD_LETTER_QUEUE,
+}
 
 #: RabbitMQ's pseudo-queue for answers without a queue of the asker's own (direct reply-to).
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
@@ -148,19 +193,19 @@ class Topology:
 
     def submit_queue(self) -> Queue:
         """Where submissions wait for the broker service."""
-        return self._durable(SUBMIT_QUEUE, Exchange(SUBMIT_EXCHANGE, "direct"), SUBMIT_QUEUE)
+        return self._durable(SUBMIT_QUEUE, Exchange(SUBMIT_EXCHANGE, "direct"), SUBMIT_KEY)
 
     def claims_queue(self) -> Queue:
         """Where pilots' claim requests wait for the broker service."""
-        return self._durable(CLAIMS_QUEUE, Exchange(CLAIMS_EXCHANGE, "direct"), CLAIMS_QUEUE)
+        return self._durable(CLAIMS_QUEUE, Exchange(CLAIMS_EXCHANGE, "direct"), CLAIMS_KEY)
 
     def commands_queue(self) -> Queue:
         """Where people's kill and retry commands wait for the broker service."""
-        return self._durable(COMMANDS_QUEUE, Exchange(COMMANDS_EXCHANGE, "direct"), COMMANDS_QUEUE)
+        return self._durable(COMMANDS_QUEUE, Exchange(COMMANDS_EXCHANGE, "direct"), COMMANDS_KEY)
 
     def tasks_queue(self) -> Queue:
         """Where task submissions wait for the broker service."""
-        return self._durable(TASKS_QUEUE, Exchange(TASKS_EXCHANGE, "direct"), TASKS_QUEUE)
+        return self._durable(TASKS_QUEUE, Exchange(TASKS_EXCHANGE, "direct"), TASKS_KEY)
 
     def queries_queue(self) -> Queue:
         """Where submitters' queries wait for the broker service; non-persistent, and
@@ -168,7 +213,7 @@ class Topology:
         return Queue(
             QUERIES_QUEUE,
             Exchange(QUERIES_EXCHANGE, "direct"),
-            routing_key=QUERIES_QUEUE,
+            routing_key=QUERIES_KEY,
             durable=True,
             queue_arguments={"x-queue-type": self.queue_type, "x-message-ttl": QUERY_TTL_MS},
         )

@@ -341,7 +341,7 @@ class Pilot:
             walltime_s=self._walltime_left(),
         )
         self._link.publish(
-            [Outgoing(topology.CLAIMS_EXCHANGE, topology.CLAIMS_QUEUE, encode(request))]
+            [Outgoing(topology.CLAIMS_EXCHANGE, topology.CLAIMS_KEY, encode(request))]
         )
         deadline = time.monotonic() + self.settings.claim_timeout_s
         while time.monotonic() < deadline:

@@ -143,9 +143,9 @@ def test_malformed_and_unauthorised_messages_are_dead_lettered(system: System) -
     stranded = JobSpec(command="true", id=uuid.uuid4().hex, site=offline)
     publish(
         system.settings,
-        Outgoing(topology.SUBMIT_EXCHANGE, topology.SUBMIT_QUEUE, encode(orphan)),
-        Outgoing(topology.SUBMIT_EXCHANGE, topology.SUBMIT_QUEUE, encode(stranded)),
-        Outgoing(topology.SUBMIT_EXCHANGE, topology.SUBMIT_QUEUE, b"not json {"),
+        Outgoing(topology.SUBMIT_EXCHANGE, topology.SUBMIT_KEY, encode(orphan)),
+        Outgoing(topology.SUBMIT_EXCHANGE, topology.SUBMIT_KEY, encode(stranded)),
+        Outgoing(topology.SUBMIT_EXCHANGE, topology.SUBMIT_KEY, b"not json {"),
         Outgoing(
             topology.EVENTS_EXCHANGE, topology.event_routing_key(site, "failed"), encode(forged)
         ),

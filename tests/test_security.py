@@ -183,7 +183,7 @@ def test_forged_claims_and_events_for_another_site_are_dead_lettered(
     event = JobEvent(uuid.uuid4().hex, job_id, 1, "pilot-x", "running", 0.0)
     publish(
         pilot_a,
-        Outgoing(topology.CLAIMS_EXCHANGE, topology.CLAIMS_QUEUE, encode(claim)),
+        Outgoing(topology.CLAIMS_EXCHANGE, topology.CLAIMS_KEY, encode(claim)),
         Outgoing(topology.EVENTS_EXCHANGE, f"{d.site_a}.running", encode(event)),
     )
     # Then both are dead-lettered, saying why

@@ -4,10 +4,13 @@ wrongly signed and wrongly scoped tokens are refused, each with one clear line."
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -232,6 +235,55 @@ def test_a_renewed_token_file_is_used_at_the_next_connection(token_vhost: TokenV
     # And the next connection logs in with the renewed token
     with connect(settings) as renewed:
         _declare_follow_queue(renewed)
+
+
+def test_a_pilots_token_that_expires_while_it_runs_a_job_is_renewed_and_the_job_ends(
+    deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a pilot whose token expires in 4 s, and whose token file is renewed meanwhile
+    caplog.set_level(logging.INFO, logger="broker.reconnect")
+    d = deployment
+    user = f"pilot.{d.site}"
+    settings = d.as_(user, minutes=4 / 60)
+    expires_at = time.time() + 4
+    d.system.start_pilot(d.site, max_jobs=1, settings=settings)
+    # (renewed as a token agent must: a new file renamed over the old, never half written)
+    renewed = d.tokens_dir / "renewed.token"
+    renewed.write_text(d.node.token(user, d.vhost))
+    os.replace(renewed, str(settings.broker_token_file))
+    # When it runs a job that lasts beyond the first token's expiry
+    spec = JobSpec(command="sleep 15", id=uuid.uuid4().hex, site=d.site)
+    with Client(d.as_("user.alice")) as alice:
+        (receipt,) = alice.submit([spec])
+    assert receipt.accepted, receipt.reason
+    wait_for(lambda: d.system.states([spec.id]) == {spec.id: "running"}, what="the job running")
+    # And, once the token has expired, its connection is cut (RabbitMQ may refuse the
+    # expired connection's next publish, or let it through on permissions it checked
+    # before: the cut makes the pilot log in again either way)
+    wait_for(lambda: time.time() > expires_at + 1, capped(15), what="the first token to expire")
+    _close_connections_of(d.node, user)
+    # Then the job ends finished, in its first attempt, reported after the expiry on a new
+    # connection logged in with the renewed token
+    assert d.system.wait_final([spec.id], timeout_s=capped(60)) == {spec.id: "finished"}
+    job = d.system.job(spec.id)
+    assert job["attempt"] == 1
+    reported = next(
+        t for t in job["transitions"] if t["reason"].startswith("finished reported by pilot")
+    )
+    assert datetime.fromisoformat(reported["at"]).timestamp() > expires_at, reported
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("pilot ") and " back after " in m for m in logged), logged
+    expired = [m for m in logged if "the token this connection" in m]
+    assert all("the next connection reads broker_token_file" in m for m in expired)
+
+
+def _close_connections_of(node: TokenRabbitMQNode, user: str) -> None:
+    """Close every connection ``user`` has open on ``node``, as RabbitMQ might."""
+    listed = node.ctl("list_connections", "user", "pid").stdout.splitlines()
+    pids = [line.split("\t")[1] for line in listed if line.split("\t")[0] == user]
+    assert pids, listed
+    for pid in pids:
+        node.ctl("close_connection", pid, "the test cuts the expired token's connection")
 
 
 def test_a_token_too_long_for_rabbitmqs_login_frame_is_named_so(token_vhost: TokenVhost) -> None:

@@ -20,7 +20,7 @@ from kombu import Connection, Consumer, Message, Queue
 from broker import failpoints
 from broker.conflicts import retried
 from broker.errors import BrokerUnavailable, RecoverableError, SpecError
-from broker.messaging import answers
+from broker.messaging import answers, renames
 from broker.messaging.dead_letters import dead_letter
 from broker.messaging.publisher import CONTENT_TYPE, Publisher
 from broker.metrics import FIELDS_TRIMMED
@@ -95,9 +95,13 @@ class BatchConsumer:
         batch_size: int,
         after_batch: Callable[[], object] = lambda: None,
         max_bytes: int | None = None,
+        own_user: str | None = None,
     ) -> None:
         """``after_batch`` runs after each handled batch (the broker relays its outbox);
-        bodies longer than ``max_bytes`` (``max_message_bytes``) are refused unread."""
+        bodies longer than ``max_bytes`` (``max_message_bytes``) are refused unread;
+        ``own_user``, the broker service's user, is believed on whom a message it moved
+        was sent by (``broker.messaging.renames``)."""
+        self._own_user = own_user
         self._after_batch = after_batch
         self._max_bytes = max_bytes
         self._connection = connection
@@ -193,7 +197,9 @@ class BatchConsumer:
             except SpecError as exc:
                 refused.append((delivery, str(exc)))
                 continue
-            user_id = delivery.properties.get("user_id")
+            user_id = renames.sender(
+                delivery.properties.get("user_id"), delivery.headers, self._own_user
+            )
             batch.append(Incoming(message, delivery, user_id=user_id))
         return batch, refused
 

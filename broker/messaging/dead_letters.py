@@ -1,4 +1,4 @@
-"""Dead-lettering: a refused message goes to ``pandamq.dead`` with the reason,
+"""Dead-lettering: a refused message goes to ``pandamq.service.dead`` with the reason,
 is counted, and is logged in one line."""
 
 from __future__ import annotations

@@ -115,7 +115,11 @@ class QueryService:
                 connection, s.publish_window, s.confirm_timeout_s, identity.of(s)
             )
             consumer = BatchConsumer(
-                connection, publisher, s.batch_size, max_bytes=s.max_message_bytes
+                connection,
+                publisher,
+                s.batch_size,
+                max_bytes=s.max_message_bytes,
+                own_user=identity.of(s),
             )
             consumer.add(
                 queue,

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from broker import topology
 from broker.conflicts import retried
+from broker.messaging import renames
 from broker.messaging.connection import broker_errors, connect, is_memory
 from broker.messaging.consumer import BatchConsumer
 from broker.messaging.publisher import Publisher, open_publisher
@@ -27,6 +28,7 @@ from broker.service.events import EventHandler
 from broker.service.fairshare import UserPriorities
 from broker.service.queries import run_in_process, run_in_thread
 from broker.service.rebrokerage import Rebrokerage
+from broker.service.redispatch import Redispatch, queue_depth
 from broker.service.relay import OutboxRelay
 from broker.service.submission import SubmissionHandler
 from broker.service.tasks import TaskHandler
@@ -127,7 +129,13 @@ class BrokerService:
             log.info("broker service ready on %s", connection.as_uri())
             if ready is not None:
                 ready.set()
-            self._loop(stop, consumer, relay, after_outage)
+            self._loop(
+                stop,
+                consumer,
+                relay,
+                Redispatch(self._engine, s, queue_depth(connection)),
+                after_outage,
+            )
 
     def _declare(self, connection: Connection) -> None:
         topology.declare(
@@ -140,6 +148,7 @@ class BrokerService:
                 self._topology.endings_exchange(),
             ],
         )
+        renames.move_old_queues(connection, self._topology, identity.of(self._settings))
         self._declare_sites()
 
     def site_queues_ready(self, sites: set[str]) -> None:
@@ -155,7 +164,12 @@ class BrokerService:
         # What a batch wrote to the outbox leaves at once, not after the other queues' batches.
         s = self._settings
         consumer = BatchConsumer(
-            connection, publisher, s.batch_size, relay.relay_own, s.max_message_bytes
+            connection,
+            publisher,
+            s.batch_size,
+            relay.relay_own,
+            s.max_message_bytes,
+            own_user=identity.of(s),
         )
         # Pilots first, events before claims: a site's queue is capped by its running jobs.
         consumer.add(
@@ -192,6 +206,7 @@ class BrokerService:
         stop: threading.Event,
         consumer: BatchConsumer,
         relay: OutboxRelay,
+        redispatch: Redispatch,
         after_outage: bool = False,
     ) -> None:
         watchdog = Watchdog(self._engine, self._settings)
@@ -206,6 +221,7 @@ class BrokerService:
             self._duty(duties, "watchdog", s.watchdog_interval_s, watchdog.check),
             self._duty(duties, "user-priorities", s.brokerage_interval_s, priorities.check),
             self._duty(duties, "rebrokerage", s.brokerage_interval_s, rebrokerage.check),
+            self._duty(duties, "redispatch", s.watchdog_interval_s, redispatch.check),
             # Every process declares the queues of new sites on its own channel.
             _Every(s.brokerage_interval_s, self._declare_sites),
         ]

@@ -133,7 +133,7 @@ class VirtualPilots:
             self._site_of[key] = dispatch.site
             requests.append(self._request(dispatch))
         publisher.publish(
-            Outgoing(topology.CLAIMS_EXCHANGE, topology.CLAIMS_QUEUE, encode_message(r))
+            Outgoing(topology.CLAIMS_EXCHANGE, topology.CLAIMS_KEY, encode_message(r))
             for r in requests
         )
         for delivery in taken:

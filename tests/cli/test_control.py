@@ -69,7 +69,7 @@ def test_dead_letters_lists_refused_messages_and_leaves_them(system: System) -> 
         return "this is not a job" in listing[-1].stdout
 
     wait_for(listed, what="the dead letter to be listed")
-    assert '"queue": "pandamq.submit"' in listing[-1].stdout
+    assert f'"queue": "{topology.SUBMIT_QUEUE}"' in listing[-1].stdout
     assert "not valid JSON" in listing[-1].stdout
     # listing does not take them away
     assert "this is not a job" in cli(system, "dead-letters").stdout

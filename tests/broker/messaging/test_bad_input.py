@@ -25,8 +25,8 @@ from tests.harness import System, dead_letters, publish, wait_for
 LIMIT = 11 * 1024 * 1024
 #: A payload's stderr tail far longer than any diagnostic: 10 MB, ending in a marker.
 STDERR_TAIL = "e" * (10 * 1024 * 1024) + "the end of stderr"
-SUBMIT = (topology.SUBMIT_EXCHANGE, topology.SUBMIT_QUEUE)
-CLAIMS = (topology.CLAIMS_EXCHANGE, topology.CLAIMS_QUEUE)
+SUBMIT = (topology.SUBMIT_EXCHANGE, topology.SUBMIT_KEY)
+CLAIMS = (topology.CLAIMS_EXCHANGE, topology.CLAIMS_KEY)
 
 pytestmark = pytest.mark.timeout(90)
 

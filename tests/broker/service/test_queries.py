@@ -26,7 +26,7 @@ from tests.harness import System, dead_letters, wait_for
 
 def _ask(client: Client, body: bytes) -> Answer:
     (answer,) = client._ask(
-        [Outgoing(topology.QUERIES_EXCHANGE, topology.QUERIES_QUEUE, body, persistent=False)]
+        [Outgoing(topology.QUERIES_EXCHANGE, topology.QUERIES_KEY, body, persistent=False)]
     )
     return answer
 
@@ -82,7 +82,7 @@ def test_an_asker_that_went_away_costs_nothing(client: Client, system: System) -
         gone._open()
         assert gone._requests is not None
         body = encode(Query("jobs", limit=1000))
-        out = Outgoing(topology.QUERIES_EXCHANGE, topology.QUERIES_QUEUE, body, persistent=False)
+        out = Outgoing(topology.QUERIES_EXCHANGE, topology.QUERIES_KEY, body, persistent=False)
         gone._requests.send([out] * 20, timeout_s=10)
     before = REQUESTS.labels(queue=topology.QUERIES_QUEUE, outcome="answered")._value.get()
     # When another asker asks, then it is answered after them, and nothing was dead-lettered
