@@ -3,10 +3,10 @@
 Run with the Rucio server's Python (``.venv-rucio``), not pandamq's:
 ``python tests/rucio_daemons.py``, ``RUCIO_CONFIG`` naming the server's config.
 Each pass calls, once each, Rucio's conveyor submitter, poller and finisher
-and its judge evaluator and repairer: the real code that turns a replication
+and its judge evaluator, repairer and cleaner: the real code that turns a replication
 rule into transfer requests, picks a source replica, submits the transfer,
 polls it, marks the replica available and the rule's locks OK (or, after
-Rucio's retries, the rule STUCK).
+Rucio's retries, the rule STUCK), and removes expired rules.
 
 What Rucio would hand to FTS is handed to ``PosixCopy``, a transfertool of
 this file: it copies the source replica's ``file://`` URL to the destination
@@ -24,7 +24,6 @@ import shutil
 import signal
 import sys
 import threading
-import time
 import uuid
 import zlib
 from pathlib import Path
@@ -32,9 +31,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rucio.core import transfer as transfer_core
+from rucio.daemons.conveyor import finisher as finisher_module
+from rucio.daemons.conveyor import poller as poller_module
+from rucio.daemons.conveyor import submitter as submitter_module
 from rucio.daemons.conveyor.finisher import finisher
 from rucio.daemons.conveyor.poller import poller
 from rucio.daemons.conveyor.submitter import submitter
+from rucio.daemons.judge.cleaner import rule_cleaner
 from rucio.daemons.judge.evaluator import re_evaluator
 from rucio.daemons.judge.repairer import rule_repairer
 from rucio.db.sqla.constants import RequestState
@@ -127,18 +130,26 @@ def one_pass() -> None:
     finisher(once=True, partition_wait_time=0)
     re_evaluator(once=True, sleep_time=0)
     rule_repairer(once=True, sleep_time=0)
+    rule_cleaner(once=True, sleep_time=0)
 
 
 def main() -> None:
-    """Run passes until SIGTERM."""
+    """Run passes until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     transfer_core.TRANSFERTOOL_CLASSES_BY_NAME[NAME] = PosixCopy
-    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     print("rucio daemons running", flush=True)
-    while not STOP.is_set():
+    while not _stopping():
         one_pass()
+        # (the daemons put in signal handlers of their own while they run)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: STOP.set())
         STOP.wait(PASS_S)
-    time.sleep(0)
+
+
+def _stopping() -> bool:
+    """Asked to stop: by a signal to this driver, or to a daemon while it ran."""
+    modules = (submitter_module, poller_module, finisher_module)
+    return STOP.is_set() or any(m.GRACEFUL_STOP.is_set() for m in modules)
 
 
 if __name__ == "__main__":

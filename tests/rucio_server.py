@@ -152,6 +152,8 @@ class RucioServer:
                 "4",
                 "--timeout",
                 "120",
+                "--graceful-timeout",
+                "5",
                 "--no-control-socket",
                 "rucio.web.rest.flaskapi.v1.main:application",
             ],
@@ -211,6 +213,13 @@ class RucioServer:
             client.add_distance(name, other, {"distance": 1})
             client.add_distance(other, name, {"distance": 1})
         self.rses.add(name)
+
+    def add_account(self, name: str, password: str) -> None:
+        """A user account logging in with userpass as ``name`` (a fresh name has no token
+        cached on this machine, so its first call logs in)."""
+        client = self.client()
+        client.add_account(name, "USER", f"{name}@localhost")
+        client.add_identity(name, name, "USERPASS", f"{name}@localhost", True, password)
 
     def add_scope(self, scope: str) -> None:
         """A scope of root's, if it is not there yet."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ class DDM:
         return name
 
     def until_ended(self, dataset: str, site: str, timeout_s: float = 60.0) -> list[Report]:
-        """Every report of the subscription until it ended (done or failed)."""
+        """The reports of the subscription up to the one that ended it (done or failed)."""
         taken: list[Report] = []
 
         def ended() -> bool:
@@ -100,7 +101,8 @@ class DDM:
             return any(r.state != "transferring" for r in taken)
 
         wait_for(ended, timeout_s, what=f"subscription of {dataset} to {site} ended")
-        return taken
+        end = next(i for i, r in enumerate(taken) if r.state != "transferring")
+        return taken[: end + 1]
 
     def catalogue(self, dataset: str) -> dict[str, tuple[int, str]]:
         """The backend's own record of ``dataset``'s files: DID → (bytes, adler32)."""
@@ -125,24 +127,29 @@ class DDM:
         return bool(meta["is_open"])
 
 
-def _make(kind: str, settings: Settings, engine: Engine, server: RucioServer | None) -> DDM:
+@contextmanager
+def backend_of(kind: str, tmp_path: Path, server: RucioServer | None) -> Iterator[DDM]:
+    """A DDM of ``kind`` ("local", or "rucio" on ``server``) on a new SQLite catalogue."""
+    settings = test_settings("memory://", f"sqlite:///{tmp_path / 'pandamq.sqlite'}", tmp_path)
+    engine = open_engine(settings.database_url)
+    upgrade(engine)
     if server is None:
-        return DDM(kind, settings, engine, LocalDDM(settings, engine))
-    from ddm_bridge.backends.rucio import RucioDDM
+        made = DDM(kind, settings, engine, LocalDDM(settings, engine))
+    else:
+        from ddm_bridge.backends.rucio import RucioDDM
 
-    return DDM(kind, settings, engine, RucioDDM(settings, engine), server)
+        settings = rucio_settings(server, settings)
+        made = DDM(kind, settings, engine, RucioDDM(settings, engine), server)
+    try:
+        yield made
+    finally:
+        made.backend.stop()
+        engine.dispose()
 
 
 @pytest.fixture(params=["local", "rucio"])
 def ddm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DDM]:
     """The same test on the local DDM and on Rucio."""
-    settings = test_settings("memory://", f"sqlite:///{tmp_path / 'pandamq.sqlite'}", tmp_path)
     server = request.getfixturevalue("rucio") if request.param == "rucio" else None
-    if server is not None:
-        settings = rucio_settings(server, settings)
-    engine = open_engine(settings.database_url)
-    upgrade(engine)
-    made = _make(request.param, settings, engine, server)
-    yield made
-    made.backend.stop()
-    engine.dispose()
+    with backend_of(request.param, tmp_path, server) as made:
+        yield made
