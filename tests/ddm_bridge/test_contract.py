@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.errors import BadInput
+from broker.errors import BadInput, NameTaken
 from broker.store.datasets import FileRecord
 from ddm_bridge.se import Checksum, checksum, se_path
 from tests.ddm_bridge.conftest import DDM
@@ -101,3 +101,15 @@ def _on_se(ddm: DDM, site: str, name: str, content: bytes, scope: str = "data") 
     path.write_bytes(content)
     found = checksum(path)
     return FileRecord(scope, name, str(uuid.uuid4()), found.size, found.adler32)
+
+
+def test_a_name_registered_again_with_other_content_is_refused_as_taken(ddm: DDM) -> None:
+    # Given a file registered at site A
+    site_a, site_b = ddm.new_site(), ddm.new_site()
+    record = ddm.put(f"in.{uuid.uuid4().hex}", site_a, b"first")
+    # When another file of the same DID is registered at B
+    other = _on_se(ddm, site_b, record.name, b"second, longer", scope=record.scope)
+    path = se_path(ddm.settings.ddm_root, site_b, record.scope, record.name)
+    # Then it is refused as a name taken
+    with pytest.raises(NameTaken):
+        ddm.backend.register(f"in.{uuid.uuid4().hex}", site_b, [(other, path)], "input")
