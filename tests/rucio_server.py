@@ -16,6 +16,7 @@ No test skips when the server cannot start: it fails with the reason.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -214,6 +215,20 @@ class RucioServer:
             client.add_distance(other, name, {"distance": 1})
         self.rses.add(name)
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The server's processes stopped (SIGSTOP): connections are accepted and never
+        answered, as by a Rucio that hangs; they go on (SIGCONT) afterwards."""
+        (server, *_) = self.processes
+        pids = [server.pid, *_children(server.pid)]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+
     def add_account(self, name: str, password: str) -> None:
         """A user account logging in with userpass as ``name`` (a fresh name has no token
         cached on this machine, so its first call logs in)."""
@@ -281,6 +296,12 @@ class RucioServer:
     def log(self, name: str) -> str:
         """The end of a process's log (``gunicorn``, ``daemons``), for a failing test."""
         return (self.dir / f"{name}.log").read_text(errors="replace")[-3000:]
+
+
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (gunicorn's workers)."""
+    listed = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(p) for p in listed]
 
 
 @contextmanager

@@ -42,15 +42,15 @@ def rucio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RucioServer]:
 
 def rucio_settings(server: RucioServer, settings: Settings, **changes: Any) -> Settings:
     """``settings`` pointed at the test server as root."""
-    return settings.replace(
-        rucio_host=server.url,
-        rucio_account="root",
-        rucio_username="ddmlab",
-        rucio_password="secret",
-        rucio_poll_interval_s=0.2,
-        rucio_timeout_s=20.0,
-        **changes,
-    )
+    login = {
+        "rucio_host": server.url,
+        "rucio_account": "root",
+        "rucio_username": "ddmlab",
+        "rucio_password": "secret",
+        "rucio_poll_interval_s": 0.2,
+        "rucio_timeout_s": 20.0,
+    }
+    return settings.replace(**{**login, **changes})
 
 
 @dataclass

@@ -4,6 +4,7 @@ their data, and each way Rucio can refuse or fail to answer."""
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from broker.error_codes import DDMError, ErrorFamily
 from broker.errors import DDMRefused, DDMUnavailable, RecoverableError
 from broker.protocol import JobSpec
 from broker.store.datasets import FileRecord
@@ -20,7 +22,7 @@ from ddm_bridge.backends.rucio import RucioDDM
 from ddm_bridge.se import Checksum, checksum, se_path
 from tests.conftest import test_settings
 from tests.ddm_bridge.conftest import DDM, backend_of, rucio_settings
-from tests.harness import System
+from tests.harness import System, wait_for
 from tests.nodes import free_port
 from tests.rucio_server import RucioServer
 
@@ -77,44 +79,107 @@ def _expires_in(rule: dict[str, Any]) -> timedelta:
     return expires.replace(tzinfo=UTC) - datetime.now(UTC)
 
 
-def test_a_job_waits_for_its_input_until_rucio_s_rule_is_ok_then_runs(
-    rucio: RucioServer, tmp_path: Path
-) -> None:
-    # Given an input file registered in Rucio at site A only, and a job at B that reads it
+@pytest.fixture
+def rucio_system(rucio: RucioServer, tmp_path: Path) -> Iterator[tuple[System, DDM]]:
+    """A pandamq system whose bridge uses the session's Rucio; its sites A and B are RSEs."""
     settings = rucio_settings(
-        rucio, test_settings("memory://", f"sqlite:///{tmp_path / 'p.sqlite'}", tmp_path)
+        rucio,
+        test_settings("memory://", f"sqlite:///{tmp_path / 'p.sqlite'}", tmp_path),
+        rucio_timeout_s=2.0,
     )
     system = System(settings)
     try:
-        site_a, site_b = system.new_site(), system.new_site()
-        for site in (site_a, site_b):
-            rucio.add_rse(site, Path(settings.ddm_root) / site)
         backend = RucioDDM(settings, system.engine)
-        ddm = DDM("rucio", settings, system.engine, backend, rucio)
-        record = ddm.put(f"in.{uuid.uuid4().hex}", site_a, b"y" * 4000)
-        system.start_broker()
-        system.start_bridge(backend)
-        system.start_pilot(site_b)
-        spec = JobSpec(
-            command=f"wc -c < {record.name} > count.txt",
-            site=site_b,
-            input_files=[record.did],
-            output_files=["count.txt"],
-            max_attempts=1,
-        )
-        # When it is submitted
-        (job_id,) = system.submit(spec)
-        # Then it finishes, activated by the completion of a rule on its dispatch dataset
-        assert system.wait_final([job_id], timeout_s=90) == {job_id: "finished"}
-        job = system.job(job_id)
-        activation = job["transitions"][2]
-        assert activation["to_state"] == "activated" and "panda.dis." in activation["reason"]
-        copy = se_path(settings.ddm_root, site_b, record.scope, record.name)
-        assert checksum(copy) == Checksum(record.size, record.adler32)
-        replicas = rucio.client().list_replicas([{"scope": record.scope, "name": record.name}])
-        assert set(next(iter(replicas))["rses"]) == {site_a, site_b}
+        yield system, DDM("rucio", settings, system.engine, backend, rucio)
     finally:
         system.close()
+
+
+def _sites(system: System, ddm: DDM) -> tuple[str, str]:
+    sites = system.new_site(), system.new_site()
+    assert ddm.rucio is not None
+    for site in sites:
+        ddm.rucio.add_rse(site, Path(ddm.settings.ddm_root) / site)
+    return sites
+
+
+def _counting_job(record: FileRecord, site: str) -> JobSpec:
+    return JobSpec(
+        command=f"wc -c < {record.name} > count.txt",
+        site=site,
+        input_files=[record.did],
+        output_files=["count.txt"],
+        max_attempts=1,
+    )
+
+
+def test_a_job_waits_for_its_input_until_rucio_s_rule_is_ok_then_runs(
+    rucio_system: tuple[System, DDM],
+) -> None:
+    # Given an input file registered in Rucio at site A only, and a job at B that reads it
+    system, ddm = rucio_system
+    site_a, site_b = _sites(system, ddm)
+    record = ddm.put(f"in.{uuid.uuid4().hex}", site_a, b"y" * 4000)
+    system.start_broker()
+    system.start_bridge(ddm.backend)
+    system.start_pilot(site_b)
+    # When it is submitted
+    (job_id,) = system.submit(_counting_job(record, site_b))
+    # Then it finishes, activated by the completion of a rule on its dispatch dataset
+    assert system.wait_final([job_id], timeout_s=90) == {job_id: "finished"}
+    activation = system.job(job_id)["transitions"][2]
+    assert activation["to_state"] == "activated" and "panda.dis." in activation["reason"]
+    copy = se_path(ddm.settings.ddm_root, site_b, record.scope, record.name)
+    assert checksum(copy) == Checksum(record.size, record.adler32)
+    assert ddm.rucio is not None
+    replicas = ddm.rucio.client().list_replicas([{"scope": record.scope, "name": record.name}])
+    assert set(next(iter(replicas))["rses"]) == {site_a, site_b}
+
+
+def test_a_job_whose_rule_gets_stuck_fails_with_rucio_s_reason(
+    rucio_system: tuple[System, DDM],
+) -> None:
+    # Given a job at B whose input's only replica, at A, is corrupt
+    system, ddm = rucio_system
+    site_a, site_b = _sites(system, ddm)
+    record = ddm.put(f"in.{uuid.uuid4().hex}", site_a, b"z" * 300)
+    se_path(ddm.settings.ddm_root, site_a, record.scope, record.name).write_bytes(b"!" * 300)
+    system.start_broker()
+    system.start_bridge(ddm.backend)
+    # When it is submitted
+    (job_id,) = system.submit(_counting_job(record, site_b))
+    # Then, once Rucio's retries left the rule STUCK, the job fails with the DDM's code
+    # and Rucio's reason
+    assert system.wait_final([job_id], timeout_s=100) == {job_id: "failed"}
+    (attempt,) = system.job(job_id)["attempts"]
+    assert (attempt["error_family"], attempt["error_code"]) == (
+        ErrorFamily.DDM.value,
+        DDMError.SUBSCRIPTION_FAILED,
+    )
+    assert "STUCK" in attempt["diagnostic"] and "adler32" in attempt["diagnostic"], attempt
+
+
+def test_a_job_waits_while_rucio_does_not_answer_and_runs_once_it_does(
+    rucio_system: tuple[System, DDM],
+) -> None:
+    # Given an input registered in Rucio at A, a bridge, and a pilot at B
+    system, ddm = rucio_system
+    site_a, site_b = _sites(system, ddm)
+    record = ddm.put(f"in.{uuid.uuid4().hex}", site_a, b"w" * 100)
+    system.start_broker()
+    system.start_bridge(ddm.backend)
+    system.start_pilot(site_b)
+    assert ddm.rucio is not None
+    # When a job at B needing it is submitted while Rucio hangs
+    with ddm.rucio.paused():
+        (job_id,) = system.submit(_counting_job(record, site_b))
+        # Then the job waits in assigned, with no failure, past the calls' timeout
+        wait_for(lambda: system.states([job_id]) == {job_id: "assigned"}, what="assigned")
+        time.sleep(ddm.settings.rucio_timeout_s * 2)  # the bridge's calls time out meanwhile
+        assert system.states([job_id]) == {job_id: "assigned"}
+    # And once Rucio answers again, it runs, in its first attempt
+    assert system.wait_final([job_id], timeout_s=90) == {job_id: "finished"}
+    assert system.job(job_id)["attempt"] == 1
 
 
 def test_a_site_whose_rse_rucio_does_not_know_fails_its_subscription(ddm: DDM) -> None:
