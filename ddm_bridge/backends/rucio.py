@@ -53,6 +53,14 @@ _UNAVAILABLE = frozenset(
 )
 
 
+class RucioRefused(DDMRefused):
+    """A refusal from Rucio; ``kind`` names Rucio's exception (``RSENotFound``, ...)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 @dataclass
 class _Subscription:
     """A rule the backend watches, and the files it has reported placed."""
@@ -84,7 +92,7 @@ class RucioDDM:
         try:
             self._ensure_dataset(dataset, records, close=True)
             rule_id = self._rule(dataset, rse)
-        except DDMRefused as exc:
+        except (DDMRefused, BadInput) as exc:
             log.warning("subscription of %s to %s refused: %s", dataset, site, exc)
             self._reports.append(Report(dataset, site, "failed", error=str(exc)))
             return
@@ -128,8 +136,8 @@ class RucioDDM:
         """Close the dataset in Rucio (if Rucio has it), then in the catalogue."""
         try:
             self._call(f"close {self._scope}:{dataset}", self._rucio().close, self._scope, dataset)
-        except DDMRefused as exc:
-            if "DataIdentifierNotFound" not in str(exc) and "UnsupportedOperation" not in str(exc):
+        except RucioRefused as exc:
+            if exc.kind not in ("DataIdentifierNotFound", "UnsupportedOperation"):
                 raise
             log.info("dataset %s: nothing to close in Rucio (%s)", dataset, exc)
         with transaction(self._engine) as conn:
@@ -162,8 +170,8 @@ class RucioDDM:
         name = f"{self._scope}:{dataset}"
         try:
             self._call(f"add dataset {name}", client.add_dataset, self._scope, dataset)
-        except DDMRefused as exc:
-            if "DataIdentifierAlreadyExists" not in str(exc):
+        except RucioRefused as exc:
+            if exc.kind != "DataIdentifierAlreadyExists":
                 raise
         present = {
             f"{f['scope']}:{f['name']}"
@@ -226,9 +234,11 @@ class RucioDDM:
                 self._rucio().get_replication_rule,
                 subscription.rule_id,
             )
-        except DDMRefused as exc:
-            rule = {"state": "STUCK", "error": str(exc)}
-        placed = self._placed(dataset, subscription)
+            placed = self._placed(dataset, subscription)
+        except (DDMRefused, BadInput) as exc:  # (the rule or the dataset was deleted)
+            self._reports.append(Report(dataset, site, "failed", error=str(exc)))
+            del self._subscriptions[(dataset, site)]
+            return
         state = rule["state"]
         if placed or state not in ("OK", *FAILED_RULES):
             self._reports.append(Report(dataset, site, "transferring", placed=placed))
@@ -318,4 +328,4 @@ def _converted(exc: Exception, what: str, host: str) -> Exception | None:
         return DDMUnavailable(f"Rucio at {host} did not answer ({what}): {text}")
     if kind in ("FileConsistencyMismatch", "FileReplicaAlreadyExists", "FileAlreadyExists"):
         return NameTaken(f"Rucio has another file under that name ({what}): {text}")
-    return DDMRefused(f"Rucio refused to {what}: {kind}: {text}")
+    return RucioRefused(f"Rucio refused to {what}: {kind}: {text}", kind)
