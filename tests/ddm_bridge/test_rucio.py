@@ -18,7 +18,7 @@ from broker.error_codes import DDMError, ErrorFamily
 from broker.errors import DDMRefused, DDMUnavailable, RecoverableError
 from broker.protocol import JobSpec
 from broker.store.datasets import FileRecord
-from ddm_bridge.backends.rucio import RucioDDM
+from ddm_bridge.backends.rucio import RucioDDM, connect
 from ddm_bridge.se import Checksum, checksum, se_path
 from tests.conftest import test_settings
 from tests.ddm_bridge.conftest import DDM, backend_of, rucio_settings
@@ -255,6 +255,22 @@ def test_a_login_rucio_refuses_is_a_permanent_error(ddm: DDM) -> None:
     # When the backend logs in, Then Rucio's refusal is permanent and says so
     with pytest.raises(DDMRefused, match="CannotAuthenticate"):
         backend.close("some.dataset")
+
+
+def test_a_token_rucio_no_longer_accepts_is_renewed_with_the_same_login(ddm: DDM) -> None:
+    # Given pandamq's own account, logged in, whose cached token Rucio then no longer
+    # accepts (as once it expired: connect() logs in and asks who it is)
+    assert ddm.rucio is not None
+    account = f"pandamq{uuid.uuid4().hex[:8]}"
+    ddm.rucio.add_account(account, "right")
+    settings = ddm.settings.replace(
+        rucio_account=account, rucio_username=account, rucio_password="right"
+    )
+    client = connect(settings)
+    Path(client.token_file).write_text(f"{account}-forged-{uuid.uuid4().hex}")
+    # When the backend logs in again, Then the client gets a new token with the same login
+    assert connect(settings).whoami()["account"] == account
+    assert f"{account}-forged" not in Path(client.token_file).read_text()
 
 
 def _written(ddm: DDM, site: str, scope: str) -> tuple[FileRecord, Path]:
