@@ -100,3 +100,13 @@ class TransactionConflict(RecoverableError):
     """The database ended a transaction that deadlocked or could not be serialised with
     another one (SQLSTATE 40P01, 40001). It rolled back; running it again will do, and
     the database is up: not an outage."""
+
+
+class DDMUnavailable(RecoverableError):
+    """The DDM (Rucio) cannot be reached or did not answer in time; the same call may
+    succeed later."""
+
+
+class DDMRefused(PermanentError):
+    """The DDM (Rucio) answered and refused the request for its own sake: an unknown scope,
+    RSE or DID, a quota exceeded, a login it does not accept (an expired certificate)."""

@@ -153,6 +153,30 @@ class Settings:
     # security (broker/security/): identities with the production role, comma-separated
     production_role: str = ""
 
+    # Rucio as the DDM (ddm_bridge/backends/rucio.py, docs/ddm.md "Pointing pandamq at a Rucio")
+    #: The Rucio server's REST URL, and its authentication server's (empty: the same).
+    rucio_host: str = ""
+    rucio_auth_host: str = ""
+    #: The Rucio account pandamq acts as, and how it logs in: userpass, x509 or x509_proxy.
+    rucio_account: str = ""
+    rucio_auth_type: str = "userpass"
+    rucio_username: str = ""
+    rucio_password: str = ""
+    #: x509: the client certificate and key (x509_proxy: the proxy file in both).
+    rucio_cert: str = ""
+    rucio_key: str = ""
+    #: The CA bundle (or directory) that verifies an https Rucio; empty: the system's.
+    rucio_ca: str = ""
+    #: The scope of the datasets pandamq makes in Rucio (dispatch, output, log).
+    rucio_scope: str = "panda"
+    #: Each site's RSE: ``SITE=RSE,...``; a site not named has an RSE of its own name.
+    rucio_rses: str = ""
+    #: How long one call to Rucio may take, and how long a dispatch rule lives.
+    rucio_timeout_s: float = 60.0
+    rucio_rule_lifetime_s: int = 7 * 86400
+    #: The least time between two looks at the rules of the subscriptions in progress.
+    rucio_poll_interval_s: float = 2.0
+
     # observability (broker/observability/, broker/monitor/)
     metrics_port: int = 0
     metrics_refresh_s: float = 15.0
@@ -204,6 +228,20 @@ class Settings:
                 )
             caps.setdefault(user.strip(), {})[cap.strip()] = int(value)
         return caps
+
+    def rse_of(self, site: str) -> str:
+        """The Rucio RSE of ``site`` (``rucio_rses``; the site's own name if not listed)."""
+        return self.rse_map().get(site, site)
+
+    def rse_map(self) -> dict[str, str]:
+        """``rucio_rses`` as site → RSE."""
+        rses = {}
+        for item in filter(None, (p.strip() for p in self.rucio_rses.split(","))):
+            site, _, rse = item.partition("=")
+            if not site.strip() or not rse.strip():
+                raise ConfigError(f"rucio_rses: expected SITE=RSE, ..., got {item!r}")
+            rses[site.strip()] = rse.strip()
+        return rses
 
     def reading_url(self) -> str:
         """The database that read-only pages and lists may read: the replica, if any."""
@@ -359,6 +397,7 @@ def _check(settings: Settings) -> None:
             "reconnect_initial_delay_s must be above 0 and at most reconnect_max_delay_s"
         )
     _check_factory(settings)
+    _check_rucio(settings)
     _check_retries(settings)
     _check_tuning(settings)
 
@@ -392,6 +431,22 @@ def _check_tuning(settings: Settings) -> None:
         raise ConfigError("tuning_memory_margin and tuning_walltime_margin must not be negative")
     if settings.exhaust_memory_failures < 1:
         raise ConfigError("exhaust_memory_failures must be at least 1")
+
+
+RUCIO_AUTH_TYPES = ("userpass", "x509", "x509_proxy")
+
+
+def _check_rucio(settings: Settings) -> None:
+    settings.rse_map()
+    if settings.rucio_auth_type not in RUCIO_AUTH_TYPES:
+        raise ConfigError(
+            f"rucio_auth_type must be one of {', '.join(RUCIO_AUTH_TYPES)}, "
+            f"got {settings.rucio_auth_type!r}"
+        )
+    if settings.rucio_timeout_s <= 0 or settings.rucio_poll_interval_s < 0:
+        raise ConfigError("rucio_timeout_s must be above 0 and rucio_poll_interval_s at least 0")
+    if settings.rucio_rule_lifetime_s < 1:
+        raise ConfigError("rucio_rule_lifetime_s must be at least 1")
 
 
 def _check_retries(settings: Settings) -> None:

@@ -47,7 +47,8 @@ from broker.security import identity
 from broker.settings import Settings
 from pilot_agent.link import Link
 from pilot_agent.payload import Payload, PayloadNotStarted, Usage
-from pilot_agent.staging import Attempt, StagingError, StorageElement, stage_in, stage_out
+from pilot_agent.storage import Attempt, StagingError, Storage
+from pilot_agent.storage.local import LocalSE
 from pilot_agent.supervisor import Outcome, Supervisor
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class Pilot:
         self._ran: set[tuple[str, int]] = set()
         #: The claim reply of each attempt granted: its input files and output scope.
         self._grants: dict[tuple[str, int], ClaimReply] = {}
-        self._se = StorageElement(settings.ddm_root, slot.site)
+        self._storage: Storage = LocalSE(settings.ddm_root, slot.site)
         self._link = Link(settings, f"pilot {self.pilot_id}", self._setup)
         self._jobs_channel: object = None
         #: A job whose claim an outage cut off before the answer came.
@@ -364,7 +365,7 @@ class Pilot:
         self._report(spec, attempt, "starting")
         try:
             work_dir.mkdir(parents=True, exist_ok=True)
-            stage_in(self._se, grant.input_files, work_dir)
+            self._storage.stage_in(grant.input_files, work_dir)
             payload = Payload(spec, work_dir)
         except StagingError as exc:
             self._report(spec, attempt, "failed", error_code=exc.code, diagnostic=str(exc))
@@ -396,7 +397,7 @@ class Pilot:
         """Stage out, then report how the attempt ended (a missing output fails it) and
         what its payload used."""
         spec, attempt = staged.spec, staged.number
-        stored = stage_out(self._se, staged, work_dir, outcome.kind == "finished")
+        stored = self._storage.stage_out(staged, work_dir, outcome.kind == "finished")
         if outcome.kind == "finished" and stored.problem:
             outcome = Outcome(
                 "failed", outcome.exit_code, PilotError.STAGE_OUT_FAILED, stored.problem

@@ -33,11 +33,25 @@ def test_environment_wins_over_toml_and_flags_win_over_both(tmp_path: Path) -> N
         ({"PANDAMQ_DATABASE_REPLICA_URL": "mysql://x"}, "database_replica_url .* postgresql"),
         ({"PANDAMQ_BATCH_SIZE": "many"}, "batch_size must be a number"),
         ({"PANDAMQ_QUEUE_TYPE": "stream"}, "queue_type must be classic or quorum"),
+        ({"PANDAMQ_RUCIO_RSES": "SITE_A"}, "rucio_rses: expected SITE=RSE"),
+        ({"PANDAMQ_RUCIO_AUTH_TYPE": "kerberos"}, "rucio_auth_type must be one of userpass"),
+        ({"PANDAMQ_RUCIO_TIMEOUT_S": "0"}, "rucio_timeout_s must be above 0"),
     ],
 )
 def test_bad_settings_are_refused(env: dict[str, str], says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         Settings.load(environ=env)
+
+
+def test_each_site_has_the_rse_mapped_to_it_or_one_of_its_own_name() -> None:
+    # Given a map of two sites to RSEs
+    s = Settings.load(environ={"PANDAMQ_RUCIO_RSES": "SITE_A=CERN-PROD_DATADISK, SITE_B=BNL"})
+    # Then each has its RSE, and any other site an RSE of its own name
+    assert [s.rse_of(x) for x in ("SITE_A", "SITE_B", "SITE_C")] == [
+        "CERN-PROD_DATADISK",
+        "BNL",
+        "SITE_C",
+    ]
 
 
 def test_reads_go_to_the_replica_when_one_is_set() -> None:

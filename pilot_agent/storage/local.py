@@ -1,4 +1,4 @@
-"""Stage-in and stage-out on the site's storage element (local DDM).
+"""The site's storage element as a directory (the local DDM's SE, or a mounted RSE).
 
 Stage-in copies each input from the SE into the job's work directory and
 verifies its size and adler32. Stage-out stores the declared outputs (when
@@ -14,13 +14,12 @@ import io
 import tarfile
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from broker.error_codes import PilotError
-from broker.errors import PandaMQError
-from broker.protocol import FileInfo, JobSpec
+from broker.protocol import FileInfo
 from ddm_bridge.se import (
     LOG_FILES,
     Checksum,
@@ -30,19 +29,12 @@ from ddm_bridge.se import (
     se_path,
     staging_dir,
 )
-
-
-class StagingError(PandaMQError):
-    """A file could not be staged in or out; ``code`` is the pilot error to report."""
-
-    def __init__(self, code: PilotError, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+from pilot_agent.storage import Attempt, StageOut, StagingError
 
 
 @dataclass(frozen=True)
-class StorageElement:
-    """The SE of the pilot's site under the local DDM's root."""
+class LocalSE:
+    """The SE of the pilot's site under the local DDM's root; a ``Storage``."""
 
     root: str
     site: str
@@ -55,9 +47,16 @@ class StorageElement:
         """Where one attempt stages its files on this SE."""
         return staging_dir(self.root, self.site, job_id, attempt)
 
+    def stage_in(self, inputs: Sequence[FileInfo], work_dir: Path) -> None:
+        """Copy each input into ``work_dir`` and verify it; ``StagingError`` if one fails."""
+        _stage_in(self, inputs, work_dir)
 
-def stage_in(se: StorageElement, inputs: Sequence[FileInfo], work_dir: Path) -> None:
-    """Copy each input into ``work_dir`` and verify it; ``StagingError`` if one fails."""
+    def stage_out(self, attempt: Attempt, work_dir: Path, with_outputs: bool) -> StageOut:
+        """Stage the log tarball and, ``with_outputs``, every declared output on the SE."""
+        return _stage_out(self, attempt, work_dir, with_outputs)
+
+
+def _stage_in(se: LocalSE, inputs: Sequence[FileInfo], work_dir: Path) -> None:
     for info in inputs:
         try:
             copy_verified(
@@ -71,25 +70,7 @@ def stage_in(se: StorageElement, inputs: Sequence[FileInfo], work_dir: Path) -> 
             ) from exc
 
 
-@dataclass
-class StageOut:
-    """What stage-out stored, and why an output could not be stored (if one could not)."""
-
-    files: list[FileInfo] = field(default_factory=list)
-    problem: str = ""
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """The attempt whose files are staged out, and the scope they are registered in."""
-
-    spec: JobSpec
-    number: int
-    scope: str
-
-
-def stage_out(se: StorageElement, attempt: Attempt, work_dir: Path, with_outputs: bool) -> StageOut:
-    """Stage the log tarball and, ``with_outputs``, every declared output on the SE."""
+def _stage_out(se: LocalSE, attempt: Attempt, work_dir: Path, with_outputs: bool) -> StageOut:
     result = StageOut()
     staging = se.staging(attempt.spec.id, attempt.number)
     for name in attempt.spec.output_files if with_outputs else []:
