@@ -7,7 +7,7 @@ Any number of bridges per database: each serves the subscriptions it holds
 of a bridge that died are taken by another once its hold ran out
 (``lease_s``), and a bridge that stops lets go of its own at once. Linking
 jobs to new dispatch datasets and closing datasets are duties that one
-bridge at a time does (``broker.service.duties``).
+bridge at a time does (``broker.duties``).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine
 
 from broker.conflicts import retried
+from broker.duties import Duties
 from broker.error_codes import DDMError
 from broker.errors import RecoverableError
 from broker.metrics import SUBSCRIPTIONS_ENDED
+from broker.operations import retries
+from broker.operations.throttle import Limits
 from broker.reconnect import Backoff, until_stopped
-from broker.service import retries
-from broker.service.duties import Duties
-from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.store import datasets, subscriptions
 from broker.store.clock import now

@@ -12,9 +12,9 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from broker.error_codes import DDMError, ErrorFamily
-from broker.service import retries
-from broker.service.activation import JobRef, activate
-from broker.service.throttle import Limits
+from broker.operations import retries
+from broker.operations.activation import JobRef, activate
+from broker.operations.throttle import Limits
 from broker.states import JobState
 from broker.store import job_files, transitions
 from broker.store.jobs import load

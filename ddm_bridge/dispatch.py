@@ -16,8 +16,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from broker.service.activation import JobRef, activate
-from broker.service.throttle import Limits
+from broker.operations.activation import JobRef, activate
+from broker.operations.throttle import Limits
 from broker.store import datasets, job_files, subscriptions
 
 log = logging.getLogger(__name__)

@@ -17,12 +17,13 @@ from sqlalchemy import Connection, Engine, RowMapping, select, update
 from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
 from broker.observability.pipeline import heartbeats_recorded
+from broker.operations import retries
+from broker.operations.kills import kill_commands
+from broker.operations.throttle import Limits
 from broker.protocol import JobEvent
 from broker.security import senders
-from broker.service import retries, superseded
-from broker.service.kills import kill_commands
+from broker.service import superseded
 from broker.service.scouting import Scouting
-from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import FINAL_STATES, JobState
 from broker.store import outbox, transitions

@@ -10,7 +10,7 @@ never run twice. A job that names its site keeps waiting for it.
 
 Also here: the automatic rule on site statuses (``broker.service.site_health``),
 judged first, so that a site just put in ``test`` gets no job of this pass;
-the set-up of retries whose backoff is over (``broker.service.backoff``); and
+the set-up of retries whose backoff is over (``broker.operations.backoff``); and
 the periodic release of throttled jobs, for queues that drain without claims
 this process saw. Safe with several broker processes: rows
 are taken with ``FOR UPDATE SKIP LOCKED`` and every change is a
@@ -25,12 +25,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, RowMapping, func, select
 
 from broker.error_codes import ErrorFamily, TaskBufferError
-from broker.service import backoff, retries
-from broker.service.activation import Placement, release
-from broker.service.brokerage import Brokerage, Unplaced, settle
+from broker.operations import backoff, retries
+from broker.operations.activation import Placement, release
+from broker.operations.brokerage import Brokerage, Unplaced, settle
+from broker.operations.throttle import Limits
 from broker.service.scouting import Scouting, scouting_tasks
 from broker.service.site_health import SiteHealthCheck
-from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store import transitions

@@ -26,11 +26,11 @@ from broker.api import TaskTuning
 from broker.brokerage.rules import Needs
 from broker.error_codes import PilotError
 from broker.metrics import TASK_SCOUTING
+from broker.operations.activation import Placement
+from broker.operations.brokerage import QUEUED, Brokerage, Unplaced, settle
+from broker.operations.throttle import Limits
 from broker.protocol import JobEvent, JobSpec, TaskSpec
-from broker.service.activation import Placement
-from broker.service.brokerage import QUEUED, Brokerage, Unplaced, settle
 from broker.service.scouts import SCOUTING
-from broker.service.throttle import Limits
 from broker.service.tuning import record, tune
 from broker.settings import Settings
 from broker.states import FINAL_STATES, JobState

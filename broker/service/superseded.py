@@ -13,8 +13,8 @@ import logging
 
 from sqlalchemy import Connection, RowMapping, select
 
+from broker.operations.kills import kill_commands
 from broker.protocol import JobEvent
-from broker.service.kills import kill_commands
 from broker.states import FINAL_STATES, JobState
 from broker.store import outbox
 from broker.store.keys import keys_in

@@ -26,7 +26,7 @@ from broker.topology import resource_type
 class NewJob:
     """A job to insert with its first attempt: its spec, its owner, the moves it made
     from ``defined`` before it was first written (none: it is inserted ``defined``), and
-    its priority when its user's fair share sets one (``broker.service.fairshare``)."""
+    its priority when its user's fair share sets one (``broker.operations.fairshare``)."""
 
     spec: JobSpec
     owner: str | None = None

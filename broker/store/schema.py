@@ -119,7 +119,7 @@ jobs = Table(
     #: The user that submitted the job (its messages' validated ``user_id``).
     Column("owner", String(256)),
     #: The priority it was submitted with; ``priority`` is that less what its user's
-    #: fair share takes (``broker.service.fairshare``). Empty on rows written before.
+    #: fair share takes (``broker.operations.fairshare``). Empty on rows written before.
     Column("base_priority", Integer),
     #: A retried attempt waits in ``defined`` until then (its backoff), set up after.
     Column("retry_at", Time),

@@ -21,7 +21,7 @@ S = JobState
 #: A user's jobs not in a site's queue yet: their priority is the user's fair share's.
 WAITING = (S.DEFINED, S.ASSIGNED, S.THROTTLED)
 #: A user's jobs ahead of its waiting ones: in a site's queue, or running there
-#: (``activated`` and ``broker.service.throttle.RUNNING``).
+#: (``activated`` and ``broker.operations.throttle.RUNNING``).
 AHEAD = (S.ACTIVATED, S.SENT, S.STARTING, S.RUNNING)
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from broker.error_codes import DDMError, ErrorFamily
-from broker.service.activation import JobRef, Placement, activate, assign
-from broker.service.throttle import Limits
+from broker.operations.activation import JobRef, Placement, activate, assign
+from broker.operations.throttle import Limits
 from broker.states import JobState
 from broker.store import transitions
 from broker.store.datasets import replica_sites

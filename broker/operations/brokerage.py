@@ -20,11 +20,11 @@ from sqlalchemy import Connection, func, select
 from broker.brokerage.exclusion import AUTOMATIC, ExclusionPolicy, Probation, task_exclusion
 from broker.brokerage.rules import Decision, LeftOut, Load, Needs, choose
 from broker.error_codes import BrokerageError, ErrorFamily
+from broker.operations.activation import Placement
+from broker.operations.setup import set_up
+from broker.operations.throttle import RUNNING, Limits
+from broker.operations.user_caps import Caps, QueuedPerSiteCap
 from broker.protocol import JobSpec
-from broker.service.activation import Placement
-from broker.service.setup import set_up
-from broker.service.throttle import RUNNING, Limits
-from broker.service.user_caps import Caps, QueuedPerSiteCap
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store import transitions

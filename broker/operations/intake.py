@@ -21,13 +21,13 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from broker.operations import throttle
+from broker.operations.activation import NOTHING_TO_WAIT_FOR, Placement, dispatch
+from broker.operations.brokerage import Brokerage, Unplaced, failed_brokerage
+from broker.operations.fairshare import new_priorities
+from broker.operations.setup import AT_SITE, unregistered, waiting_for_inputs
+from broker.operations.throttle import Limits, Row
 from broker.protocol import JobSpec
-from broker.service import throttle
-from broker.service.activation import NOTHING_TO_WAIT_FOR, Placement, dispatch
-from broker.service.brokerage import Brokerage, Unplaced, failed_brokerage
-from broker.service.fairshare import new_priorities
-from broker.service.setup import AT_SITE, unregistered, waiting_for_inputs
-from broker.service.throttle import Limits, Row
 from broker.states import JobState
 from broker.store import outbox
 from broker.store.job_files import add_inputs
