@@ -23,6 +23,7 @@ from broker.duties import Duties
 from broker.error_codes import DDMError
 from broker.errors import RecoverableError
 from broker.metrics import SUBSCRIPTIONS_ENDED
+from broker.observability import pipeline
 from broker.operations import retries
 from broker.operations.throttle import Limits
 from broker.reconnect import Backoff, until_stopped
@@ -47,6 +48,7 @@ class DDMBridge:
     def __init__(
         self, settings: Settings, engine: Engine, backend: DDMBackend | None = None
     ) -> None:
+        pipeline.install()
         self._settings = settings
         self._limits = Limits.of(settings)
         self._engine = engine

@@ -18,6 +18,7 @@ from broker.duties import Duties, attempts_every
 from broker.messaging.connection import broker_errors, connect, is_memory
 from broker.messaging.consumer import BatchConsumer
 from broker.messaging.publisher import Publisher, open_publisher
+from broker.observability import pipeline
 from broker.operations.fairshare import UserPriorities
 from broker.protocol import ClaimRequest, JobCommand, JobEvent, JobSpec, TaskSpec
 from broker.reconnect import Backoff, until_stopped
@@ -66,6 +67,7 @@ class BrokerService:
     """One broker process. Several may run side by side on the same database."""
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
+        pipeline.install()
         self._settings = settings
         self._engine = engine
         self._topology = topology.Topology(settings.queue_type)
