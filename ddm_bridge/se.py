@@ -1,34 +1,31 @@
 """Storage elements of the local DDM: one directory per site, files at ``<scope>/<name>``.
 
 A pilot stages an attempt's outputs and log into the attempt's own staging
-directory, ``<SE>/.staging/<job id>.<attempt>/``; the broker service moves
-them to ``<scope>/<name>`` when it accepts them (``accept``), and removes the
-staging directory of an attempt it did not accept (``discard``). A scope never
-starts with a dot, so no DID lives under ``.staging``.
+directory, ``<SE>/.staging/<job id>.<attempt>/``; the DDM bridge's local
+backend moves them to ``<scope>/<name>`` when it keeps them (``accept``), and
+removes the staging directory of an attempt it did not keep (``discard``). A
+scope never starts with a dot, so no DID lives under ``.staging``.
 
-Standard library only: the pilot stages files in and out with these too.
+Standard library and the wire protocol only: the pilot stages files in and out
+with these too.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 import shutil
 import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker import protocol
+
 READ_CHUNK = 1024 * 1024
+#: What a job's log tarball holds (``broker.protocol``), named with the SE's layout
+#: for the pilot's staging.
+LOG_FILES = protocol.LOG_FILES
 #: The directory of an SE where attempts stage their files.
 STAGING = ".staging"
-#: The scope of the outputs of a job of no task and no validated owner.
-USER_SCOPE = "user"
-#: Longest scope name (the protocol's name rule).
-MAX_SCOPE = 64
-_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]")
-#: What a job's log tarball holds, when the payload wrote it.
-LOG_FILES = ("payload.stdout", "payload.stderr")
 
 
 def se_dir(root: str, site: str) -> Path:
@@ -115,29 +112,6 @@ def accept(staged: Path, destination: Path, expected: Checksum) -> str | None:
 def discard(root: str, site: str, job_id: str, attempt: int) -> None:
     """Remove what an attempt staged and the service did not accept."""
     shutil.rmtree(staging_dir(root, site, job_id, attempt), ignore_errors=True)
-
-
-def output_scope(task_id: str | None, owner: str | None) -> str:
-    """The scope of a job's outputs and log: its task's, else its owner's."""
-    return task_id or owner_scope(owner)
-
-
-def owner_scope(owner: str | None) -> str:
-    """The scope of an owner's jobs of no task, as Rucio names them: ``user.<name>``.
-
-    ``owner`` is the validated identity (``user.alice`` gives ``user.alice``,
-    ``guest`` gives ``user.guest``). A name the scope rule does not allow is
-    mended and given a hash of the owner, so two owners never share a scope.
-    """
-    if not owner:
-        return USER_SCOPE
-    name = owner.removeprefix(f"{USER_SCOPE}.")
-    mended = _NOT_IN_NAME.sub("_", name)
-    scope = f"{USER_SCOPE}.{mended}"
-    if mended == name and name and len(scope) <= MAX_SCOPE:
-        return scope
-    digest = hashlib.sha256(owner.encode()).hexdigest()[:8]
-    return f"{USER_SCOPE}.{mended[: MAX_SCOPE - len(USER_SCOPE) - 10]}.{digest}"
 
 
 def log_name(job_id: str, attempt: int) -> str:

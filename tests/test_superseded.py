@@ -7,7 +7,8 @@ import dataclasses
 
 from broker.error_codes import DispatcherError, ErrorFamily
 from broker.protocol import JobSpec
-from ddm_bridge.se import owner_scope, se_path, staging_dir
+from broker.scopes import owner_scope
+from ddm_bridge.se import se_path, staging_dir
 from tests.harness import System, wait_for
 
 #: The broker fails an attempt after this long without a heartbeat.

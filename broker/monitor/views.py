@@ -11,6 +11,7 @@ from sqlalchemy import Connection, select
 from broker.errors import BadInput, NotFound
 from broker.monitor.datasets import job_file_list
 from broker.monitor.errors import error_list
+from broker.monitor.payload_log import log_tail
 from broker.monitor.queries import (
     ACTIVE_STATES,
     FINAL,
@@ -28,7 +29,6 @@ from broker.store.clock import iso_times, now
 from broker.store.jobs import get_job
 from broker.store.schema import tasks
 from broker.store.users import usage
-from ddm_bridge.payload_log import log_tail
 
 #: The columns of the sites x states table, in the order a job walks them.
 STATE_COLUMNS = [*ACTIVE_STATES, *FINAL]

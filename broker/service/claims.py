@@ -26,6 +26,7 @@ from broker.observability.logs import job_context
 from broker.operations.activation import dispatch, release
 from broker.operations.throttle import Limits
 from broker.protocol import SLOT_TOO_SMALL, ClaimReply, ClaimRequest, encode
+from broker.scopes import output_scope
 from broker.security import senders
 from broker.settings import Settings
 from broker.states import JobState
@@ -36,7 +37,6 @@ from broker.store.job_files import input_infos
 from broker.store.jobs import load, spec_of
 from broker.store.schema import pilots
 from broker.store.transitions import Change
-from ddm_bridge.se import output_scope
 
 log = logging.getLogger(__name__)
 

@@ -355,3 +355,20 @@ leases = Table(
     # When its holder last gave it back (a turn of periodic work that ended).
     Column("given_at", Time),
 )
+
+# What a pilot reported of an attempt that ended with files (broker.store.reports):
+# the job waits in ``holding`` until the DDM bridge has registered them and moved it
+# on (PanDA's Adder), or the bridge removes what was staged (the attempt is over).
+
+reported_outputs = Table(
+    "reported_outputs",
+    metadata,
+    Column("job_id", ID, ForeignKey("jobs.id"), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    #: The pilot's final event, as the wire protocol encodes it.
+    Column("event", Text, nullable=False),
+    Column("reported_at", Time, nullable=False),
+    # The DDM bridge registering it, and until when (``ddm_bridge.holding``).
+    Column("bridge", String(128)),
+    Column("bridge_until", Time),
+)

@@ -28,7 +28,7 @@ from broker.store.clock import now
 from broker.store.datasets import FileRecord
 from broker.store.engine import transaction
 from ddm_bridge.backend import Report
-from ddm_bridge.se import Checksum, copy_verified, mismatch, se_path
+from ddm_bridge.se import Checksum, accept, copy_verified, discard, mismatch, se_path, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,30 @@ class LocalDDM:
             return datasets.register(
                 conn, dataset, [(r, str(p)) for r, p in placed], site, now(), kind=kind
             )
+
+    def add_outputs(
+        self, site: str, job_id: str, attempt: int, files: Sequence[tuple[str, FileRecord]]
+    ) -> dict[str, str]:
+        """Move the attempt's staged files to ``<SE>/<scope>/<name>``; the path of each.
+        (The catalogue is pandamq's SQL, which the bridge writes.)"""
+        root = self._settings.ddm_root
+        staged = staging_dir(root, site, job_id, attempt)
+        kept: dict[str, str] = {}
+        for _, record in files:
+            destination = se_path(root, site, record.scope, record.name)
+            expected = Checksum(record.size, record.adler32)
+            problem = _other_file(destination, expected) or accept(
+                staged / record.name, destination, expected
+            )
+            if problem is not None:
+                raise BadInput(f"{record.did} not accepted: {problem}")
+            kept[record.did] = str(destination)
+        discard(root, site, job_id, attempt)
+        return kept
+
+    def discard_outputs(self, site: str, job_id: str, attempt: int) -> None:
+        """Remove the attempt's staging directory."""
+        discard(self._settings.ddm_root, site, job_id, attempt)
 
     def close(self, dataset: str) -> None:
         """Close the dataset in the catalogue."""
@@ -178,6 +202,13 @@ class LocalDDM:
             Report(transfer.dataset, transfer.site, "failed", error=error, retries=retries)
         )
         self._transfers.pop((transfer.dataset, transfer.site), None)
+
+
+def _other_file(destination: Path, expected: Checksum) -> str | None:
+    """Why a staged file may not replace what ``destination`` holds: another file."""
+    if destination.is_file() and mismatch(destination, expected) is not None:
+        return f"{destination} holds another file of that name"
+    return None
 
 
 def _copied(result: str, started: float) -> None:
