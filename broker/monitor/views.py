@@ -15,8 +15,6 @@ from broker.monitor.payload_log import log_tail
 from broker.monitor.queries import (
     ACTIVE_STATES,
     FINAL,
-    HELD_BY_PILOT,
-    QUEUED_STATES,
     by_site,
     job_list,
     recent_failures,
@@ -24,7 +22,7 @@ from broker.monitor.queries import (
     task_counts,
 )
 from broker.monitor.sites import left_out
-from broker.states import JobState
+from broker.states import HELD_BY_PILOT, QUEUED, JobState
 from broker.store.clock import iso_times, now
 from broker.store.jobs import get_job
 from broker.store.schema import tasks
@@ -32,8 +30,6 @@ from broker.store.users import usage
 
 #: The columns of the sites x states table, in the order a job walks them.
 STATE_COLUMNS = [*ACTIVE_STATES, *FINAL]
-#: States counted as queued for the running/queued ratio: not yet at a pilot.
-QUEUED = {JobState.DEFINED.value, *QUEUED_STATES}
 
 
 def dashboard(conn: Connection, since: datetime, window: str) -> dict[str, Any]:

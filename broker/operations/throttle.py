@@ -19,13 +19,13 @@ from sqlalchemy import Connection, RowMapping, func, select
 
 from broker.operations.user_caps import Caps, UserCaps
 from broker.settings import Settings
-from broker.states import JobState
+from broker.states import HELD_BY_PILOT, JobState
 from broker.store.schema import jobs, sites
 
 S = JobState
 
-#: States that count as running for the cap and as using an activity's share.
-RUNNING = (S.SENT, S.STARTING, S.RUNNING)
+#: The states that count as running for the cap and as using an activity's share are
+#: those of a job held by a pilot (``broker.states.HELD_BY_PILOT``).
 #: The job columns activation and throttling read.
 COLUMNS = (
     jobs.c.id,
@@ -109,7 +109,7 @@ def site_use(conn: Connection, names: Iterable[str]) -> dict[str, SiteUse]:
         return use
     stmt = (
         select(jobs.c.site, jobs.c.state, jobs.c.activity, func.count())
-        .where(jobs.c.site.in_(wanted), jobs.c.state.in_([S.ACTIVATED, *RUNNING]))
+        .where(jobs.c.site.in_(wanted), jobs.c.state.in_([S.ACTIVATED, *HELD_BY_PILOT]))
         .group_by(jobs.c.site, jobs.c.state, jobs.c.activity)
     )
     for site, state, activity, n in conn.execute(stmt):

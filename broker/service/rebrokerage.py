@@ -32,7 +32,7 @@ from broker.operations.throttle import Limits
 from broker.service.scouting import Scouting, scouting_tasks
 from broker.service.site_health import SiteHealthCheck
 from broker.settings import Settings
-from broker.states import JobState
+from broker.states import WAITING_AT_SITE, JobState
 from broker.store import transitions
 from broker.store.clock import now
 from broker.store.engine import transaction
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 S = JobState
 
-#: States of a job that no pilot holds yet.
-WAITING = (S.ASSIGNED, S.THROTTLED, S.ACTIVATED)
 #: How many jobs one pass re-brokers at most (the rest wait for the next pass).
 BATCH = 1000
 
@@ -113,7 +111,7 @@ def _stranded(conn: Connection, t: datetime, idle_s: float) -> list[tuple[RowMap
     busy = select(pilots.c.site).where(pilots.c.last_seen >= cutoff)
     found: list[tuple[RowMapping, str]] = []
     for where in (
-        jobs.c.site.in_(down) & jobs.c.state.in_(WAITING),
+        jobs.c.site.in_(down) & jobs.c.state.in_(WAITING_AT_SITE),
         (jobs.c.state == S.ACTIVATED) & (jobs.c.modified_at < cutoff) & jobs.c.site.not_in(busy),
     ):
         stmt = (

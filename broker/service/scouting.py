@@ -27,13 +27,13 @@ from broker.brokerage.rules import Needs
 from broker.error_codes import PilotError
 from broker.metrics import TASK_SCOUTING
 from broker.operations.activation import Placement
-from broker.operations.brokerage import QUEUED, Brokerage, Unplaced, settle
+from broker.operations.brokerage import Brokerage, Unplaced, settle
 from broker.operations.throttle import Limits
 from broker.protocol import JobEvent, JobSpec, TaskSpec
 from broker.service.scouts import SCOUTING
 from broker.service.tuning import record, tune
 from broker.settings import Settings
-from broker.states import FINAL_STATES, JobState
+from broker.states import FINAL_STATES, QUEUED, JobState
 from broker.store import measures, transitions
 from broker.store.jobs import spec_of
 from broker.store.schema import jobs, tasks
