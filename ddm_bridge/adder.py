@@ -7,7 +7,8 @@ then, in one transaction, registers the files of the jobs still ``holding``
 with that attempt through the backend (``ddm_bridge.outputs``), moves each job
 to the state its pilot reported (``finished``, ``failed``; ``failed`` with a
 DDM error when its files were refused; ``transferring`` when its outputs must
-reach a destination), retries the failed ones as the rules allow, has what
+reach a destination), retries the failed ones as the rules allow, records
+what each attempt used and reviews its task's scouting and tuning, has what
 attempts that are over staged removed, and deletes the reports.
 
 A bridge that dies after the backend kept the files and before that
@@ -24,6 +25,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, RowMapping, select
 
 from broker.operations import retries
+from broker.operations.scouting import Scouting
 from broker.operations.throttle import Limits
 from broker.protocol import JobEvent
 from broker.settings import Settings
@@ -55,6 +57,7 @@ class Adder:
         self._holder = holder
         self._limits = Limits.of(settings)
         self._policy = retries.Policy.of(settings)
+        self._scouting = Scouting(settings)
 
     def step(self, t: datetime) -> int:
         """One pass; how many reports were dealt with."""
@@ -86,6 +89,7 @@ class Adder:
                 failed.append((rows[job_id], then.failure))
         decided = retries.decide_all(conn, failed, self._policy)
         retries.retry(conn, decided, t, self._limits, self._policy)
+        self._scouting.after_events(conn, [e for e in events if e.job_id in moved], rows, t)
         log.info("registered the outputs of %d job(s)", len(moved))
 
     def _discard(self, conn: Connection, events: list[JobEvent]) -> None:

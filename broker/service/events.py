@@ -22,11 +22,11 @@ from broker.messaging.consumer import Incoming
 from broker.observability.pipeline import heartbeats_recorded
 from broker.operations import reported, retries
 from broker.operations.kills import kill_commands
+from broker.operations.scouting import Scouting
 from broker.operations.throttle import Limits
 from broker.protocol import JobEvent
 from broker.security import senders
 from broker.service import superseded
-from broker.service.scouting import Scouting
 from broker.settings import Settings
 from broker.states import FINAL_STATES, JobState
 from broker.store import outbox, reports, transitions
@@ -82,12 +82,17 @@ class EventHandler:
             over = superseded.answer(conn, older + accepted, rows)
             accepted = [e for e in accepted if superseded.over(e, rows[e.job_id]) is None]
             applied = transitions.apply(conn, _changes(accepted, rows, t), t)
-            reports.record(conn, over + _held(accepted, applied), t)
+            held = _held(accepted, applied)
+            reports.record(conn, over + held, t)
             _heartbeats(conn, accepted, rows, t)
             failed = _failures(accepted, rows, applied)
             decided = retries.decide_all(conn, failed, self._policy)
             retries.retry(conn, decided, t, self._limits, self._policy)
-            self._scouting.after_events(conn, accepted, rows, t)
+            # (a held job's attempt is reviewed by the bridge, once it has moved it on)
+            kept = {e.event_id for e in held}
+            self._scouting.after_events(
+                conn, [e for e in accepted if e.event_id not in kept], rows, t
+            )
 
 
 def _held(events: list[JobEvent], applied: list[Change]) -> list[JobEvent]:

@@ -28,8 +28,8 @@ from broker.error_codes import ErrorFamily, TaskBufferError
 from broker.operations import backoff, retries
 from broker.operations.activation import Placement, release
 from broker.operations.brokerage import Brokerage, Unplaced, settle
+from broker.operations.scouting import Scouting, scouting_tasks
 from broker.operations.throttle import Limits
-from broker.service.scouting import Scouting, scouting_tasks
 from broker.service.site_health import SiteHealthCheck
 from broker.settings import Settings
 from broker.states import WAITING_AT_SITE, JobState

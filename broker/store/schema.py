@@ -84,7 +84,7 @@ tasks = Table(
     Column("ended_at", Time),
     #: How many of its first jobs are scouts (0: none); docs/reliability.md.
     Column("scouts", Integer, nullable=False, server_default=text("0")),
-    #: The memory and walltime its jobs were tuned to, and from what (broker/service/tuning.py).
+    #: The memory and walltime its jobs were tuned to, and from what (broker/operations/tuning.py).
     Column("tuning", JSON),
     #: Why it is in its status (``exhausted``), or runs as it does (too small to scout).
     Column("reason", Text),
