@@ -142,6 +142,6 @@ TASK_SCOUTING = Counter(
 
 DUTY_RUNS = Counter(
     "pandamq_duty_runs_total",
-    "Turns of periodic work this process took and ran (broker.service.duties), by duty.",
+    "Turns of periodic work this process took and ran (broker.duties), by duty.",
     ["duty"],
 )

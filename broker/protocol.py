@@ -35,6 +35,10 @@ FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 #: A task's log dataset is its output dataset's name with this suffix.
 LOG_DATASET_SUFFIX = ".log"
 
+#: What a job's log tarball holds, when the payload wrote it (the pilot writes it,
+#: ``pandamq job ID --log`` and the monitor read it).
+LOG_FILES = ("payload.stdout", "payload.stderr")
+
 #: A task's id: short enough that its jobs' ids (``<task id>-<6 digits>``) are names too.
 TASK_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,55}$")
 

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 from broker.errors import (
     BrokerRefused,
     DatabaseUnavailable,
+    DDMUnavailable,
     PublishFailed,
     RecoverableError,
     SiteNotServed,
@@ -41,6 +42,8 @@ def what_is_down(exc: RecoverableError) -> str:
         return "RabbitMQ did not take a publish"
     if isinstance(exc, SiteNotServed):
         return "no job queues for its site"
+    if isinstance(exc, DDMUnavailable):
+        return "the DDM (Rucio) is unavailable"
     return "RabbitMQ is unavailable"
 
 

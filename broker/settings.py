@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from broker.errors import ConfigError
+from ddm_bridge.backends import check_name
 
 ENV_PREFIX = "PANDAMQ_"
 LOCAL_RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
@@ -142,7 +143,9 @@ class Settings:
     site_probe_jobs: int = 2
     #: After its probe jobs failed, a site in test gets new probes after this long.
     site_probe_interval_s: float = 600.0
-    # data management (ddm_bridge): the local DDM's storage elements and transfers
+    # data management (ddm_bridge): the backend (ddm_bridge/backends), the local DDM's
+    # storage elements and transfers
+    ddm_backend: str = "local"
     ddm_root: str = dataclasses.field(default_factory=lambda: str(Path.cwd() / "pandamq-se"))
     transfer_threads: int = 4
     transfer_retries: int = 3
@@ -400,6 +403,12 @@ def _check(settings: Settings) -> None:
     _check_rucio(settings)
     _check_retries(settings)
     _check_tuning(settings)
+    _check_ddm_backend(settings)
+
+
+def _check_ddm_backend(settings: Settings) -> None:
+    # The backends' names live with the backends (a light module: the pilot loads settings).
+    check_name(settings.ddm_backend)
 
 
 def _check_login(settings: Settings) -> None:

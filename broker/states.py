@@ -27,6 +27,18 @@ class JobState(StrEnum):
 
 S = JobState
 
+# What each group of states means, declared here once and used everywhere.
+
+#: Queued: waiting for brokerage, for data or for a pilot; no pilot holds the job yet.
+QUEUED = (S.DEFINED, S.ASSIGNED, S.THROTTLED, S.ACTIVATED)
+#: Waiting at a site: placed at a site, waiting for its data or for a pilot there.
+WAITING_AT_SITE = (S.ASSIGNED, S.THROTTLED, S.ACTIVATED)
+#: Held by a pilot: claimed, its payload being set up or run.
+HELD_BY_PILOT = (S.SENT, S.STARTING, S.RUNNING)
+#: Cancellable at once: no pilot runs the job, so killing it is a state change (a job
+#: held by a pilot is killed by telling its pilot).
+CANCELLABLE_AT_ONCE = (S.PENDING, *QUEUED, S.HOLDING, S.TRANSFERRING)
+#: Final: an attempt in one of these never moves again.
 FINAL_STATES = frozenset({S.FINISHED, S.FAILED, S.CANCELLED, S.CLOSED})
 
 #: Every legal move; anything else is refused and counted.

@@ -17,7 +17,8 @@ from broker.store.sites import known_sites
 from cli.context import client, connection_options, database, settings
 from cli.render import print_json, print_table, table
 from ddm_bridge import catalogue
-from ddm_bridge.backends.local import LocalDDM
+from ddm_bridge.backend import DDMBackend
+from ddm_bridge.backends import open_backend
 
 LIST_COLUMNS = ["name", "kind", "state", "files", "site", "task_id", "modified_at"]
 SUBSCRIPTION_COLUMNS = [
@@ -49,14 +50,14 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
 
 
 def _files_command(
-    ctx: click.Context, site: str, action: Callable[[LocalDDM, Settings], int]
+    ctx: click.Context, site: str, action: Callable[[DDMBackend, Settings], int]
 ) -> int:
     s = settings(ctx)
     engine = database(s)
     with transaction(engine) as conn:
         if site not in known_sites(conn, [site]):
             raise UnknownSite(f"site {site!r} is not in the site catalogue")
-    backend = LocalDDM(s, engine)
+    backend = open_backend(s, engine)
     try:
         return action(backend, s)
     finally:

@@ -13,7 +13,7 @@ from broker.settings import Settings
 from broker.store.engine import transaction
 from broker.store.schema import subscriptions
 from ddm_bridge import catalogue
-from ddm_bridge.backends.local import LocalDDM
+from ddm_bridge.backends import open_backend
 
 SCOPE = "demo"
 #: Seconds each demo transfer takes, so the wait in ``assigned`` can be seen.
@@ -30,7 +30,7 @@ def put_inputs(s: Settings, engine: Engine, run: str, count: int, sites: tuple[s
     dataset = f"demo.{run}.input"
     scratch = Path(s.work_dir) / "inputs"
     scratch.mkdir(parents=True, exist_ok=True)
-    backend = LocalDDM(s, engine)
+    backend = open_backend(s, engine)
     try:
         for i in range(count):
             path = scratch / input_name(run, i)

@@ -9,7 +9,7 @@ from wsgiref.simple_server import WSGIServer
 from sqlalchemy import Engine
 
 from broker.monitor.web import monitor_server
-from broker.service.brokerage import exclusion_policy
+from broker.operations.brokerage import exclusion_policy
 from broker.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,16 @@
 """The DDM bridge service: subscribes sites to the inputs of their assigned jobs,
 turns the DDM's reports into activations and failures, times out subscriptions
-that stopped moving, and closes the output datasets of finished tasks.
+that stopped moving, registers the outputs of holding jobs and moves them on
+(PanDA's Adder: ``ddm_bridge.adder``), and closes the output datasets of
+finished tasks.
 
 Any number of bridges per database: each serves the subscriptions it holds
 (``ddm_bridge.holding``), so that one bridge copies each; the subscriptions
 of a bridge that died are taken by another once its hold ran out
-(``lease_s``), and a bridge that stops lets go of its own at once. Linking
+(``lease_s``), and a bridge that stops lets go of its own at once; the
+outputs reported by pilots are shared the same way. Linking
 jobs to new dispatch datasets and closing datasets are duties that one
-bridge at a time does (``broker.service.duties``).
+bridge at a time does (``broker.duties``).
 """
 
 from __future__ import annotations
@@ -19,21 +22,23 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine
 
 from broker.conflicts import retried
+from broker.duties import Duties
 from broker.error_codes import DDMError
 from broker.errors import RecoverableError
 from broker.metrics import SUBSCRIPTIONS_ENDED
+from broker.observability import pipeline
+from broker.operations import retries
+from broker.operations.throttle import Limits
 from broker.reconnect import Backoff, until_stopped
-from broker.service import retries
-from broker.service.duties import Duties
-from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.store import datasets, subscriptions
 from broker.store.clock import now
 from broker.store.engine import transaction
 from broker.store.migrate import require_current
 from ddm_bridge import callbacks, closing, dispatch, holding
+from ddm_bridge.adder import Adder
 from ddm_bridge.backend import DDMBackend, Report
-from ddm_bridge.backends.local import LocalDDM
+from ddm_bridge.backends import open_backend
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +52,17 @@ class DDMBridge:
     def __init__(
         self, settings: Settings, engine: Engine, backend: DDMBackend | None = None
     ) -> None:
+        pipeline.install()
         self._settings = settings
         self._limits = Limits.of(settings)
         self._engine = engine
-        self.backend: DDMBackend = backend or LocalDDM(settings, engine)
+        self.backend: DDMBackend = backend or open_backend(settings, engine)
         #: Reports taken from the backend and not yet committed (kept across an outage).
         self._pending: list[Report] = []
         #: Subscriptions in progress that this bridge gave to the backend.
         self._asked: set[tuple[str, str]] = set()
         self._duties = Duties(engine, settings, "ddm")
+        self._adder = Adder(settings, engine, self.backend, self._duties.holder)
         #: The schema was found current: there may be holds to let go of at the end.
         self._ran = False
 
@@ -98,7 +105,7 @@ class DDMBridge:
         t = at or now()
         changed = self._duties.turn(DISPATCH, 0.0, lambda: self._dispatch(t))
         # (outside the transaction: a backend may use the database itself)
-        changed += self._ask(self._serve(t)) + self._apply_reports(t)
+        changed += self._ask(self._serve(t)) + self._apply_reports(t) + self._adder.step(t)
         return changed + self._time_out(t) + self._duties.turn(CLOSING, 0.0, self._close)
 
     def _dispatch(self, t: datetime) -> int:

@@ -12,9 +12,10 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from broker.error_codes import DDMError, ErrorFamily
-from broker.service import retries
-from broker.service.activation import JobRef, activate
-from broker.service.throttle import Limits
+from broker.operations import inputs, retries
+from broker.operations.activation import JobRef, activate
+from broker.operations.inputs import Standing
+from broker.operations.throttle import Limits
 from broker.states import JobState
 from broker.store import job_files, transitions
 from broker.store.jobs import load
@@ -30,8 +31,12 @@ def completed(conn: Connection, dataset: str, now: datetime, limits: Limits) -> 
     the sites' ``limits``."""
     waiting = job_files.jobs_waiting_on(conn, dataset)
     assigned = [(j, a) for j, a, state in waiting if state == JobState.ASSIGNED]
-    missing = job_files.missing_inputs(conn, (job_id for job_id, _ in assigned))
-    ready = [JobRef(job_id, attempt) for job_id, attempt in assigned if job_id not in missing]
+    stand = inputs.of_jobs(conn, (job_id for job_id, _ in assigned))
+    ready = [
+        JobRef(job_id, attempt)
+        for job_id, attempt in assigned
+        if stand[job_id].standing == Standing.PRESENT
+    ]
     activated = activate(conn, ready, now, limits, f"{COMPLETE} ({dataset} complete)")
     shipped = [
         Change(

@@ -16,8 +16,10 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from broker.service.activation import JobRef, activate
-from broker.service.throttle import Limits
+from broker.operations import inputs
+from broker.operations.activation import JobRef, activate
+from broker.operations.inputs import Standing
+from broker.operations.throttle import Limits
 from broker.store import datasets, job_files, subscriptions
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,13 @@ def subscribe_waiting(
     waiting = job_files.waiting_for_dispatch(conn, BATCH)
     if not waiting:
         return 0, []
-    missing = job_files.missing_inputs(conn, (job_id for job_id, _, _ in waiting))
-    ready = [JobRef(job_id, attempt) for job_id, attempt, _ in waiting if job_id not in missing]
+    stand = inputs.of_jobs(conn, (job_id for job_id, _, _ in waiting))
+    missing = {j: i.missing for j, i in stand.items() if i.standing == Standing.MISSING}
+    ready = [
+        JobRef(job_id, attempt)
+        for job_id, attempt, _ in waiting
+        if stand[job_id].standing == Standing.PRESENT
+    ]
     activated = activate(conn, ready, now, limits, COMPLETE)
     by_site: dict[str, list[str]] = defaultdict(list)
     for job_id, _, site in waiting:

@@ -1,13 +1,14 @@
-"""Register what a job wrote, while it is ``holding``: outputs into its task's
-``output_dataset``, the log tarball into the task's log dataset
+"""Register what a job wrote, while it is ``holding`` (PanDA's Adder): outputs into
+its task's ``output_dataset``, the log tarball into the task's log dataset
 (``<output_dataset>.log``), with replicas at the job's site. A job of no task
 writes into ``<job id>.output`` and ``<job id>.log``, in its owner's scope.
-Called by the broker's event handler in the event's transaction.
+Called by the bridge (``ddm_bridge.adder``) in the transaction that moves the
+jobs on.
 
-Accepting an attempt's files moves them from the attempt's staging directory
-to their place on the SE (``ddm_bridge.se``); the staging directory of an
-attempt whose files are refused is removed. A name registered already with
-other content is refused with ``OUTPUT_NAME_TAKEN``, which is never retried.
+The backend keeps the files an attempt stored (``DDMBackend.add_outputs``);
+what an attempt whose files are refused stored is removed
+(``discard_outputs``). A name registered already with other content is refused
+with ``OUTPUT_NAME_TAKEN``, which is never retried, before the backend is asked.
 
 A finished job whose spec names an ``output_destination`` (another site) goes
 on to ``transferring``: its outputs form a dataset subscribed to that site,
@@ -26,13 +27,16 @@ from sqlalchemy import Connection, RowMapping
 
 from broker.error_codes import DDMError, ErrorFamily
 from broker.errors import BadInput, NameTaken
+from broker.operations import reported
+from broker.operations.retries import Failure
 from broker.protocol import JobEvent, JobSpec, TaskSpec
-from broker.states import FINAL_STATES, JobState
+from broker.scopes import output_scope
+from broker.states import JobState
 from broker.store import datasets, job_files, subscriptions
 from broker.store.datasets import FileRecord
 from broker.store.jobs import spec_of
 from broker.store.tasks import task_specs
-from ddm_bridge.se import Checksum, accept, discard, output_scope, se_path, staging_dir
+from ddm_bridge.backend import DDMBackend
 
 log = logging.getLogger(__name__)
 
@@ -46,34 +50,63 @@ def dataset_name(spec: JobSpec, role: str, task: TaskSpec | None) -> str:
 
 @dataclass(frozen=True)
 class AfterHolding:
-    """Where a finished job goes from ``holding`` instead of ``finished``, with what values."""
+    """Where a job goes from ``holding``, with what values, and why; the failure retries
+    decide on when it fails."""
 
     target: JobState
     values: dict[str, Any]
+    reason: str
+    failure: Failure | None = None
 
 
 def register(
-    conn: Connection, events: list[JobEvent], rows: dict[str, RowMapping], root: str, now: datetime
+    conn: Connection,
+    events: list[JobEvent],
+    rows: dict[str, RowMapping],
+    backend: DDMBackend,
+    now: datetime,
 ) -> dict[str, AfterHolding]:
-    """Register the files each final event reports; the finished jobs that do not finish now."""
+    """Register the files each final event of a ``holding`` job reports; where each job
+    goes now."""
+    tasks = task_specs(conn, {t for e in events if (t := rows[e.job_id]["task_id"])})
+    problems = _Registration(conn, rows, tasks, backend, now).refusals(events)
     after: dict[str, AfterHolding] = {}
-    final = [e for e in events if e.kind in ("finished", "failed", "cancelled") and e.files]
-    final = [e for e in final if JobState(rows[e.job_id]["state"]) not in FINAL_STATES]
-    if not final:
-        return after
-    tasks = task_specs(conn, {t for e in final if (t := rows[e.job_id]["task_id"])})
-    problems = _Registration(conn, rows, tasks, root, now).refusals(final)
-    for event in final:
+    for event in events:
+        row = rows[event.job_id]
         problem = problems.get(event.job_id)
         if problem is not None:
             log.warning("job %s: outputs not registered: %s", event.job_id, problem.text)
-            discard(root, rows[event.job_id]["site"], event.job_id, event.attempt)
-            after[event.job_id] = AfterHolding(JobState.FAILED, _refusal(event, problem))
-        elif event.kind == "finished" and _ship(conn, event, rows[event.job_id], now):
+            backend.discard_outputs(row["site"], event.job_id, event.attempt)
+            after[event.job_id] = _refused(event, problem)
+        elif event.kind == "finished" and _ship(conn, event, row, now):
             after[event.job_id] = AfterHolding(
-                JobState.TRANSFERRING, {"exit_code": event.exit_code}
+                JobState.TRANSFERRING,
+                {"exit_code": event.exit_code},
+                f"outputs registered, shipped to {spec_of(row).output_destination}",
             )
+        else:
+            after[event.job_id] = _registered(event)
     return after
+
+
+def _registered(event: JobEvent) -> AfterHolding:
+    """The state the pilot reported, now that the files are registered."""
+    target = reported.FINAL[event.kind]
+    failure = reported.failure(event) if target == JobState.FAILED else None
+    why = f"{event.kind} reported by pilot {event.pilot_id}; outputs registered"
+    return AfterHolding(target, reported.final_values(event), why, failure)
+
+
+def _refused(event: JobEvent, problem: Refused) -> AfterHolding:
+    """A job whose files were refused: a finished one fails with the DDM error (a failed
+    one keeps the pilot's), and its retry is decided on the DDM error."""
+    text = f"outputs not registered: {problem.text}"
+    failure = Failure(ErrorFamily.DDM.value, int(problem.code), event.exit_code, text)
+    if event.kind == "cancelled":
+        return AfterHolding(JobState.CANCELLED, reported.final_values(event), text)
+    if event.kind == "failed":
+        return AfterHolding(JobState.FAILED, reported.final_values(event), text, failure)
+    return AfterHolding(JobState.FAILED, _refusal(event, problem), text, failure)
 
 
 @dataclass(frozen=True)
@@ -113,12 +146,12 @@ def _ship(conn: Connection, event: JobEvent, row: RowMapping, now: datetime) -> 
 
 @dataclass(frozen=True)
 class _Registration:
-    """Registers the files of a batch's final events, in the event handler's transaction."""
+    """Registers the files of a batch's final events, in the bridge's transaction."""
 
     conn: Connection
     rows: dict[str, RowMapping]
     tasks: dict[str, TaskSpec]
-    root: str
+    backend: DDMBackend
     now: datetime
 
     def refusals(self, events: list[JobEvent]) -> dict[str, Refused]:
@@ -147,55 +180,60 @@ class _Registration:
         return None
 
     def _register(self, events: list[JobEvent]) -> None:
-        placements: list[datasets.Placement] = []
-        produced: list[tuple[str, int, dict[str, str]]] = []
-        for event in events:
-            row = self.rows[event.job_id]
-            spec = spec_of(row)
-            task = self.tasks.get(row["task_id"])
-            _check_scope(event, output_scope(row["task_id"], row["owner"]))
-            for role in ("output", "log"):
-                records = [
-                    FileRecord(f.scope, f.name, f.guid, f.size, f.adler32)
-                    for f in event.files
-                    if f.role == role
-                ]
-                placed = [
-                    (r, str(se_path(self.root, row["site"], r.scope, r.name))) for r in records
-                ]
-                if placed:
-                    name = dataset_name(spec, role, task)
-                    placements.append(
-                        datasets.Placement(name, placed, row["site"], role, spec.task_id)
-                    )
-            produced.append(
-                (spec.id, event.attempt, {f"{f.scope}:{f.name}": f.role for f in event.files})
-            )
+        """Catalogue the files (a name taken by other content is refused first), have the
+        backend keep them, record their replicas and link them to their jobs."""
+        wanted = [(event, self._placements(event)) for event in events]
+        names = {dataset for _, placed in wanted for dataset, _, _ in placed}
         # A job retried by hand after its task's datasets were closed writes into
         # them again; they are closed again once it ends.
-        datasets.reopen(self.conn, (p.dataset for p in placements), self.now)
+        datasets.reopen(self.conn, names, self.now)
+        records = [r for _, placed in wanted for _, _, r in placed]
+        datasets.upsert_files(self.conn, records, self.now)
+        placements: list[datasets.Placement] = []
+        for event, placed in wanted:
+            row = self.rows[event.job_id]
+            files = [(dataset, record) for dataset, _, record in placed]
+            kept = self.backend.add_outputs(row["site"], event.job_id, event.attempt, files)
+            placements += _into_datasets(placed, kept, row)
         datasets.register_all(self.conn, placements, self.now)
-        ids = datasets.files_by_did(self.conn, (d for _, _, files in produced for d in files))
+        dids = {f"{f.scope}:{f.name}": f.role for event in events for f in event.files}
+        ids = datasets.files_by_did(self.conn, dids)
         job_files.link_outputs(
             self.conn,
             [
-                (job_id, attempt, {ids[d][0]: role for d, role in files.items()})
-                for job_id, attempt, files in produced
+                (e.job_id, e.attempt, {ids[f"{f.scope}:{f.name}"][0]: f.role for f in e.files})
+                for e in events
             ],
         )
-        for event in events:
-            self._accept(event, self.rows[event.job_id]["site"])
 
-    def _accept(self, event: JobEvent, site: str) -> None:
-        """Move the attempt's staged files to their place on the SE; ``BadInput`` if one
-        is not there."""
-        staged = staging_dir(self.root, site, event.job_id, event.attempt)
-        for f in event.files:
-            destination = se_path(self.root, site, f.scope, f.name)
-            problem = accept(staged / f.name, destination, Checksum(f.size, f.adler32))
-            if problem is not None:
-                raise BadInput(f"{f.scope}:{f.name} not accepted: {problem}")
-        discard(self.root, site, event.job_id, event.attempt)
+    def _placements(self, event: JobEvent) -> list[tuple[str, str, FileRecord]]:
+        """(dataset, role, file) of each file the event reports; ``BadInput`` for one in a
+        scope other than the job's own."""
+        row = self.rows[event.job_id]
+        _check_scope(event, output_scope(row["task_id"], row["owner"]))
+        spec = spec_of(row)
+        task = self.tasks.get(row["task_id"])
+        return [
+            (
+                dataset_name(spec, f.role, task),
+                f.role,
+                FileRecord(f.scope, f.name, f.guid, f.size, f.adler32),
+            )
+            for f in event.files
+        ]
+
+
+def _into_datasets(
+    placed: list[tuple[str, str, FileRecord]], kept: dict[str, str], row: RowMapping
+) -> list[datasets.Placement]:
+    """The catalogue's placements of one attempt's files, with the replicas the backend kept."""
+    by_dataset: dict[tuple[str, str], list[tuple[FileRecord, str]]] = {}
+    for dataset, role, record in placed:
+        by_dataset.setdefault((dataset, role), []).append((record, kept[record.did]))
+    return [
+        datasets.Placement(name, files, row["site"], role, row["task_id"])
+        for (name, role), files in by_dataset.items()
+    ]
 
 
 def _check_scope(event: JobEvent, scope: str) -> None:

@@ -1,34 +1,43 @@
 """Storage elements of the local DDM: one directory per site, files at ``<scope>/<name>``.
 
 A pilot stages an attempt's outputs and log into the attempt's own staging
-directory, ``<SE>/.staging/<job id>.<attempt>/``; the broker service moves
-them to ``<scope>/<name>`` when it accepts them (``accept``), and removes the
-staging directory of an attempt it did not accept (``discard``). A scope never
-starts with a dot, so no DID lives under ``.staging``.
+directory, ``<SE>/.staging/<job id>.<attempt>/``; the DDM bridge's local
+backend moves them to ``<scope>/<name>`` when it keeps them (``accept``), and
+removes the staging directory of an attempt it did not keep (``discard``). A
+scope never starts with a dot, so no DID lives under ``.staging``.
 
-Standard library only: the pilot stages files in and out with these too.
+Standard library and the error tree only: the pilot stages files in and out
+with these too.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 import shutil
 import uuid
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+from broker.errors import BadInput
 
 READ_CHUNK = 1024 * 1024
 #: The directory of an SE where attempts stage their files.
 STAGING = ".staging"
-#: The scope of the outputs of a job of no task and no validated owner.
-USER_SCOPE = "user"
-#: Longest scope name (the protocol's name rule).
-MAX_SCOPE = 64
-_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]")
-#: What a job's log tarball holds, when the payload wrote it.
-LOG_FILES = ("payload.stdout", "payload.stderr")
+
+
+class FileRecordLike(Protocol):
+    """What ``keep_staged`` reads of a file record (``broker.store.datasets.FileRecord``)."""
+
+    @property
+    def scope(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def adler32(self) -> str: ...
 
 
 def se_dir(root: str, site: str) -> Path:
@@ -112,32 +121,50 @@ def accept(staged: Path, destination: Path, expected: Checksum) -> str | None:
     return f"{staged.name} was not staged on the SE ({staged.parent} has no such file)"
 
 
+def keep_staged(
+    root: str,
+    site: str,
+    job_id: str,
+    attempt: int,
+    records: Sequence[FileRecordLike],
+    place: Callable[[FileRecordLike], Path] | None = None,
+) -> dict[str, str]:
+    """Move what attempt ``attempt`` of ``job_id`` staged at ``site`` to each file's place
+    (``place``; by default ``<SE>/<scope>/<name>``), each checked against its size and
+    adler32 first, then remove the staging directory; each file's path by DID.
+
+    ``BadInput`` names a file that was not staged, does not match its size and adler32,
+    or whose place holds another file. Doing it again for files kept already is harmless.
+    """
+    staged = staging_dir(root, site, job_id, attempt)
+    kept: dict[str, str] = {}
+    for record in records:
+        did = f"{record.scope}:{record.name}"
+        destination = place(record) if place else se_path(root, site, record.scope, record.name)
+        expected = Checksum(record.size, record.adler32)
+        source = staged / record.name
+        problem = (
+            _other_file(destination, expected)
+            or (mismatch(source, expected) if source.is_file() else None)
+            or accept(source, destination, expected)
+        )
+        if problem is not None:
+            raise BadInput(f"{did} not accepted: {problem}")
+        kept[did] = str(destination)
+    discard(root, site, job_id, attempt)
+    return kept
+
+
+def _other_file(destination: Path, expected: Checksum) -> str | None:
+    """Why a staged file may not replace what ``destination`` holds: another file."""
+    if destination.is_file() and mismatch(destination, expected) is not None:
+        return f"{destination} holds another file of that name"
+    return None
+
+
 def discard(root: str, site: str, job_id: str, attempt: int) -> None:
     """Remove what an attempt staged and the service did not accept."""
     shutil.rmtree(staging_dir(root, site, job_id, attempt), ignore_errors=True)
-
-
-def output_scope(task_id: str | None, owner: str | None) -> str:
-    """The scope of a job's outputs and log: its task's, else its owner's."""
-    return task_id or owner_scope(owner)
-
-
-def owner_scope(owner: str | None) -> str:
-    """The scope of an owner's jobs of no task, as Rucio names them: ``user.<name>``.
-
-    ``owner`` is the validated identity (``user.alice`` gives ``user.alice``,
-    ``guest`` gives ``user.guest``). A name the scope rule does not allow is
-    mended and given a hash of the owner, so two owners never share a scope.
-    """
-    if not owner:
-        return USER_SCOPE
-    name = owner.removeprefix(f"{USER_SCOPE}.")
-    mended = _NOT_IN_NAME.sub("_", name)
-    scope = f"{USER_SCOPE}.{mended}"
-    if mended == name and name and len(scope) <= MAX_SCOPE:
-        return scope
-    digest = hashlib.sha256(owner.encode()).hexdigest()[:8]
-    return f"{USER_SCOPE}.{mended[: MAX_SCOPE - len(USER_SCOPE) - 10]}.{digest}"
 
 
 def log_name(job_id: str, attempt: int) -> str:

@@ -15,6 +15,7 @@ from kombu.transport import memory
 from sqlalchemy import Engine
 
 from broker.client import Client
+from broker.observability import pipeline
 from broker.settings import Settings
 from broker.store.engine import open_engine
 from broker.store.migrate import upgrade
@@ -27,6 +28,13 @@ from tests.tls import TlsRabbitMQNode
 
 #: The default SE and work directories, in the directory pytest runs in.
 DEFAULT_DIRECTORIES = ("pandamq-se", "pandamq-work")
+
+
+@pytest.fixture(autouse=True)
+def metric_hooks() -> None:
+    """The store's metric hooks, as every service installs them at start
+    (tests/broker/observability/test_hooks.py checks that they do)."""
+    pipeline.install()
 
 
 @pytest.fixture(scope="session", autouse=True)

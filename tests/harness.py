@@ -92,6 +92,7 @@ class System:
         upgrade(self.engine)
         self.stop = threading.Event()
         self.threads: list[_Thread] = []
+        self.bridges: list[DDMBridge] = []
 
     def new_site(self) -> str:
         """A site with a name no other test uses, so its queues are this test's own."""
@@ -118,6 +119,7 @@ class System:
         thread = self._start("ddm-bridge", lambda: bridge.run(self.stop, ready))
         wait_for(lambda: ready.is_set() or thread.error, what="ddm bridge ready")
         self._raise_errors()
+        self.bridges.append(bridge)
         return bridge
 
     def start_pilot(
@@ -127,7 +129,11 @@ class System:
         settings: Settings | None = None,
         **slot: int,
     ) -> Pilot:
-        """Start a pilot thread for ``site`` (with its own ``settings``, e.g. its certificate)."""
+        """Start a pilot thread for ``site`` (with its own ``settings``, e.g. its certificate),
+        and a DDM bridge if none runs: the bridge registers what the pilot's jobs write
+        and moves them on from ``holding``."""
+        if not self.bridges:
+            self.start_bridge()
         pilot = Pilot(settings or self.settings, Slot(site, **slot), max_jobs=max_jobs)
         self._start(f"pilot-{pilot.pilot_id}", lambda: pilot.run(self.stop))
         return pilot

@@ -23,12 +23,13 @@ from sqlalchemy import RowMapping, select
 
 from broker.error_codes import DispatcherError, ErrorFamily
 from broker.protocol import TaskSpec
+from broker.scopes import owner_scope
 from broker.settings import Settings
 from broker.store import datasets
 from broker.store.engine import open_engine, transaction
 from broker.store.schema import job_attempts, jobs, subscriptions
 from cli.benchmark.submissions import publish_task
-from ddm_bridge.se import STAGING, checksum, owner_scope, se_dir, se_path
+from ddm_bridge.se import STAGING, checksum, se_dir, se_path
 from tests.cli.processes import Pandamq, Service
 from tests.harness import wait_for
 

@@ -149,7 +149,8 @@ class Submitter:
 def test_a_failover_is_waited_out_with_no_accepted_job_lost(
     pair: ReplicatedPostgres, vhost: str, tmp_path: Path
 ) -> None:
-    # Given two broker processes and a pilot whose database_url names both servers
+    # Given two broker processes, a DDM bridge and a pilot whose database_url names both
+    # servers
     # (libpq keeps the one that takes writes), the list queries on whichever is a
     # standby, and a submitter whose submissions are being accepted
     database = pair.add_database()
@@ -162,6 +163,7 @@ def test_a_failover_is_waited_out_with_no_accepted_job_lost(
         brokers = [p.start("serve", "broker") for _ in range(2)]
         for broker in brokers:
             broker.wait_logged(READY)
+        p.start("serve", "ddm").wait_logged("ddm bridge ready")
         p.start("pilot", "--site", site)
         submitter = Submitter(Settings(broker_url=vhost, request_timeout_s=60.0), site)
         submitter.thread.start()

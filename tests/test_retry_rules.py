@@ -54,7 +54,7 @@ def decisions(system: System, job_id: str) -> list[str | None]:
 
 def test_a_passive_rule_only_counts(system: System, caplog: pytest.LogCaptureFixture) -> None:
     # Given a passive rule that would stop retries of a payload failure at the test's site
-    caplog.set_level(logging.INFO, logger="broker.service.retries")
+    caplog.set_level(logging.INFO, logger="broker.operations.retries")
     site = system.new_site()
     trial = RetryRule(
         f"trial-{site}", Action.NO_RETRY, "pilot", 1305, diagnostic="Segmentation", site=site

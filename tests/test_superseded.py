@@ -7,7 +7,8 @@ import dataclasses
 
 from broker.error_codes import DispatcherError, ErrorFamily
 from broker.protocol import JobSpec
-from ddm_bridge.se import owner_scope, se_path, staging_dir
+from broker.scopes import owner_scope
+from ddm_bridge.se import se_path, staging_dir
 from tests.harness import System, wait_for
 
 #: The broker fails an attempt after this long without a heartbeat.
@@ -84,4 +85,6 @@ def test_a_pilot_learns_at_its_next_heartbeat_that_its_attempt_is_over(system: S
         ErrorFamily.DISPATCHER,
         DispatcherError.LOST_HEARTBEAT,
     )
-    assert not staging_dir(system.settings.ddm_root, site, job_id, 1).exists()
+    # And the DDM bridge removes what the attempt staged, at its next pass
+    staged = staging_dir(system.settings.ddm_root, site, job_id, 1)
+    wait_for(lambda: not staged.exists(), what="the bridge to remove the attempt's files")

@@ -1,7 +1,7 @@
 """The pilot factory's loop: per site, poll its pilots, then submit what the plan says.
 
 Each cycle, for each site it serves (that no other factory of the same batch
-system holds: ``broker.service.duties``), the factory asks the batch system how
+system holds: ``broker.duties``), the factory asks the batch system how
 its live pilots are doing and records it; cancels every pilot of a site that
 is ``offline``; otherwise submits pilots for the site's activated jobs
 within the limits (``plan``); and checks whether most of the site's recent
@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from sqlalchemy import Connection, Engine
 
+from broker.duties import Duties
 from broker.errors import PandaMQError, RecoverableError
 from broker.factory import pilots
 from broker.factory.health import SiteHealth
@@ -26,7 +27,6 @@ from broker.factory.pilots import LivePilot, Work
 from broker.factory.plan import Limits, plan
 from broker.factory.submitter import LIVE_STATES, BatchStatus, PilotState, SlotShape, Submitter
 from broker.metrics import PILOTS_DIED, PILOTS_ENDED, PILOTS_SUBMITTED
-from broker.service.duties import Duties
 from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.engine import transaction

@@ -13,17 +13,13 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, union
 
-from broker.states import FINAL_STATES, JobState
+from broker.states import FINAL_STATES, HELD_BY_PILOT, JobState
 from broker.store.clock import iso_times
 from broker.store.jobs import PUBLIC_FIELDS
 from broker.store.schema import job_attempts, jobs, pilots
 
 ACTIVE_STATES = [s.value for s in JobState if s not in FINAL_STATES]
 FINAL = [s.value for s in JobState if s in FINAL_STATES]
-#: States in which a pilot holds the job.
-HELD_BY_PILOT = [JobState.SENT.value, JobState.STARTING.value, JobState.RUNNING.value]
-#: States of work placed at a site and waiting for a pilot.
-QUEUED_STATES = [JobState.ASSIGNED.value, JobState.THROTTLED.value, JobState.ACTIVATED.value]
 NO_SITE = "-"
 
 

@@ -174,7 +174,7 @@ def task(data: dict[str, Any]) -> str:
     )
 
 
-#: A task's tuning as the monitor shows it (broker/service/tuning.py).
+#: A task's tuning as the monitor shows it (broker/operations/tuning.py).
 TUNING_COLUMNS = ["memory_mb", "walltime_s", "jobs", "percentile"]
 TUNING_COLUMNS += ["peak_rss_mb", "wall_time_s", "cpu_time_s", "output_bytes"]
 

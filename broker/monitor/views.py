@@ -11,11 +11,10 @@ from sqlalchemy import Connection, select
 from broker.errors import BadInput, NotFound
 from broker.monitor.datasets import job_file_list
 from broker.monitor.errors import error_list
+from broker.monitor.payload_log import log_tail
 from broker.monitor.queries import (
     ACTIVE_STATES,
     FINAL,
-    HELD_BY_PILOT,
-    QUEUED_STATES,
     by_site,
     job_list,
     recent_failures,
@@ -23,17 +22,14 @@ from broker.monitor.queries import (
     task_counts,
 )
 from broker.monitor.sites import left_out
-from broker.states import JobState
+from broker.states import HELD_BY_PILOT, QUEUED, JobState
 from broker.store.clock import iso_times, now
 from broker.store.jobs import get_job
 from broker.store.schema import tasks
 from broker.store.users import usage
-from ddm_bridge.payload_log import log_tail
 
 #: The columns of the sites x states table, in the order a job walks them.
 STATE_COLUMNS = [*ACTIVE_STATES, *FINAL]
-#: States counted as queued for the running/queued ratio: not yet at a pilot.
-QUEUED = {JobState.DEFINED.value, *QUEUED_STATES}
 
 
 def dashboard(conn: Connection, since: datetime, window: str) -> dict[str, Any]:

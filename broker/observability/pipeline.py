@@ -1,10 +1,13 @@
 """Metric hooks on the pipeline's one point of change: applied job transitions.
 
-``transitions.apply`` calls :func:`transitions_applied` once per batch, inside
-the batch's transaction, so every handler (claims, events, watchdog, kills,
-activation) is observed the same way. It costs one SELECT per batch (two when
-the batch has claims), never one per job. New jobs, inserted in the state
-their first moves leave them in, are counted by :func:`new_jobs_stored`.
+:func:`install`, called as a service starts, hangs them on the store's hooks
+(``broker.store.hooks``). ``transitions.apply`` then calls
+:func:`transitions_applied` once per batch, inside the batch's transaction, so
+every handler and the DDM bridge (claims, events, watchdog, kills, activation,
+output registration) are observed the same way. It costs one SELECT per batch
+(two when the batch has claims), never one per job. New jobs, inserted in the
+state their first moves leave them in, are counted by :func:`new_jobs_stored`,
+illegal transitions refused by :func:`transition_refused`.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from sqlalchemy import Connection, and_, select
 from broker.metrics import (
     DISPATCH_LATENCY,
     HEARTBEATS,
+    ILLEGAL_TRANSITIONS,
     JOB_ERRORS,
     PAYLOAD_DURATION,
     QUEUE_WAIT,
     TRANSITIONS,
 )
 from broker.states import JobState
+from broker.store import hooks
 from broker.store.clock import as_utc
 from broker.store.datasets import chunks
 from broker.store.keys import keys_in
@@ -34,6 +39,15 @@ if TYPE_CHECKING:
 
 #: The label of a job that has no site yet (before brokerage).
 NO_SITE = "-"
+
+
+def install() -> None:
+    """Hang the pipeline's metrics on the store's hooks (once per process; again is harmless)."""
+    hooks.register(
+        transitions_applied=transitions_applied,
+        jobs_stored=new_jobs_stored,
+        transition_refused=transition_refused,
+    )
 
 
 def transitions_applied(conn: Connection, applied: Sequence[Change], now: datetime) -> None:
@@ -65,6 +79,11 @@ def _count(site: str, change: Change) -> None:
     TRANSITIONS.labels(site, change.from_state, change.to_state).inc()
     if change.to_state == JobState.FAILED:
         _count_error(site, change)
+
+
+def transition_refused(change: Change) -> None:
+    """Count an illegal transition the store refused."""
+    ILLEGAL_TRANSITIONS.labels(from_state=change.from_state, to_state=change.to_state).inc()
 
 
 def heartbeats_recorded(sites: Iterable[str | None]) -> None:

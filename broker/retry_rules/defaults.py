@@ -2,7 +2,7 @@
 
 Operators' rules are added to these; an active operator rule with the same
 match as a default replaces it (docs/reliability.md, "Retry rules"). What no
-rule changes is in ``broker.service.retries``: kills, the job's own
+rule changes is in ``broker.operations.retries``: kills, the job's own
 ``final_exit_codes`` and its ``max_attempts``.
 """
 

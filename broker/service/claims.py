@@ -23,10 +23,11 @@ from broker.messaging.consumer import Incoming
 from broker.messaging.publisher import Outgoing, Publisher
 from broker.metrics import CLAIMS
 from broker.observability.logs import job_context
+from broker.operations.activation import dispatch, release
+from broker.operations.throttle import Limits
 from broker.protocol import SLOT_TOO_SMALL, ClaimReply, ClaimRequest, encode
+from broker.scopes import output_scope
 from broker.security import senders
-from broker.service.activation import dispatch, release
-from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store import outbox, transitions
@@ -36,7 +37,6 @@ from broker.store.job_files import input_infos
 from broker.store.jobs import load, spec_of
 from broker.store.schema import pilots
 from broker.store.transitions import Change
-from ddm_bridge.se import output_scope
 
 log = logging.getLogger(__name__)
 

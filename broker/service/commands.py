@@ -10,11 +10,11 @@ from sqlalchemy import Connection, Engine, RowMapping, select
 from broker.api import CommandOutcome
 from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
+from broker.operations import kills, retries
+from broker.operations.scouting import Scouting
+from broker.operations.throttle import Limits
 from broker.protocol import JobCommand
 from broker.security import senders
-from broker.service import kills, retries
-from broker.service.scouting import Scouting
-from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store.clock import now

@@ -4,6 +4,10 @@ An event is applied once: the first history row it causes carries its id, and
 a redelivered event whose id is already in the history is skipped. Only the
 pilot that claimed an attempt may report on it, and a pilot with an identity
 of its own only as itself; anything else is refused and counted.
+
+A final event that reports files leaves its job ``holding``, with the report
+kept (``broker.store.reports``): the DDM bridge registers the files and moves
+the job on (PanDA's Adder). One that reports none ends the job here.
 """
 
 from __future__ import annotations
@@ -14,32 +18,32 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, select, update
 
-from broker.error_codes import ErrorFamily
 from broker.messaging.consumer import Incoming
 from broker.observability.pipeline import heartbeats_recorded
+from broker.operations import reported, retries
+from broker.operations.kills import kill_commands
+from broker.operations.scouting import Scouting
+from broker.operations.throttle import Limits
 from broker.protocol import JobEvent
 from broker.security import senders
-from broker.service import retries, superseded
-from broker.service.kills import kill_commands
-from broker.service.scouting import Scouting
-from broker.service.throttle import Limits
+from broker.service import superseded
 from broker.settings import Settings
 from broker.states import FINAL_STATES, JobState
-from broker.store import outbox, transitions
+from broker.store import outbox, reports, transitions
 from broker.store.clock import now
 from broker.store.engine import transaction
 from broker.store.jobs import load
 from broker.store.keys import keys_in
 from broker.store.schema import job_transitions, jobs
 from broker.store.transitions import Change
-from ddm_bridge import outputs
 
 log = logging.getLogger(__name__)
 
 S = JobState
 
 #: The states each event kind moves a job through. The pilot's finished and
-#: failed pass through ``holding``, where outputs are registered.
+#: failed pass through ``holding``; a final event with files stops there
+#: (``HELD``) for the DDM bridge to register them.
 PATH: dict[str, tuple[JobState, ...]] = {
     "starting": (S.STARTING,),
     "running": (S.RUNNING,),
@@ -47,6 +51,7 @@ PATH: dict[str, tuple[JobState, ...]] = {
     "failed": (S.HOLDING, S.FAILED),
     "cancelled": (S.CANCELLED,),
 }
+HELD: tuple[JobState, ...] = (S.HOLDING,)
 
 #: States past which a progress report says nothing new.
 STALE_AFTER: dict[str, frozenset[JobState]] = {
@@ -62,7 +67,6 @@ class EventHandler:
         self._engine = engine
         self._policy = retries.Policy.of(settings)
         self._limits = Limits.of(settings)
-        self._ddm_root = settings.ddm_root
         self._scouting = Scouting(settings)
 
     def __call__(self, batch: list[Incoming[JobEvent]]) -> None:
@@ -75,28 +79,35 @@ class EventHandler:
             accepted = [
                 i.message for i in events if _authorised(i, rows.get(i.message.job_id), older)
             ]
-            superseded.answer(conn, older + accepted, rows, self._ddm_root)
+            over = superseded.answer(conn, older + accepted, rows)
             accepted = [e for e in accepted if superseded.over(e, rows[e.job_id]) is None]
-            after = outputs.register(conn, accepted, rows, self._ddm_root, t)
-            applied = transitions.apply(conn, _changes(accepted, rows, t, after), t)
+            applied = transitions.apply(conn, _changes(accepted, rows, t), t)
+            held = _held(accepted, applied)
+            reports.record(conn, over + held, t)
             _heartbeats(conn, accepted, rows, t)
-            failed = _failures(accepted, rows, applied, after)
+            failed = _failures(accepted, rows, applied)
             decided = retries.decide_all(conn, failed, self._policy)
             retries.retry(conn, decided, t, self._limits, self._policy)
-            self._scouting.after_events(conn, accepted, rows, t)
+            # (a held job's attempt is reviewed by the bridge, once it has moved it on)
+            kept = {e.event_id for e in held}
+            self._scouting.after_events(
+                conn, [e for e in accepted if e.event_id not in kept], rows, t
+            )
+
+
+def _held(events: list[JobEvent], applied: list[Change]) -> list[JobEvent]:
+    """The final events with files whose jobs this batch left ``holding``."""
+    held = {c.job_id for c in applied if c.to_state == S.HOLDING}
+    return [e for e in events if e.kind in reported.FINAL and e.files and e.job_id in held]
 
 
 def _failures(
-    events: list[JobEvent],
-    rows: dict[str, RowMapping],
-    applied: list[Change],
-    after: dict[str, outputs.AfterHolding],
+    events: list[JobEvent], rows: dict[str, RowMapping], applied: list[Change]
 ) -> list[tuple[RowMapping, retries.Failure]]:
-    """Each attempt that failed, by the pilot's report or because its files were refused,
-    and why."""
+    """Each attempt that failed by the pilot's report, and why."""
     failed = {c.job_id for c in applied if c.to_state == S.FAILED}
     return [
-        (rows[e.job_id], _failure(e, after.get(e.job_id)))
+        (rows[e.job_id], reported.failure(e))
         for e in events
         if e.kind in ("finished", "failed") and e.job_id in failed
     ]
@@ -145,25 +156,14 @@ def _authorised(
     return senders.check(incoming, "event", senders.holder_refusal(event.pilot_id, row))
 
 
-def _changes(
-    events: list[JobEvent],
-    rows: dict[str, RowMapping],
-    t: datetime,
-    after: dict[str, outputs.AfterHolding] | None = None,
-) -> list[Change]:
-    """The transitions of each event, from the job's state as the batch leaves it.
-
-    A finished job may go from ``holding`` elsewhere than ``finished`` (``after``):
-    to ``failed`` when its outputs could not be registered, to ``transferring``
-    while they are shipped.
-    """
+def _changes(events: list[JobEvent], rows: dict[str, RowMapping], t: datetime) -> list[Change]:
+    """The transitions of each event, from the job's state as the batch leaves it."""
     state = {job_id: JobState(row["state"]) for job_id, row in rows.items()}
     changes: list[Change] = []
     for event in events:
         if _stale(event, state[event.job_id]):
             continue
-        then = (after or {}).get(event.job_id) if event.kind == "finished" else None
-        for i, target in enumerate(_path(event, then)):
+        for i, target in enumerate(_path(event)):
             changes.append(
                 Change(
                     event.job_id,
@@ -172,7 +172,7 @@ def _changes(
                     target,
                     event_id=event.event_id if i == 0 else None,
                     reason=f"{event.kind} reported by pilot {event.pilot_id}",
-                    values=_values(event, target, t, then),
+                    values=_values(event, target, t),
                 )
             )
             state[event.job_id] = target
@@ -189,35 +189,15 @@ def _stale(event: JobEvent, current: JobState) -> bool:
     return False
 
 
-def _failure(event: JobEvent, then: outputs.AfterHolding | None = None) -> retries.Failure:
-    """Why the attempt failed: its files were refused (``then``), or as the pilot says."""
-    if then is not None and then.target == S.FAILED:
-        values = then.values
-        return retries.Failure(
-            values["error_family"], values["error_code"], event.exit_code, values["diagnostic"]
-        )
-    family = ErrorFamily.PILOT.value if event.error_code is not None else None
-    return retries.Failure(family, event.error_code, event.exit_code, event.diagnostic or None)
-
-
-def _path(event: JobEvent, then: outputs.AfterHolding | None) -> tuple[JobState, ...]:
-    if then is not None:
-        return (S.HOLDING, then.target)
+def _path(event: JobEvent) -> tuple[JobState, ...]:
+    if event.kind in reported.FINAL and event.files:
+        return HELD
     return PATH.get(event.kind, ())
 
 
-def _values(
-    event: JobEvent, target: JobState, t: datetime, then: outputs.AfterHolding | None = None
-) -> dict[str, Any]:
-    if then is not None and target == then.target:
-        return then.values
-    if target in (S.FINISHED, S.FAILED, S.CANCELLED):
-        return {
-            "exit_code": event.exit_code,
-            "error_family": _failure(event).family,
-            "error_code": event.error_code,
-            "diagnostic": event.diagnostic or None,
-        }
+def _values(event: JobEvent, target: JobState, t: datetime) -> dict[str, Any]:
+    if target in FINAL_STATES:
+        return reported.final_values(event)
     if target == S.STARTING:
         return {"heartbeat_at": t, "started_at": t}
     return {"heartbeat_at": t}

@@ -27,6 +27,7 @@ from broker.api import (
 )
 from broker.errors import NotAllowed, NotFound
 from broker.monitor.datasets import job_file_list
+from broker.monitor.payload_log import read_log, stored_log
 from broker.monitor.views import errors_page
 from broker.monitor.window import DEFAULT_WINDOW, since
 from broker.protocol import JobSpec
@@ -38,7 +39,6 @@ from broker.store.datasets import describe, list_datasets
 from broker.store.jobs import PUBLIC_FIELDS, get_job, owners_of, summaries
 from broker.store.subscriptions import moving
 from broker.store.tasks import get_task, list_tasks
-from ddm_bridge.payload_log import read_log, stored_log
 
 R = TypeVar("R")
 

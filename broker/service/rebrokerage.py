@@ -10,7 +10,7 @@ never run twice. A job that names its site keeps waiting for it.
 
 Also here: the automatic rule on site statuses (``broker.service.site_health``),
 judged first, so that a site just put in ``test`` gets no job of this pass;
-the set-up of retries whose backoff is over (``broker.service.backoff``); and
+the set-up of retries whose backoff is over (``broker.operations.backoff``); and
 the periodic release of throttled jobs, for queues that drain without claims
 this process saw. Safe with several broker processes: rows
 are taken with ``FOR UPDATE SKIP LOCKED`` and every change is a
@@ -25,14 +25,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, RowMapping, func, select
 
 from broker.error_codes import ErrorFamily, TaskBufferError
-from broker.service import backoff, retries
-from broker.service.activation import Placement, release
-from broker.service.brokerage import Brokerage, Unplaced, settle
-from broker.service.scouting import Scouting, scouting_tasks
+from broker.operations import backoff, retries
+from broker.operations.activation import Placement, release
+from broker.operations.brokerage import Brokerage, Unplaced, settle
+from broker.operations.scouting import Scouting, scouting_tasks
+from broker.operations.throttle import Limits
 from broker.service.site_health import SiteHealthCheck
-from broker.service.throttle import Limits
 from broker.settings import Settings
-from broker.states import JobState
+from broker.states import WAITING_AT_SITE, JobState
 from broker.store import transitions
 from broker.store.clock import now
 from broker.store.engine import transaction
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 S = JobState
 
-#: States of a job that no pilot holds yet.
-WAITING = (S.ASSIGNED, S.THROTTLED, S.ACTIVATED)
 #: How many jobs one pass re-brokers at most (the rest wait for the next pass).
 BATCH = 1000
 
@@ -113,7 +111,7 @@ def _stranded(conn: Connection, t: datetime, idle_s: float) -> list[tuple[RowMap
     busy = select(pilots.c.site).where(pilots.c.last_seen >= cutoff)
     found: list[tuple[RowMapping, str]] = []
     for where in (
-        jobs.c.site.in_(down) & jobs.c.state.in_(WAITING),
+        jobs.c.site.in_(down) & jobs.c.state.in_(WAITING_AT_SITE),
         (jobs.c.state == S.ACTIVATED) & (jobs.c.modified_at < cutoff) & jobs.c.site.not_in(busy),
     ):
         stmt = (

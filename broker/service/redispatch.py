@@ -4,7 +4,7 @@ A pilot may purge its own site's job queues: purging needs the read
 permission that taking a job needs, and RabbitMQ cannot grant one without
 the other. The jobs whose dispatches were in the queue stay ``activated`` in
 SQL, with nothing left to bring a pilot to them. This periodic duty (one
-broker process at a time, ``broker.service.duties``) compares each site
+broker process at a time, ``broker.duties``) compares each site
 queue's depth with the jobs SQL says wait in it, activated longer than
 ``redispatch_after_s`` ago. A queue that holds fewer messages than that on
 two passes in a row (a pilot holding a delivery while it claims it makes a
@@ -30,8 +30,8 @@ from sqlalchemy import Engine, select
 
 from broker import topology
 from broker.metrics import REDISPATCHED
-from broker.service.activation import dispatch
-from broker.service.throttle import COLUMNS, Row
+from broker.operations.activation import dispatch
+from broker.operations.throttle import COLUMNS, Row
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store import outbox

@@ -14,18 +14,19 @@ from sqlalchemy import Engine
 
 from broker import topology
 from broker.conflicts import retried
+from broker.duties import Duties, attempts_every
 from broker.messaging import renames
 from broker.messaging.connection import broker_errors, connect, is_memory
 from broker.messaging.consumer import BatchConsumer
 from broker.messaging.publisher import Publisher, open_publisher
+from broker.observability import pipeline
+from broker.operations.fairshare import UserPriorities
 from broker.protocol import ClaimRequest, JobCommand, JobEvent, JobSpec, TaskSpec
 from broker.reconnect import Backoff, until_stopped
 from broker.security import identity
 from broker.service.claims import ClaimHandler
 from broker.service.commands import CommandHandler
-from broker.service.duties import Duties, attempts_every
 from broker.service.events import EventHandler
-from broker.service.fairshare import UserPriorities
 from broker.service.queries import run_in_process, run_in_thread
 from broker.service.rebrokerage import Rebrokerage
 from broker.service.redispatch import Redispatch, queue_depth
@@ -68,6 +69,7 @@ class BrokerService:
     """One broker process. Several may run side by side on the same database."""
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
+        pipeline.install()
         self._settings = settings
         self._engine = engine
         self._topology = topology.Topology(settings.queue_type)

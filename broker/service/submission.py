@@ -1,6 +1,6 @@
 """Persist submissions, brokered to a site (``assigned``) and, having no input
 data to wait for, activated through the outbox (each job written once, in the
-state it reaches: ``broker.service.intake``). A job that no site fits is kept,
+state it reaches: ``broker.operations.intake``). A job that no site fits is kept,
 failed with a brokerage error that says why."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from sqlalchemy import Connection, Engine
 
 from broker.api import Receipt
 from broker.messaging.consumer import Incoming
+from broker.operations.brokerage import Brokerage
+from broker.operations.intake import store_jobs
+from broker.operations.throttle import Limits
+from broker.operations.user_caps import Caps, QueuedCap
 from broker.protocol import JobSpec
 from broker.security import senders
-from broker.service.brokerage import Brokerage
-from broker.service.intake import store_jobs
-from broker.service.throttle import Limits
-from broker.service.user_caps import Caps, QueuedCap
 from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.datasets import files_by_did

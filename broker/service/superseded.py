@@ -3,8 +3,9 @@
 The pilot of such an attempt may still be at work, e.g. after it was frozen
 past ``lost_heartbeat_s`` and the watchdog failed the attempt. Its events
 change nothing; in answer to a heartbeat or a progress report it is told to
-stop (a kill command), and what it staged on the SE, reported in its final
-event, is removed. Only the pilot that claimed the attempt is answered.
+stop (a kill command), and its final event is kept as a report
+(``broker.store.reports``), so that the DDM bridge removes the files it
+staged. Only the pilot that claimed the attempt is answered.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import logging
 
 from sqlalchemy import Connection, RowMapping, select
 
+from broker.operations.kills import kill_commands
 from broker.protocol import JobEvent
-from broker.service.kills import kill_commands
 from broker.states import FINAL_STATES, JobState
 from broker.store import outbox
 from broker.store.keys import keys_in
 from broker.store.schema import job_attempts
-from ddm_bridge.se import discard
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +36,16 @@ def over(event: JobEvent, row: RowMapping) -> str | None:
     return None
 
 
-def answer(
-    conn: Connection, events: list[JobEvent], rows: dict[str, RowMapping], root: str
-) -> None:
-    """Tell the pilot of each attempt that is over to stop, and remove what it staged."""
+def answer(conn: Connection, events: list[JobEvent], rows: dict[str, RowMapping]) -> list[JobEvent]:
+    """Tell the pilot of each attempt that is over to stop; the final events, with files,
+    of those attempts' pilots (what they staged is to be removed)."""
     why = {e.event_id: reason for e in events if (reason := over(e, rows[e.job_id])) is not None}
     stale = [e for e in events if e.event_id in why]
     if not stale:
-        return
+        return []
     holders = _holders(conn, stale)
     reasons: dict[tuple[str, int], str] = {}
+    staged: list[JobEvent] = []
     for event in stale:
         holder = holders.get((event.job_id, event.attempt))
         if holder is None or holder["pilot_id"] != event.pilot_id:
@@ -58,10 +58,11 @@ def answer(
             why[event.event_id],
         )
         if event.kind in ENDINGS:
-            discard(root, holder["site"], event.job_id, event.attempt)
+            staged += [event] if event.files else []
         else:
             reasons.setdefault((event.job_id, event.attempt), why[event.event_id])
     outbox.put(conn, [c for k, r in reasons.items() for c in kill_commands([holders[k]], r)])
+    return staged
 
 
 def _holders(conn: Connection, events: list[JobEvent]) -> dict[tuple[str, int], RowMapping]:

@@ -20,13 +20,13 @@ from sqlalchemy import Connection, Engine
 
 from broker.api import Receipt
 from broker.messaging.consumer import Incoming
+from broker.operations import scouts
+from broker.operations.brokerage import Brokerage
+from broker.operations.intake import store_jobs
+from broker.operations.throttle import Limits
+from broker.operations.user_caps import Caps, QueuedCap
 from broker.protocol import JobSpec, TaskSpec
 from broker.security import senders
-from broker.service import scouts
-from broker.service.brokerage import Brokerage
-from broker.service.intake import store_jobs
-from broker.service.throttle import Limits
-from broker.service.user_caps import Caps, QueuedCap
 from broker.settings import Settings
 from broker.store.clock import now
 from broker.store.datasets import FileRecord, dataset_exists, dataset_files

@@ -16,8 +16,8 @@ from sqlalchemy import Connection, Engine, RowMapping, func, select
 
 from broker.error_codes import DispatcherError, ErrorFamily
 from broker.observability.logs import job_context
-from broker.service import retries
-from broker.service.throttle import Limits
+from broker.operations import retries
+from broker.operations.throttle import Limits
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store import transitions

@@ -5,33 +5,34 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from broker.protocol import FileInfo
 from broker.states import JobState
 from broker.store.bulk import insert_each
-from broker.store.datasets import AVAILABLE, chunks, files_by_did
-from broker.store.schema import files, job_files, jobs, replicas
+from broker.store.datasets import chunks
+from broker.store.schema import files, job_files, jobs
 
 INPUT = "input"
 
 
 def link_inputs(
-    conn: Connection, wanted: Sequence[tuple[str, int, list[str]]]
-) -> dict[str, list[str]]:
-    """Record the input files of job attempts (id, attempt, DIDs); the unknown DIDs per job.
+    conn: Connection,
+    wanted: Sequence[tuple[str, int, list[str]]],
+    known: Mapping[str, tuple[int, Any]],
+) -> None:
+    """Record the input files of job attempts (id, attempt, DIDs) that are ``known`` (file
+    id first, by DID: ``datasets.file_replicas``).
 
     A job's earlier links are replaced, so a new attempt waits on nothing old.
     """
-    known = files_by_did(conn, (d for _, _, dids in wanted for d in dids))
     for part in chunks([job_id for job_id, _, _ in wanted]):
         conn.execute(
             delete(job_files).where(job_files.c.job_id.in_(part), job_files.c.role == INPUT)
         )
     add_inputs(conn, wanted, {did: file_id for did, (file_id, _) in known.items()})
-    unknown = {job_id: [d for d in dids if d not in known] for job_id, _, dids in wanted}
-    return {job_id: dids for job_id, dids in unknown.items() if dids}
 
 
 def add_inputs(
@@ -48,30 +49,6 @@ def add_inputs(
         if d in known
     ]
     insert_each(conn, job_files, rows)
-
-
-def missing_inputs(conn: Connection, job_ids: Iterable[str]) -> dict[str, list[int]]:
-    """The input files (ids) of each job that have no available replica at the job's site."""
-    missing: dict[str, list[int]] = defaultdict(list)
-    here = and_(
-        replicas.c.file_id == job_files.c.file_id,
-        replicas.c.site == jobs.c.site,
-        replicas.c.state == AVAILABLE,
-    )
-    for part in chunks(list(set(job_ids))):
-        stmt = (
-            select(job_files.c.job_id, job_files.c.file_id)
-            .join(jobs, jobs.c.id == job_files.c.job_id)
-            .outerjoin(replicas, here)
-            .where(
-                job_files.c.job_id.in_(part),
-                job_files.c.role == INPUT,
-                replicas.c.file_id.is_(None),
-            )
-        )
-        for row in conn.execute(stmt):
-            missing[row.job_id].append(row.file_id)
-    return dict(missing)
 
 
 def waiting_for_dispatch(conn: Connection, limit: int) -> list[tuple[str, int, str]]:

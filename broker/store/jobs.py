@@ -11,10 +11,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, RowMapping, Table, func, select
 
 from broker.errors import NotFound
-from broker.observability.pipeline import new_jobs_stored
 from broker.protocol import JobSpec, fields_of
 from broker.states import JobState, is_final
-from broker.store import endings, transitions
+from broker.store import endings, hooks, transitions
 from broker.store.bulk import insert_each
 from broker.store.clock import iso_times, iso_utc
 from broker.store.schema import job_attempts, job_transitions, jobs, tasks
@@ -26,7 +25,7 @@ from broker.topology import resource_type
 class NewJob:
     """A job to insert with its first attempt: its spec, its owner, the moves it made
     from ``defined`` before it was first written (none: it is inserted ``defined``), and
-    its priority when its user's fair share sets one (``broker.service.fairshare``)."""
+    its priority when its user's fair share sets one (``broker.operations.fairshare``)."""
 
     spec: JobSpec
     owner: str | None = None
@@ -72,7 +71,7 @@ def insert_new(conn: Connection, new: Sequence[NewJob], now: datetime) -> None:
     history = [_submitted(n.spec, now) for n in new] + transitions.history(moves, now)
     insert_each(conn, job_transitions, history)
     endings.noted(conn, (n.spec.id for n in new if is_final(n.state)))
-    new_jobs_stored([(v.get("site"), move) for n, v in written for move in n.moves])
+    hooks.stored([(v.get("site"), move) for n, v in written for move in n.moves])
 
 
 def _state_row(

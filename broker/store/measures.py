@@ -1,5 +1,5 @@
 """What job attempts used, as their pilots reported it, and a task's jobs read back
-for tuning (``broker.service.tuning``) and its exhaustion."""
+for tuning (``broker.operations.tuning``) and its exhaustion."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select
 
 from broker.error_codes import ErrorFamily, PilotError
-from broker.service.tuning import Measure
+from broker.operations.tuning import Measure
 from broker.states import JobState
 from broker.store.bulk import update_each
 from broker.store.schema import job_attempts, jobs

@@ -84,7 +84,7 @@ tasks = Table(
     Column("ended_at", Time),
     #: How many of its first jobs are scouts (0: none); docs/reliability.md.
     Column("scouts", Integer, nullable=False, server_default=text("0")),
-    #: The memory and walltime its jobs were tuned to, and from what (broker/service/tuning.py).
+    #: The memory and walltime its jobs were tuned to, and from what (broker/operations/tuning.py).
     Column("tuning", JSON),
     #: Why it is in its status (``exhausted``), or runs as it does (too small to scout).
     Column("reason", Text),
@@ -119,7 +119,7 @@ jobs = Table(
     #: The user that submitted the job (its messages' validated ``user_id``).
     Column("owner", String(256)),
     #: The priority it was submitted with; ``priority`` is that less what its user's
-    #: fair share takes (``broker.service.fairshare``). Empty on rows written before.
+    #: fair share takes (``broker.operations.fairshare``). Empty on rows written before.
     Column("base_priority", Integer),
     #: A retried attempt waits in ``defined`` until then (its backoff), set up after.
     Column("retry_at", Time),
@@ -354,4 +354,21 @@ leases = Table(
     Column("taken_at", Time, nullable=False),
     # When its holder last gave it back (a turn of periodic work that ended).
     Column("given_at", Time),
+)
+
+# What a pilot reported of an attempt that ended with files (broker.store.reports):
+# the job waits in ``holding`` until the DDM bridge has registered them and moved it
+# on (PanDA's Adder), or the bridge removes what was staged (the attempt is over).
+
+reported_outputs = Table(
+    "reported_outputs",
+    metadata,
+    Column("job_id", ID, ForeignKey("jobs.id"), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    #: The pilot's final event, as the wire protocol encodes it.
+    Column("event", Text, nullable=False),
+    Column("reported_at", Time, nullable=False),
+    # The DDM bridge registering it, and until when (``ddm_bridge.holding``).
+    Column("bridge", String(128)),
+    Column("bridge_until", Time),
 )

@@ -20,7 +20,7 @@ from broker.store.endings import task_status
 from broker.store.schema import dataset_contents, datasets, jobs, tasks
 
 if TYPE_CHECKING:
-    from broker.service.scouts import Plan
+    from broker.operations.scouts import Plan
 
 #: The columns of a task that people see.
 PUBLIC_FIELDS = ("id", "name", "status", "created_at", "ended_at", "owner")
@@ -139,7 +139,7 @@ def _file_outcome(state: str) -> str:
 
 def reopen(conn: Connection, task_ids: Iterable[str]) -> None:
     """Tasks that had ended and whose jobs were retried by hand are running again
-    (a scouting or exhausted task keeps its status: ``broker.service.scouting``)."""
+    (a scouting or exhausted task keeps its status: ``broker.operations.scouting``)."""
     wanted = sorted(set(task_ids))
     if wanted:
         conn.execute(

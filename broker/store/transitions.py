@@ -18,10 +18,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, insert, update
 
-from broker.metrics import ILLEGAL_TRANSITIONS
-from broker.observability.pipeline import transitions_applied
 from broker.states import JobState, can_transition, is_final
-from broker.store import endings
+from broker.store import endings, hooks
 from broker.store.bulk import update_each
 from broker.store.datasets import chunks
 from broker.store.keys import keys_in
@@ -51,14 +49,14 @@ def apply(conn: Connection, changes: Iterable[Change], now: datetime) -> list[Ch
             applied += _compare_and_set(conn, frm, to, group, now)
     _record(conn, applied, now)
     endings.noted(conn, (c.job_id for c in applied if is_final(c.to_state)))
-    transitions_applied(conn, applied, now)
+    hooks.applied(conn, applied, now)
     return applied
 
 
 def _legal(change: Change) -> bool:
     if can_transition(change.from_state, change.to_state):
         return True
-    ILLEGAL_TRANSITIONS.labels(from_state=change.from_state, to_state=change.to_state).inc()
+    hooks.refused(change)
     log.warning(
         "refused illegal transition of job %s attempt %d: %s -> %s",
         change.job_id,

@@ -13,16 +13,17 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select
 
-from broker.states import JobState
+from broker.states import HELD_BY_PILOT, QUEUED, JobState
 from broker.store.schema import jobs
 
 S = JobState
 
-#: A user's jobs not in a site's queue yet: their priority is the user's fair share's.
-WAITING = (S.DEFINED, S.ASSIGNED, S.THROTTLED)
-#: A user's jobs ahead of its waiting ones: in a site's queue, or running there
-#: (``activated`` and ``broker.service.throttle.RUNNING``).
-AHEAD = (S.ACTIVATED, S.SENT, S.STARTING, S.RUNNING)
+#: A user's jobs not in a site's queue yet (queued, but not activated): their priority
+#: is the user's fair share's.
+WAITING = tuple(s for s in QUEUED if s != S.ACTIVATED)
+#: A user's jobs ahead of its waiting ones: in a site's queue (activated), or held by
+#: a pilot there.
+AHEAD = (S.ACTIVATED, *HELD_BY_PILOT)
 
 
 @dataclass

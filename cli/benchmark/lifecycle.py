@@ -109,32 +109,35 @@ def run(settings: Settings, plan: Plan, work_dir: Path, on_progress: Progress) -
         env |= pages_environment(settings)
     with transaction(engine) as conn:
         db_before = measure.database_work(conn)
-    brokers = processes.start_brokers(
+    services = processes.start_brokers(
         env, work_dir, plan.brokers, lambda: _submit_consumers(settings) >= plan.brokers, 60.0
     )
+    if plan.mode not in ("bulk", "idle", "pages"):
+        # Pilots run: a DDM bridge registers what their jobs write and moves them on.
+        services.append(processes.start("ddm", ["serve", "ddm"], env, work_dir, 0))
     try:
         if plan.mode == "bulk":
             figures = measure_bulk(settings, engine, sites, plan.jobs, plan.timeout_s, on_progress)
         elif plan.mode == "idle":
-            figures = measure_idle(env, work_dir, brokers, sites, plan.idle_s, on_progress)
+            figures = measure_idle(env, work_dir, services, sites, plan.idle_s, on_progress)
         elif plan.mode == "pages":
             figures = measure_pages(
                 settings, engine, owner, plan.deep_page, plan.tries, work_dir, on_progress
             )
         elif plan.mode == "queries":
             figures = _compare_queriers(
-                settings, plan, engine, sites, env, work_dir, brokers, on_progress
+                settings, plan, engine, sites, env, work_dir, services, on_progress
             )
         else:
             figures = _measure(
-                settings, plan, engine, sites, env, work_dir, brokers, db_before, on_progress
+                settings, plan, engine, sites, env, work_dir, services, db_before, on_progress
             )
         with transaction(engine) as conn:
             figures["job_rows"] = measure.job_rows(conn)
         return figures
     finally:
-        for broker in brokers:
-            broker.stop()
+        for service in services:
+            service.stop()
         engine.dispose()
 
 
@@ -244,7 +247,10 @@ def _measure(
             _submit(settings, specs, plan.rate)
             submitted = time.time()
             done = _wait_finished(engine, sites, plan, on_progress, pilots + brokers)
-        rss = {"broker": max(b.peak_rss_mb() for b in brokers)}
+        rss = {
+            kind: max(b.peak_rss_mb() for b in brokers if b.kind == kind)
+            for kind in {b.kind for b in brokers}
+        }
         if pilots:
             rss["pilot"] = max(p.peak_rss_mb() for p in pilots)
     finally:

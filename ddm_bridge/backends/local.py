@@ -28,7 +28,7 @@ from broker.store.clock import now
 from broker.store.datasets import FileRecord
 from broker.store.engine import transaction
 from ddm_bridge.backend import Report
-from ddm_bridge.se import Checksum, copy_verified, mismatch, se_path
+from ddm_bridge.se import Checksum, copy_verified, discard, keep_staged, mismatch, se_path
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,18 @@ class LocalDDM:
             return datasets.register(
                 conn, dataset, [(r, str(p)) for r, p in placed], site, now(), kind=kind
             )
+
+    def add_outputs(
+        self, site: str, job_id: str, attempt: int, files: Sequence[tuple[str, FileRecord]]
+    ) -> dict[str, str]:
+        """Move the attempt's staged files to ``<SE>/<scope>/<name>``; the path of each.
+        (The catalogue is pandamq's SQL, which the bridge writes.)"""
+        records = [record for _, record in files]
+        return keep_staged(self._settings.ddm_root, site, job_id, attempt, records)
+
+    def discard_outputs(self, site: str, job_id: str, attempt: int) -> None:
+        """Remove the attempt's staging directory."""
+        discard(self._settings.ddm_root, site, job_id, attempt)
 
     def close(self, dataset: str) -> None:
         """Close the dataset in the catalogue."""

@@ -34,7 +34,7 @@ from broker.store.clock import now
 from broker.store.datasets import FileRecord
 from broker.store.engine import transaction
 from ddm_bridge.backend import Report
-from ddm_bridge.se import Checksum, mismatch
+from ddm_bridge.se import Checksum, discard, keep_staged, mismatch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -132,6 +132,48 @@ class RucioDDM:
                 conn, dataset, [(r, str(p)) for r, p in placed], site, now(), kind=kind
             )
 
+    def add_outputs(
+        self, site: str, job_id: str, attempt: int, files: Sequence[tuple[str, FileRecord]]
+    ) -> dict[str, str]:
+        """Move the attempt's staged files to where ``site``'s RSE keeps them (its ``file``
+        protocol's path for the DID: Rucio puts ``user.x`` scopes under ``user/x/``), each
+        checked against its size and adler32, add each there as a replica (bytes, adler32)
+        and attach it to its dataset in Rucio; the path of each. (pandamq's SQL mirror is
+        the bridge's to write.)
+
+        A refusal by Rucio (an unknown scope, a quota exceeded) is ``BadInput`` naming
+        Rucio's reason: the job fails with a DDM error code. Doing it again is harmless:
+        replicas and attachments Rucio has already are left as they are.
+        """
+        records = [record for _, record in files]
+        rse = self._settings.rse_of(site)
+        try:
+            places = self._places(rse, records)
+            kept = keep_staged(
+                self._settings.ddm_root,
+                site,
+                job_id,
+                attempt,
+                records,
+                lambda r: places[f"{r.scope}:{r.name}"],
+            )
+            self._add_replicas(rse, records)
+            by_dataset: dict[str, list[FileRecord]] = {}
+            for dataset, record in files:
+                by_dataset.setdefault(dataset, []).append(record)
+            for dataset, in_it in by_dataset.items():
+                self._ensure_dataset(dataset, in_it, close=False)
+        except RucioRefused as exc:
+            scopes = ", ".join(sorted({r.scope for r in records}))
+            raise BadInput(
+                f"outputs of job {job_id} (scope {scopes}) not registered in Rucio: {exc}"
+            ) from exc
+        return kept
+
+    def discard_outputs(self, site: str, job_id: str, attempt: int) -> None:
+        """Remove the attempt's staging directory (nothing of it is in Rucio yet)."""
+        discard(self._settings.ddm_root, site, job_id, attempt)
+
     def close(self, dataset: str) -> None:
         """Close the dataset in Rucio (if Rucio has it), then in the catalogue."""
         try:
@@ -146,6 +188,27 @@ class RucioDDM:
     def stop(self) -> None:
         """Forget the rules watched (Rucio keeps them; a new bridge finds them again)."""
         self._subscriptions.clear()
+
+    def _add_replicas(self, rse: str, records: Sequence[FileRecord]) -> None:
+        """Add the replicas at ``rse`` that Rucio does not have there yet."""
+        if not records:
+            return
+        dids = [_did(r) for r in records]
+        there = {
+            f"{r['scope']}:{r['name']}"
+            for r in self._call(
+                f"list replicas at {rse}",
+                self._rucio().list_replicas,
+                dids,
+                schemes=["file"],
+                rse_expression=rse,
+            )
+            if r.get("rses", {}).get(rse)
+        }
+        new = [_did(r) | {"bytes": r.size, "adler32": r.adler32} for r in records]
+        new = [f for f in new if f"{f['scope']}:{f['name']}" not in there]
+        if new:
+            self._call(f"add replicas at {rse}", self._rucio().add_replicas, rse=rse, files=new)
 
     def _rucio(self) -> Any:
         """The Rucio client, logged in at first use."""
@@ -268,6 +331,19 @@ class RucioDDM:
                 subscription.reported.add(did)
                 placed.append((did, urlsplit(pfns[0]).path))
         return placed
+
+    def _places(self, rse: str, records: Sequence[FileRecord]) -> dict[str, Path]:
+        """Where ``rse`` keeps each of ``records``, by DID (its ``file`` protocol's path)."""
+        if not records:
+            return {}
+        pfns = self._call(
+            f"ask {rse} where its files are",
+            self._rucio().lfns2pfns,
+            rse,
+            [r.did for r in records],
+            scheme="file",
+        )
+        return {r.did: Path(urlsplit(pfns[r.did]).path) for r in records}
 
     def _check_placed(self, rse: str, placed: Sequence[tuple[FileRecord, Path]]) -> None:
         """Each file is right (size, adler32) and where the RSE keeps its DID."""

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Literal
 
 from broker.error_codes import PilotError
-from broker.protocol import FileInfo
+from broker.protocol import LOG_FILES, FileInfo
 from ddm_bridge.se import (
-    LOG_FILES,
     Checksum,
     checksum,
     copy_verified,

@@ -6,7 +6,15 @@ import itertools
 
 import pytest
 
-from broker.states import FINAL_STATES, JobState, can_transition
+from broker.states import (
+    CANCELLABLE_AT_ONCE,
+    FINAL_STATES,
+    HELD_BY_PILOT,
+    QUEUED,
+    WAITING_AT_SITE,
+    JobState,
+    can_transition,
+)
 
 S = JobState
 
@@ -50,3 +58,14 @@ def test_any_live_job_can_fail_be_cancelled_or_closed(state: JobState) -> None:
 )
 def test_skipping_or_going_back_is_illegal(current: JobState, target: JobState) -> None:
     assert not can_transition(current, target)
+
+
+def test_the_groups_of_states_say_what_they_mean() -> None:
+    # Queued work waits at a site once placed; no group holds a final state but FINAL
+    assert set(WAITING_AT_SITE) == set(QUEUED) - {S.DEFINED}
+    for group in (QUEUED, WAITING_AT_SITE, HELD_BY_PILOT, CANCELLABLE_AT_ONCE):
+        assert not set(group) & FINAL_STATES
+    # A live job is either cancelled at once or held by a pilot (told to stop), never both
+    live = {s for s in JobState if s not in FINAL_STATES}
+    assert set(CANCELLABLE_AT_ONCE) | set(HELD_BY_PILOT) == live
+    assert not set(CANCELLABLE_AT_ONCE) & set(HELD_BY_PILOT)

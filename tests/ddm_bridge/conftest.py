@@ -3,6 +3,7 @@ Rucio (a real server of this session's own, tests/rucio_server.py)."""
 
 from __future__ import annotations
 
+import getpass
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from broker.scopes import owner_scope
 from broker.settings import Settings
 from broker.store import datasets
 from broker.store.clock import now
@@ -29,13 +31,17 @@ from tests.rucio_server import RucioServer, rucio_server
 
 #: The scope of the test files; Rucio's test server has it.
 SCOPE = "data"
+#: The scopes of the outputs and logs of the tests' jobs (``broker.scopes.owner_scope``
+#: of the users they are submitted as: the local user on the in-process transport),
+#: which Rucio must have to take them.
+JOB_SCOPES = ("user", owner_scope("guest"), owner_scope(getpass.getuser()))
 
 
 @pytest.fixture(scope="session")
 def rucio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RucioServer]:
     """The session's Rucio server, with the scopes the tests write into."""
     with rucio_server(tmp_path_factory.mktemp("rucio")) as server:
-        for scope in (SCOPE, "panda"):
+        for scope in (SCOPE, "panda", *JOB_SCOPES):
             server.add_scope(scope)
         yield server
 

@@ -13,6 +13,8 @@ from broker.store.clock import iso_times, now
 from broker.store.datasets import FileRecord
 from broker.store.engine import transaction
 from broker.store.schema import replicas, subscriptions
+from ddm_bridge.adder import Adder
+from ddm_bridge.backends.local import LocalDDM
 from ddm_bridge.se import Checksum, checksum, copy_verified, se_path
 
 SCOPE = "data"
@@ -70,3 +72,12 @@ def subscriptions_to(engine: Engine, site: str) -> list[dict[str, Any]]:
             select(subscriptions).where(subscriptions.c.site == site).order_by(subscriptions.c.id)
         )
         return [iso_times(dict(r)) for r in conn.execute(stmt).mappings()]
+
+
+def adder_pass(settings: Settings, engine: Engine) -> int:
+    """One pass of a bridge's Adder on the local DDM: the reports it dealt with."""
+    backend = LocalDDM(settings, engine)
+    try:
+        return Adder(settings, engine, backend, f"test-bridge-{uuid.uuid4().hex[:8]}").step(now())
+    finally:
+        backend.stop()

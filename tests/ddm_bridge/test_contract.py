@@ -10,8 +10,8 @@ import pytest
 
 from broker.errors import BadInput, NameTaken
 from broker.store.datasets import FileRecord
-from ddm_bridge.se import Checksum, checksum, se_path
-from tests.ddm_bridge.conftest import DDM
+from ddm_bridge.se import Checksum, checksum, se_path, staging_dir
+from tests.ddm_bridge.conftest import DDM, SCOPE
 
 
 def test_registered_files_are_in_their_dataset_with_size_and_adler32(ddm: DDM) -> None:
@@ -113,3 +113,59 @@ def test_a_name_registered_again_with_other_content_is_refused_as_taken(ddm: DDM
     # Then it is refused as a name taken
     with pytest.raises(NameTaken):
         ddm.backend.register(f"in.{uuid.uuid4().hex}", site_b, [(other, path)], "input")
+
+
+def _staged(ddm: DDM, site: str, job_id: str, attempt: int, count: int) -> list[FileRecord]:
+    """``count`` outputs an attempt staged at ``site``, as a pilot leaves them."""
+    staging = staging_dir(ddm.settings.ddm_root, site, job_id, attempt)
+    staging.mkdir(parents=True)
+    records = []
+    for n in range(count):
+        path = staging / f"out.{job_id[:8]}._{n:06d}"
+        path.write_bytes(b"out %d " % n * (n + 50))
+        found = checksum(path)
+        records.append(FileRecord(SCOPE, path.name, str(uuid.uuid4()), found.size, found.adler32))
+    return records
+
+
+def test_an_attempts_outputs_are_kept_at_their_place_and_keeping_them_again_is_harmless(
+    ddm: DDM,
+) -> None:
+    # Given two outputs attempt 1 of a job staged at its site
+    site, job_id = ddm.new_site(), uuid.uuid4().hex
+    records = _staged(ddm, site, job_id, 1, 2)
+    output = f"out.{uuid.uuid4().hex}"
+    # When the backend keeps them into their dataset, twice (a bridge that died and came back)
+    kept = ddm.backend.add_outputs(site, job_id, 1, [(output, r) for r in records])
+    again = ddm.backend.add_outputs(site, job_id, 1, [(output, r) for r in records])
+    # Then each is at its place on the site's SE, whole, and the staging directory is gone
+    assert kept == again
+    assert sorted(kept) == sorted(r.did for r in records)
+    for record in records:
+        assert checksum(Path(kept[record.did])) == Checksum(record.size, record.adler32)
+    assert not staging_dir(ddm.settings.ddm_root, site, job_id, 1).exists()
+
+
+def test_an_output_not_staged_or_not_matching_is_refused_by_name(ddm: DDM) -> None:
+    # Given an attempt that staged one file, and reports another it did not stage
+    site, job_id = ddm.new_site(), uuid.uuid4().hex
+    (record,) = _staged(ddm, site, job_id, 1, 1)
+    missing = FileRecord(SCOPE, "never.staged", str(uuid.uuid4()), 10, "00000001")
+    wrong = FileRecord(SCOPE, record.name, record.guid, record.size, "00000000")
+    # When the backend is asked to keep them, Then each is refused, named
+    with pytest.raises(BadInput, match=rf"{missing.did} not accepted: .*not staged"):
+        ddm.backend.add_outputs(site, job_id, 1, [("out", missing)])
+    with pytest.raises(BadInput, match=rf"{record.did} not accepted: .*adler32"):
+        ddm.backend.add_outputs(site, job_id, 1, [("out", wrong)])
+
+
+def test_what_an_attempt_staged_and_was_not_kept_is_removed(ddm: DDM) -> None:
+    # Given an attempt that staged a file
+    site, job_id = ddm.new_site(), uuid.uuid4().hex
+    (record,) = _staged(ddm, site, job_id, 2, 1)
+    # When the backend discards the attempt's outputs (twice: harmless)
+    ddm.backend.discard_outputs(site, job_id, 2)
+    ddm.backend.discard_outputs(site, job_id, 2)
+    # Then nothing of it is left on the SE
+    assert not staging_dir(ddm.settings.ddm_root, site, job_id, 2).exists()
+    assert not se_path(ddm.settings.ddm_root, site, record.scope, record.name).exists()

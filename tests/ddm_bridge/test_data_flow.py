@@ -9,13 +9,14 @@ from pathlib import Path
 from broker.error_codes import DDMError, ErrorFamily, PilotError
 from broker.monitor.datasets import job_file_list
 from broker.protocol import JobSpec
+from broker.scopes import owner_scope
 from broker.security import identity
 from broker.store import datasets, subscriptions
 from broker.store.clock import now
 from broker.store.datasets import FileRecord
 from broker.store.engine import transaction
 from ddm_bridge.backends.local import LocalDDM
-from ddm_bridge.se import Checksum, checksum, copy_verified, owner_scope, se_path, staging_dir
+from ddm_bridge.se import Checksum, checksum, copy_verified, se_path, staging_dir
 from tests.ddm_bridge.files import dataset_states, put_file, sites_with, subscriptions_to
 from tests.harness import System, wait_for
 

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from broker.error_codes import DDMError, ErrorFamily
-from broker.errors import DDMRefused, DDMUnavailable, RecoverableError
+from broker.errors import BadInput, DDMRefused, DDMUnavailable, RecoverableError
 from broker.protocol import JobSpec
 from broker.store.datasets import FileRecord
 from ddm_bridge.backends.rucio import RucioDDM, connect
-from ddm_bridge.se import Checksum, checksum, se_path
+from ddm_bridge.se import Checksum, checksum, se_path, staging_dir
 from tests.conftest import test_settings
-from tests.ddm_bridge.conftest import DDM, backend_of, rucio_settings
+from tests.ddm_bridge.conftest import DDM, SCOPE, backend_of, rucio_settings
 from tests.harness import System, wait_for
 from tests.nodes import free_port
 from tests.rucio_server import RucioServer
@@ -281,3 +281,40 @@ def _written(ddm: DDM, site: str, scope: str) -> tuple[FileRecord, Path]:
     path.write_bytes(b"content")
     found = checksum(path)
     return FileRecord(scope, name, str(uuid.uuid4()), found.size, found.adler32), path
+
+
+def test_outputs_kept_are_replicas_at_the_rse_attached_to_their_dataset_in_rucio(ddm: DDM) -> None:
+    # Given two outputs an attempt staged at its site
+    site, job_id = ddm.new_site(), uuid.uuid4().hex
+    staging = staging_dir(ddm.settings.ddm_root, site, job_id, 1)
+    staging.mkdir(parents=True)
+    records = []
+    for n in range(2):
+        (staging / f"out.{n}").write_bytes(b"o" * (n + 9))
+        found = checksum(staging / f"out.{n}")
+        records.append(FileRecord(SCOPE, f"out.{n}.{job_id[:8]}", str(uuid.uuid4()), found.size,
+                                  found.adler32))  # fmt: skip
+        (staging / f"out.{n}").rename(staging / records[-1].name)
+    output = f"out.{uuid.uuid4().hex}"
+    # When the backend keeps them, twice
+    for _ in range(2):
+        ddm.backend.add_outputs(site, job_id, 1, [(output, r) for r in records])
+    # Then Rucio's dataset holds each once with its bytes and adler32, a replica at the RSE
+    assert ddm.catalogue(output) == {r.did: (r.size, r.adler32) for r in records}
+    assert ddm.rucio is not None
+    dids = [{"scope": r.scope, "name": r.name} for r in records]
+    replicas = list(ddm.rucio.client().list_replicas(dids, rse_expression=site))
+    assert sorted(f"{r['scope']}:{r['name']}" for r in replicas) == sorted(r.did for r in records)
+
+
+def test_outputs_in_a_scope_rucio_does_not_have_are_refused_with_rucio_s_reason(ddm: DDM) -> None:
+    # Given an output staged in a scope Rucio does not know
+    site, job_id = ddm.new_site(), uuid.uuid4().hex
+    staging = staging_dir(ddm.settings.ddm_root, site, job_id, 1)
+    staging.mkdir(parents=True)
+    (staging / "out.x").write_bytes(b"x" * 33)
+    found = checksum(staging / "out.x")
+    record = FileRecord("user.nobody", "out.x", str(uuid.uuid4()), found.size, found.adler32)
+    # When the backend keeps it, Then it is refused, naming Rucio's reason
+    with pytest.raises(BadInput, match=r"not registered in Rucio: .*Scope"):
+        ddm.backend.add_outputs(site, job_id, 1, [(f"out.{uuid.uuid4().hex}", record)])

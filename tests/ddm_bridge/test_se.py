@@ -8,16 +8,8 @@ from pathlib import Path
 import pytest
 
 from broker.protocol import NAME_PATTERN
-from ddm_bridge.se import (
-    Checksum,
-    accept,
-    checksum,
-    copy_verified,
-    discard,
-    owner_scope,
-    se_path,
-    staging_dir,
-)
+from broker.scopes import owner_scope
+from ddm_bridge.se import Checksum, accept, checksum, copy_verified, discard, se_path, staging_dir
 
 
 def test_checksum_is_size_and_adler32_in_hex(tmp_path: Path) -> None:

@@ -5,26 +5,23 @@ from __future__ import annotations
 import itertools
 import threading
 import uuid
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 
-from broker.error_codes import DDMError, ErrorFamily
 from broker.messaging.consumer import Incoming
 from broker.metrics import ILLEGAL_TRANSITIONS
-from broker.protocol import FileInfo, JobEvent, JobSpec
+from broker.protocol import JobEvent, JobSpec
+from broker.scopes import owner_scope
 from broker.service.events import EventHandler
 from broker.settings import Settings
 from broker.states import JobState
-from broker.store import datasets, transitions
+from broker.store import transitions
 from broker.store.clock import now
-from broker.store.datasets import FileRecord
 from broker.store.engine import open_engine, transaction
 from broker.store.jobs import get_job, insert_defined, states_of
 from broker.store.transitions import Change
-from ddm_bridge.se import checksum, owner_scope, se_path, staging_dir
-from tests.broker.service.jobs import OWNER, SITE, jobs_in
+from tests.broker.service.jobs import OWNER
 from tests.harness import wait_for
 
 S = JobState
@@ -126,56 +123,3 @@ def waiting_on_locks(engine: Engine) -> int:
             "WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
         return int(conn.exec_driver_sql(query).scalar_one())
-
-
-def staged_log(root: Path, job_id: str) -> FileInfo:
-    """A log that attempt 1 of ``job_id`` staged on SITE's SE, in the owner's scope."""
-    path = staging_dir(str(root), SITE, job_id, 1) / f"{job_id}.log.tgz"
-    path.parent.mkdir(parents=True)
-    path.write_text(job_id)
-    found = checksum(path)
-    return FileInfo(SCOPE, path.name, uuid.uuid4().hex, found.size, found.adler32, "log")
-
-
-def test_a_refused_output_fails_its_job_only_and_the_batch_registers_the_rest(
-    engine: Engine, tmp_path: Path
-) -> None:
-    # Given three running jobs that staged their logs, and a file registered with other
-    # content under the name the second job's log has
-    ids = jobs_in(engine, S.RUNNING, 3)
-    logs = [staged_log(tmp_path, i) for i in ids]
-    taken = FileRecord(SCOPE, logs[1].name, uuid.uuid4().hex, 99, "00000063")
-    with transaction(engine) as conn:
-        datasets.register(conn, f"taken.{uuid.uuid4().hex}", [(taken, "/x")], None, now())
-    # When one batch reports all three finished, each with its log
-    EventHandler(engine, Settings(ddm_root=str(tmp_path)))(
-        [
-            Incoming(
-                JobEvent(uuid.uuid4().hex, i, 1, PILOT, "finished", 0.0, 0, files=[f]),
-                None,
-                user_id="guest",
-            )
-            for i, f in zip(ids, logs, strict=True)
-        ]
-    )
-    # Then the second fails with the code of a taken name (never retried), the others
-    # finish, and each of their logs is in its job's log dataset with a replica at the
-    # site, moved from its staging directory into its place on the SE
-    with transaction(engine) as conn:
-        ends = ["finished", "failed", "finished"]
-        assert states_of(conn, ids) == dict(zip(ids, ends, strict=True))
-        refused = get_job(conn, ids[1])
-        assert (refused["attempt"], refused["error_family"], refused["error_code"]) == (
-            1,
-            ErrorFamily.DDM.value,
-            DDMError.OUTPUT_NAME_TAKEN,
-        )
-        assert "adler32" in refused["diagnostic"]
-        for i, f in ((ids[0], logs[0]), (ids[2], logs[2])):
-            did = f"{SCOPE}:{f.name}"
-            assert [r.name for r in datasets.dataset_files(conn, f"{i}.log")] == [f.name]
-            assert datasets.replica_sites(conn, [did]) == {did: {SITE}}
-            assert se_path(str(tmp_path), SITE, SCOPE, f.name).read_text() == i
-        assert f"{ids[1]}.log" not in {d["name"] for d in datasets.list_datasets(conn)}
-    # And nothing is left in any staging directory
-    assert not any(staging_dir(str(tmp_path), SITE, i, 1).exists() for i in ids)

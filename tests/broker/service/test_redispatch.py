@@ -13,11 +13,11 @@ from sqlalchemy import select
 from broker import topology
 from broker.messaging.connection import connect
 from broker.metrics import CLAIMS, REDISPATCHED
+from broker.operations.activation import dispatch
+from broker.operations.throttle import COLUMNS
 from broker.protocol import JobSpec
-from broker.service.activation import dispatch
 from broker.service.redispatch import Redispatch
 from broker.service.redispatch import queue_depth as queue_depth_of
-from broker.service.throttle import COLUMNS
 from broker.settings import Settings
 from broker.store.engine import transaction
 from broker.store.schema import jobs

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import Engine, insert, update
 
 from broker.brokerage.catalogue import SiteConfig
+from broker.operations.brokerage import Brokerage
 from broker.protocol import JobSpec
-from broker.service.brokerage import Brokerage
 from broker.service.site_health import SiteHealthCheck
 from broker.settings import Settings
 from broker.states import JobState

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, select
 
 from broker.messaging.consumer import Incoming
 from broker.protocol import FileInfo, JobEvent, PilotCommand, decode_body
+from broker.scopes import owner_scope
 from broker.service.events import EventHandler
 from broker.service.watchdog import Watchdog
 from broker.settings import Settings
@@ -18,9 +19,10 @@ from broker.store import datasets
 from broker.store.clock import now
 from broker.store.engine import transaction
 from broker.store.schema import outbox
-from ddm_bridge.se import checksum, owner_scope, staging_dir
+from ddm_bridge.se import checksum, staging_dir
 from tests.broker.service.jobs import OWNER, PILOT, SITE, jobs_in, row
 from tests.broker.service.test_events import illegal_count
+from tests.ddm_bridge.files import adder_pass
 
 LOST_S = 60
 
@@ -82,7 +84,9 @@ def test_what_a_superseded_attempt_staged_is_removed_and_never_registered(
     out = FileInfo(scope, "out.txt", uuid.uuid4().hex, found.size, found.adler32, "output")
     # When its pilot reports attempt 1 finished with that output
     report(engine, settings, event(job_id, "finished", exit_code=0, files=[out]))
-    # Then the staged output is gone, nothing is registered, and attempt 2 goes on
+    adder_pass(settings, engine)
+    # Then (once a bridge passed) the staged output is gone, nothing is registered,
+    # and attempt 2 goes on
     assert not staged.parent.exists()
     with transaction(engine) as conn:
         assert datasets.files_by_did(conn, [f"{scope}:out.txt"]) == {}
@@ -103,8 +107,9 @@ def test_a_pilot_reporting_on_its_jobs_last_failed_attempt_changes_nothing(
     # When its pilot heartbeats, then reports the attempt finished
     report(engine, settings, event(job_id, "heartbeat"))
     report(engine, settings, event(job_id, "finished", exit_code=0, files=[log]))
+    adder_pass(settings, engine)
     # Then it is told to stop, the job stays failed with no illegal transition tried,
-    # and the staged log is gone
+    # and (once a bridge passed) the staged log is gone
     ((_, command),) = commands_to(engine, job_id)
     assert command.reason == "attempt 1 is over: the job is failed"
     assert row(engine, job_id)["state"] == "failed"

@@ -21,12 +21,12 @@ from sqlalchemy import Connection, Engine, select
 from broker.errors import TransactionConflict
 from broker.messaging import consumer
 from broker.messaging.consumer import Handler, Incoming
+from broker.operations import retries, throttle
+from broker.operations.activation import release
+from broker.operations.retries import Failure
+from broker.operations.throttle import Limits
 from broker.protocol import ClaimReply, ClaimRequest, JobSpec
-from broker.service import retries, throttle
-from broker.service.activation import release
 from broker.service.claims import _see_pilots
-from broker.service.retries import Failure
-from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store import transitions
 from broker.store.clock import now

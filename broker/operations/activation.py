@@ -17,9 +17,9 @@ from sqlalchemy import Connection, select
 
 from broker import topology
 from broker.messaging.publisher import Outgoing
+from broker.operations import throttle
+from broker.operations.throttle import Limits, Row
 from broker.protocol import JobDispatch, JobSpec, encode
-from broker.service import throttle
-from broker.service.throttle import Limits, Row
 from broker.states import JobState
 from broker.store import outbox, transitions
 from broker.store.datasets import chunks

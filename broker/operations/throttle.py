@@ -17,15 +17,15 @@ from typing import Any
 
 from sqlalchemy import Connection, RowMapping, func, select
 
-from broker.service.user_caps import Caps, UserCaps
+from broker.operations.user_caps import Caps, UserCaps
 from broker.settings import Settings
-from broker.states import JobState
+from broker.states import HELD_BY_PILOT, JobState
 from broker.store.schema import jobs, sites
 
 S = JobState
 
-#: States that count as running for the cap and as using an activity's share.
-RUNNING = (S.SENT, S.STARTING, S.RUNNING)
+#: The states that count as running for the cap and as using an activity's share are
+#: those of a job held by a pilot (``broker.states.HELD_BY_PILOT``).
 #: The job columns activation and throttling read.
 COLUMNS = (
     jobs.c.id,
@@ -37,7 +37,7 @@ COLUMNS = (
     jobs.c.owner,
 )
 #: A job as activation and throttling read it, the values of ``COLUMNS`` by name: read
-#: from SQL, or a new job's before it is written (``broker.service.intake``).
+#: from SQL, or a new job's before it is written (``broker.operations.intake``).
 Row = RowMapping | Mapping[str, Any]
 #: Activity of jobs that name none (and of rows written before activities).
 DEFAULT_ACTIVITY = "production"
@@ -46,7 +46,7 @@ DEFAULT_ACTIVITY = "production"
 @dataclass(frozen=True)
 class Limits:
     """The cap of activated jobs per site, the shares of the activities, and what users
-    may take (``broker.service.fairshare``, ``broker.service.user_caps``; 0: no cap)."""
+    may take (``broker.operations.fairshare``, ``broker.operations.user_caps``; 0: no cap)."""
 
     min_activated: int = 20
     running_factor: float = 2.0
@@ -109,7 +109,7 @@ def site_use(conn: Connection, names: Iterable[str]) -> dict[str, SiteUse]:
         return use
     stmt = (
         select(jobs.c.site, jobs.c.state, jobs.c.activity, func.count())
-        .where(jobs.c.site.in_(wanted), jobs.c.state.in_([S.ACTIVATED, *RUNNING]))
+        .where(jobs.c.site.in_(wanted), jobs.c.state.in_([S.ACTIVATED, *HELD_BY_PILOT]))
         .group_by(jobs.c.site, jobs.c.state, jobs.c.activity)
     )
     for site, state, activity, n in conn.execute(stmt):

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import Engine
 
 from broker.error_codes import DispatcherError, ErrorFamily, PilotError, TaskBufferError
+from broker.operations import backoff, retries
+from broker.operations.retries import Failure, decide
+from broker.operations.throttle import Limits
 from broker.protocol import JobSpec
 from broker.retry_rules.defaults import DEFAULT_RULES
 from broker.retry_rules.rules import Action, RetryRule, RuleSet
-from broker.service import backoff, retries
-from broker.service.retries import Failure, decide
-from broker.service.throttle import Limits
 from broker.states import JobState
 from broker.store.clock import now
 from broker.store.engine import transaction

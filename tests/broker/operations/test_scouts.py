@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from broker.operations.scouts import plan
 from broker.protocol import JobSpec, TaskSpec
-from broker.service.scouts import plan
 from broker.settings import Settings
 
 TASK = TaskSpec(command="true", input_dataset="in", output_dataset="out", id="t", priority=5)

@@ -8,10 +8,10 @@ from sqlalchemy import Connection, Engine, select, text
 
 from broker import topology
 from broker.error_codes import BrokerageError, DDMError
+from broker.operations.brokerage import Brokerage
+from broker.operations.intake import store_jobs
+from broker.operations.throttle import Limits
 from broker.protocol import JobDispatch, JobSpec, decode_body
-from broker.service.brokerage import Brokerage
-from broker.service.intake import store_jobs
-from broker.service.throttle import Limits
 from broker.store.clock import now
 from broker.store.datasets import FileRecord, register
 from broker.store.engine import transaction

@@ -12,8 +12,8 @@ from typing import IO, Any
 from sqlalchemy import Connection, select
 
 from broker.errors import NotFound, PermanentError
+from broker.protocol import LOG_FILES
 from broker.store.schema import files, job_files, jobs, replicas
-from ddm_bridge.se import LOG_FILES
 
 #: Lines of each log file the monitor's job page shows.
 TAIL_LINES = 100

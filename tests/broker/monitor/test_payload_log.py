@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ddm_bridge.payload_log import TAIL_BYTES, LogUnreadable, StoredLog, read_log, tail
+from broker.monitor.payload_log import TAIL_BYTES, LogUnreadable, StoredLog, read_log, tail
 
 
 def tarball(path: Path, **members: bytes) -> StoredLog:

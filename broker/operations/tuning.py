@@ -6,7 +6,7 @@ smallest value that at least ``p`` % of them do not exceed); the memory asked is
 that of the peaks with ``memory_margin`` more, the walltime that of the wall times
 with ``walltime_margin`` more and at least ``MIN_WALLTIME_S``. CPU time and output
 size are measured the same way and recorded for people. Pure functions: the
-service (``broker.service.scouting``) reads the measures and applies the tuning.
+service (``broker.operations.scouting``) reads the measures and applies the tuning.
 """
 
 from __future__ import annotations

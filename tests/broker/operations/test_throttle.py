@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import Engine, update
 
 from broker.error_codes import TaskBufferError
+from broker.operations.throttle import Limits, SiteUse, fair_order
 from broker.protocol import JobSpec
 from broker.service.rebrokerage import Rebrokerage
-from broker.service.throttle import Limits, SiteUse, fair_order
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store.clock import now

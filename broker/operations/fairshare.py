@@ -11,7 +11,7 @@ submission, behind the user's jobs already waiting; a periodic pass
 (:class:`UserPriorities`, every ``brokerage_interval_s``) computes it again,
 one UPDATE per user with waiting jobs, so that as a user's earlier jobs end
 the later ones move up. Throttled jobs are released by that priority within
-each activity's share (``broker.service.throttle``), so a user with a
+each activity's share (``broker.operations.throttle``), so a user with a
 backlog of 10,000 jobs does not hold back another user's first jobs.
 """
 

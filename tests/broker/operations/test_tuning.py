@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.service.tuning import MIN_WALLTIME_S, Measure, percentile, tune
+from broker.operations.tuning import MIN_WALLTIME_S, Measure, percentile, tune
 
 
 @pytest.mark.parametrize(

@@ -13,19 +13,12 @@ from broker import topology
 from broker.error_codes import ErrorFamily, TaskBufferError
 from broker.messaging.publisher import Outgoing
 from broker.protocol import PilotCommand, encode
-from broker.states import FINAL_STATES, JobState
+from broker.states import CANCELLABLE_AT_ONCE, FINAL_STATES, HELD_BY_PILOT, JobState
 from broker.store import outbox, transitions
 from broker.store.schema import jobs
 from broker.store.transitions import Change
 
 S = JobState
-
-#: States where no pilot runs the job: killing it is a state change.
-CANCELLED_AT_ONCE = frozenset(
-    {S.PENDING, S.DEFINED, S.ASSIGNED, S.THROTTLED, S.ACTIVATED, S.HOLDING, S.TRANSFERRING}
-)
-#: States where a pilot holds the job: it must stop the payload first.
-TOLD_TO_PILOT = frozenset({S.SENT, S.STARTING, S.RUNNING})
 
 
 #: How ``kill`` words a job it cancelled, and (at the end) one whose pilot it told.
@@ -46,9 +39,9 @@ def kill(
     changes, told = [], []
     for row in rows:
         state = JobState(row["state"])
-        if state in CANCELLED_AT_ONCE:
+        if state in CANCELLABLE_AT_ONCE:
             changes.append(_cancel(row, reason))
-        elif state in TOLD_TO_PILOT:
+        elif state in HELD_BY_PILOT:
             told.append(row)
         outcome[row["id"]] = "already ended" if state in FINAL_STATES else "moved on meanwhile"
     for change in transitions.apply(conn, changes, now):

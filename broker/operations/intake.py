@@ -21,13 +21,14 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from broker.operations import throttle
+from broker.operations.activation import NOTHING_TO_WAIT_FOR, Placement, dispatch
+from broker.operations.brokerage import Brokerage, Unplaced, failed_brokerage
+from broker.operations.fairshare import new_priorities
+from broker.operations.inputs import Standing, inputs_at
+from broker.operations.setup import AT_SITE, unregistered, waiting_for_inputs
+from broker.operations.throttle import Limits, Row
 from broker.protocol import JobSpec
-from broker.service import throttle
-from broker.service.activation import NOTHING_TO_WAIT_FOR, Placement, dispatch
-from broker.service.brokerage import Brokerage, Unplaced, failed_brokerage
-from broker.service.fairshare import new_priorities
-from broker.service.setup import AT_SITE, unregistered, waiting_for_inputs
-from broker.service.throttle import Limits, Row
 from broker.states import JobState
 from broker.store import outbox
 from broker.store.job_files import add_inputs
@@ -54,7 +55,7 @@ def store_jobs(
     failed = [_failed(u, owners.get(u.spec.id)) for u in unplaced]
     assigned = [_assigned(p, owners.get(p.spec.id), priorities[p.spec.id]) for p in placed]
     known = brokerage.file_ids()
-    ready = _check_inputs(assigned, placed, known, brokerage)
+    ready = _check_inputs(assigned, placed, brokerage)
     go = _activate(conn, ready, limits)
     insert_new(conn, failed + assigned, now)
     add_inputs(conn, [(p.spec.id, 1, p.spec.input_files) for p in placed], known)
@@ -78,18 +79,18 @@ def _assigned(placement: Placement, owner: str | None, priority: int) -> NewJob:
 def _check_inputs(
     assigned: list[NewJob],
     placed: list[Placement],
-    known: Mapping[str, int],
     brokerage: Brokerage,
 ) -> list[tuple[NewJob, Placement, str]]:
     """Fail the jobs naming unregistered inputs, leave ``assigned`` those whose inputs
     are not all at their site; the others, with why they may be activated."""
     ready, waiting = [], 0
+    found = brokerage.files()
     for job, p in zip(assigned, placed, strict=True):
         dids = p.spec.input_files
-        unknown = [d for d in dids if d not in known]
-        if unknown:
-            job.move(S.FAILED, *unregistered(job.spec.id, unknown))
-        elif any(p.site not in brokerage.replica_sites(d) for d in dids):
+        inputs = inputs_at(p.site, dids, found)
+        if inputs.standing == Standing.UNKNOWN:
+            job.move(S.FAILED, *unregistered(job.spec.id, inputs.unknown))
+        elif inputs.standing == Standing.MISSING:
             waiting += 1
         else:
             ready.append((job, p, AT_SITE if dids else NOTHING_TO_WAIT_FOR))

@@ -2,9 +2,9 @@
 
 A task with scouts stores its first ``scouts`` jobs as usual, at a higher
 priority, and the others ``pending`` (held back from brokerage:
-``broker.service.scouts``); its status is ``scouting``. When every scout has
+``broker.operations.scouts``); its status is ``scouting``. When every scout has
 ended, the others get the memory and walltime tuned from what the finished
-ones used (``broker.service.tuning``), and are brokered; the task is
+ones used (``broker.operations.tuning``), and are brokered; the task is
 ``running`` and is tuned again as more of its jobs finish. A task whose
 scouts all failed, or whose jobs ran out of memory at the largest memory any
 of its sites offers ``exhaust_memory_failures`` times, is ``exhausted`` with
@@ -26,14 +26,14 @@ from broker.api import TaskTuning
 from broker.brokerage.rules import Needs
 from broker.error_codes import PilotError
 from broker.metrics import TASK_SCOUTING
+from broker.operations.activation import Placement
+from broker.operations.brokerage import Brokerage, Unplaced, settle
+from broker.operations.scouts import SCOUTING
+from broker.operations.throttle import Limits
+from broker.operations.tuning import record, tune
 from broker.protocol import JobEvent, JobSpec, TaskSpec
-from broker.service.activation import Placement
-from broker.service.brokerage import QUEUED, Brokerage, Unplaced, settle
-from broker.service.scouts import SCOUTING
-from broker.service.throttle import Limits
-from broker.service.tuning import record, tune
 from broker.settings import Settings
-from broker.states import FINAL_STATES, JobState
+from broker.states import FINAL_STATES, QUEUED, JobState
 from broker.store import measures, transitions
 from broker.store.jobs import spec_of
 from broker.store.schema import jobs, tasks

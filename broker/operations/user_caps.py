@@ -4,7 +4,7 @@
 ``user_max_running`` caps a user's activated and running jobs in total,
 ``user_max_running_per_site`` at each site (0: no cap), and ``user_caps``
 sets either, or ``max_queued``, for one user. Throttling
-(``broker.service.throttle``) asks this module, as it activates or releases
+(``broker.operations.throttle``) asks this module, as it activates or releases
 jobs, which users are at a cap; each user's jobs are counted once per
 transaction, from the index on (state, owner, priority), and as jobs are activated.
 """
@@ -20,7 +20,7 @@ from sqlalchemy import Connection, RowMapping
 from broker.settings import Settings
 from broker.store.users import ahead_at, queued_at, user_use
 
-#: A job as throttling reads it (``broker.service.throttle.Row``).
+#: A job as throttling reads it (``broker.operations.throttle.Row``).
 Row = RowMapping | Mapping[str, Any]
 
 

@@ -7,7 +7,7 @@ job's spec marks final, nor an attempt that was the job's last
 (``max_attempts``; ``limit_retry`` may only lower it), unless a person asks
 for the retry. The new attempt keeps the site of the old one, or is brokered
 again away from it (``retry_elsewhere``); it waits in ``defined`` for its
-backoff (``broker.service.backoff`` sets it up then) or, with none, goes on at
+backoff (``broker.operations.backoff`` sets it up then) or, with none, goes on at
 once through ``assigned → activated``.
 """
 
@@ -26,14 +26,14 @@ from sqlalchemy import Connection, RowMapping, bindparam, insert, update
 from broker.error_codes import ErrorFamily, PilotError, TaskBufferError
 from broker.metrics import RETRY_RULE_MATCHES
 from broker.observability.logs import job_context
+from broker.operations import backoff
+from broker.operations.activation import Placement
+from broker.operations.brokerage import Brokerage
+from broker.operations.setup import set_up
+from broker.operations.throttle import Limits
 from broker.protocol import JobSpec
 from broker.retry_rules.defaults import DEFAULT_RULES
 from broker.retry_rules.rules import NO_RULE, Action, Failed, RetryRule, RuleSet, Ruling
-from broker.service import backoff
-from broker.service.activation import Placement
-from broker.service.brokerage import Brokerage
-from broker.service.setup import set_up
-from broker.service.throttle import Limits
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store.jobs import spec_of

@@ -1,7 +1,7 @@
 """Which of a new task's jobs scout: its first ones, at a higher priority, the
 others held ``pending`` for them, unless the task is too small to scout
 (docs/reliability.md, "Scout jobs and task tuning"; what follows the scouts is
-``broker.service.scouting``)."""
+``broker.operations.scouting``)."""
 
 from __future__ import annotations
 

@@ -20,13 +20,13 @@ from sqlalchemy import Connection, func, select
 from broker.brokerage.exclusion import AUTOMATIC, ExclusionPolicy, Probation, task_exclusion
 from broker.brokerage.rules import Decision, LeftOut, Load, Needs, choose
 from broker.error_codes import BrokerageError, ErrorFamily
+from broker.operations.activation import Placement
+from broker.operations.setup import set_up
+from broker.operations.throttle import Limits
+from broker.operations.user_caps import Caps, QueuedPerSiteCap
 from broker.protocol import JobSpec
-from broker.service.activation import Placement
-from broker.service.setup import set_up
-from broker.service.throttle import RUNNING, Limits
-from broker.service.user_caps import Caps, QueuedPerSiteCap
 from broker.settings import Settings
-from broker.states import JobState
+from broker.states import HELD_BY_PILOT, QUEUED, JobState
 from broker.store import transitions
 from broker.store.clock import as_utc, now
 from broker.store.datasets import file_replicas
@@ -39,9 +39,6 @@ log = logging.getLogger(__name__)
 
 S = JobState
 
-#: Jobs at a site that no pilot has taken yet.
-QUEUED = (S.DEFINED, S.ASSIGNED, S.THROTTLED, S.ACTIVATED)
-
 
 def site_loads(conn: Connection, names: Iterable[str]) -> dict[str, Load]:
     """Queued and running jobs of each of the sites ``names``."""
@@ -50,12 +47,12 @@ def site_loads(conn: Connection, names: Iterable[str]) -> dict[str, Load]:
         return loads
     stmt = (
         select(jobs.c.site, jobs.c.state, func.count())
-        .where(jobs.c.site.in_(list(loads)), jobs.c.state.in_([*QUEUED, *RUNNING]))
+        .where(jobs.c.site.in_(list(loads)), jobs.c.state.in_([*QUEUED, *HELD_BY_PILOT]))
         .group_by(jobs.c.site, jobs.c.state)
     )
     for site, state, n in conn.execute(stmt):
         load = loads[site]
-        if state in RUNNING:
+        if state in HELD_BY_PILOT:
             load.running += n
         else:
             load.queued += n
@@ -116,6 +113,11 @@ class Brokerage:
     def replica_sites(self, did: str) -> set[str]:
         """The sites with an available replica of a file (DID) looked up for placing jobs."""
         return self._files[did][1] if did in self._files else set()
+
+    def files(self) -> dict[str, tuple[int, set[str]]]:
+        """What the catalogue knows of the files (DIDs) looked up for placing jobs: the id
+        of each registered one and the sites with an available replica."""
+        return self._files
 
     def file_ids(self) -> dict[str, int]:
         """The id of each registered file (DID) looked up for placing jobs."""

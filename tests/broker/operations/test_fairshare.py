@@ -6,12 +6,12 @@ import pytest
 from sqlalchemy import Engine, select
 
 from broker.errors import ConfigError
+from broker.operations.activation import release
+from broker.operations.brokerage import Brokerage
+from broker.operations.fairshare import UserPriorities, new_priorities, reprioritise
+from broker.operations.throttle import Limits, split
+from broker.operations.user_caps import Caps, QueuedCap
 from broker.protocol import JobSpec
-from broker.service.activation import release
-from broker.service.brokerage import Brokerage
-from broker.service.fairshare import UserPriorities, new_priorities, reprioritise
-from broker.service.throttle import Limits, split
-from broker.service.user_caps import Caps, QueuedCap
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store import transitions

@@ -7,9 +7,9 @@ import uuid
 
 from sqlalchemy import Engine, update
 
+from broker.operations.scouting import Scouting, scouting_tasks
+from broker.operations.scouts import held_jobs, plan
 from broker.protocol import JobSpec, TaskSpec
-from broker.service.scouting import Scouting, scouting_tasks
-from broker.service.scouts import held_jobs, plan
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store import transitions

@@ -2,7 +2,7 @@
 (``defined → assigned → activated``).
 
 A retried attempt whose backoff is not over waits in ``defined`` with its site
-and ``retry_at`` (``wait``, from ``broker.service.retries``); the broker service's periodic
+and ``retry_at`` (``wait``, from ``broker.operations.retries``); the broker service's periodic
 pass (re-brokerage's, every ``brokerage_interval_s``) sets up those whose time
 has come, as the retry would have at once. No other pass looks at ``defined``
 jobs: the watchdog and re-brokerage leave them alone, a kill cancels them.
@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, RowMapping, select, update
 
 from broker.observability.logs import job_context
-from broker.service.activation import Placement
-from broker.service.setup import set_up
-from broker.service.throttle import Limits
+from broker.operations.activation import Placement
+from broker.operations.setup import set_up
+from broker.operations.throttle import Limits
 from broker.states import JobState
 from broker.store.jobs import spec_of
 from broker.store.schema import jobs

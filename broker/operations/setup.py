@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import Connection
 
 from broker.error_codes import DDMError, ErrorFamily
-from broker.service.activation import JobRef, Placement, activate, assign
-from broker.service.throttle import Limits
+from broker.operations.activation import JobRef, Placement, activate, assign
+from broker.operations.inputs import Standing, inputs_at, look_up
+from broker.operations.throttle import Limits
 from broker.states import JobState
 from broker.store import transitions
-from broker.store.datasets import replica_sites
 from broker.store.job_files import link_inputs
 from broker.store.transitions import Change
 
@@ -36,11 +36,13 @@ def set_up(conn: Connection, placements: list[Placement], now: datetime, limits:
     ``limits``); how many activated."""
     assigned = assign(conn, placements, now)
     with_inputs = [p for p in assigned if p.spec.input_files]
-    unknown = link_inputs(conn, [(p.spec.id, p.attempt, p.spec.input_files) for p in with_inputs])
+    found = look_up(conn, (d for p in with_inputs for d in p.spec.input_files))
+    link_inputs(conn, [(p.spec.id, p.attempt, p.spec.input_files) for p in with_inputs], found)
+    stand = {p.spec.id: inputs_at(p.site, p.spec.input_files, found) for p in assigned}
+    unknown = {j: i.unknown for j, i in stand.items() if i.standing == Standing.UNKNOWN}
     _fail_unknown(conn, [p for p in with_inputs if p.spec.id in unknown], unknown, now)
-    missing = _missing_at_site(conn, [p for p in with_inputs if p.spec.id not in unknown])
-    waiting_for_inputs(len(missing))
-    ready = [p for p in assigned if p.spec.id not in unknown and p.spec.id not in missing]
+    waiting_for_inputs(sum(i.standing == Standing.MISSING for i in stand.values()))
+    ready = [p for p in assigned if stand[p.spec.id].standing == Standing.PRESENT]
     at_site = [JobRef(p.spec.id, p.attempt) for p in ready if p.spec.input_files]
     no_inputs = [JobRef(p.spec.id, p.attempt) for p in ready if not p.spec.input_files]
     return activate(conn, at_site, now, limits, AT_SITE) + activate(conn, no_inputs, now, limits)
@@ -50,20 +52,6 @@ def waiting_for_inputs(n: int) -> None:
     """Log how many jobs were left ``assigned`` for their inputs to reach their site."""
     if n:
         log.info("%d job(s) wait in assigned for input files to reach their site", n)
-
-
-def _missing_at_site(conn: Connection, placements: list[Placement]) -> set[str]:
-    """The jobs with an input file that has no available replica at their site.
-
-    Worked out from the files' replicas, not by joining the job's links just
-    written: a task's new links are not in the planner's statistics yet.
-    """
-    where = replica_sites(conn, {d for p in placements for d in p.spec.input_files})
-    return {
-        p.spec.id
-        for p in placements
-        if any(p.site not in where.get(d, ()) for d in p.spec.input_files)
-    }
 
 
 def unregistered(job_id: str, dids: list[str]) -> tuple[str, dict[str, Any]]:
