@@ -24,7 +24,7 @@ from broker.states import JobState, can_transition, is_final
 from broker.store import endings
 from broker.store.bulk import update_each
 from broker.store.datasets import chunks
-from broker.store.keys import keys_in
+from broker.store.keys import attempts_in
 from broker.store.schema import job_attempts, job_transitions, jobs
 
 log = logging.getLogger(__name__)
@@ -97,12 +97,12 @@ def _compare_and_set(
     conn: Connection, frm: JobState, to: JobState, group: list[Change], now: datetime
 ) -> list[Change]:
     won: set[str] = set()
-    # In slices: a task's jobs move together, and PostgreSQL takes at most 65,535
-    # parameters in one statement.
+    # In slices: a task's jobs move together, and SQLite's form (an IN list) takes a
+    # parameter for each.
     for part in chunks([(c.job_id, c.attempt) for c in group], CAS_CHUNK):
         stmt = (
             update(jobs)
-            .where(keys_in(jobs.c.id, jobs.c.attempt, part), jobs.c.state == frm.value)
+            .where(attempts_in(conn, part, [frm.value]))
             .values(state=to.value, modified_at=now)
             .returning(jobs.c.id)
         )
