@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert, update
+from sqlalchemy import Connection, Table, update
 
 from broker.metrics import ILLEGAL_TRANSITIONS
 from broker.observability.pipeline import transitions_applied
 from broker.states import JobState, can_transition, is_final
 from broker.store import endings
-from broker.store.bulk import update_each
+from broker.store.bulk import insert_each, update_each
 from broker.store.datasets import chunks
 from broker.store.keys import attempts_in
 from broker.store.schema import job_attempts, job_transitions, jobs
@@ -153,7 +153,8 @@ def history(changes: Iterable[Change], now: datetime) -> list[dict[str, Any]]:
 def _record(conn: Connection, applied: list[Change], now: datetime) -> None:
     if not applied:
         return
-    conn.execute(insert(job_transitions), history(applied, now))
+    # COPY on PostgreSQL: an executemany of INSERT ran one statement per row (5.5 a job).
+    insert_each(conn, job_transitions, history(applied, now))
     update_each(
         conn,
         job_attempts,
