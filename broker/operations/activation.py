@@ -23,8 +23,7 @@ from broker.protocol import JobDispatch, JobSpec, encode
 from broker.states import JobState
 from broker.store import outbox, transitions
 from broker.store.datasets import chunks
-from broker.store.keys import keys_in
-from broker.store.schema import jobs
+from broker.store.keys import attempts_in
 from broker.store.transitions import Change
 
 S = JobState
@@ -121,10 +120,8 @@ def _rows(conn: Connection, refs: list[JobRef], state: JobState) -> list[Row]:
     """The rows of ``refs`` still at that attempt and in ``state``."""
     rows: list[Row] = []
     for part in chunks(refs):
-        stmt = select(*throttle.COLUMNS).where(
-            keys_in(jobs.c.id, jobs.c.attempt, ((r.job_id, r.attempt) for r in part)),
-            jobs.c.state == state.value,
-        )
+        keys = ((r.job_id, r.attempt) for r in part)
+        stmt = select(*throttle.COLUMNS).where(attempts_in(conn, keys, [state.value]))
         rows += conn.execute(stmt).mappings()
     return rows
 

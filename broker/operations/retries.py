@@ -37,7 +37,7 @@ from broker.retry_rules.rules import NO_RULE, Action, Failed, RetryRule, RuleSet
 from broker.settings import Settings
 from broker.states import JobState
 from broker.store.jobs import spec_of
-from broker.store.keys import keys_in
+from broker.store.keys import attempts_in
 from broker.store.retry_rules import rule_set
 from broker.store.schema import job_attempts, job_transitions, jobs
 from broker.topology import resource_type
@@ -338,7 +338,7 @@ def new_attempts(
     }
     stmt = (
         update(jobs)
-        .where(keys_in(jobs.c.id, jobs.c.attempt, keys), jobs.c.state == ended.value)
+        .where(attempts_in(conn, keys, [ended.value]))
         .values(attempt=jobs.c.attempt + 1, state=JobState.DEFINED.value, modified_at=now, **reset)
         .returning(jobs.c.id)
     )

@@ -33,7 +33,7 @@ from broker.store import outbox, reports, transitions
 from broker.store.clock import now
 from broker.store.engine import transaction
 from broker.store.jobs import load
-from broker.store.keys import keys_in
+from broker.store.keys import attempts_in
 from broker.store.schema import job_transitions, jobs
 from broker.store.transitions import Change
 
@@ -215,8 +215,11 @@ def _heartbeats(
     conn.execute(
         update(jobs)
         .where(
-            keys_in(jobs.c.id, jobs.c.attempt, ((e.job_id, e.attempt) for e in beats.values())),
-            jobs.c.state.in_([S.STARTING.value, S.RUNNING.value]),
+            attempts_in(
+                conn,
+                ((e.job_id, e.attempt) for e in beats.values()),
+                [S.STARTING.value, S.RUNNING.value],
+            )
         )
         .values(heartbeat_at=t)
     )

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, insert, select, up
 from broker.errors import BadInput, NameTaken, NotFound
 from broker.protocol import split_did
 from broker.store.clock import iso_times
-from broker.store.keys import keys_in
+from broker.store.keys import pairs_in
 from broker.store.schema import dataset_contents, datasets, files, replicas
 
 DATASET_KINDS = ("input", "dispatch", "output", "log")
@@ -47,9 +47,9 @@ class FileRecord:
         return f"{self.scope}:{self.name}"
 
 
-def _dids_in(keys: Iterable[tuple[str, str]]) -> ColumnElement[bool]:
+def _dids_in(conn: Connection, keys: Iterable[tuple[str, str]]) -> ColumnElement[bool]:
     """Files whose (scope, name) is one of ``keys``."""
-    return keys_in(files.c.name, files.c.scope, ((name, scope) for scope, name in keys))
+    return pairs_in(conn, files.c.name, files.c.scope, ((name, scope) for scope, name in keys))
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -139,7 +139,7 @@ def _file_ids(
 ) -> dict[tuple[str, str], int]:
     ids: dict[tuple[str, str], int] = {}
     for part in chunks(list(wanted)):
-        stmt = select(files).where(_dids_in(part))
+        stmt = select(files).where(_dids_in(conn, part))
         for row in conn.execute(stmt):
             given = wanted[(row.scope, row.name)]
             if (row.size, row.adler32) != (given.size, given.adler32):
@@ -207,7 +207,7 @@ def _contents(conn: Connection, keys: Sequence[tuple[int, str]]) -> set[tuple[in
     present: set[tuple[int, str]] = set()
     for part in chunks(keys):
         stmt = select(dataset_contents.c.file_id, dataset_contents.c.dataset).where(
-            keys_in(dataset_contents.c.file_id, dataset_contents.c.dataset, part)
+            pairs_in(conn, dataset_contents.c.file_id, dataset_contents.c.dataset, part)
         )
         present |= {(r.file_id, r.dataset) for r in conn.execute(stmt)}
     return present
@@ -221,7 +221,7 @@ def add_replicas(
     known: set[int] = set()
     for part in chunks(ids):
         stmt = select(replicas.c.file_id).where(
-            replicas.c.site == site, replicas.c.file_id.in_(part)
+            pairs_in(conn, replicas.c.file_id, replicas.c.site, ((i, site) for i in part))
         )
         known |= {r.file_id for r in conn.execute(stmt)}
     rows = [
@@ -306,7 +306,7 @@ def files_by_did(conn: Connection, dids: Iterable[str]) -> dict[str, tuple[int, 
     keys = list({split_did(d) for d in dids})
     found: dict[str, tuple[int, FileRecord]] = {}
     for part in chunks(keys):
-        stmt = select(files).where(_dids_in(part))
+        stmt = select(files).where(_dids_in(conn, part))
         for row in conn.execute(stmt).mappings():
             record = _record(row)
             found[record.did] = (row["id"], record)
@@ -329,7 +329,7 @@ def file_replicas(conn: Connection, dids: Iterable[str]) -> dict[str, tuple[int,
         stmt = (
             select(files.c.id, files.c.scope, files.c.name, replicas.c.site)
             .outerjoin(replicas, available)
-            .where(_dids_in(part))
+            .where(_dids_in(conn, part))
         )
         for file_id, scope, name, site in conn.execute(stmt):
             _, sites = found.setdefault(f"{scope}:{name}", (file_id, set()))
