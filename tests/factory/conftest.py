@@ -43,7 +43,10 @@ class FactoryThread:
         self._thread = threading.Thread(target=self.factory.run, args=(self.stop,), daemon=True)
 
     def start(self) -> None:
-        """Start the factory's cycles."""
+        """Start the factory's cycles, and a DDM bridge if none runs (it moves the jobs of
+        the factory's pilots on from ``holding``)."""
+        if not self.system.bridges:
+            self.system.start_bridge()
         self._thread.start()
 
     def halt(self) -> None:

@@ -123,6 +123,7 @@ def test_a_bundle_runs_a_job_in_a_venv_without_the_dependencies(
     assert CliRunner().invoke(pandamq, ["pilot-bundle", "-o", str(bundle)]).exit_code == 0
     python = clean_venv(tmp_path / "venv")
     site = system.new_site()
+    system.start_bridge()  # it registers the job's log and moves the job on from holding
     [job_id] = system.submit(JobSpec("echo from the bundle", site=site))
     # When the bundle runs one job there, with only the pilot's settings in its environment
     env = {"PATH": os.environ["PATH"], **pilot_environment(system.settings)}

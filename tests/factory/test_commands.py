@@ -61,10 +61,12 @@ def test_serve_all_with_factory_sites_runs_jobs_no_one_started_a_pilot_for(
 
 @pytest.mark.timeout(120)
 def test_factory_once_submits_for_queued_work_and_nothing_without(processes: Pandamq) -> None:
-    # Given a broker service, and a site with 3 queued jobs and no pilot
+    # Given a broker service and a DDM bridge (which moves the jobs on from holding), and
+    # a site with 3 queued jobs and no pilot
     processes.env.update(FAST)
     site = processes.new_site()
     processes.start("serve", "broker")
+    processes.start("serve", "ddm")
     ids = processes.submit([{"command": "true", "site": site} for _ in range(3)])
     processes.wait_states(ids, ["activated"] * 3)
     # When one factory cycle runs for it
