@@ -35,6 +35,8 @@ TOKEN_LOGIN = {"broker_token_file": "/var/run/pandamq/pilot.SITE_A.token"}
 #: Read by modules the pilot imports, but only by functions the services call.
 SERVICE_ONLY = {
     "production_role": "broker.security.identity: the service's authorisation of a sender",
+    "ddm_backend": "ddm_bridge.backends: the DDM bridge opens the backend it names (the "
+    "settings import the module to check the name as they load)",
 }
 
 
