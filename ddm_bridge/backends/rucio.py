@@ -343,23 +343,15 @@ class RucioDDM:
             [r.did for r in records],
             scheme="file",
         )
-        return {r.did: Path(urlsplit(pfns[r.did]).path) for r in records}
+        return {did: Path(urlsplit(pfn).path) for did, pfn in pfns.items() if pfn}
 
     def _check_placed(self, rse: str, placed: Sequence[tuple[FileRecord, Path]]) -> None:
         """Each file is right (size, adler32) and where the RSE keeps its DID."""
-        if not placed:
-            return
-        pfns = self._call(
-            f"ask {rse} where its files are",
-            self._rucio().lfns2pfns,
-            rse,
-            [r.did for r, _ in placed],
-            scheme="file",
-        )
+        places = self._places(rse, [record for record, _ in placed])
         for record, path in placed:
             problem = mismatch(path, Checksum(record.size, record.adler32))
-            expected = urlsplit(pfns.get(record.did, "")).path
-            if problem is None and Path(expected).resolve() != path.resolve():
+            expected = places.get(record.did)
+            if problem is None and (expected is None or expected.resolve() != path.resolve()):
                 problem = f"{path} is not where {rse} keeps it ({expected or 'nowhere'})"
             if problem is not None:
                 raise BadInput(f"cannot register {record.did}: {problem}")
