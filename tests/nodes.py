@@ -248,6 +248,25 @@ class RabbitMQCluster:
         """Each queue of the vhost and the messages in it."""
         return {name: int(n) for name, n in self._queues(vhost_url, "messages").items()}
 
+    def left_over(self, vhost_url: str) -> dict[str, int]:
+        """The queues (but RabbitMQ's own ``amq.*`` reply queues) with messages in them,
+        ready or delivered and not yet acknowledged."""
+        depths = self.depths(vhost_url)
+        return {n: d for n, d in depths.items() if d and not n.startswith("amq.")}
+
+    def wait_drained(self, vhost_url: str, timeout_s: float = 30.0) -> None:
+        """Wait until no queue of the vhost holds a message; fail naming those that still
+        do, with their ready and unacknowledged counts. A delivery a consumer holds while
+        it works (a service batch, a pilot's claim) counts until it is acknowledged, so
+        the queues of a quiet system empty within moments, not at one instant."""
+        try:
+            wait_for(lambda: not self.left_over(vhost_url), timeout_s, "empty queues")
+        except AssertionError:
+            ready = self._queues(vhost_url, "messages_ready")
+            unacked = self._queues(vhost_url, "messages_unacknowledged")
+            left = {n: f"{ready[n]} ready, {unacked[n]} unacked" for n in self.left_over(vhost_url)}
+            raise AssertionError(f"queues not drained after {timeout_s} s: {left}") from None
+
     def _queues(self, vhost_url: str, column: str) -> dict[str, str]:
         vhost = unquote(urlsplit(broker_nodes(vhost_url)[0]).path[1:])
         out = self.running()[0].ctl("list_queues", "-p", vhost, "name", column, "-s")

@@ -248,7 +248,7 @@ def test_every_job_finishes_once_through_a_node_loss_broker_kills_and_a_failover
     wait_for(lambda: run.outbox_left() == 0, what="an empty outbox")
     letters = dead_letters(Settings(broker_url=broker_url))
     assert all(topology.REASON_HEADER in headers for _, headers in letters), letters
-    wait_for(lambda: not left_in_queues(cluster, broker_url), what="empty queues")
+    cluster.wait_drained(broker_url)
     # And every RabbitMQ node runs again, and the promoted replica is the primary
     assert len(cluster.running()) == 3
     assert not pair.primary.in_recovery()
@@ -265,12 +265,6 @@ def kill_busiest(cluster: RabbitMQCluster, broker_url: str) -> RabbitMQNode:
     node = busiest(cluster, broker_url)
     node.kill()
     return node
-
-
-def left_in_queues(cluster: RabbitMQCluster, broker_url: str) -> dict[str, int]:
-    """The queues (but RabbitMQ's own ``amq.*`` reply queues) with messages in them."""
-    depths = cluster.depths(broker_url)
-    return {n: d for n, d in depths.items() if d and not n.startswith("amq.")}
 
 
 def assert_each_job_finished_once_and_failures_explained(
