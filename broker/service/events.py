@@ -53,10 +53,14 @@ PATH: dict[str, tuple[JobState, ...]] = {
 }
 HELD: tuple[JobState, ...] = (S.HOLDING,)
 
-#: States past which a progress report says nothing new.
+#: States past which a report says nothing new: a progress report once the job is
+#: there or further, and a second ending (a pilot's repeated final report, under a new
+#: event id) once the first has left the job with the DDM bridge: the first one wins.
+#: (An ending of an attempt already final is ``broker.service.superseded``'s.)
 STALE_AFTER: dict[str, frozenset[JobState]] = {
     "starting": frozenset({S.STARTING, S.RUNNING, S.HOLDING, S.TRANSFERRING, *FINAL_STATES}),
     "running": frozenset({S.RUNNING, S.HOLDING, S.TRANSFERRING, *FINAL_STATES}),
+    **dict.fromkeys(reported.FINAL, frozenset({S.HOLDING, S.TRANSFERRING})),
 }
 
 
@@ -182,8 +186,13 @@ def _changes(events: list[JobEvent], rows: dict[str, RowMapping], t: datetime) -
 def _stale(event: JobEvent, current: JobState) -> bool:
     """A progress report overtaken by a later one (events may be handled out of order)."""
     if event.kind in STALE_AFTER and current in STALE_AFTER[event.kind]:
-        log.debug(
-            "skipped stale %s event of job %s, which is %s", event.kind, event.job_id, current
+        level = logging.INFO if event.kind in reported.FINAL else logging.DEBUG
+        log.log(
+            level,
+            "skipped stale %s event of job %s, which is %s",
+            event.kind,
+            event.job_id,
+            current,
         )
         return True
     return False

@@ -7,19 +7,20 @@ import threading
 import uuid
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from broker.messaging.consumer import Incoming
 from broker.metrics import ILLEGAL_TRANSITIONS
-from broker.protocol import JobEvent, JobSpec
+from broker.protocol import FileInfo, JobEvent, JobSpec
 from broker.scopes import owner_scope
 from broker.service.events import EventHandler
 from broker.settings import Settings
 from broker.states import JobState
-from broker.store import transitions
+from broker.store import reports, transitions
 from broker.store.clock import now
 from broker.store.engine import open_engine, transaction
 from broker.store.jobs import get_job, insert_defined, states_of
+from broker.store.schema import reported_outputs
 from broker.store.transitions import Change
 from tests.broker.service.jobs import OWNER
 from tests.harness import wait_for
@@ -123,3 +124,26 @@ def waiting_on_locks(engine: Engine) -> int:
             "WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
         return int(conn.exec_driver_sql(query).scalar_one())
+
+
+def test_a_second_ending_of_a_held_attempt_is_skipped_not_counted_illegal(engine: Engine) -> None:
+    # Given a job whose pilot reported it finished, with its log, so that it is holding
+    (job_id,) = sent_jobs(engine, 1)
+    handler = EventHandler(engine, Settings())
+    log = FileInfo(SCOPE, f"{job_id}.1.log.tgz", uuid.uuid4().hex, 10, "0000000a", "log")
+    handler(events([job_id], "finished", exit_code=0, files=[log]))
+    before = illegal_count()
+    # When its pilot reports an ending again under a new event id, failed this time
+    handler(events([job_id], "failed", exit_code=1, files=[log]))
+    handler(events([job_id], "finished", exit_code=0))
+    # Then the first ending stands: the job stays holding for the DDM bridge, with the
+    # first report kept, and no illegal transition was tried
+    with transaction(engine) as conn:
+        assert states_of(conn, [job_id]) == {job_id: "holding"}
+        kept = conn.scalars(
+            select(reported_outputs.c.event).where(reported_outputs.c.job_id == job_id)
+        )
+        assert [reports.parse(body).kind for body in kept] == ["finished"]
+        # (and no later test's DDM bridge, on this database, meets a job of no site)
+        reports.remove(conn, [(job_id, 1)])
+    assert illegal_count() == before
