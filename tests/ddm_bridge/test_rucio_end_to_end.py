@@ -26,9 +26,9 @@ from broker.settings import Settings
 from cli.main import pandamq
 from ddm_bridge.se import checksum
 from tests.conftest import test_settings
-from tests.ddm_bridge.conftest import rucio_settings
+from tests.ddm_bridge.conftest import JOB_SCOPES, SCOPE, rucio_settings
 from tests.harness import System, wait_for
-from tests.rucio_server import RucioServer
+from tests.rucio_server import RucioServer, rucio_server
 
 #: The settings the CLI gets from the environment, as an operator's shell would set them.
 CLI_SETTINGS = (
@@ -42,6 +42,7 @@ CLI_SETTINGS = (
     "rucio_password",
     "rucio_rses",
     "rucio_timeout_s",
+    "pilot_storage",
 )
 
 
@@ -55,9 +56,25 @@ def cli(settings: Settings, *args: str) -> Result:
 
 
 @pytest.fixture
-def rucio_system(rucio: RucioServer, tmp_path: Path) -> Iterator[System]:
+def rucio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RucioServer]:
+    """A Rucio server of this test's own: the README's names (``data:run1.dat``,
+    ``raw.run1``) are each test's, and a DID in Rucio names one file for ever."""
+    with rucio_server(tmp_path_factory.mktemp("rucio")) as server:
+        for scope in (SCOPE, "panda", *JOB_SCOPES):
+            server.add_scope(scope)
+        yield server
+
+
+@pytest.fixture(params=["local", "rucio"])
+def rucio_system(
+    request: pytest.FixtureRequest,
+    rucio: RucioServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[System]:
     """A pandamq system with ``ddm_backend = "rucio"`` on the session's Rucio, sites SITE_A
-    and SITE_B each on an RSE of this test's own (``rucio_rses``), and a pilot at SITE_B."""
+    and SITE_B each on an RSE of this test's own (``rucio_rses``), and its pilots reaching
+    storage the ``pilot_storage`` way: the SE as a mounted directory, or Rucio's clients."""
     tag = uuid.uuid4().hex[:6].upper()
     rses = {site: f"{site}_{tag}" for site in ("SITE_A", "SITE_B")}
     settings = rucio_settings(
@@ -65,7 +82,11 @@ def rucio_system(rucio: RucioServer, tmp_path: Path) -> Iterator[System]:
         test_settings("memory://", f"sqlite:///{tmp_path / 'p.sqlite'}", tmp_path),
         ddm_backend="rucio",
         rucio_rses=",".join(f"{site}={rse}" for site, rse in rses.items()),
+        pilot_storage=request.param,
     )
+    # The pilot's Rucio storage points Rucio's clients at a rucio.cfg it writes, unless
+    # RUCIO_CONFIG names one: none here, and none left for the tests after this one.
+    monkeypatch.delenv("RUCIO_CONFIG", raising=False)
     system = System(settings)
     try:
         for site, rse in rses.items():
@@ -77,6 +98,9 @@ def rucio_system(rucio: RucioServer, tmp_path: Path) -> Iterator[System]:
         yield system
     finally:
         system.close()
+        from rucio.common.config import clean_cached_config
+
+        clean_cached_config()
 
 
 def _replicas(rucio: RucioServer, dids: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
@@ -94,6 +118,15 @@ def _check_on_rse(replica: dict[str, Any], rse: str) -> None:
     (pfn,) = replica["rses"][rse]
     found = checksum(Path(urlsplit(pfn).path))
     assert (found.size, found.adler32) == (replica["bytes"], replica["adler32"]), replica
+
+
+def _diagnostics(system: System, job_ids: list[str]) -> list[tuple[str, int, str]]:
+    """How each attempt of the jobs ended: (job, error code, diagnostic), for a failing test."""
+    return [
+        (job_id, a["error_code"], a["diagnostic"])
+        for job_id in job_ids
+        for a in system.job(job_id)["attempts"]
+    ]
 
 
 def _is_open(rucio: RucioServer, dataset: str) -> bool:
@@ -123,8 +156,8 @@ def test_the_readme_data_example_runs_on_rucio(
     (tmp_path / "job.json").write_text(json.dumps(job))
     submitted = cli(s, "submit", str(tmp_path / "job.json"), "--wait", "--timeout", "120")
     # Then it finished in its first attempt, on the copy Rucio's rule brought to SITE_B
-    assert submitted.exit_code == 0, submitted.output
     job_id = submitted.stdout.strip()
+    assert submitted.exit_code == 0, _diagnostics(rucio_system, [job_id])
     shown = rucio_system.job(job_id)
     assert (shown["state"], shown["attempt"]) == ("finished", 1)
     run1 = _replicas(rucio, [{"scope": "data", "name": "run1.dat"}])["data:run1.dat"]
@@ -142,6 +175,9 @@ def test_the_readme_data_example_runs_on_rucio(
     for did in (n_txt, log):
         assert set(replicas[did]["rses"]) == {rse_b}
         _check_on_rse(replicas[did], rse_b)
+    # (uploaded by the pilot through Rucio, or staged on the SE as a directory and moved)
+    staged = (Path(s.ddm_root) / "SITE_B" / ".staging").exists()
+    assert staged == (s.pilot_storage == "local")
     (pfn,) = replicas[n_txt]["rses"][rse_b]
     assert Path(urlsplit(pfn).path).read_text().strip() == "20"
     # And both are closed in Rucio once the job is final
@@ -197,7 +233,9 @@ def test_a_task_over_a_dataset_runs_on_rucio(
     # When it is submitted and waited for
     submitted = cli(s, "submit", str(tmp_path / "task.json"), "--wait", "--timeout", "150")
     # Then it is done: two jobs, each finished in its first attempt
-    assert submitted.exit_code == 0, submitted.output
+    assert submitted.exit_code == 0, _diagnostics(
+        rucio_system, [f"{task_id}-{n:06d}" for n in (1, 2)]
+    )
     shown = json.loads(cli(s, "task", task_id, "--json").stdout)
     assert (shown["status"], shown["jobs"], shown["output_files"]) == ("done", 2, 2), shown
     for n in (1, 2):
