@@ -10,12 +10,16 @@ Stage-out uploads the declared outputs (when the payload succeeded) and the log
 tarball to the site's RSE (``rucio_rses``) with ``UploadClient``, in the
 attempt's scope, each where the RSE keeps its DID, and registers each as a
 replica there after its upload (``register_after_upload``: a file that did not
-arrive is never registered; an upload made again after a registered one is
-skipped). The client compares the stored file's size and adler32 with the local
-one's. The bridge's Adder then attaches them to their datasets (``RucioDDM.
-add_outputs``), as PanDA's pilot uploads and its Adder adds to datasets.
+arrive is never registered; an upload made again after a registered one of the
+same bytes and adler32 is skipped, and the file counts as stored). The client
+compares the stored file's size and adler32 with the local one's. The bridge's
+Adder then attaches them to their datasets (``RucioDDM.add_outputs``), as
+PanDA's pilot uploads and its Adder adds to datasets.
 
-``rucio.client`` is imported only when a pilot opens this storage.
+Rucio's clients read a ``rucio.cfg`` for the clients they make themselves (the RSE's
+protocols are asked with a client of their own): unless ``RUCIO_CONFIG`` names the
+site's, ``configure`` writes one from pandamq's settings. ``rucio.client`` is
+imported only when a pilot opens this storage.
 """
 
 from __future__ import annotations
@@ -114,8 +118,21 @@ class RucioStorage:
         try:
             UploadClient(_client=self._rucio(), logger=log).upload([item])
         except Exception as exc:  # Rucio's and the network's errors, named in the report
-            raise OSError(f"upload to {self.rse} as {scope}:{path.name}: {_say(exc)}") from exc
+            # (an upload made again after one that was registered is skipped, and said so)
+            if type(exc).__name__ != "NoFilesUploaded" or not self._has(scope, path.name, found):
+                raise OSError(f"upload to {self.rse} as {scope}:{path.name}: {_say(exc)}") from exc
         return FileInfo(scope, path.name, guid, found.size, found.adler32, role)
+
+    def _has(self, scope: str, name: str, expected: Checksum) -> bool:
+        """Whether Rucio has ``scope:name`` at the RSE with these bytes and adler32."""
+        replicas = self._rucio().list_replicas(
+            [{"scope": scope, "name": name}], rse_expression=self.rse
+        )
+        return any(
+            r.get("rses", {}).get(self.rse)
+            and (r["bytes"], str(r["adler32"]).zfill(8)) == (expected.size, expected.adler32)
+            for r in replicas
+        )
 
     def _rucio(self) -> Any:
         """The Rucio client, logged in at first use; ``OSError`` if it cannot log in."""
