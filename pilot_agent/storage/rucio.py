@@ -24,6 +24,7 @@ imported only when a pilot opens this storage.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import uuid
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from broker.error_codes import PilotError
+from broker.errors import ConfigError
 from broker.protocol import FileInfo
 from ddm_bridge.rucio_login import connect
 from ddm_bridge.se import Checksum, checksum, log_name, mismatch
@@ -182,7 +184,13 @@ def _client_config(settings: Settings) -> str:
 
 
 def open_rucio(settings: Settings, site: str) -> RucioStorage:
-    """The RSE of ``site``, through Rucio."""
+    """The RSE of ``site``, through Rucio; ``ConfigError`` at once where Rucio's clients
+    are not installed (rather than a failed stage-in for every job)."""
+    if importlib.util.find_spec("rucio") is None:
+        raise ConfigError(
+            "pilot_storage 'rucio' needs Rucio's clients: "
+            "install pandamq[rucio] (pip install 'pandamq[rucio]')"
+        )
     return RucioStorage(settings, site)
 
 
