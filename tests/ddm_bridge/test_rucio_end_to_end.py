@@ -1,5 +1,5 @@
 """``ddm_backend = "rucio"`` end to end: the README's data example and a task over a
-dataset, run with the CLI's own commands against the session's real Rucio server.
+dataset, run with the CLI's own commands against a real Rucio server.
 
 The broker service, the DDM bridge (its backend chosen by the setting) and a pilot
 run in the test process (``tests.harness.System``); the commands are the README's,
@@ -72,7 +72,7 @@ def rucio_system(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[System]:
-    """A pandamq system with ``ddm_backend = "rucio"`` on the session's Rucio, sites SITE_A
+    """A pandamq system with ``ddm_backend = "rucio"`` on the test's Rucio, sites SITE_A
     and SITE_B each on an RSE of this test's own (``rucio_rses``), and its pilots reaching
     storage the ``pilot_storage`` way: the SE as a mounted directory, or Rucio's clients."""
     tag = uuid.uuid4().hex[:6].upper()
