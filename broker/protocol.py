@@ -51,6 +51,8 @@ MAX_INTEGER = 2**63 - 1
 MAX_COUNT = 2**31 - 1
 #: How far ahead of the receiver's clock an event's time may be (clocks drift; a year does not).
 MAX_CLOCK_AHEAD_S = 3600.0
+#: The longest replica location (``FileInfo.pfn``) a message may carry.
+MAX_PFN_CHARS = 4096
 #: Free texts (a payload's stderr tail) are trimmed to their last this many characters.
 MAX_TEXT_CHARS = 10_000
 
@@ -67,10 +69,19 @@ class FileInfo:
     size: int
     adler32: str
     role: Literal["input", "output", "log"] = "input"
+    #: For an input in a claim reply: the storage element (RSE) of the job's site holding
+    #: the replica the pilot reads, and where the replica is there (path or URL).
+    rse: str = ""
+    pfn: str = ""
 
     def check(self) -> None:
         """Rules beyond types."""
         _check_range("size", self.size, 0, MAX_INTEGER, label="FileInfo message")
+        _check_name("rse", self.rse, allow_empty=True, label="FileInfo message")
+        if len(self.pfn) > MAX_PFN_CHARS:
+            raise SpecError(
+                f"FileInfo message: field 'pfn' must be at most {MAX_PFN_CHARS} characters"
+            )
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,9 @@ class Settings:
     transfer_delay_s: float = 0.0
     subscription_timeout_s: float = 3600.0
     ddm_poll_interval_s: float = 0.5
+    #: How the pilot reaches its site's storage (pilot_agent/storage): ``local``, the SE as
+    #: a directory, or ``rucio``, Rucio's upload and download clients.
+    pilot_storage: str = "local"
 
     # security (broker/security/): identities with the production role, comma-separated
     production_role: str = ""
@@ -297,6 +300,18 @@ PILOT_FIELDS = frozenset(
         "memory_check_s",
         "work_dir",
         "ddm_root",
+        "pilot_storage",
+        "rucio_host",
+        "rucio_auth_host",
+        "rucio_account",
+        "rucio_auth_type",
+        "rucio_username",
+        "rucio_password",
+        "rucio_cert",
+        "rucio_key",
+        "rucio_ca",
+        "rucio_rses",
+        "rucio_timeout_s",
         "log_level",
         "log_format",
         "reconnect_initial_delay_s",
@@ -409,6 +424,11 @@ def _check(settings: Settings) -> None:
 def _check_ddm_backend(settings: Settings) -> None:
     # The backends' names live with the backends (a light module: the pilot loads settings).
     check_name(settings.ddm_backend)
+    if settings.pilot_storage not in PILOT_STORAGES:
+        raise ConfigError(
+            f"pilot_storage must be one of {', '.join(PILOT_STORAGES)}, "
+            f"got {settings.pilot_storage!r}"
+        )
 
 
 def _check_login(settings: Settings) -> None:
@@ -442,6 +462,8 @@ def _check_tuning(settings: Settings) -> None:
         raise ConfigError("exhaust_memory_failures must be at least 1")
 
 
+#: The ways a pilot reaches storage (``pilot_agent.storage.STORAGES`` maps each to its class).
+PILOT_STORAGES = ("local", "rucio")
 RUCIO_AUTH_TYPES = ("userpass", "x509", "x509_proxy")
 
 

@@ -26,11 +26,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 #: Imported by a dependency only if present (kombu's YAML serializer): left out when compiled.
 OPTIONAL = ("yaml",)
 ENTRY = "import sys\n\nfrom pilot_agent.__main__ import main\n\nsys.exit(main())\n"
-#: Prints the modules importing the pilot loads (not those the interpreter had already).
+#: Prints the modules importing the pilot loads (not those the interpreter had already),
+#: with its default storage, the SE as a directory (``pilot_storage = "local"``; the
+#: pilot opens its storage when it starts).
 LIST_IMPORTS = (
     "import json, sys\n"
     "before = set(sys.modules)\n"
-    "import pilot_agent.__main__\n"
+    "import pilot_agent.__main__, pilot_agent.storage.local\n"
     "new = {n: getattr(m, '__file__', None) for n, m in sys.modules.items() if n not in before}\n"
     "print(json.dumps(new))"
 )

@@ -47,8 +47,7 @@ from broker.security import identity
 from broker.settings import Settings
 from pilot_agent.link import Link
 from pilot_agent.payload import Payload, PayloadNotStarted, Usage
-from pilot_agent.storage import Attempt, StagingError, Storage
-from pilot_agent.storage.local import LocalSE
+from pilot_agent.storage import Attempt, StagingError, Storage, open_storage
 from pilot_agent.supervisor import Outcome, Supervisor
 
 log = logging.getLogger(__name__)
@@ -114,7 +113,7 @@ class Pilot:
         self._ran: set[tuple[str, int]] = set()
         #: The claim reply of each attempt granted: its input files and output scope.
         self._grants: dict[tuple[str, int], ClaimReply] = {}
-        self._storage: Storage = LocalSE(settings.ddm_root, slot.site)
+        self._storage: Storage = open_storage(settings, slot.site)
         self._link = Link(settings, f"pilot {self.pilot_id}", self._setup)
         self._jobs_channel: object = None
         #: A job whose claim an outage cut off before the answer came.

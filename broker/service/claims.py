@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,7 @@ class ClaimHandler:
         self._engine = engine
         self._publisher = publisher
         self._limits = Limits.of(settings)
+        self._rse_of = settings.rse_of
 
     def __call__(self, batch: list[Incoming[ClaimRequest]]) -> None:
         """Grant or refuse each claim; reply to each pilot."""
@@ -60,7 +61,8 @@ class ClaimHandler:
             requests = [i.message for i in claimable]
             changes = _claim_changes(requests, rows, t)
             won = {c.job_id: c.values["pilot_id"] for c in transitions.apply(conn, changes, t)}
-            replies = _with_inputs(conn, [_reply(r, rows.get(r.job_id), won) for r in requests])
+            granted = [_reply(r, rows.get(r.job_id), won) for r in requests]
+            replies = _with_inputs(conn, granted, self._rse_of)
             _see_pilots(conn, requests, replies, t)
             outbox.put(conn, _dispatch_again(requests, rows, won))
             release(conn, t, self._limits, {rows[j]["site"] for j in won})
@@ -163,9 +165,13 @@ def _reply(request: ClaimRequest, row: RowMapping | None, won: dict[str, str]) -
     return ClaimReply(request.job_id, request.attempt, False, reason=refusal or CLAIMED_BY_ANOTHER)
 
 
-def _with_inputs(conn: Connection, replies: list[ClaimReply]) -> list[ClaimReply]:
-    """Granted replies carry the job's input files, for the pilot to stage in and verify."""
-    inputs = input_infos(conn, (r.job_id for r in replies if r.job and r.job.input_files))
+def _with_inputs(
+    conn: Connection, replies: list[ClaimReply], rse_of: Callable[[str], str]
+) -> list[ClaimReply]:
+    """Granted replies carry the job's input files, for the pilot to stage in and verify,
+    each naming the replica at the job's site (its storage element, ``rse_of``, and path)."""
+    jobs = (r.job_id for r in replies if r.job and r.job.input_files)
+    inputs = input_infos(conn, jobs, rse_of)
     return [
         dataclasses.replace(r, input_files=inputs[r.job_id]) if r.job_id in inputs and r.job else r
         for r in replies

@@ -4,7 +4,7 @@ missing at its site, which dispatch dataset brings each, and what it wrote."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
@@ -12,8 +12,8 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from broker.protocol import FileInfo
 from broker.states import JobState
 from broker.store.bulk import insert_each
-from broker.store.datasets import chunks
-from broker.store.schema import files, job_files, jobs
+from broker.store.datasets import AVAILABLE, chunks
+from broker.store.schema import files, job_files, jobs, replicas
 
 INPUT = "input"
 
@@ -109,18 +109,28 @@ def jobs_waiting_on(conn: Connection, dataset: str) -> list[tuple[str, int, JobS
     return [(r.id, r.attempt, JobState(r.state)) for r in conn.execute(stmt)]
 
 
-def input_infos(conn: Connection, job_ids: Iterable[str]) -> dict[str, list[FileInfo]]:
-    """The input files of each job that has some, for the pilot to stage in and verify."""
+def input_infos(
+    conn: Connection, job_ids: Iterable[str], rse_of: Callable[[str], str] = str
+) -> dict[str, list[FileInfo]]:
+    """The input files of each job that has some, for the pilot to stage in and verify,
+    each with the replica available at the job's site (``rse_of`` names the site's
+    storage element), if the catalogue has one."""
     found: dict[str, list[FileInfo]] = defaultdict(list)
+    at_site = (replicas.c.file_id == files.c.id) & (replicas.c.site == jobs.c.site)
     for part in chunks(list(set(job_ids))):
         stmt = (
-            select(job_files.c.job_id, files)
+            select(job_files.c.job_id, files, jobs.c.site.label("job_site"), replicas.c.path)
             .join(files, job_files.c.file_id == files.c.id)
+            .join(jobs, jobs.c.id == job_files.c.job_id)
+            .outerjoin(replicas, at_site & (replicas.c.state == AVAILABLE))
             .where(job_files.c.job_id.in_(part), job_files.c.role == INPUT)
             .order_by(files.c.scope, files.c.name)
         )
         for r in conn.execute(stmt):
-            found[r.job_id].append(FileInfo(r.scope, r.name, r.guid, r.size, r.adler32))
+            rse = rse_of(r.job_site) if r.path and r.job_site else ""
+            found[r.job_id].append(
+                FileInfo(r.scope, r.name, r.guid, r.size, r.adler32, rse=rse, pfn=r.path or "")
+            )
     return dict(found)
 
 

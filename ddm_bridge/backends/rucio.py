@@ -34,6 +34,7 @@ from broker.store.clock import now
 from broker.store.datasets import FileRecord
 from broker.store.engine import transaction
 from ddm_bridge.backend import Report
+from ddm_bridge.rucio_login import connect
 from ddm_bridge.se import Checksum, discard, keep_staged, mismatch
 
 log = logging.getLogger(__name__)
@@ -135,29 +136,37 @@ class RucioDDM:
     def add_outputs(
         self, site: str, job_id: str, attempt: int, files: Sequence[tuple[str, FileRecord]]
     ) -> dict[str, str]:
-        """Move the attempt's staged files to where ``site``'s RSE keeps them (its ``file``
-        protocol's path for the DID: Rucio puts ``user.x`` scopes under ``user/x/``), each
-        checked against its size and adler32, add each there as a replica (bytes, adler32)
-        and attach it to its dataset in Rucio; the path of each. (pandamq's SQL mirror is
-        the bridge's to write.)
+        """Keep the attempt's files at ``site``'s RSE, each attached to its dataset in Rucio;
+        the path of each. (pandamq's SQL mirror is the bridge's to write.)
+
+        A file the pilot uploaded through Rucio (``pilot_storage = "rucio"``) is a replica
+        at the RSE already: it is kept as it is, once its bytes and adler32 in Rucio are the
+        reported ones. A file the pilot staged on the SE as a directory is moved to where the
+        RSE keeps its DID (its ``file`` protocol's path: Rucio puts ``user.x`` scopes under
+        ``user/x/``), checked against its size and adler32, and added as a replica there.
 
         A refusal by Rucio (an unknown scope, a quota exceeded) is ``BadInput`` naming
         Rucio's reason: the job fails with a DDM error code. Doing it again is harmless:
-        replicas and attachments Rucio has already are left as they are.
+        the replicas added the first time are found at the RSE and kept as they are.
         """
         records = [record for _, record in files]
         rse = self._settings.rse_of(site)
         try:
-            places = self._places(rse, records)
+            there = self._replicas_at(rse, records)
+            staged = [r for r in records if r.did not in there]
+            places = self._places(rse, staged)
             kept = keep_staged(
                 self._settings.ddm_root,
                 site,
                 job_id,
                 attempt,
-                records,
+                staged,
                 lambda r: places[f"{r.scope}:{r.name}"],
             )
-            self._add_replicas(rse, records)
+            if staged:
+                new = [_did(r) | {"bytes": r.size, "adler32": r.adler32} for r in staged]
+                self._call(f"add replicas at {rse}", self._rucio().add_replicas, rse=rse, files=new)
+            kept |= {r.did: there[r.did] for r in records if r.did in there}
             by_dataset: dict[str, list[FileRecord]] = {}
             for dataset, record in files:
                 by_dataset.setdefault(dataset, []).append(record)
@@ -189,26 +198,33 @@ class RucioDDM:
         """Forget the rules watched (Rucio keeps them; a new bridge finds them again)."""
         self._subscriptions.clear()
 
-    def _add_replicas(self, rse: str, records: Sequence[FileRecord]) -> None:
-        """Add the replicas at ``rse`` that Rucio does not have there yet."""
+    def _replicas_at(self, rse: str, records: Sequence[FileRecord]) -> dict[str, str]:
+        """The path of each of ``records`` that Rucio has a replica of at ``rse``, by DID;
+        ``BadInput`` for one whose bytes or adler32 in Rucio are not the record's."""
         if not records:
-            return
-        dids = [_did(r) for r in records]
-        there = {
-            f"{r['scope']}:{r['name']}"
-            for r in self._call(
-                f"list replicas at {rse}",
-                self._rucio().list_replicas,
-                dids,
-                schemes=["file"],
-                rse_expression=rse,
-            )
-            if r.get("rses", {}).get(rse)
-        }
-        new = [_did(r) | {"bytes": r.size, "adler32": r.adler32} for r in records]
-        new = [f for f in new if f"{f['scope']}:{f['name']}" not in there]
-        if new:
-            self._call(f"add replicas at {rse}", self._rucio().add_replicas, rse=rse, files=new)
+            return {}
+        wanted = {r.did: r for r in records}
+        replicas = self._call(
+            f"list replicas at {rse}",
+            self._rucio().list_replicas,
+            [_did(r) for r in records],
+            schemes=["file"],
+            rse_expression=rse,
+        )
+        there = {}
+        for replica in replicas:
+            did, pfns = f"{replica['scope']}:{replica['name']}", replica.get("rses", {}).get(rse)
+            record = wanted.get(did)
+            if record is None or not pfns:
+                continue
+            found = (replica.get("bytes"), str(replica.get("adler32") or "").zfill(8))
+            if found != (record.size, record.adler32):
+                raise BadInput(
+                    f"{did} not accepted: Rucio has it at {rse} with {found[0]} bytes, "
+                    f"adler32 {found[1]}, not {record.size} bytes, adler32 {record.adler32}"
+                )
+            there[did] = urlsplit(pfns[0]).path
+        return there
 
     def _rucio(self) -> Any:
         """The Rucio client, logged in at first use."""
@@ -355,30 +371,6 @@ class RucioDDM:
                 problem = f"{path} is not where {rse} keeps it ({expected or 'nowhere'})"
             if problem is not None:
                 raise BadInput(f"cannot register {record.did}: {problem}")
-
-
-def connect(settings: Settings) -> Any:
-    """A ``rucio.client.Client`` for the settings' server, account and login."""
-    from rucio.client import Client
-
-    creds: dict[str, str] = {}
-    if settings.rucio_auth_type == "userpass":
-        creds = {"username": settings.rucio_username, "password": settings.rucio_password}
-    elif settings.rucio_auth_type in ("x509", "x509_proxy"):
-        creds = {"client_cert": settings.rucio_cert, "client_key": settings.rucio_key}
-        if settings.rucio_auth_type == "x509_proxy":
-            creds = {"client_proxy": settings.rucio_cert}
-    client = Client(
-        rucio_host=settings.rucio_host,
-        auth_host=settings.rucio_auth_host or settings.rucio_host,
-        account=settings.rucio_account,
-        auth_type=settings.rucio_auth_type,
-        creds=creds,
-        ca_cert=settings.rucio_ca or None,
-        timeout=settings.rucio_timeout_s,
-    )
-    client.whoami()
-    return client
 
 
 def _did(record: FileRecord) -> dict[str, Any]:

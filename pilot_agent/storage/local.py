@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from broker.error_codes import PilotError
 from broker.protocol import LOG_FILES, FileInfo
@@ -29,6 +29,9 @@ from ddm_bridge.se import (
     staging_dir,
 )
 from pilot_agent.storage import Attempt, StageOut, StagingError
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -55,11 +58,19 @@ class LocalSE:
         return _stage_out(self, attempt, work_dir, with_outputs)
 
 
+def open_local(settings: Settings, site: str) -> LocalSE:
+    """The SE of ``site`` under ``ddm_root``."""
+    return LocalSE(settings.ddm_root, site)
+
+
 def _stage_in(se: LocalSE, inputs: Sequence[FileInfo], work_dir: Path) -> None:
     for info in inputs:
+        # The replica the claim names, where the catalogue has it (a Rucio RSE keeps a
+        # user.x scope under user/x/); else where the local DDM keeps it.
+        source = Path(info.pfn) if info.pfn.startswith("/") else se.path(info.scope, info.name)
         try:
             copy_verified(
-                se.path(info.scope, info.name),
+                source,
                 work_dir / info.name,
                 Checksum(info.size, info.adler32),
             )
@@ -79,7 +90,7 @@ def _stage_out(se: LocalSE, attempt: Attempt, work_dir: Path, with_outputs: bool
             result.problem = f"declared output {name} not stored: {exc.strerror or exc}"
             break
     try:
-        tarball = _log_tarball(work_dir, log_name(attempt.spec.id, attempt.number))
+        tarball = log_tarball(work_dir, log_name(attempt.spec.id, attempt.number))
         result.files.append(_store(tarball, staging, attempt.scope, "log"))
     except OSError as exc:
         result.problem = result.problem or f"log tarball not stored: {exc.strerror or exc}"
@@ -99,7 +110,7 @@ def _store(source: Path, staging: Path, scope: str, role: Literal["output", "log
     return FileInfo(scope, source.name, str(uuid.uuid4()), found.size, found.adler32, role)
 
 
-def _log_tarball(work_dir: Path, name: str) -> Path:
+def log_tarball(work_dir: Path, name: str) -> Path:
     """A gzipped tarball of the payload's stdout and stderr."""
     path = work_dir / name
     with tarfile.open(path, "w:gz") as tar:

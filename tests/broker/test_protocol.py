@@ -106,6 +106,16 @@ def test_an_event_with_files_round_trips() -> None:
     assert decode_body(JobEvent, encode(event)) == event
 
 
+def test_a_claim_reply_names_the_replica_of_each_input_and_refuses_a_bad_one() -> None:
+    info = FileInfo("data", "f", "g", 3, "0a0b0c0d", rse="SITE-B_DATADISK", pfn="/se/data/f")
+    reply = ClaimReply("j1", 1, True, input_files=[info])
+    assert decode_body(ClaimReply, encode(reply)) == reply
+    for bad, says in [({"rse": "no such rse!"}, "field 'rse'"), ({"pfn": "/" * 4097}, "'pfn'")]:
+        body = encode(ClaimReply("j1", 1, True, input_files=[dataclasses.replace(info, **bad)]))
+        with pytest.raises(SpecError, match=says):
+            decode_body(ClaimReply, body)
+
+
 def test_a_task_asks_for_no_scouts_or_more_but_never_fewer() -> None:
     task = {"command": "true", "input_dataset": "in", "output_dataset": "out"}
     assert decode(TaskSpec, task).scouts is None

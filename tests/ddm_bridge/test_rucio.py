@@ -318,3 +318,23 @@ def test_outputs_in_a_scope_rucio_does_not_have_are_refused_with_rucio_s_reason(
     # When the backend keeps it, Then it is refused, naming Rucio's reason
     with pytest.raises(BadInput, match=r"not registered in Rucio: .*Scope"):
         ddm.backend.add_outputs(site, job_id, 1, [(f"out.{uuid.uuid4().hex}", record)])
+
+
+def test_outputs_a_pilot_uploaded_through_rucio_are_attached_as_they_are(ddm: DDM) -> None:
+    # Given an output a pilot uploaded to its site's RSE and registered there (as Rucio's
+    # upload client does), with nothing staged on the SE as a directory
+    site, job_id = ddm.new_site(), uuid.uuid4().hex
+    record, path = _written(ddm, site, SCOPE)
+    assert ddm.rucio is not None
+    replica = {"scope": SCOPE, "name": record.name, "bytes": record.size,
+               "adler32": record.adler32}  # fmt: skip
+    ddm.rucio.client().add_replicas(site, [replica])
+    output = f"out.{uuid.uuid4().hex}"
+    # When the backend keeps it, Then it is attached to its dataset where it is
+    kept = ddm.backend.add_outputs(site, job_id, 1, [(output, record)])
+    assert kept == {record.did: str(path)}
+    assert ddm.catalogue(output) == {record.did: (record.size, record.adler32)}
+    # And a report of other bytes under that name is refused, naming what Rucio has
+    other = FileRecord(SCOPE, record.name, record.guid, record.size, "0badc0de")
+    with pytest.raises(BadInput, match="Rucio has it at"):
+        ddm.backend.add_outputs(site, job_id, 2, [(output, other)])

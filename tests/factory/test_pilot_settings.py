@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib.util
 from pathlib import Path
 
 from broker.factory.submitter import pilot_environment
 from broker.settings import PILOT_FIELDS, Settings
 from cli.bundle import is_project, pilot_imports
+from pilot_agent.storage import STORAGES
 
 #: A value other than the default for every pilot setting.
 CHANGED = {
@@ -29,6 +31,18 @@ CHANGED = {
     "log_format": "json",
     "reconnect_initial_delay_s": 1.5,
     "reconnect_max_delay_s": 60.0,
+    "pilot_storage": "rucio",
+    "rucio_host": "https://rucio.example.org",
+    "rucio_auth_host": "https://rucio-auth.example.org",
+    "rucio_account": "pilot",
+    "rucio_auth_type": "x509_proxy",
+    "rucio_username": "pilot",
+    "rucio_password": "pilot-password",
+    "rucio_cert": "/tmp/x509up_u1000",
+    "rucio_key": "/tmp/x509up_u1000",
+    "rucio_ca": "/etc/grid-security/certificates",
+    "rucio_rses": "SITE_A=SITE-A_DATADISK",
+    "rucio_timeout_s": 30.0,
 }
 #: The other way a pilot logs in (a token file instead of a certificate: one or the other).
 TOKEN_LOGIN = {"broker_token_file": "/var/run/pandamq/pilot.SITE_A.token"}
@@ -40,17 +54,26 @@ SERVICE_ONLY = {
 }
 
 
+#: Methods of the settings that read a field for their caller.
+READ_THROUGH = {"rse_of": "rucio_rses"}
+
+
 def settings_read_by_the_pilot() -> set[str]:
-    """Settings fields named as attributes anywhere in the project modules the pilot loads
-    (but for broker.settings itself, which checks every field)."""
+    """Settings fields named as attributes anywhere in the project modules the pilot loads,
+    and in those of each storage it may open (``pilot_storage``), but for broker.settings
+    itself, which checks every field."""
     names = {f.name for f in dataclasses.fields(Settings)}
     read = set()
-    for module, path in pilot_imports().items():
+    storages = [*(m.partition(":")[0] for m in STORAGES.values()), "ddm_bridge.rucio_login"]
+    loaded = {m: str(importlib.util.find_spec(m).origin) for m in storages}  # type: ignore[union-attr]
+    for module, path in {**pilot_imports(), **loaded}.items():
         if not is_project(module) or module == "broker.settings":
             continue
         for node in ast.walk(ast.parse(Path(path).read_text())):
             if isinstance(node, ast.Attribute) and node.attr in names:
                 read.add(node.attr)
+            elif isinstance(node, ast.Attribute) and node.attr in READ_THROUGH:
+                read.add(READ_THROUGH[node.attr])
     return read
 
 
