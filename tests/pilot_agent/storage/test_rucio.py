@@ -131,8 +131,10 @@ def test_stage_out_uploads_outputs_and_log_to_the_site_s_rse(
     with tarfile.open(urlsplit(log_pfn).path) as tar:
         assert tar.getnames() == ["payload.stdout"]
     # And staging out again (a pilot that repeats it), the output Rucio has with the same
-    # bytes counts as stored, while the log tarball, made again with other bytes (its
-    # time), is refused: Rucio keeps one file under a name
+    # bytes counts as stored, while the log tarball, made again with other bytes (here the
+    # stdout grew; a tarball made in another second differs by its time too), is refused:
+    # Rucio keeps one file under a name
+    (work / "payload.stdout").write_text("hello\nagain\n")
     again = storage.stage_out(Attempt(spec, 1, SCOPE), work, with_outputs=True)
     assert [f.adler32 for f in again.files] == [stored.files[0].adler32]
     assert again.problem.startswith("log tarball not stored: upload to"), again.problem
