@@ -58,7 +58,7 @@ class Permissions:
 
 
 def permissions(who: Who) -> Permissions:
-    """``who``'s permissions, from the routes: configure its own private queues; write
+    """``who``'s permissions, from the routes: configure server-named (private) queues; write
     the exchanges it sends on and its own queues (binding needs it); read the queues
     it reads and the exchanges it binds its own queues to."""
     if who.role is Role.SERVICE:
