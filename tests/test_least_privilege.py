@@ -253,9 +253,6 @@ PEOPLES_REQUESTS = [
     (T.COMMANDS_EXCHANGE, T.COMMANDS_KEY),
     (T.QUERIES_EXCHANGE, T.QUERIES_KEY),
 ]
-#: What RabbitMQ answers when it refuses: ACCESS_REFUSED (a permission, a reserved
-#: name) or, on another connection's exclusive queue, RESOURCE_LOCKED.
-REFUSALS = (AccessRefused, ResourceLocked)
 
 
 @dataclass(frozen=True)
@@ -361,14 +358,18 @@ def _candidates(site: str, other: str) -> tuple[list[str], list[tuple[str, str]]
 
 
 def _try(connection: Any, op: Callable[[Any], object]) -> str:
-    """``ok``, ``refused`` (one of ``REFUSALS``) or the error, of one operation on a
-    channel of its own; a passive declare after it brings back a refused publish."""
+    """``ok``, ``refused`` (ACCESS_REFUSED: a permission, a reserved name), ``locked``
+    (RESOURCE_LOCKED: another connection's exclusive queue) or the error, of one
+    operation on a channel of its own; a passive declare after it brings back a
+    refused publish."""
     channel = connection.channel()
     try:
         op(channel)
         channel.exchange_declare("amq.direct", "direct", passive=True)
-    except REFUSALS:
+    except AccessRefused:
         return "refused"
+    except ResourceLocked:
+        return "locked"
     except AMQPError as exc:
         return f"error: {exc}"
     finally:
@@ -399,8 +400,9 @@ def _outcomes(
     readable = set(role.reads)
     tried: dict[str, tuple[str, str]] = {}
 
-    def expect(what: str, op: Callable[[Any], object], allowed: bool) -> None:
-        tried[what] = (_try(connection, op), "ok" if allowed else "refused")
+    def expect(what: str, op: Callable[[Any], object], allowed: bool | str) -> None:
+        expected = allowed if isinstance(allowed, str) else "ok" if allowed else "refused"
+        tried[what] = (_try(connection, op), expected)
 
     # Its own private queue: declared with no name, RabbitMQ names it
     own = _private(connection, *role.holds)
@@ -432,19 +434,25 @@ def _outcomes(
     for x in [*EXCHANGES, *NEW_EXCHANGES, own]:
         expect(f"declare exchange {x}", lambda ch, x=x: ch.exchange_declare(x, "topic"), False)
         expect(f"delete exchange {x}", lambda ch, x=x: ch.exchange_delete(x), False)
-    # Nobody else's private queue, by any means: exclusive to the connection holding it
+    # Nobody else's private queue, by any means. Its name is reserved; and where the
+    # permissions allow (every role's reach ``amq.gen-`` queues), RabbitMQ refuses
+    # because it is exclusive to the connection holding it
     for q, (x, k) in held.items():
         expect(f"declare held {q}", lambda ch, q=q: ch.queue_declare(q, exclusive=True), False)
         for bx, bk in sorted(role.binds):
             expect(
                 f"bind held {q} to {bx} with {bk}",
                 lambda ch, q=q, x=bx, k=bk: ch.queue_bind(q, x, k),
-                False,
+                "locked",
             )
-        expect(f"unbind held {q}", lambda ch, q=q, x=x, k=k: ch.queue_unbind(q, x, k), False)
-        expect(f"consume held {q}", lambda ch, q=q: ch.basic_get(q, no_ack=True), False)
-        expect(f"purge held {q}", lambda ch, q=q: ch.queue_purge(q), False)
-        expect(f"delete held {q}", lambda ch, q=q: ch.queue_delete(q), False)
+        expect(
+            f"unbind held {q}",
+            lambda ch, q=q, x=x, k=k: ch.queue_unbind(q, x, k),
+            "locked" if (x, k) in role.binds else False,
+        )
+        expect(f"consume held {q}", lambda ch, q=q: ch.basic_get(q, no_ack=True), "locked")
+        expect(f"purge held {q}", lambda ch, q=q: ch.queue_purge(q), "locked")
+        expect(f"delete held {q}", lambda ch, q=q: ch.queue_delete(q), "locked")
     for q in queues:
         expect(f"delete queue {q}", lambda ch, q=q: ch.queue_delete(q), False)
     expect(f"delete queue {own}", lambda ch: ch.queue_delete(own), True)
