@@ -185,7 +185,8 @@ class Pilot:
         self._require_job_queues(connection)
         private = connection.channel()
         # New server-named queues on each connection, bound with the pilot's own key: what
-        # was routed to it while none was bound is lost, as with any exclusive queue.
+        # was routed to it while none was bound is lost, as with any exclusive queue (a claim
+        # is made again, a kill told again at the next heartbeat).
         for queue, into in (
             (self._topology.reply_queue(self.pilot_id, self.slot.site), self._replies),
             (self._topology.control_queue(self.pilot_id, self.slot.site), self._commands),
