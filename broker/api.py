@@ -230,7 +230,7 @@ class TaskTuning:
 class JobEnding:
     """A job reached a final state (no retry follows): published on ``pandamq.endings``."""
 
-    QUEUE: ClassVar[str] = "pandamq.follow.<owner>.<tag>"
+    QUEUE: ClassVar[str] = "amq.gen-<tag>"
     job_id: str
     attempt: int
     state: str
@@ -248,7 +248,7 @@ class JobEnding:
 class TaskEnding:
     """Every job of a task is final: published on ``pandamq.endings``."""
 
-    QUEUE: ClassVar[str] = "pandamq.follow.<owner>.<tag>"
+    QUEUE: ClassVar[str] = "amq.gen-<tag>"
     task_id: str
     status: str
     at: str

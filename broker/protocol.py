@@ -172,7 +172,7 @@ class ClaimRequest:
 class ClaimReply:
     """The broker's answer to a claim: granted with the job, or refused with a reason."""
 
-    QUEUE: ClassVar[str] = "pandamq.reply.<site>.<pilot_id>.<tag>"
+    QUEUE: ClassVar[str] = "amq.gen-<tag>"
     job_id: str
     attempt: int
     granted: bool
@@ -300,7 +300,7 @@ class TaskSpec:
 class PilotCommand:
     """The broker tells a pilot to stop the payload of a job attempt it runs."""
 
-    QUEUE: ClassVar[str] = "pandamq.control.<site>.<pilot_id>.<tag>"
+    QUEUE: ClassVar[str] = "amq.gen-<tag>"
     command: Literal["kill"]
     job_id: str
     attempt: int

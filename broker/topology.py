@@ -13,9 +13,11 @@ from kombu import Exchange, Queue, binding
 
 # RabbitMQ's permissions are regular expressions over names, and one name may be a
 # queue and an exchange at once: so every exchange is ``pandamq.<word>``, every
-# queue of the service's ``pandamq.service.<word>`` and every other queue
-# ``pandamq.<kind>.<...>`` of three words or more, and no role's permission on a
-# name it may use reaches a resource of the other kind (docs/protocol.md, names).
+# queue of the service's ``pandamq.service.<word>``, every site's job queue
+# ``pandamq.jobs.<site>.<resource_type>``, and every private queue (a pilot's replies
+# and commands, a follower's endings) server-named, ``amq.gen-...``: RabbitMQ
+# refuses to let anyone declare an exchange (or a queue) of that prefix, so a
+# permission on private queues reaches no exchange at all (docs/protocol.md, names).
 SERVICE_QUEUE_PREFIX = "pandamq.service."
 
 
@@ -75,6 +77,12 @@ OLD_QUEUE_NAMES = {
     "pandamq.dead": DEAD_LETTER_QUEUE,
 }
 
+#: A private queue, as RabbitMQ names it when a client declares a queue of no name
+#: (``<tag>``: its random part); exclusive to the connection that declared it.
+PRIVATE_QUEUE = "amq.gen-<tag>"
+#: The name a client declares a private queue with: RabbitMQ chooses one.
+SERVER_NAMED = ""
+
 #: RabbitMQ's pseudo-queue for answers without a queue of the asker's own (direct reply-to).
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 #: A query nobody took within this time is dropped: its asker has given up.
@@ -130,20 +138,6 @@ def pilot_address(site: str, pilot_id: str) -> str:
     return f"{site}.{pilot_id}"
 
 
-def reply_queue_name(site: str, pilot_id: str, tag: str) -> str:
-    """A pilot connection's queue of claim replies: ``pandamq.reply.<site>.<pilot_id>.<tag>``.
-
-    ``tag`` is new on each connection: the queue of a connection that just
-    broke may linger, exclusive to it, and its name must not be reused.
-    """
-    return f"pandamq.reply.{pilot_address(site, pilot_id)}.{tag}"
-
-
-def control_queue_name(site: str, pilot_id: str, tag: str) -> str:
-    """A pilot connection's queue of commands: ``pandamq.control.<site>.<pilot_id>.<tag>``."""
-    return f"pandamq.control.{pilot_address(site, pilot_id)}.{tag}"
-
-
 def control_routing_key(site: str, pilot_id: str) -> str:
     """Routing key on the control exchange for one pilot: ``<site>.<pilot_id>``."""
     return pilot_address(site, pilot_id)
@@ -161,11 +155,6 @@ def job_ending_key(owner: str | None, task_id: str | None, job_id: str) -> str:
 def task_ending_key(owner: str | None, task_id: str) -> str:
     """Routing key of a task's ending: ``<owner>.<task id>``."""
     return f"{owner or NO_OWNER}.{task_id}"
-
-
-def follow_queue_name(owner: str, tag: str) -> str:
-    """A follower's private queue of endings: ``pandamq.follow.<owner>.<tag>``."""
-    return f"pandamq.follow.{owner}.{tag}"
 
 
 def event_routing_key(site: str, kind: str) -> str:
@@ -218,22 +207,15 @@ class Topology:
             queue_arguments={"x-queue-type": self.queue_type, "x-message-ttl": QUERY_TTL_MS},
         )
 
-    def follow_queue(self, owner: str, tag: str, keys: Iterable[str]) -> Queue:
-        """A follower's private queue, bound to the endings it follows.
+    def follow_queue(self, keys: Iterable[str]) -> Queue:
+        """A follower's private, server-named queue, bound to the endings it follows.
 
         The follower binds to the endings exchange but leaves its declaration to
         the broker service: declaring needs configure permission on the exchange,
         which a submitter does not hold.
         """
         exchange = Exchange(ENDINGS_EXCHANGE, "topic", durable=True, no_declare=True)
-        return Queue(
-            follow_queue_name(owner, tag),
-            exchange,
-            bindings=[binding(exchange, key) for key in keys],
-            exclusive=True,
-            auto_delete=True,
-            durable=False,
-        )
+        return _private(exchange, bindings=[binding(exchange, key) for key in keys])
 
     def endings_exchange(self) -> Exchange:
         """Jobs and tasks that ended, routed ``<owner>.<task>.<job>`` and ``<owner>.<task>``."""
@@ -270,29 +252,18 @@ class Topology:
             job_queue_name(site, resource), durable=True, queue_arguments=self._arguments()
         )
 
-    def reply_queue(self, pilot_id: str, site: str, tag: str) -> Queue:
-        """A pilot connection's private, short-lived queue of claim replies."""
-        return self._private(
-            reply_queue_name(site, pilot_id, tag), self.replies_exchange(), site, pilot_id
-        )
+    def reply_queue(self, pilot_id: str, site: str) -> Queue:
+        """A pilot connection's private, server-named queue of claim replies."""
+        return self._pilots(self.replies_exchange(), site, pilot_id)
 
-    def control_queue(self, pilot_id: str, site: str, tag: str) -> Queue:
-        """A pilot connection's private queue of commands (kill)."""
-        return self._private(
-            control_queue_name(site, pilot_id, tag), self.control_exchange(), site, pilot_id
-        )
+    def control_queue(self, pilot_id: str, site: str) -> Queue:
+        """A pilot connection's private, server-named queue of commands (kill)."""
+        return self._pilots(self.control_exchange(), site, pilot_id)
 
-    def _private(self, name: str, exchange: Exchange, site: str, pilot_id: str) -> Queue:
+    def _pilots(self, exchange: Exchange, site: str, pilot_id: str) -> Queue:
         # The exchange is the broker service's to declare: a pilot may not configure it.
         exchange = Exchange(exchange.name, exchange.type, durable=True, no_declare=True)
-        return Queue(
-            name,
-            exchange,
-            routing_key=pilot_address(site, pilot_id),
-            exclusive=True,
-            auto_delete=True,
-            durable=False,
-        )
+        return _private(exchange, routing_key=pilot_address(site, pilot_id))
 
     def replies_exchange(self) -> Exchange:
         """Claim replies, routed ``<site>.<pilot_id>``."""
@@ -321,6 +292,17 @@ class Topology:
     def site_queues(self, sites: Iterable[str]) -> list[Queue]:
         """Every resource-type queue of the given sites."""
         return [self.job_queue(s, r) for s in sites for r in RESOURCE_TYPES]
+
+
+def _private(exchange: Exchange, **bound: Any) -> Queue:
+    """A queue of one connection's own: server-named (RabbitMQ names it when it is
+    declared, anew on each connection), exclusive and gone with its connection.
+
+    Declare it once (a consumer does): RabbitMQ refuses to declare a queue named
+    ``amq.*`` again, even its own. One consumer each: kombu keys a consumer's queues
+    by name, so nameless ones would replace each other.
+    """
+    return Queue(SERVER_NAMED, exchange, exclusive=True, auto_delete=True, durable=False, **bound)
 
 
 def declare(channel: Any, queues: Iterable[Queue], exchanges: Iterable[Exchange] = ()) -> None:

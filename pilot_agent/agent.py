@@ -183,12 +183,14 @@ class Pilot:
         self.connected = True
         self._require_job_queues(connection)
         private = connection.channel()
-        tag = uuid.uuid4().hex[:8]
+        # New server-named queues on each connection, bound with the pilot's own key: what
+        # was routed to it while none was bound is lost, as with any exclusive queue (a claim
+        # is made again, a kill told again at the next heartbeat).
         for queue, into in (
-            (self._topology.reply_queue(self.pilot_id, self.slot.site, tag), self._replies),
-            (self._topology.control_queue(self.pilot_id, self.slot.site, tag), self._commands),
+            (self._topology.reply_queue(self.pilot_id, self.slot.site), self._replies),
+            (self._topology.control_queue(self.pilot_id, self.slot.site), self._commands),
         ):
-            topology.declare(private, [queue])
+            # The consumer declares and binds it (once: RabbitMQ refuses ``amq.*`` again).
             Consumer(private, queues=[queue], no_ack=True, on_message=into.append).consume()
         self._jobs_channel = connection.channel()
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from amqp import Message
-from amqp.exceptions import AccessRefused, AMQPError, NotFound
+from amqp.exceptions import AccessRefused, AMQPError, NotFound, ResourceLocked
 
 from broker import topology
 from broker.client import Client
@@ -243,8 +244,9 @@ SERVICE_QUEUES = [q.name for q in T.Topology().service_queues()]
 #: here as an upgraded deployment may still have them until the service has moved them.
 OLD_QUEUES = sorted(T.OLD_QUEUE_NAMES)
 EXCHANGES = list(T.EXCHANGES)
-#: Exchanges nobody made: declaring one is refused to every role but the service.
-NEW_EXCHANGES = ["pandamq.mine", "pandamq.service.mine", "anything"]
+#: Exchanges nobody made: declaring one is refused to every role but the service, an
+#: ``amq.gen-`` one (a name the roles may configure) to everyone.
+NEW_EXCHANGES = ["pandamq.mine", "pandamq.service.mine", "anything", "amq.gen-x"]
 PEOPLES_REQUESTS = [
     (T.SUBMIT_EXCHANGE, T.SUBMIT_KEY),
     (T.TASKS_EXCHANGE, T.TASKS_KEY),
@@ -259,8 +261,8 @@ class Role:
 
     name: str
     common_name: str
-    #: Private queues it declares: (queue, exchange, routing key).
-    own: list[tuple[str, str, str]]
+    #: (exchange, key) it binds its private queue with, as its clients do.
+    holds: tuple[str, str]
     #: Other queues it consumes (and so, RabbitMQ's rule, may purge).
     reads: list[str]
     publishes: set[tuple[str, str]]
@@ -270,26 +272,9 @@ class Role:
     #: RabbitMQ's permissions do not tell the two apart, so it may bind them. Today's
     #: names leave it none of the service's queues.
     old_names: list[str]
-    #: Other private queues it may declare, bind and delete (a site's shared identity:
-    #: every pilot's of its site).
-    declares: list[str] = field(default_factory=list)
-
-    def queues(self) -> list[str]:
-        """Every queue it may declare, bind, read, purge and delete."""
-        return [q for q, _, _ in self.own] + self.declares
 
 
 def _roles(site: str) -> list[Role]:
-    def private(pilot_id: str, tag: str) -> list[tuple[str, str, str]]:
-        key = T.pilot_address(site, pilot_id)
-        return [
-            (T.reply_queue_name(site, pilot_id, tag), T.REPLIES_EXCHANGE, key),
-            (T.control_queue_name(site, pilot_id, tag), T.CONTROL_EXCHANGE, key),
-        ]
-
-    def follow(user: str) -> list[tuple[str, str, str]]:
-        return [(T.follow_queue_name(user, "t"), T.ENDINGS_EXCHANGE, f"{user}.#")]
-
     pilots_send = {
         (T.CLAIMS_EXCHANGE, T.CLAIMS_KEY),
         (T.EVENTS_EXCHANGE, T.event_routing_key(site, "running")),
@@ -301,31 +286,40 @@ def _roles(site: str) -> list[Role]:
     anyones = {(x, k) for x in (T.REPLIES_EXCHANGE, T.CONTROL_EXCHANGE) for k in (a1, a2, p9)}
     people = set(PEOPLES_REQUESTS)
     alice_all = (T.ENDINGS_EXCHANGE, "user.alice.#")
+    prod_all = (T.ENDINGS_EXCHANGE, "user.prod.#")
     return [
         Role(
             "pilot A1",
             identity.pilot_user(site, "A1"),
-            private("A1", "a1"),
+            (T.REPLIES_EXCHANGE, a1),
             [job_queue],
             pilots_send,
             {(T.REPLIES_EXCHANGE, a1), (T.CONTROL_EXCHANGE, a1)},
             same,
         ),
-        # A site's shared identity may reach every pilot's queues and keys of its site.
+        Role(
+            "pilot A2",
+            identity.pilot_user(site, "A2"),
+            (T.CONTROL_EXCHANGE, a2),
+            [job_queue],
+            pilots_send,
+            {(T.REPLIES_EXCHANGE, a2), (T.CONTROL_EXCHANGE, a2)},
+            same,
+        ),
+        # A site's shared identity may bind to every pilot's keys of its site.
         Role(
             "pilot of the site",
             identity.pilot_user(site),
-            private("P9", "p9"),
+            (T.REPLIES_EXCHANGE, p9),
             [job_queue],
             pilots_send,
             anyones,
             same,
-            [q for p in ("A1", "A2") for q, _, _ in private(p, p.lower())],
         ),
         Role(
             "submitter",
             "user.alice",
-            follow("user.alice"),
+            alice_all,
             [],
             people,
             {alice_all},
@@ -334,29 +328,25 @@ def _roles(site: str) -> list[Role]:
         Role(
             "operator",
             "user.prod",
-            follow("user.prod"),
+            prod_all,
             [],
             people,
-            {
-                alice_all,
-                (T.ENDINGS_EXCHANGE, "user.bob.#"),
-                (T.ENDINGS_EXCHANGE, "#"),
-                (T.ENDINGS_EXCHANGE, "user.prod.#"),
-            },
+            {alice_all, (T.ENDINGS_EXCHANGE, "user.bob.#"), (T.ENDINGS_EXCHANGE, "#"), prod_all},
             [x for x, _ in PEOPLES_REQUESTS],
         ),
     ]
 
 
-def _candidates(
-    site: str, other: str, roles: list[Role]
-) -> tuple[list[str], list[tuple[str, str]]]:
-    """Every queue and every (exchange, routing key) the test tries with each role."""
+def _candidates(site: str, other: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every queue a client may name and every (exchange, routing key) the test tries
+    with each role; private queues are tried apart (``_outcomes``)."""
     queues = [*SERVICE_QUEUES, *OLD_QUEUES]
     queues += [T.job_queue_name(site, "SCORE"), T.job_queue_name(other, "SCORE")]
     queues += [T.job_queue_name(site, "NEW"), "anything"]
-    queues += [T.reply_queue_name(other, "x", "t"), T.follow_queue_name("user.bob", "t")]
-    queues += sorted({q for r in roles for q in r.queues()})
+    # Private queues as earlier versions named them, a pilot's of this site and another's
+    queues += [f"pandamq.{kind}.{site}.A1.t" for kind in ("reply", "control")]
+    queues += [f"pandamq.reply.{other}.x.t"]
+    queues += [f"pandamq.follow.{user}.t" for user in ("user.alice", "user.bob")]
     keys = [*PEOPLES_REQUESTS, (T.CLAIMS_EXCHANGE, T.CLAIMS_KEY), (T.DEAD_LETTER_EXCHANGE, "x")]
     keys += [(T.EVENTS_EXCHANGE, T.event_routing_key(s, "running")) for s in (site, other)]
     keys += [(T.JOBS_EXCHANGE, T.job_routing_key(site, "SCORE"))]
@@ -368,14 +358,18 @@ def _candidates(
 
 
 def _try(connection: Any, op: Callable[[Any], object]) -> str:
-    """``ok``, ``refused`` (ACCESS_REFUSED) or the error, of one operation on a channel of
-    its own; a passive declare after it brings back a refused publish."""
+    """``ok``, ``refused`` (ACCESS_REFUSED: a permission, a reserved name), ``locked``
+    (RESOURCE_LOCKED: another connection's exclusive queue) or the error, of one
+    operation on a channel of its own; a passive declare after it brings back a
+    refused publish."""
     channel = connection.channel()
     try:
         op(channel)
         channel.exchange_declare("amq.direct", "direct", passive=True)
     except AccessRefused:
         return "refused"
+    except ResourceLocked:
+        return "locked"
     except AMQPError as exc:
         return f"error: {exc}"
     finally:
@@ -384,33 +378,48 @@ def _try(connection: Any, op: Callable[[Any], object]) -> str:
     return "ok"
 
 
+def _private(connection: Any, exchange: str, key: str) -> str:
+    """Declare a private queue as pandamq's clients do, bound with ``key``: its name."""
+    channel = connection.channel()
+    queue = channel.queue_declare(T.SERVER_NAMED, exclusive=True, auto_delete=True).queue
+    channel.queue_bind(queue, exchange, key)
+    assert queue.startswith("amq.gen-"), queue
+    return str(queue)
+
+
 def _outcomes(
-    connection: Any, role: Role, queues: list[str], keys: list[tuple[str, str]]
+    connection: Any,
+    role: Role,
+    queues: list[str],
+    keys: list[tuple[str, str]],
+    held: dict[str, tuple[str, str]],
 ) -> dict[str, tuple[str, str]]:
     """What RabbitMQ answered to each operation with ``role``'s credentials, and what it
-    should have: {operation: (outcome, expected)}."""
-    mine = set(role.queues())
-    readable = mine | set(role.reads)
-    bindable = mine | set(role.old_names)
+    should have: {operation: (outcome, expected)}. ``held``: private queues other
+    connections hold (one of this role's own identity too), with their binding."""
+    readable = set(role.reads)
     tried: dict[str, tuple[str, str]] = {}
 
-    def expect(what: str, op: Callable[[Any], object], allowed: bool) -> None:
-        tried[what] = (_try(connection, op), "ok" if allowed else "refused")
+    def expect(what: str, op: Callable[[Any], object], allowed: bool | str) -> None:
+        expected = allowed if isinstance(allowed, str) else "ok" if allowed else "refused"
+        tried[what] = (_try(connection, op), expected)
 
+    # Its own private queue: declared with no name, RabbitMQ names it
+    own = _private(connection, *role.holds)
     for q in queues:
         expect(
             f"declare queue {q}",
             lambda ch, q=q: ch.queue_declare(q, exclusive=True, auto_delete=True),
-            q in mine,
+            False,
         )
-    # Its own queues with every key; every other queue with the keys it may use.
-    binds = [(q, x, k) for q in queues if q in mine for x, k in keys]
-    binds += [(q, x, k) for q in queues if q not in mine for x, k in sorted(role.binds)]
+    # Its own queue with every key; every other queue with the keys it may use.
+    binds = [(own, x, k) for x, k in keys]
+    binds += [(q, x, k) for q in queues for x, k in sorted(role.binds)]
     for q, x, k in binds:
         expect(
             f"bind {q} to {x} with {k}",
             lambda ch, q=q, x=x, k=k: ch.queue_bind(q, x, k),
-            q in bindable and (x, k) in role.binds,
+            q in {own, *role.old_names} and (x, k) in role.binds,
         )
     for x, k in keys:
         expect(
@@ -418,19 +427,35 @@ def _outcomes(
             lambda ch, x=x, k=k: ch.basic_publish(Message(b"{}"), x, k),
             (x, k) in role.publishes,
         )
-    for q in queues:
-        expect(f"consume {q}", lambda ch, q=q: ch.basic_get(q, no_ack=True), q in readable)
-        expect(f"purge {q}", lambda ch, q=q: ch.queue_purge(q), q in readable)
-    for x in EXCHANGES + NEW_EXCHANGES:
+    for q in [own, *queues]:
+        expect(f"consume {q}", lambda ch, q=q: ch.basic_get(q, no_ack=True), q in {own, *readable})
+        expect(f"purge {q}", lambda ch, q=q: ch.queue_purge(q), q in {own, *readable})
+    # No exchange at all: the service's, new ones, one named as its own queue, ``amq.gen-``
+    for x in [*EXCHANGES, *NEW_EXCHANGES, own]:
         expect(f"declare exchange {x}", lambda ch, x=x: ch.exchange_declare(x, "topic"), False)
         expect(f"delete exchange {x}", lambda ch, x=x: ch.exchange_delete(x), False)
-    # The one thing a name space cannot close: an exchange named as its own queue
-    # (docs/operations.md, "Known limits").
-    for q in role.queues()[:1]:
-        expect(f"declare exchange {q}", lambda ch, q=q: ch.exchange_declare(q, "topic"), True)
-        expect(f"delete exchange {q}", lambda ch, q=q: ch.exchange_delete(q), True)
+    # Nobody else's private queue, by any means. Its name is reserved; and where the
+    # permissions allow (every role's reach ``amq.gen-`` queues), RabbitMQ refuses
+    # because it is exclusive to the connection holding it
+    for q, (x, k) in held.items():
+        expect(f"declare held {q}", lambda ch, q=q: ch.queue_declare(q, exclusive=True), False)
+        for bx, bk in sorted(role.binds):
+            expect(
+                f"bind held {q} to {bx} with {bk}",
+                lambda ch, q=q, x=bx, k=bk: ch.queue_bind(q, x, k),
+                "locked",
+            )
+        expect(
+            f"unbind held {q}",
+            lambda ch, q=q, x=x, k=k: ch.queue_unbind(q, x, k),
+            "locked" if (x, k) in role.binds else False,
+        )
+        expect(f"consume held {q}", lambda ch, q=q: ch.basic_get(q, no_ack=True), "locked")
+        expect(f"purge held {q}", lambda ch, q=q: ch.queue_purge(q), "locked")
+        expect(f"delete held {q}", lambda ch, q=q: ch.queue_delete(q), "locked")
     for q in queues:
-        expect(f"delete queue {q}", lambda ch, q=q: ch.queue_delete(q), q in mine)
+        expect(f"delete queue {q}", lambda ch, q=q: ch.queue_delete(q), False)
+    expect(f"delete queue {own}", lambda ch: ch.queue_delete(own), True)
     return tried
 
 
@@ -453,24 +478,35 @@ def test_every_role_may_do_what_the_registry_says_and_rabbitmq_refuses_the_rest(
         for old in OLD_QUEUES:
             connection.default_channel.queue_declare(old, durable=True)
     roles = _roles(site)
-    queues, keys = _candidates(site, other, roles)
+    queues, keys = _candidates(site, other)
     wrong: dict[str, dict[str, tuple[str, str]]] = {}
-    try:
+
+    def settings(role: Role) -> Settings:
+        issued = node.certificate(role.common_name, tmp_path)
+        return node.settings_for(base, two_pilots.vhost, issued)
+
+    # And every role holding a private queue, on a connection of its own, as its clients do
+    with ExitStack() as holders:
+        held: dict[str, tuple[str, str]] = {}
         for role in roles:
-            # When each role tries every operation with its own certificate
-            issued = node.certificate(role.common_name, tmp_path)
-            with connect(node.settings_for(base, two_pilots.vhost, issued)) as connection:
-                tried = _outcomes(connection, role, queues, keys)
-            wrong[role.name] = {what: got for what, got in tried.items() if got[0] != got[1]}
-            allowed = sum(1 for got in tried.values() if got[1] == "ok")
-            assert allowed > 5 and len(tried) - allowed > 80, (role.name, allowed, len(tried))
-    finally:
-        _clean(admin, roles, keys)
-    # Then what it may do worked, and RabbitMQ refused everything else (ACCESS_REFUSED)
+            holder = holders.enter_context(connect(settings(role)))
+            held[_private(holder, *role.holds)] = role.holds
+        try:
+            for role in roles:
+                # When each role tries every operation with its own certificate
+                with connect(settings(role)) as connection:
+                    tried = _outcomes(connection, role, queues, keys, held)
+                wrong[role.name] = {what: got for what, got in tried.items() if got[0] != got[1]}
+                allowed = sum(1 for got in tried.values() if got[1] == "ok")
+                assert allowed > 5 and len(tried) - allowed > 80, (role.name, allowed, len(tried))
+        finally:
+            _clean(admin)
+    # Then what it may do worked, and RabbitMQ refused everything else (ACCESS_REFUSED, or
+    # RESOURCE_LOCKED on another connection's private queue)
     assert wrong == {role.name: {} for role in roles}
 
 
-def _clean(admin: Settings, roles: list[Role], keys: list[tuple[str, str]]) -> None:
+def _clean(admin: Settings) -> None:
     """Empty the service's queues, and delete the queues of old names."""
     with connect(admin) as connection:
         channel = connection.channel()

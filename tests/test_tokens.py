@@ -207,11 +207,12 @@ def test_a_token_is_refused_what_its_scopes_do_not_grant(deployment: Deployment)
 
 
 def _declare_follow_queue(connection: Connection) -> None:
-    """Declare one of alice's follow queues: configure permission, checked at once."""
-    name = topology.follow_queue_name("user.alice", uuid.uuid4().hex[:8])
+    """Declare a follow queue as alice does, server-named: configure permission on
+    ``amq.gen-*``, checked at once."""
     with broker_errors(connection, "declaring a follow queue"):
         channel = connection.channel()
-        channel.queue_declare(name, exclusive=True, auto_delete=True)
+        declared = channel.queue_declare(topology.SERVER_NAMED, exclusive=True, auto_delete=True)
+        assert declared.queue.startswith("amq.gen-")
         channel.close()
 
 

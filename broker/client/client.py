@@ -180,7 +180,7 @@ class Client:
 
     def following(self, keys: Sequence[str]) -> follow.Follower:
         """A follower of the endings routed to ``keys``, bound from now on."""
-        return follow.Follower(self._open(), self.user, keys, self.settings.queue_type)
+        return follow.Follower(self._open(), keys)
 
     def watch(
         self,

@@ -2,14 +2,13 @@
 catch-up query, so that an ending is either in the query's answer or in the
 queue, never in neither.
 
-The queue is exclusive and goes with its connection; after an outage the
+The queue is server-named, exclusive and goes with its connection; after an outage the
 follower binds a new one and asks again (``Client.watch``).
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterable
 
 from kombu import Connection, Consumer, Message
@@ -24,13 +23,13 @@ Ending = JobEnding | TaskEnding
 
 
 class Follower:
-    """Endings routed to one asker's keys, kept until taken."""
+    """Endings routed to the keys it binds, kept until taken."""
 
-    def __init__(self, connection: Connection, asker: str, keys: Iterable[str], queue_type: str):
+    def __init__(self, connection: Connection, keys: Iterable[str]):
         self._connection = connection
         self._pending: list[Ending] = []
-        shape = topology.Topology(queue_type)
-        queue = shape.follow_queue(asker, uuid.uuid4().hex[:12], sorted(set(keys)))
+        # Server-named and exclusive: of no queue type, and nobody else's to read.
+        queue = topology.Topology().follow_queue(sorted(set(keys)))
         try:
             with broker_errors(connection, "binding a queue to the endings exchange"):
                 self._consumer = Consumer(

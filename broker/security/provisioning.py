@@ -4,17 +4,20 @@ own part, all derived from the one registry of routes
 (``broker.security.routes``).
 
 A pilot (user ``pilot.<site>:<pilot_id>``, or ``pilot.<site>`` shared by a
-site's pilots) may read only its site's job queues, declare, bind and
-delete only its own reply and control queues (bound only to its own keys),
-and publish only claims, events (routing keys of its own site) and dead
-letters; it declares no exchange. A submitter (``user.<name>``) may publish
-requests to the submitter's API exchanges, and declare, bind and read its
-own follow queues, bound only to its own jobs' endings (a topic permission
+site's pilots) may read only its site's job queues, declare only private
+queues that RabbitMQ names (``amq.gen-*``, exclusive to the connection that
+declared them, so no other may use, bind, purge or delete them), bind them
+only with its own keys, and publish only claims, events (routing keys of its
+own site) and dead letters. A submitter (``user.<name>``) may publish
+requests to the submitter's API exchanges, and declare and read private
+queues of its own, bound only to its own jobs' endings (a topic permission
 on the endings exchange); an operator (a submitter with the production
-role) may bind to everyone's endings. Answers come by direct reply-to,
-which needs no permission. The broker service may do everything in the
-vhost. The plan is a list of ``rabbitmqctl`` commands, printed for an
-operator or run here.
+role) may bind to everyone's endings. Nobody but the service may declare or
+delete an exchange: the only names others may configure are ``amq.gen-*``,
+and RabbitMQ refuses any exchange (and any queue a client names) of the
+``amq.`` prefix. Answers come by direct reply-to, which needs no
+permission. The broker service may do everything in the vhost. The plan is
+a list of ``rabbitmqctl`` commands, printed for an operator or run here.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class Permissions:
 
 
 def permissions(who: Who) -> Permissions:
-    """``who``'s permissions, from the routes: configure its own private queues; write
+    """``who``'s permissions, from the routes: configure server-named (private) queues; write
     the exchanges it sends on and its own queues (binding needs it); read the queues
     it reads and the exchanges it binds its own queues to."""
     if who.role is Role.SERVICE:

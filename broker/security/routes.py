@@ -53,7 +53,8 @@ class Route:
     queue: str
     senders: frozenset[Role]
     readers: frozenset[Role]
-    #: Each reader declares, binds and deletes a queue of its own (exclusive, auto-delete).
+    #: Each reader declares a queue of its own (server-named, exclusive, auto-delete) and
+    #: binds it with its own keys: the sender routes by key, never by the queue's name.
     private: bool = False
     #: Readers that may bind their private queue with any key, not only their own.
     reads_all: frozenset[Role] = field(default_factory=frozenset)
@@ -113,7 +114,7 @@ ROUTES: tuple[Route, ...] = (
         topology.ENDINGS_EXCHANGE,
         True,
         "<owner>.<rest>",
-        "pandamq.follow.<owner>.<tag>",
+        topology.PRIVATE_QUEUE,
         SERVICE,
         PEOPLE,
         private=True,
@@ -142,7 +143,7 @@ ROUTES: tuple[Route, ...] = (
         topology.REPLIES_EXCHANGE,
         True,
         "<site>.<pilot_id>",
-        "pandamq.reply.<site>.<pilot_id>.<tag>",
+        topology.PRIVATE_QUEUE,
         SERVICE,
         PILOTS,
         private=True,
@@ -161,7 +162,7 @@ ROUTES: tuple[Route, ...] = (
         topology.CONTROL_EXCHANGE,
         True,
         "<site>.<pilot_id>",
-        "pandamq.control.<site>.<pilot_id>.<tag>",
+        topology.PRIVATE_QUEUE,
         SERVICE,
         PILOTS,
         private=True,
@@ -281,7 +282,7 @@ def table() -> list[str]:
     ]
     for r in ROUTES:
         messages = ", ".join(m if m == "dead letter" else f"`{m}`" for m in r.messages)
-        queue = _code(r.queue) + (" (the reader's own)" if r.private else "")
+        queue = _code(r.queue) + (" (server-named, the reader's own)" if r.private else "")
         lines.append(
             f"| {messages} | {_code(r.exchange)} | {_code(r.key)} | {queue} "
             f"| {_roles(r.senders)} | {_roles(r.readers)} |"
@@ -292,7 +293,7 @@ def table() -> list[str]:
 def role_table() -> list[str]:
     """docs/operations.md's table of what each role may do, derived from the routes."""
     lines = [
-        "| role | declares, binds and deletes | publishes to | binds to | reads |",
+        "| role | declares (exclusive, its own) | publishes to | binds its own to | reads |",
         "| --- | --- | --- | --- | --- |",
     ]
     for role in Role:
@@ -310,6 +311,6 @@ def role_table() -> list[str]:
             if r.private
         ]
         reads = [f"`{r.queue}`" for r in reading]
-        cells = [", ".join(c) or "nothing" for c in (own, sends, binds, reads)]
+        cells = [", ".join(dict.fromkeys(c)) or "nothing" for c in (own, sends, binds, reads)]
         lines.append(f"| {ROLE_WORDS[role]} | " + " | ".join(cells) + " |")
     return lines

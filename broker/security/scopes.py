@@ -36,7 +36,7 @@ Grants = tuple[list[tuple[str, str]], list[tuple[str, str, str]]]
 
 def grants(who: Who) -> Grants:
     """``who``'s grants, from the routes as ``provisioning.permissions`` derives its
-    permissions: configure its own private queues; write the exchanges it sends on and
+    permissions: configure server-named (private) queues; write the exchanges it sends on and
     its own queues; read the queues it reads and the exchanges it binds to; on topic
     exchanges, the keys it may publish and bind with."""
     if who.role is Role.SERVICE:

@@ -106,12 +106,10 @@ class VirtualPilots:
                 prefetch_count=PREFETCH,
             ).consume()
         reply_channel = connection.channel()
-        tag = uuid.uuid4().hex[:8]
-        replies = [self._topology.reply_queue(self.pilot_id, s, tag) for s in self._sites]
-        topology.declare(reply_channel, replies)
-        Consumer(
-            reply_channel, queues=replies, no_ack=True, on_message=self._replies.append
-        ).consume()
+        # A consumer each: kombu keys a consumer's queues by name, and these have none yet.
+        for site in self._sites:
+            queue = self._topology.reply_queue(self.pilot_id, site)
+            Consumer(reply_channel, [queue], no_ack=True, on_message=self._replies.append).consume()
 
     def _drain(self, connection: Connection) -> None:
         """Wait up to ``DRAIN_S`` for a delivery, then take every one already there."""

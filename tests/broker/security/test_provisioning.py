@@ -19,18 +19,26 @@ def matches(pattern: str, name: str) -> bool:
     return re.search(pattern, name) is not None
 
 
+#: A private queue's name as RabbitMQ 3.10 gives it (``amq.gen-`` and 22 base64url
+#: characters), and names a client might give one itself.
+SERVER_NAMED = "amq.gen-GjVVxhx8N7HPcShRcDNPqQ"
+NAMED_BY_CLIENT = [
+    "pandamq.reply.SITE.A.node-1-abc.f00d",
+    "pandamq.control.SITE.A.node-1-abc.f00d",
+    "pandamq.follow.user.alice.f00d",
+    "amq.gen",
+    "xamq.gen-abc",
+]
+
+
 def test_a_sites_pilots_read_only_their_sites_queues_and_their_own_private_ones() -> None:
     p = provisioning.pilot_permissions("SITE.A")
     t = topology.Topology()
-    own = [
-        topology.job_queue_name("SITE.A", "MCORE_HIMEM"),
-        topology.reply_queue_name("SITE.A", "node-1-abc", "f00d"),
-        topology.control_queue_name("SITE.A", "node-1-abc", "f00d"),
-    ]
+    own = [topology.job_queue_name("SITE.A", "MCORE_HIMEM"), SERVER_NAMED]
     others = [
         topology.job_queue_name("SITE_B", "SCORE"),
         topology.job_queue_name("SITExA", "SCORE"),
-        topology.reply_queue_name("SITE_B", "node-1-abc", "f00d"),
+        *NAMED_BY_CLIENT,
         topology.SUBMIT_QUEUE,
         topology.CLAIMS_QUEUE,
         topology.EVENTS_QUEUE,
@@ -40,32 +48,47 @@ def test_a_sites_pilots_read_only_their_sites_queues_and_their_own_private_ones(
     assert all(matches(p.read, n) for n in own)
     assert not any(matches(p.read, n) or matches(p.configure, n) for n in others)
     assert t.pilot_job_queue("SITE.A", "SCORE").exchange.name == ""
-    # And they declare (and could delete) their private queues only, no job queue, no exchange
-    assert all(matches(p.configure, n) for n in own[1:])
+    # And they declare server-named queues only, no job queue, no exchange of the service
+    assert matches(p.configure, SERVER_NAMED)
     shared = [topology.REPLIES_EXCHANGE, topology.CONTROL_EXCHANGE, own[0]]
     assert not any(matches(p.configure, n) for n in shared)
-    assert t.reply_queue("node-1-abc", "SITE.A", "f00d").exchange.no_declare
+    for queue in (t.reply_queue("node-1-abc", "SITE.A"), t.control_queue("node-1-abc", "SITE.A")):
+        assert queue.name == topology.SERVER_NAMED and queue.exclusive and queue.auto_delete
+        assert queue.exchange.no_declare and queue.routing_key == "SITE.A.node-1-abc"
 
 
-def test_a_pilot_with_its_own_identity_reaches_only_its_own_private_queues_and_keys() -> None:
+def test_no_role_but_the_service_configures_a_name_a_client_may_give() -> None:
+    # Given every role's permissions, the site's shared pilots' and one pilot's own too
+    whos = [
+        provisioning.pilot("S"),
+        provisioning.pilot("S", "A1"),
+        provisioning.submitter("alice"),
+        provisioning.submitter("prod", operator=True),
+    ]
+    for who in whos:
+        p = provisioning.permissions(who)
+        # Then it configures (declares, deletes) only names RabbitMQ gives: ``amq.gen-``
+        # ones, which no client may give a queue or an exchange (RabbitMQ refuses the
+        # ``amq.`` prefix), so it declares and deletes no exchange at all
+        assert p.configure == r"^(?:amq\.gen\-(?:[^.]+))$", who
+        # And writes (binds) and reads (consumes, purges) no queue a client named
+        assert not any(matches(p.write, n) or matches(p.read, n) for n in NAMED_BY_CLIENT)
+
+
+def test_a_pilot_with_its_own_identity_binds_its_private_queues_only_with_its_own_key() -> None:
     # Given pilot A1's permissions at site S
     p = provisioning.pilot_permissions("S", "A1")
     topics = {t[0]: t[1:] for t in provisioning.pilot_topic_permissions("S", "A1")}
-    mine = [
-        topology.reply_queue_name("S", "A1", "f00d"),
-        topology.control_queue_name("S", "A1", "x"),
-    ]
-    theirs = [
-        topology.reply_queue_name("S", "A2", "f00d"),
-        topology.control_queue_name("S", "A2", "x"),
-        topology.reply_queue_name("S", "A1x", "f00d"),
-    ]
-    # Then it configures and reads its own queues only, and binds them with its own key only
-    assert all(matches(p.configure, n) and matches(p.read, n) for n in mine)
-    assert not any(matches(p.configure, n) or matches(p.read, n) for n in theirs)
+    # Then it configures and reads server-named queues (another's is exclusive to its
+    # connection: tests/test_least_privilege.py) and no queue named for a pilot
+    assert matches(p.configure, SERVER_NAMED) and matches(p.read, SERVER_NAMED)
+    for name in ("pandamq.reply.S.A1.f00d", "pandamq.control.S.A2.x"):
+        assert not (matches(p.configure, name) or matches(p.read, name))
+    # And binds them with its own key only
     for exchange in (topology.REPLIES_EXCHANGE, topology.CONTROL_EXCHANGE):
         write, read = topics[exchange]
         assert matches(read, "S.A1") and not matches(read, "S.A2") and write == "^$"
+        assert not matches(read, "S.A1x") and not matches(read, "S.#")
     # And it still reads its site's job queues
     assert matches(p.read, topology.job_queue_name("S", "SCORE"))
 
@@ -109,31 +132,26 @@ def test_submitters_publish_requests_to_the_api_exchanges_only() -> None:
     assert not any(matches(r, topology.DIRECT_REPLY_TO) for r in p.args())
 
 
-def test_submitters_declare_bind_and_read_only_their_own_follow_queues() -> None:
-    # Given alice's permissions, and the names of follow queues
+def test_submitters_declare_bind_and_read_only_server_named_queues() -> None:
+    # Given alice's permissions
     p = provisioning.submitter_permissions("alice")
-    own = topology.follow_queue_name("user.alice", "0123abcd")
-    others = [
-        topology.follow_queue_name("user.bob", "0123abcd"),
-        topology.follow_queue_name("user.alicex", "0123abcd"),
-        topology.follow_queue_name("userxalice", "0123abcd"),
-        "pandamq.follow.user.alice.",
-    ]
-    # Then she may declare, bind (write) and consume (read) her own only
-    assert matches(p.configure, own) and matches(p.write, own) and matches(p.read, own)
-    for name in others:
-        assert not (matches(p.configure, name) or matches(p.write, name) or matches(p.read, name))
+    # Then she may declare, bind (write) and consume (read) server-named queues, and
+    # no queue she would name herself
+    assert all(matches(r, SERVER_NAMED) for r in p.args())
+    for name in NAMED_BY_CLIENT:
+        assert not any(matches(r, name) for r in p.args())
+    # And a follower's queue is one: server-named, exclusive, bound to the endings
+    queue = topology.Topology().follow_queue(follow.owner_keys("user.alice"))
+    assert queue.name == topology.SERVER_NAMED and queue.exclusive and queue.auto_delete
+    assert [b.routing_key for b in queue.bindings] == ["user.alice.#"]
     # And she reads the endings exchange (to bind to it), which nobody else's queue needs
     assert matches(p.read, topology.ENDINGS_EXCHANGE)
 
 
 def test_a_names_regex_characters_are_escaped() -> None:
     # Given a user whose name has characters that mean something in a regex
-    p = provisioning.submitter_permissions("a.b+c")
     ((_, _, read),) = provisioning.submitter_topic_permissions("a.b+c")
     # Then they are taken literally
-    assert matches(p.configure, topology.follow_queue_name("user.a.b+c", "t"))
-    assert not matches(p.configure, topology.follow_queue_name("user.aXbbc", "t"))
     assert matches(read, "user.a.b+c.-.job") and not matches(read, "user.aXbbc.-.job")
 
 

@@ -21,9 +21,11 @@ NAMES = [
         if n.endswith(("_EXCHANGE", "_QUEUE")) and isinstance(getattr(topology, n), str)
     ),
     *(topology.job_queue_name(s, r) for s in (SITE, OTHER_SITE) for r in topology.RESOURCE_TYPES),
-    *(topology.reply_queue_name(s, "node-1", "f00d") for s in (SITE, OTHER_SITE)),
-    *(topology.control_queue_name(s, "node-1", "f00d") for s in (SITE, OTHER_SITE)),
-    *(topology.follow_queue_name(u, "f00d") for u in ("user.alice", "user.bob")),
+    # a private queue as RabbitMQ names it, and as a client might name one itself
+    "amq.gen-GjVVxhx8N7HPcShRcDNPqQ",
+    *(f"pandamq.reply.{s}.node-1.f00d" for s in (SITE, OTHER_SITE)),
+    *(f"pandamq.follow.{u}.f00d" for u in ("user.alice", "user.bob")),
+    "amq.gen",
     "amq.default",
 ]
 KEYS = [
@@ -136,9 +138,14 @@ def test_the_wildcard_matcher_finds_each_part_at_its_first_place_as_rabbitmq_doe
     assert wildcard("grid/prod", "grid%2Fprod")
 
 
-def test_a_pilot_of_its_own_is_granted_only_its_own_reply_and_control_queues() -> None:
+def test_a_pilot_of_its_own_is_granted_server_named_queues_and_only_its_own_keys() -> None:
     # Given the scopes of pilot wn1 of the site, from its own identity
     granted = scopes.scopes(scopes.for_user(identity.pilot_user(SITE, "wn1")), VHOST)
-    # Then it reads its own reply queue and not another pilot's of the site
-    assert token_allows(granted, "read", f"pandamq.reply.{SITE}.wn1.1", None)
-    assert not token_allows(granted, "read", f"pandamq.reply.{SITE}.wn2.1", None)
+    # Then it declares and reads server-named queues, and no queue named for a pilot
+    for permission in ("configure", "read"):
+        assert token_allows(granted, permission, "amq.gen-GjVVxhx8N7HPcShRcDNPqQ", None)
+        assert not token_allows(granted, permission, f"pandamq.reply.{SITE}.wn1.1", None)
+    # And binds them to its replies with its own key, not another pilot's of the site
+    replies = topology.REPLIES_EXCHANGE
+    assert token_allows(granted, "read", replies, topology.pilot_address(SITE, "wn1"))
+    assert not token_allows(granted, "read", replies, topology.pilot_address(SITE, "wn2"))
