@@ -179,7 +179,7 @@ class ClaimReply:
     reason: str = ""
     job: JobSpec | None = None
     input_files: list[FileInfo] = field(default_factory=list)
-    #: The scope the attempt's outputs and log are registered in (its task's, or its owner's).
+    #: The scope the attempt's outputs and log are registered in (its owner's).
     output_scope: str = ""
 
 

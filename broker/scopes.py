@@ -9,20 +9,23 @@ from __future__ import annotations
 import hashlib
 import re
 
-#: The scope of the outputs of a job of no task and no validated owner.
+#: The scope of the outputs of a job with no validated owner.
 USER_SCOPE = "user"
 #: Longest scope name (the protocol's name rule).
 MAX_SCOPE = 64
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def output_scope(task_id: str | None, owner: str | None) -> str:
-    """The scope of a job's outputs and log: its task's, else its owner's."""
-    return task_id or owner_scope(owner)
+def output_scope(owner: str | None) -> str:
+    """The scope of a job's outputs and log, of a task or not: its owner's, as a user's
+    outputs are in Rucio, so that a Rucio needs one scope per user and none per task.
+    The names stay unique in it: a task's outputs are named after its output dataset,
+    which is new for each task, and a log after its job and attempt."""
+    return owner_scope(owner)
 
 
 def owner_scope(owner: str | None) -> str:
-    """The scope of an owner's jobs of no task, as Rucio names them: ``user.<name>``.
+    """The scope of an owner's outputs, as Rucio names users' scopes: ``user.<name>``.
 
     ``owner`` is the validated identity (``user.alice`` gives ``user.alice``,
     ``guest`` gives ``user.guest``). A name the scope rule does not allow is

@@ -210,7 +210,7 @@ class _Registration:
         """(dataset, role, file) of each file the event reports; ``BadInput`` for one in a
         scope other than the job's own."""
         row = self.rows[event.job_id]
-        _check_scope(event, output_scope(row["task_id"], row["owner"]))
+        _check_scope(event, output_scope(row["owner"]))
         spec = spec_of(row)
         task = self.tasks.get(row["task_id"])
         return [

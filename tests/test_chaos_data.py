@@ -297,7 +297,7 @@ def _finished(attempts: list[RowMapping], key: tuple[str, int]) -> bool:
 def assert_outputs_on_the_se(run: Run, root: str, finals: list[RowMapping]) -> None:
     with transaction(run.engine) as conn:
         for job in finals:
-            scope = job["task_id"] or owner_scope(job["owner"])
+            scope = owner_scope(job["owner"])
             for name in job["spec"]["output_files"]:
                 did = f"{scope}:{name}"
                 ((_, record),) = datasets.files_by_did(conn, [did]).values()

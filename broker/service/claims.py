@@ -158,7 +158,7 @@ def _reply(request: ClaimRequest, row: RowMapping | None, won: dict[str, str]) -
         if holder is None and row["state"] == JobState.SENT:
             holder = row["pilot_id"]
         if holder == request.pilot_id:
-            scope = output_scope(row["task_id"], row["owner"])
+            scope = output_scope(row["owner"])
             return ClaimReply(
                 request.job_id, request.attempt, True, job=spec_of(row), output_scope=scope
             )

@@ -209,7 +209,8 @@ def test_a_task_over_a_dataset_runs_on_rucio(
     s = rucio_system.settings
     rse_b = s.rse_of("SITE_B")
     # Given an input dataset of four files at SITE_A, and a task reading it two by two at
-    # SITE_B, in a scope of its own that Rucio has (the task's id: pandamq makes no scope)
+    # SITE_B, with an id as the CLI makes one (a uuid4's 32 hex digits, longer than a
+    # Rucio scope may be) and no scope made for it: its outputs go to its owner's scope
     tag = uuid.uuid4().hex[:8]
     paths = []
     for n in range(4):
@@ -218,8 +219,7 @@ def test_a_task_over_a_dataset_runs_on_rucio(
     added = cli(s, "datasets", "add", f"raw.{tag}", *map(str, paths), "--site", "SITE_A",
                 "--scope", "data")  # fmt: skip
     assert added.exit_code == 0, added.output
-    task_id = f"t{tag}"
-    rucio.add_scope(task_id)
+    task_id = uuid.uuid4().hex
     task = {
         "id": task_id,
         "command": "cat {inputs} > {outputs}",
@@ -244,14 +244,15 @@ def test_a_task_over_a_dataset_runs_on_rucio(
     # And its outputs are in the task's output dataset in Rucio, replicas at SITE_B's RSE
     # whose bytes match the adler32 Rucio holds, each the two inputs it read
     outputs = _rucio_files(rucio, f"out.{tag}")
-    assert sorted(outputs) == [f"{task_id}:out.{tag}._{n:06d}" for n in (1, 2)]
+    scope = owner_scope(rucio_system.job(f"{task_id}-000001")["owner"])
+    assert sorted(outputs) == [f"{scope}:out.{tag}._{n:06d}" for n in (1, 2)]
     replicas = _replicas(
         rucio, [{"scope": f["scope"], "name": f["name"]} for f in outputs.values()]
     )
     for did, replica in replicas.items():
         _check_on_rse(replica, rse_b)
         assert replica["adler32"] == outputs[did]["adler32"]
-    (first,) = replicas[f"{task_id}:out.{tag}._000001"]["rses"][rse_b]
+    (first,) = replicas[f"{scope}:out.{tag}._000001"]["rses"][rse_b]
     assert Path(urlsplit(first).path).read_bytes() == paths[0].read_bytes() + paths[1].read_bytes()
     assert len(_rucio_files(rucio, f"out.{tag}.log")) == 2
     # And the output and log datasets are closed, in Rucio and in pandamq's catalogue
