@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -119,11 +120,23 @@ def missing() -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """What an HTTPS Rucio server needs: its certificate and key, and the CA whose
+    client certificates it accepts (the clients verify the server against it too)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 @dataclass
 class RucioServer:
-    """One running Rucio server; ``client()`` logs in as root."""
+    """One running Rucio server; ``client()`` logs in as root. With ``tls`` it speaks
+    HTTPS only and takes x509 logins (``tests/rucio_x509_app.py``)."""
 
     dir: Path
+    tls: ServerTls | None = None
     url: str = ""
     database: str = ""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -140,7 +153,7 @@ class RucioServer:
         self._configure()
         self._run_python(BOOTSTRAP, "bootstrap")
         port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
         self._spawn(
             "gunicorn",
             [
@@ -156,11 +169,31 @@ class RucioServer:
                 "--graceful-timeout",
                 "5",
                 "--no-control-socket",
-                "rucio.web.rest.flaskapi.v1.main:application",
+                *self._tls_options(),
             ],
         )
         self._wait_ready()
         self._spawn("daemons", [str(VENV / "bin" / "python"), str(REPO / "tests/rucio_daemons.py")])
+
+    def _tls_options(self) -> list[str]:
+        """gunicorn's options for the application, with TLS if the server has it: a client
+        certificate is asked for and, when one is shown, verified (``--cert-reqs 1``, as
+        mod_ssl's ``SSLVerifyClient optional``), so that userpass logins work as well."""
+        if self.tls is None:
+            return ["rucio.web.rest.flaskapi.v1.main:application"]
+        return [
+            "--certfile",
+            str(self.tls.cert),
+            "--keyfile",
+            str(self.tls.key),
+            "--ca-certs",
+            str(self.tls.ca),
+            "--cert-reqs",
+            "1",
+            "--pythonpath",
+            str(REPO / "tests"),
+            "rucio_x509_app:application",
+        ]
 
     def stop(self) -> None:
         """Stop the daemons and the server; drop the database."""
@@ -186,6 +219,7 @@ class RucioServer:
             account="root",
             auth_type="userpass",
             creds={"username": ROOT_USER, "password": ROOT_PASSWORD},
+            ca_cert=str(self.tls.ca) if self.tls else None,
             timeout=kwargs.pop("timeout", 30),
             **kwargs,
         )
@@ -236,6 +270,13 @@ class RucioServer:
         client.add_account(name, "USER", f"{name}@localhost")
         client.add_identity(name, name, "USERPASS", f"{name}@localhost", True, password)
 
+    def add_x509_account(self, name: str, dn: str) -> None:
+        """A user account logging in with a certificate whose subject is ``dn`` (mod_ssl's
+        form, ``CN=name,O=organisation``)."""
+        client = self.client()
+        client.add_account(name, "USER", f"{name}@localhost")
+        client.add_identity(name, dn, "X509", f"{name}@localhost", True)
+
     def add_scope(self, scope: str) -> None:
         """A scope of root's, if it is not there yet."""
         from rucio.common.exception import Duplicate
@@ -279,13 +320,14 @@ class RucioServer:
             )
 
     def _wait_ready(self) -> None:
+        context = ssl.create_default_context(cafile=self.tls.ca) if self.tls else None
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if any(p.poll() is not None for p in self.processes):
                 break
             with (
                 suppress(OSError),
-                urllib.request.urlopen(f"{self.url}/ping", timeout=2) as answer,
+                urllib.request.urlopen(f"{self.url}/ping", timeout=2, context=context) as answer,
             ):
                 if answer.status == 200:
                     return
@@ -305,9 +347,9 @@ def _children(pid: int) -> list[int]:
 
 
 @contextmanager
-def rucio_server(directory: Path) -> Iterator[RucioServer]:
+def rucio_server(directory: Path, tls: ServerTls | None = None) -> Iterator[RucioServer]:
     """A started Rucio server in ``directory``; stopped, its database dropped, afterwards."""
-    server = RucioServer(directory)
+    server = RucioServer(directory, tls)
     try:
         server.start()
         yield server

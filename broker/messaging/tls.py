@@ -4,7 +4,6 @@ a plain client on a TLS port)."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import ssl
 from pathlib import Path
@@ -83,11 +82,11 @@ def _client_cert_problem(settings: Settings) -> str:
     """What is wrong with our certificate, as far as we can tell from here."""
     if not settings.tls_cert:
         return "it wants a client certificate; set tls_cert and tls_key"
-    from broker.security.certs import load_cert
+    from broker.security.certs import validity_problem
 
-    expires = load_cert(Path(settings.tls_cert)).not_valid_after_utc
-    if expires < datetime.datetime.now(datetime.UTC):
-        return f"tls_cert {settings.tls_cert} expired on {expires:%Y-%m-%d %H:%M} UTC"
+    problem = validity_problem(Path(settings.tls_cert), "tls_cert")
+    if problem is not None:
+        return problem
     return f"it refused tls_cert {settings.tls_cert}; check that a CA the broker trusts signed it"
 
 

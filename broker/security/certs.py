@@ -161,6 +161,19 @@ def load_cert(path: Path) -> x509.Certificate:
         raise BadInput(f"{path} is not a PEM certificate: {exc}") from exc
 
 
+def validity_problem(path: Path, setting: str) -> str | None:
+    """Why the certificate at ``path`` (the value of ``setting``) is not valid now, in one
+    line; None if it is."""
+    cert = load_cert(path)
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    at = datetime.datetime.now(datetime.UTC)
+    if end < at:
+        return f"{setting} {path} expired on {end:%Y-%m-%d %H:%M} UTC"
+    if start > at:
+        return f"{setting} {path} is not valid before {start:%Y-%m-%d %H:%M} UTC"
+    return None
+
+
 def common_name(cert: x509.Certificate) -> str:
     """The certificate's CN: the RabbitMQ user it logs in as."""
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)

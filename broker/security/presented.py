@@ -12,6 +12,7 @@ from __future__ import annotations
 import _ssl
 import datetime
 import ipaddress
+import os
 import socket
 import ssl
 from dataclasses import dataclass
@@ -55,6 +56,38 @@ def fetch(
     return Presented(host, port, chain, None)
 
 
+def refused(
+    host: str,
+    port: int,
+    ca: str | None,
+    client: tuple[str, str | None],
+    timeout_s: float = 10.0,
+) -> str | None:
+    """Why ``host:port`` and a client showing ``client``'s certificate cannot talk over
+    TLS, in one line: the server is not trusted (against ``ca``: a file, a directory of
+    CA certificates, or the system's) or it refused the certificate (its TLS alert). None
+    if they can talk, or if the server cannot be reached at all (an outage, no refusal).
+
+    One request is sent after the handshake: in TLS 1.3 a server's refusal of the
+    client's certificate arrives with the first answer, not in the handshake."""
+    context = _context(ca, client, verify=True)
+    try:
+        with (
+            _connected(host, port, timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            tls.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+            tls.recv(1)
+    except ssl.SSLCertVerificationError as exc:
+        return f"the server's certificate is not trusted: {exc.verify_message}"
+    except ssl.SSLError as exc:
+        reason = str(exc.reason or exc).lower().replace("_", " ")
+        return f"the server refused the certificate {client[0]}: {reason}"
+    except (BrokerUnavailable, OSError):
+        return None
+    return None
+
+
 def chain_of(
     host: str, port: int, client: tuple[str, str] | None = None, timeout_s: float = 10.0
 ) -> list[x509.Certificate]:
@@ -62,10 +95,14 @@ def chain_of(
     return _chain(host, port, _context(None, client, verify=False), timeout_s)
 
 
-def _context(ca: str | None, client: tuple[str, str] | None, verify: bool) -> ssl.SSLContext:
-    context = (
-        ssl.create_default_context(cafile=ca) if verify else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    )
+def _context(ca: str | None, client: tuple[str, str | None] | None, verify: bool) -> ssl.SSLContext:
+    """A client's context; ``ca`` is a file or a directory of CA certificates."""
+    if not verify:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    elif ca and os.path.isdir(ca):
+        context = ssl.create_default_context(capath=ca)
+    else:
+        context = ssl.create_default_context(cafile=ca)
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
