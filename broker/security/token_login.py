@@ -28,14 +28,31 @@ from broker.errors import BrokerRefused, ConfigError
 SCOPE = re.compile(r"^(?P<prefix>.*?)(?P<permission>configure|read|write):(?P<vhost>[^/]*)/")
 
 
+#: How long a token file that holds no token is read again before that is an error: a
+#: site's token renewer may be writing it in place (pandamq's own writes replace it whole).
+REREAD_S = 1.0
+REREAD_EVERY_S = 0.1
+
+
 def read(path: str) -> str:
-    """The token in ``path`` (whitespace around it dropped), or one clear error."""
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"broker_token_file {path!r}: cannot read it: {exc.strerror}") from exc
-    claims_of(token, path)
-    return token
+    """The token in ``path`` (whitespace around it dropped), or one clear error; a file
+    that holds no token is read again for ``REREAD_S`` first."""
+    deadline = time.monotonic() + REREAD_S
+    while True:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"broker_token_file {path!r}: cannot read it: {exc.strerror}"
+            ) from exc
+        try:
+            claims_of(token, path)
+        except ConfigError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(REREAD_EVERY_S)
+            continue
+        return token
 
 
 def claims_of(token: str, path: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,20 @@ def test_the_token_file_is_read_again_each_time(tmp_path: Path) -> None:
     # When the file is renewed with another user's token, Then the next read sees it
     (tmp_path / "t").write_text(tokens.issue(KEY, "k", "user.bob", []))
     assert identity.of(settings) == "user.bob"
+
+
+def test_a_token_file_caught_while_it_is_written_is_read_again(tmp_path: Path) -> None:
+    # Given a token file a renewer has begun to write in place, and ends 0.3 s later
+    token = tokens.issue(KEY, "k", "pilot.SITE_A", [])
+    path = tmp_path / "t"
+    path.write_text(token[: len(token) // 3])
+    done = threading.Timer(0.3, path.write_text, [token + "\n"])
+    done.start()
+    try:
+        # When it is read, Then the whole token is what comes back
+        assert token_login.read(str(path)) == token
+    finally:
+        done.join()
 
 
 @pytest.mark.parametrize(
