@@ -261,6 +261,8 @@ class TaskSpec:
     sites: list[str] = field(default_factory=list)
     #: Scout jobs run first, to tune the others; None: the service's ``scout_jobs``; 0: none.
     scouts: int | None = None
+    #: A site every job's outputs are shipped to (``JobSpec.output_destination``).
+    output_destination: str | None = None
 
     def check(self) -> None:
         """Rules beyond types."""
@@ -284,6 +286,7 @@ class TaskSpec:
                 f"{255 - len(LOG_DATASET_SUFFIX)} characters, to name its log dataset"
             )
         _check_name("activity", self.activity, label="task spec")
+        _check_name("output_destination", self.output_destination, label="task spec")
         for n, site in enumerate(self.sites):
             _check_name(f"sites[{n}]", site, label="task spec")
         for name in ("files_per_job", "cores", "memory_mb", "walltime_s", "max_attempts"):

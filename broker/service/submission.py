@@ -83,7 +83,8 @@ class SubmissionHandler:
     def _valid(conn: Connection, fresh: list[Incoming[JobSpec]], cap: QueuedCap) -> list[JobSpec]:
         """The new jobs that can be brokered; refuse those naming what does not exist, and
         those beyond their user's cap of queued jobs."""
-        statuses = known_sites(conn, {i.message.site for i in fresh if i.message.site})
+        named = {s for i in fresh for s in (i.message.site, i.message.output_destination) if s}
+        statuses = known_sites(conn, named)
         tasks = known_tasks(conn, {i.message.task_id for i in fresh if i.message.task_id})
         registered = set(files_by_did(conn, {d for i in fresh for d in i.message.input_files}))
         valid = []
@@ -112,6 +113,11 @@ def _refusal(spec: JobSpec, statuses: dict[str, str], tasks: set[str]) -> str | 
         )
     if spec.site and statuses[spec.site] == "offline":
         return f"job spec: site {spec.site!r} is offline and takes no jobs"
+    if spec.output_destination and spec.output_destination not in statuses:
+        return (
+            f"job spec: output_destination {spec.output_destination!r} is not in the site "
+            "catalogue (see `pandamq sites`)"
+        )
     return None
 
 

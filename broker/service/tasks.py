@@ -68,6 +68,7 @@ def _job(task: TaskSpec, n: int, files: Sequence[FileRecord]) -> JobSpec:
         max_attempts=task.max_attempts,
         input_files=[f.did for f in files],
         output_files=outputs,
+        output_destination=task.output_destination,
         release=task.release,
         activity=task.activity,
         sites=list(task.sites),
@@ -163,7 +164,8 @@ def _refusal(conn: Connection, task: TaskSpec, specs: list[JobSpec]) -> str | No
     taken = taken_datasets(conn, task)
     if taken:
         return f"dataset {taken[0]!r} exists already"
-    unknown = sorted(set(task.sites) - set(known_sites(conn, task.sites)))
+    named = {*task.sites, *filter(None, [task.output_destination])}
+    unknown = sorted(named - set(known_sites(conn, named)))
     if unknown:
         return f"site(s) {', '.join(unknown)} not in the site catalogue"
     return None

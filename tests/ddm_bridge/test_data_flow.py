@@ -8,13 +8,15 @@ from pathlib import Path
 
 from broker.error_codes import DDMError, ErrorFamily, PilotError
 from broker.monitor.datasets import job_file_list
-from broker.protocol import JobSpec
+from broker.protocol import JobSpec, TaskSpec
 from broker.scopes import owner_scope
 from broker.security import identity
+from broker.service.tasks import job_id
 from broker.store import datasets, subscriptions
 from broker.store.clock import now
 from broker.store.datasets import FileRecord
 from broker.store.engine import transaction
+from cli.benchmark.submissions import publish_task
 from ddm_bridge.backends.local import LocalDDM
 from ddm_bridge.se import Checksum, checksum, copy_verified, se_path, staging_dir
 from tests.ddm_bridge.files import dataset_states, put_file, sites_with, subscriptions_to
@@ -208,6 +210,49 @@ def test_outputs_shipped_to_a_destination_keep_the_job_transferring_until_they_l
     assert checksum(landed) == Checksum(output.size, output.adler32)
     (subscription,) = subscriptions_to(system.engine, site_b)
     assert subscription["state"] == "done"
+
+
+def test_a_tasks_outputs_go_to_the_tasks_destination(system: System) -> None:
+    # Given a task of two files at site A whose outputs must go to site B
+    site_a, site_b = system.new_site(), system.new_site()
+    dataset = f"in.{uuid.uuid4().hex[:8]}"
+    for n in range(2):
+        put_file(system.settings, system.engine, dataset, site_a, f"file {n}\n".encode())
+    system.start_broker()
+    system.start_bridge()
+    system.start_pilot(site_a)
+    task = TaskSpec(
+        command="cat {inputs} > {outputs}",
+        input_dataset=dataset,
+        output_dataset=f"out.{uuid.uuid4().hex[:8]}",
+        id=f"t{uuid.uuid4().hex[:8]}",
+        sites=[site_a],
+        output_destination=site_b,
+        scouts=0,
+    )
+    # When it runs
+    publish_task(system.settings, task)
+    job_ids = [job_id(task.id, n) for n in (1, 2)]
+    wait_for(lambda: len(system.states(job_ids)) == 2, what="the task's jobs")
+    # Then each job passes through transferring and finishes once its output is at B
+    assert system.wait_final(job_ids) == dict.fromkeys(job_ids, "finished")
+    landed = set()
+    for job in job_ids:
+        states = [t["to_state"] for t in system.job(job)["transitions"]]
+        assert states[-3:] == ["holding", "transferring", "finished"]
+        name = f"{task.output_dataset}._{job[-6:]}"
+        (output,) = [f for f in _outputs(system, task.output_dataset) if f.name == name]
+        assert sites_with(system.engine, output) == {site_a, site_b}
+        copy = se_path(system.settings.ddm_root, site_b, output.scope, output.name)
+        assert checksum(copy) == Checksum(output.size, output.adler32)
+        landed.add(copy.read_text())
+    # And between them the two outputs at B hold both inputs
+    assert landed == {"file 0\n", "file 1\n"}
+
+
+def _outputs(system: System, dataset: str) -> list[FileRecord]:
+    with transaction(system.engine) as conn:
+        return list(datasets.dataset_files(conn, dataset))
 
 
 def my_scope(system: System) -> str:

@@ -54,6 +54,21 @@ def test_refusals_name_what_is_wrong(client: Client, system: System) -> None:
     (receipt,) = client.submit([_spec("NO_SUCH_SITE")])
     # Then it is refused with the reason
     assert not receipt.accepted and "not in the site catalogue" in receipt.reason
+    # And so is a job, or a task, whose outputs are to be shipped to an unknown site
+    site = system.new_site()
+    (receipt,) = client.submit([_spec(site, output_destination="NO_SUCH_SITE")])
+    assert not receipt.accepted
+    assert "output_destination 'NO_SUCH_SITE' is not in the site catalogue" in receipt.reason
+    task = TaskSpec(
+        command="true",
+        input_dataset=f"in.{uuid.uuid4().hex[:8]}",
+        output_dataset=f"out.{uuid.uuid4().hex[:8]}",
+        id=f"t{uuid.uuid4().hex[:8]}",
+        output_destination="NO_SUCH_SITE",
+    )
+    put_file(system.settings, system.engine, task.input_dataset, site, b"x")
+    with pytest.raises(BadInput, match=r"site\(s\) NO_SUCH_SITE not in the site catalogue"):
+        client.submit_task(task)
     # And unknown jobs and tasks are NotFound
     with pytest.raises(NotFound, match="no job 'nope'"):
         client.job("nope")
