@@ -32,6 +32,7 @@ from broker.reconnect import Backoff, until_stopped
 from broker.security import identity, senders
 from broker.service.reading import Asker, Reader
 from broker.settings import Settings
+from broker.stopping import stop_on_signals
 from broker.store.engine import open_engine, transaction
 
 log = logging.getLogger(__name__)
@@ -184,9 +185,9 @@ def _child(settings: Settings, failures: Any, parent: int) -> None:
     or until the parent is gone."""
     from broker.observability import logs
 
-    stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops it, after Ctrl-C too
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM comes twice when the process group is sent it: from there and the parent.
+    stop = stop_on_signals(signal.SIGTERM)
     # Where cores are short, the job flow goes first: a page waits, a pilot does not.
     os.nice(QUERY_NICENESS)
     logs.setup(settings.log_level, settings.log_format)
