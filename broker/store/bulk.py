@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from sqlalchemy import JSON, Connection, Table, bindparam, insert, text, update
+from sqlalchemy import JSON, Connection, Table, TextClause, bindparam, insert, text, update
 from sqlalchemy.exc import DBAPIError
 
 
@@ -29,25 +29,63 @@ def update_each(
     same row, the later one wins."""
     if not rows:
         return
+    if conn.dialect.name == "postgresql":
+        conn.execute(matching_update(conn, table, keys, rows))
+        return
     latest = {tuple(r[k] for k in keys): r for r in rows}
     columns = [c for c in rows[0] if c not in keys]
-    if conn.dialect.name != "postgresql":
-        stmt = (
-            update(table)
-            .where(*(table.c[k] == bindparam(f"b_{k}") for k in keys))
-            .values({c: bindparam(f"b_{c}") for c in columns})
-        )
-        conn.execute(stmt, [{f"b_{k}": v for k, v in r.items()} for r in latest.values()])
-        return
+    stmt = (
+        update(table)
+        .where(*(table.c[k] == bindparam(f"b_{k}") for k in keys))
+        .values({c: bindparam(f"b_{c}") for c in columns})
+    )
+    conn.execute(stmt, [{f"b_{k}": v for k, v in r.items()} for r in latest.values()])
+
+
+def update_matching(
+    conn: Connection,
+    table: Table,
+    keys: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    also: dict[str, Any],
+    returning: str,
+) -> set[Any]:
+    """PostgreSQL's compare-and-set of many rows in one statement: each of ``rows``
+    names a row by its ``keys`` columns (the expected values included, a job's
+    state say) and carries the other columns to set in it; ``also`` is set in every
+    row matched. Returns the ``returning`` column of the rows matched."""
+    if not rows:
+        return set()
+    stmt = matching_update(conn, table, keys, rows, also, returning)
+    return {row[0] for row in conn.execute(stmt)}
+
+
+def matching_update(
+    conn: Connection,
+    table: Table,
+    keys: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    also: dict[str, Any] | None = None,
+    returning: str | None = None,
+) -> TextClause:
+    """``UPDATE … FROM unnest(…)`` (PostgreSQL): the rows' keys and values as one array
+    per column, joined on the keys (a nested loop on the index of the keys in every
+    plan, whatever the statistics); when two rows name the same row, the later wins."""
+    also = also or {}
+    latest = list({tuple(r[k] for k in keys): r for r in rows}.values())
+    columns = [c for c in rows[0] if c not in keys]
     names = [*keys, *columns]
     unnested = ", ".join(_unnest(conn, table, n) for n in names)
+    sets = [f"{c} = v.{c}" for c in columns] + [f"{c} = :also_{c}" for c in also]
     sql = (
-        f"UPDATE {table.name} AS t SET {', '.join(f'{c} = v.{c}' for c in columns)} "
+        f"UPDATE {table.name} AS t SET {', '.join(sets)} "
         f"FROM (SELECT {unnested}) AS v "
         f"WHERE {' AND '.join(f't.{k} = v.{k}' for k in keys)}"
+        + (f" RETURNING t.{returning}" if returning else "")
     )
-    params = {n: [_value(table, n, r[n]) for r in latest.values()] for n in names}
-    conn.execute(text(sql), params)
+    params = {n: [_value(table, n, r[n]) for r in latest] for n in names}
+    constants = [bindparam(f"also_{c}", v, type_=table.c[c].type) for c, v in also.items()]
+    return text(sql).bindparams(*constants, **params)
 
 
 def insert_each(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:

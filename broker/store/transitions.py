@@ -3,8 +3,10 @@
 Every applied change updates the job row only if it is still in the expected
 state and attempt (so concurrent broker processes never both win), appends
 a row to the job's history, and mirrors the state on its attempt. Changes are
-applied in bulk, one statement per (from, to) group, inside the caller's
-transaction.
+applied in bulk inside the caller's transaction: one statement per (from, to)
+group and set of columns, which on PostgreSQL also writes the changes' values,
+so that a job row is written once per change; then the history, and each
+attempt's row once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sqlalchemy import Connection, Table, update
 
 from broker.states import JobState, can_transition, is_final
 from broker.store import endings, hooks
-from broker.store.bulk import insert_each, update_each
+from broker.store.bulk import insert_each, update_each, update_matching
 from broker.store.datasets import chunks
 from broker.store.keys import attempts_in
 from broker.store.schema import job_attempts, job_transitions, jobs
@@ -94,9 +96,50 @@ CAS_CHUNK = 5000
 def _compare_and_set(
     conn: Connection, frm: JobState, to: JobState, group: list[Change], now: datetime
 ) -> list[Change]:
+    """Move the jobs of ``group`` that are still ``frm`` in their attempt to ``to``, with
+    their changes' values; the attempts' rows are written by :func:`_record`."""
+    if conn.dialect.name == "postgresql":
+        won = _matched_and_set(conn, frm, to, group, now)
+    else:
+        won = _matched(conn, frm, to, group, now)
+        _set_values(conn, [c for c in group if c.job_id in won and c.values])
+    return [c for c in group if c.job_id in won]
+
+
+def _matched_and_set(
+    conn: Connection, frm: JobState, to: JobState, group: list[Change], now: datetime
+) -> set[str]:
+    """PostgreSQL: the compare-and-set and the values in one statement per set of
+    columns, so that each job row is written once (its state is in indexes: every
+    write of the row is a new version in each of them)."""
     won: set[str] = set()
-    # In slices: a task's jobs move together, and SQLite's form (an IN list) takes a
-    # parameter for each.
+    by_columns: dict[tuple[str, ...], list[Change]] = defaultdict(list)
+    for change in group:
+        by_columns[_columns(jobs, change)].append(change)
+    for columns, changes in by_columns.items():
+        rows = [
+            {"id": c.job_id, "attempt": c.attempt, "state": frm.value}
+            | {n: c.values[n] for n in columns}
+            for c in changes
+        ]
+        for part in chunks(rows, CAS_CHUNK):
+            won |= update_matching(
+                conn,
+                jobs,
+                ("id", "attempt", "state"),
+                part,
+                also={"state": to.value, "modified_at": now},
+                returning="id",
+            )
+    return won
+
+
+def _matched(
+    conn: Connection, frm: JobState, to: JobState, group: list[Change], now: datetime
+) -> set[str]:
+    """Elsewhere (SQLite): the compare-and-set alone, an ``IN`` list a slice (a task's
+    jobs move together, and the list takes a parameter for each)."""
+    won: set[str] = set()
     for part in chunks([(c.job_id, c.attempt) for c in group], CAS_CHUNK):
         stmt = (
             update(jobs)
@@ -105,31 +148,27 @@ def _compare_and_set(
             .returning(jobs.c.id)
         )
         won |= {row.id for row in conn.execute(stmt)}
-    applied = [c for c in group if c.job_id in won]
-    _set_values(conn, jobs, [c for c in applied if c.values])
-    _set_values(conn, job_attempts, [c for c in applied if c.values])
-    return applied
+    return won
 
 
-def _set_values(conn: Connection, table: Table, changes: list[Change]) -> None:
-    """Write each change's extra column values into ``table`` (those columns it has)."""
+def _set_values(conn: Connection, changes: list[Change]) -> None:
+    """Write each change's extra column values into its job's row."""
     by_columns: dict[tuple[str, ...], list[Change]] = defaultdict(list)
     for change in changes:
-        columns = tuple(sorted(k for k in change.values if k in table.c))
+        columns = _columns(jobs, change)
         if columns:
             by_columns[columns].append(change)
-    keys = _keys(table)
     for columns, group in by_columns.items():
         rows = [
-            {keys[0]: ch.job_id, keys[1]: ch.attempt, **{c: ch.values[c] for c in columns}}
+            {"id": ch.job_id, "attempt": ch.attempt, **{c: ch.values[c] for c in columns}}
             for ch in group
         ]
-        update_each(conn, table, keys, rows)
+        update_each(conn, jobs, ("id", "attempt"), rows)
 
 
-def _keys(table: Table) -> tuple[str, str]:
-    """The columns naming a job attempt's row in ``table``."""
-    return ("id", "attempt") if table is jobs else ("job_id", "attempt")
+def _columns(table: Table, change: Change) -> tuple[str, ...]:
+    """The columns of ``table`` that ``change`` carries values for."""
+    return tuple(sorted(k for k in change.values if k in table.c))
 
 
 def history(changes: Iterable[Change], now: datetime) -> list[dict[str, Any]]:
@@ -149,21 +188,19 @@ def history(changes: Iterable[Change], now: datetime) -> list[dict[str, Any]]:
 
 
 def _record(conn: Connection, applied: list[Change], now: datetime) -> None:
+    """The history rows, and each attempt's row once: its state as the changes leave it,
+    with their values (a later change's winning)."""
     if not applied:
         return
     # COPY on PostgreSQL: an executemany of INSERT ran one statement per row (5.5 a job).
     insert_each(conn, job_transitions, history(applied, now))
-    update_each(
-        conn,
-        job_attempts,
-        _keys(job_attempts),
-        [
-            {
-                "job_id": c.job_id,
-                "attempt": c.attempt,
-                "state": c.to_state.value,
-                "ended_at": now if is_final(c.to_state) else None,
-            }
-            for c in applied
-        ],
-    )
+    attempts: dict[tuple[str, int], dict[str, Any]] = {}
+    for c in applied:
+        row = attempts.setdefault((c.job_id, c.attempt), {})
+        row |= {n: c.values[n] for n in _columns(job_attempts, c)}
+        row |= {"state": c.to_state.value, "ended_at": now if is_final(c.to_state) else None}
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for (job_id, attempt), values in attempts.items():
+        by_columns[tuple(sorted(values))].append({"job_id": job_id, "attempt": attempt} | values)
+    for rows in by_columns.values():
+        update_each(conn, job_attempts, ("job_id", "attempt"), rows)

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine, select, text, update
 
 from broker.protocol import JobSpec
 from broker.states import JobState
+from broker.store.bulk import matching_update
 from broker.store.clock import now
 from broker.store.datasets import FileRecord, files_by_did, register
 from broker.store.engine import open_engine, transaction
@@ -82,6 +83,30 @@ def test_a_batch_compare_and_set_reads_no_index_on_state(grown: Engine) -> None:
         # And it moves exactly the batch
         moved = {r.id for r in conn.execute(stmt)}
         assert moved == {job_id for job_id, _ in keys}
+
+
+def test_a_compare_and_set_with_values_reads_no_index_on_state(grown: Engine) -> None:
+    # Given the grown database, whose statistics say there are no throttled jobs
+    keys = [(f"j{n:05d}", 1) for n in range(1, 3000, 30)]
+    rows = [
+        {"id": job_id, "attempt": attempt, "state": JobState.THROTTLED.value, "pilot_id": "p"}
+        for job_id, attempt in keys
+    ]
+    with transaction(grown) as conn:
+        # When the compare-and-set that also writes each job's values is planned
+        stmt = matching_update(
+            conn, jobs, ("id", "attempt", "state"), rows, {"state": "activated"}, "id"
+        )
+        plan = _plan(conn, stmt)
+        # Then no index on state is read: the batch is found by its keys
+        used = {n.get("Index Name", "") for n in _nodes(plan)}
+        assert not any(name.startswith(STATE_INDEXES) for name in used), used
+        # And it moves exactly the batch, with the values
+        moved = {r.id for r in conn.execute(stmt)}
+        assert moved == {job_id for job_id, _ in keys}
+        written = select(jobs.c.id).where(jobs.c.pilot_id == "p", jobs.c.state == "activated")
+        assert set(conn.scalars(written)) == moved
+        conn.rollback()
 
 
 def test_a_compare_and_set_leaves_rows_in_another_state_or_attempt(grown: Engine) -> None:
