@@ -4,9 +4,10 @@ Every applied change updates the job row only if it is still in the expected
 state and attempt (so concurrent broker processes never both win), appends
 a row to the job's history, and mirrors the state on its attempt. Changes are
 applied in bulk inside the caller's transaction: one statement per (from, to)
-group and set of columns, which on PostgreSQL also writes the changes' values,
-so that a job row is written once per change; then the history, and each
-attempt's row once.
+group and set of columns, which on PostgreSQL also writes the changes' values;
+a job's changes that follow one another (a pilot's events of one batch) are
+written to its row at once. So a job's row is written once a batch, and so is
+its attempt's; every change keeps its history row.
 """
 
 from __future__ import annotations
@@ -46,13 +47,49 @@ class Change:
 def apply(conn: Connection, changes: Iterable[Change], now: datetime) -> list[Change]:
     """Apply what is legal and still current; return the changes applied, in order."""
     applied: list[Change] = []
-    for round_ in _rounds([c for c in changes if _legal(c)]):
-        for (frm, to), group in _grouped(round_).items():
-            applied += _compare_and_set(conn, frm, to, group, now)
+    for round_ in _rounds(_moves([c for c in changes if _legal(c)])):
+        steps = {move.job_id: chain for move, chain in round_}
+        for (frm, to), group in _grouped([move for move, _ in round_]).items():
+            for move in _compare_and_set(conn, frm, to, group, now):
+                applied += steps[move.job_id]
     _record(conn, applied, now)
     endings.noted(conn, (c.job_id for c in applied if is_final(c.to_state)))
     hooks.applied(conn, applied, now)
     return applied
+
+
+#: A job's changes that follow one another, and the one change that writes them.
+Move = tuple[Change, list[Change]]
+
+
+def _moves(changes: list[Change]) -> list[Move]:
+    """Join each job's changes that follow one another (each from the state the one
+    before leaves it in, as the changes of a batch of a pilot's events do) into one
+    write of its row: from the first's state to the last's, with all their values
+    (a later one's winning); each keeps its history row."""
+    chains: list[list[Change]] = []
+    last: dict[str, list[Change]] = {}
+    for change in changes:
+        chain = last.get(change.job_id)
+        if chain and (chain[-1].to_state, chain[-1].attempt) == (
+            change.from_state,
+            change.attempt,
+        ):
+            chain.append(change)
+            continue
+        last[change.job_id] = [change]
+        chains.append(last[change.job_id])
+    return [(_joined(chain), chain) for chain in chains]
+
+
+def _joined(chain: list[Change]) -> Change:
+    if len(chain) == 1:
+        return chain[0]
+    values: dict[str, Any] = {}
+    for change in chain:
+        values |= change.values
+    first, end = chain[0], chain[-1]
+    return Change(first.job_id, first.attempt, first.from_state, end.to_state, values=values)
 
 
 def _legal(change: Change) -> bool:
@@ -69,16 +106,16 @@ def _legal(change: Change) -> bool:
     return False
 
 
-def _rounds(changes: list[Change]) -> list[list[Change]]:
-    """Split so that a job's second change is applied after its first."""
-    rounds: list[list[Change]] = []
+def _rounds(moves: list[Move]) -> list[list[Move]]:
+    """Split so that a job's second move is applied after its first."""
+    rounds: list[list[Move]] = []
     depth: dict[str, int] = defaultdict(int)
-    for change in changes:
-        level = depth[change.job_id]
-        depth[change.job_id] += 1
+    for move in moves:
+        level = depth[move[0].job_id]
+        depth[move[0].job_id] += 1
         if level == len(rounds):
             rounds.append([])
-        rounds[level].append(change)
+        rounds[level].append(move)
     return rounds
 
 

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import OperationalError
 
 from broker.errors import DatabaseRefused, DatabaseUnavailable, SchemaMissing, StatementFailed
@@ -62,6 +62,57 @@ def test_a_chain_of_changes_is_applied_in_order_with_history(engine: Engine) -> 
     assert job["state"] == "activated"
     assert [t["to_state"] for t in job["transitions"]] == ["defined", "assigned", "activated"]
     assert job["attempts"][0]["state"] == "activated"
+
+
+def test_a_jobs_changes_that_follow_one_another_write_its_row_once(engine: Engine) -> None:
+    # Given a job, and a pilot's changes of one batch: each from where the last left it
+    new_job(engine, "once-1")
+    with transaction(engine) as conn:
+        transitions.apply(conn, [Change("once-1", 1, S.DEFINED, S.ASSIGNED)], now())
+    changes = [
+        Change("once-1", 1, S.ASSIGNED, S.ACTIVATED, values={"priority": 5}),
+        Change("once-1", 1, S.ACTIVATED, S.SENT, values={"pilot_id": "p-1", "priority": 7}),
+        Change("once-1", 1, S.SENT, S.STARTING, event_id="e-1"),
+    ]
+    with transaction(engine) as conn:
+        # When they are applied together
+        before = _rows_updated(conn)
+        applied = transitions.apply(conn, changes, now())
+        # Then the job's row is written once (PostgreSQL counts each row version)
+        if engine.dialect.name == "postgresql":
+            assert _rows_updated(conn) - before == 1
+    # And each change is applied, in order, with its history row
+    assert applied == changes
+    with transaction(engine) as conn:
+        job = get_job(conn, "once-1")
+    assert (job["state"], job["pilot_id"], job["priority"]) == ("starting", "p-1", 7)
+    assert [t["to_state"] for t in job["transitions"]][-3:] == ["activated", "sent", "starting"]
+    assert (job["attempts"][0]["state"], job["attempts"][0]["pilot_id"]) == ("starting", "p-1")
+
+
+def _rows_updated(conn: Connection) -> int:
+    """The job rows this session has updated, as PostgreSQL counts them (0 elsewhere)."""
+    if conn.dialect.name != "postgresql":
+        return 0
+    sql = "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'jobs'"
+    return int(conn.exec_driver_sql(sql).scalar_one())
+
+
+def test_a_change_that_does_not_follow_the_one_before_is_applied_apart(engine: Engine) -> None:
+    # Given a job and two changes of it where the second expects a state the first
+    # does not leave it in
+    new_job(engine, "apart-1")
+    changes = [
+        Change("apart-1", 1, S.DEFINED, S.ASSIGNED),
+        Change("apart-1", 1, S.ACTIVATED, S.SENT, values={"pilot_id": "p-1"}),
+    ]
+    with transaction(engine) as conn:
+        applied = transitions.apply(conn, changes, now())
+    # Then only the first is applied, and nothing of the second is written
+    assert applied == changes[:1]
+    with transaction(engine) as conn:
+        job = get_job(conn, "apart-1")
+    assert (job["state"], job["pilot_id"]) == ("assigned", None)
 
 
 def test_a_task_sized_group_of_changes_is_applied_in_one_call(engine: Engine) -> None:
