@@ -25,21 +25,20 @@ def update_each(
     conn: Connection, table: Table, keys: Sequence[str], rows: Sequence[dict[str, Any]]
 ) -> None:
     """Set, in the row of ``table`` each of ``rows`` names by its ``keys`` columns, the
-    other columns it carries. All ``rows`` carry the same columns; when two name the
-    same row, the later one wins."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        conn.execute(matching_update(conn, table, keys, rows))
-        return
-    latest = {tuple(r[k] for k in keys): r for r in rows}
-    columns = [c for c in rows[0] if c not in keys]
-    stmt = (
-        update(table)
-        .where(*(table.c[k] == bindparam(f"b_{k}") for k in keys))
-        .values({c: bindparam(f"b_{c}") for c in columns})
-    )
-    conn.execute(stmt, [{f"b_{k}": v for k, v in r.items()} for r in latest.values()])
+    other columns it carries: one statement for each set of columns the rows carry.
+    When two rows with the same columns name the same row, the later one wins."""
+    for group in _by_columns(rows):
+        if conn.dialect.name == "postgresql":
+            conn.execute(matching_update(conn, table, keys, group))
+            continue
+        latest = {tuple(r[k] for k in keys): r for r in group}
+        columns = [c for c in group[0] if c not in keys]
+        stmt = (
+            update(table)
+            .where(*(table.c[k] == bindparam(f"b_{k}") for k in keys))
+            .values({c: bindparam(f"b_{c}") for c in columns})
+        )
+        conn.execute(stmt, [{f"b_{k}": v for k, v in r.items()} for r in latest.values()])
 
 
 def update_matching(
@@ -50,14 +49,24 @@ def update_matching(
     also: dict[str, Any],
     returning: str,
 ) -> set[Any]:
-    """PostgreSQL's compare-and-set of many rows in one statement: each of ``rows``
-    names a row by its ``keys`` columns (the expected values included, a job's
-    state say) and carries the other columns to set in it; ``also`` is set in every
-    row matched. Returns the ``returning`` column of the rows matched."""
-    if not rows:
-        return set()
-    stmt = matching_update(conn, table, keys, rows, also, returning)
-    return {row[0] for row in conn.execute(stmt)}
+    """PostgreSQL's compare-and-set of many rows, one statement for each set of
+    columns they carry: each of ``rows`` names a row by its ``keys`` columns (the
+    expected values included, a job's state say) and carries the other columns to
+    set in it; ``also`` is set in every row matched. Returns the ``returning``
+    column of the rows matched."""
+    matched: set[Any] = set()
+    for group in _by_columns(rows):
+        stmt = matching_update(conn, table, keys, group, also, returning)
+        matched |= {row[0] for row in conn.execute(stmt)}
+    return matched
+
+
+def _by_columns(rows: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``rows`` grouped by the columns they carry, in the order they come."""
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(frozenset(row), []).append(row)
+    return list(groups.values())
 
 
 def matching_update(

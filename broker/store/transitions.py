@@ -6,8 +6,9 @@ a row to the job's history, and mirrors the state on its attempt. Changes are
 applied in bulk inside the caller's transaction: one statement per (from, to)
 group and set of columns, which on PostgreSQL also writes the changes' values;
 a job's changes that follow one another (a pilot's events of one batch) are
-written to its row at once. So a job's row is written once a batch, and so is
-its attempt's; every change keeps its history row.
+written to its row at once. So the changes of a batch write a job's row once, and
+its attempt's once (what an ended attempt used is written apart, by
+``broker.store.measures``); every change keeps its history row.
 """
 
 from __future__ import annotations
@@ -149,25 +150,19 @@ def _matched_and_set(
     """PostgreSQL: the compare-and-set and the values in one statement per set of
     columns, so that each job row is written once (its state is in indexes: every
     write of the row is a new version in each of them)."""
+    rows = [
+        {"id": c.job_id, "attempt": c.attempt, "state": frm.value} | _values(jobs, c) for c in group
+    ]
     won: set[str] = set()
-    by_columns: dict[tuple[str, ...], list[Change]] = defaultdict(list)
-    for change in group:
-        by_columns[_columns(jobs, change)].append(change)
-    for columns, changes in by_columns.items():
-        rows = [
-            {"id": c.job_id, "attempt": c.attempt, "state": frm.value}
-            | {n: c.values[n] for n in columns}
-            for c in changes
-        ]
-        for part in chunks(rows, CAS_CHUNK):
-            won |= update_matching(
-                conn,
-                jobs,
-                ("id", "attempt", "state"),
-                part,
-                also={"state": to.value, "modified_at": now},
-                returning="id",
-            )
+    for part in chunks(rows, CAS_CHUNK):
+        won |= update_matching(
+            conn,
+            jobs,
+            ("id", "attempt", "state"),
+            part,
+            also={"state": to.value, "modified_at": now},
+            returning="id",
+        )
     return won
 
 
@@ -190,22 +185,17 @@ def _matched(
 
 def _set_values(conn: Connection, changes: list[Change]) -> None:
     """Write each change's extra column values into its job's row."""
-    by_columns: dict[tuple[str, ...], list[Change]] = defaultdict(list)
-    for change in changes:
-        columns = _columns(jobs, change)
-        if columns:
-            by_columns[columns].append(change)
-    for columns, group in by_columns.items():
-        rows = [
-            {"id": ch.job_id, "attempt": ch.attempt, **{c: ch.values[c] for c in columns}}
-            for ch in group
-        ]
-        update_each(conn, jobs, ("id", "attempt"), rows)
+    rows = [
+        {"id": c.job_id, "attempt": c.attempt} | values
+        for c in changes
+        if (values := _values(jobs, c))
+    ]
+    update_each(conn, jobs, ("id", "attempt"), rows)
 
 
-def _columns(table: Table, change: Change) -> tuple[str, ...]:
-    """The columns of ``table`` that ``change`` carries values for."""
-    return tuple(sorted(k for k in change.values if k in table.c))
+def _values(table: Table, change: Change) -> dict[str, Any]:
+    """The values ``change`` carries for columns of ``table``."""
+    return {k: v for k, v in change.values.items() if k in table.c}
 
 
 def history(changes: Iterable[Change], now: datetime) -> list[dict[str, Any]]:
@@ -233,11 +223,7 @@ def _record(conn: Connection, applied: list[Change], now: datetime) -> None:
     insert_each(conn, job_transitions, history(applied, now))
     attempts: dict[tuple[str, int], dict[str, Any]] = {}
     for c in applied:
-        row = attempts.setdefault((c.job_id, c.attempt), {})
-        row |= {n: c.values[n] for n in _columns(job_attempts, c)}
+        row = attempts.setdefault((c.job_id, c.attempt), {"job_id": c.job_id, "attempt": c.attempt})
+        row |= _values(job_attempts, c)
         row |= {"state": c.to_state.value, "ended_at": now if is_final(c.to_state) else None}
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for (job_id, attempt), values in attempts.items():
-        by_columns[tuple(sorted(values))].append({"job_id": job_id, "attempt": attempt} | values)
-    for rows in by_columns.values():
-        update_each(conn, job_attempts, ("job_id", "attempt"), rows)
+    update_each(conn, job_attempts, ("job_id", "attempt"), list(attempts.values()))
